@@ -1,0 +1,22 @@
+"""The aiohttp application."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from kevin.api import ops, participants, trades
+from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE
+from kevin.api.errors import request_context
+from kevin.api.http import MAX_BODY
+from kevin.engine.service import Kevin
+
+
+def create_app(service: Kevin, admin_token: str | None) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[request_context])
+    app[KEVIN] = service
+    app[ADMIN_TOKEN] = admin_token
+    app[KEY_CACHE] = {}
+    app.add_routes(ops.routes)
+    app.add_routes(participants.routes)
+    app.add_routes(trades.routes)
+    return app

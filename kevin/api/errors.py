@@ -1,0 +1,92 @@
+"""Every error leaves as ``{"error", "message", "details"}`` with one status per class."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from kevin import jsoncodec
+from kevin.domain import errors as e
+
+log = structlog.get_logger("kevin.http")
+
+STATUS: dict[type[e.KevinError], int] = {
+    e.MalformedRequest: 400,
+    e.Unauthorized: 401,
+    e.Forbidden: 403,
+    e.NotFound: 404,
+    e.ExistsWithDifferentFields: 409,
+    e.ParticipantExists: 409,
+    e.TradeCancelled: 409,
+    e.Conflict: 409,
+    e.VersionConflict: 412,
+    e.PayloadTooLarge: 413,
+    e.UnsupportedMediaType: 415,
+    e.ValidationFailed: 422,
+    e.PreconditionRequired: 428,
+    e.DatabaseUnavailable: 503,
+}
+
+# aiohttp's own refusals (no route, wrong method, body too large) in the contract's shape.
+HTTP_CODES = {
+    404: ("not_found", "no such resource"),
+    405: ("method_not_allowed", "this method is not allowed here"),
+    413: ("payload_too_large", "the request body is larger than 1 MiB"),
+}
+
+
+def status_of(error: e.KevinError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_response(status: int, code: str, message: str, details: Any = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    body = {"error": code, "message": message, "details": details}
+    return web.Response(status=status, body=jsoncodec.dumps(body),
+                        content_type="application/json", headers=headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request id on every log line; one access line per request; errors mapped."""
+    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    try:
+        response = await _mapped(request, handler)
+    finally:
+        pass
+    response.headers["X-Request-ID"] = request_id
+    log.info("request", method=request.method, path=request.path, status=response.status,
+             duration_ms=round((time.perf_counter() - started) * 1000, 3))
+    return response
+
+
+async def _mapped(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except e.KevinError as error:
+        status = status_of(error)
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return error_response(status, error.code, error.message, error.details, headers)
+    except web.HTTPException as http:
+        if http.status in HTTP_CODES:
+            code, message = HTTP_CODES[http.status]
+            headers = {"Allow": http.headers["Allow"]} if "Allow" in http.headers else None
+            return error_response(http.status, code, message, None, headers)
+        raise
+    except Exception:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "an internal error occurred; it is logged")

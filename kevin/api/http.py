@@ -1,0 +1,164 @@
+"""Small helpers that keep the handlers thin: auth, body parsing, headers, responses."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from kevin import jsoncodec
+from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE
+from kevin.domain import errors as e
+from kevin.store.participants import hash_key
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Principal:
+    participant: str | None  # None for the admin
+
+    @property
+    def is_admin(self) -> bool:
+        return self.participant is None
+
+
+KEY_CACHE_SIZE = 10_000
+
+
+async def authenticate(request: web.Request) -> Principal:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise e.Unauthorized()
+    admin = request.app[ADMIN_TOKEN]
+    if admin is not None and hmac.compare_digest(token.encode(), admin.encode()):
+        return Principal(None)
+    # Known keys are remembered by hash, so a busy client costs no query per request.
+    cache = request.app[KEY_CACHE]
+    key_hash = hash_key(token)
+    participant = cache.get(key_hash)
+    if participant is None:
+        participant = await request.app[KEVIN].participant_for_key(token)
+        if participant is None:
+            raise e.Unauthorized("the API key is not valid")
+        if len(cache) >= KEY_CACHE_SIZE:
+            cache.clear()
+        cache[key_hash] = participant
+    return Principal(participant)
+
+
+async def require_admin(request: web.Request) -> Principal:
+    principal = await authenticate(request)
+    if not principal.is_admin:
+        raise e.Forbidden("this needs the admin token")
+    return principal
+
+
+def acting_participant(request: web.Request, principal: Principal) -> str:
+    """Whose trades a read is about: the caller's own, or ``?participant=`` for the admin."""
+    named = request.query.get("participant")
+    if principal.is_admin:
+        if not named:
+            raise e.ValidationFailed(
+                "the admin must name a participant", [{"field": "participant",
+                                                       "message": "required for the admin"}])
+        return named
+    assert principal.participant is not None
+    if named and named != principal.participant:
+        raise e.NotFound("no such trade")
+    return principal.participant
+
+
+def require_participant(principal: Principal) -> str:
+    if principal.participant is None:
+        raise e.Forbidden("trades are submitted with a participant's key, not the admin token")
+    return principal.participant
+
+
+def validation_details(error: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in item["loc"]) or "body",
+         "message": item["msg"], "type": item["type"]}
+        for item in error.errors(include_url=False, include_input=False)
+    ]
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise e.ValidationFailed("the request is not valid", validation_details(error)) from None
+
+
+async def read_json(request: web.Request) -> Any:
+    content_type = request.content_type
+    if content_type != "application/json":
+        raise e.UnsupportedMediaType(
+            f"expected Content-Type application/json, not {content_type or 'none'}")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise e.PayloadTooLarge("the request body is larger than 1 MiB") from None
+    try:
+        return jsoncodec.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise e.MalformedRequest(f"the body is not valid JSON: {error}") from None
+
+
+async def read_model(request: web.Request, model: type[M]) -> M:
+    return parse_model(model, await read_json(request))
+
+
+def if_match(request: web.Request) -> int | None:
+    """The version named by If-Match (``"3"``, ``W/"3"`` or ``3``); -1 when unparseable,
+    so it matches no version and the caller answers 412."""
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        return None
+    text = raw.strip().removeprefix("W/").strip('"')
+    return int(text) if text.isdigit() else -1
+
+
+_INSTANT = TypeAdapter(datetime)
+
+
+def query_instant(request: web.Request, name: str = "as_of") -> datetime | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        instant = _INSTANT.validate_python(raw)
+    except ValidationError:
+        instant = None
+    if instant is None or instant.tzinfo is None:
+        raise e.ValidationFailed(
+            f"{name} must be an RFC 3339 timestamp with a zone",
+            [{"field": name, "message": "expected e.g. 2026-11-21T10:00:00Z"}])
+    return instant
+
+
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise e.ValidationFailed(f"{name} must be an integer from {lo} to {hi}",
+                                 [{"field": name, "message": f"between {lo} and {hi}"}])
+    return int(raw)
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    if isinstance(body, BaseModel):
+        body = body.model_dump(mode="python")
+    return web.Response(status=status, body=jsoncodec.dumps(body),
+                        content_type="application/json", headers=headers)

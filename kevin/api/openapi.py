@@ -1,0 +1,158 @@
+"""The OpenAPI 3.1 document, generated from the pydantic models the handlers use."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+import kevin
+from kevin.domain.models import (
+    ErrorBody,
+    ParticipantCreate,
+    ParticipantCreated,
+    Trade,
+    TradeAmendment,
+    TradePage,
+    TradeSubmission,
+    TradeVersions,
+)
+
+MODELS = [
+    (TradeSubmission, "validation"), (TradeAmendment, "validation"), (Trade, "serialization"),
+    (TradeVersions, "serialization"), (TradePage, "serialization"),
+    (ParticipantCreate, "validation"), (ParticipantCreated, "serialization"),
+    (ErrorBody, "serialization"),
+]
+
+ERROR_STATUSES = {
+    "400": "Malformed JSON", "401": "No or bad API key", "403": "Not allowed",
+    "404": "Unknown, or not yours", "409": "Conflict", "412": "Stale If-Match",
+    "413": "Body over 1 MiB", "415": "Wrong content type", "422": "Validation failed",
+    "428": "If-Match missing", "503": "Database unavailable",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _responses(ok: dict[str, tuple[str, str]], errors: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        code: {"description": text, **_json(_ref(model))} for code, (text, model) in ok.items()
+    }
+    for code in errors:
+        out[code] = {"description": ERROR_STATUSES[code], **_json(_ref("ErrorBody"))}
+    return out
+
+
+def _param(name: str, where: str, schema: dict[str, Any], required: bool = False,
+           description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required, "schema": schema,
+            "description": description}
+
+
+TRADE_ID = _param("trade_id", "path", {"type": "string", "pattern": r"^[A-Za-z0-9._:-]{1,64}$"},
+                  True, "The participant's own reference for the trade.")
+IF_MATCH = _param("If-Match", "header", {"type": "string", "pattern": r'^"[0-9]+"$'}, False,
+                  'The version the change derives from, as in the ETag: "3".')
+AS_OF = _param("as_of", "query", {"type": "string", "format": "date-time"}, False,
+               "An RFC 3339 instant with a zone; answers as of then (inclusive).")
+PARTICIPANT = _param("participant", "query", {"type": "string", "pattern": r"^[A-Z0-9_]{1,32}$"},
+                     False, "Admin only: whose trades to read.")
+AUTH = ("401",)
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    _, defs = models_json_schema(MODELS, ref_template="#/components/schemas/{model}")
+    schemas = defs.get("$defs", {})
+    trade_body = {"required": True, **_json(_ref("TradeSubmission"))}
+    paths: dict[str, Any] = {
+        "/v1/participants": {"post": {
+            "summary": "Create a participant (admin); the API key is shown once.",
+            "requestBody": {"required": True, **_json(_ref("ParticipantCreate"))},
+            "responses": _responses({"201": ("Created", "ParticipantCreated")},
+                                    ("400", *AUTH, "403", "409", "413", "415", "422")),
+        }},
+        "/v1/trades": {
+            "post": {
+                "summary": "Submit a trade; resubmitting the same body is idempotent.",
+                "requestBody": trade_body,
+                "responses": _responses(
+                    {"201": ("Created", "Trade"), "200": ("Already stored, same body", "Trade")},
+                    ("400", *AUTH, "403", "409", "413", "415", "422", "503")),
+            },
+            "get": {
+                "summary": "List trades as of now or as_of, keyset-paginated.",
+                "parameters": [
+                    _param("status", "query", {"enum": ["unmatched", "matched", "mismatched",
+                                                        "cancelled"]}),
+                    _param("product", "query", {"type": "string"}),
+                    AS_OF, PARTICIPANT,
+                    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    _param("cursor", "query", {"type": "string"},
+                           description="next_cursor from the previous page"),
+                ],
+                "responses": _responses({"200": ("A page", "TradePage")}, (*AUTH, "422", "503")),
+            },
+        },
+        "/v1/trades/{trade_id}": {
+            "parameters": [TRADE_ID],
+            "get": {
+                "summary": "The latest version, or the one latest at as_of.",
+                "parameters": [AS_OF, PARTICIPANT],
+                "responses": _responses({"200": ("The trade", "Trade")},
+                                        (*AUTH, "404", "422", "503")),
+            },
+            "put": {
+                "summary": "Amend: the full new terms, against the version in If-Match.",
+                "parameters": [IF_MATCH],
+                "requestBody": {"required": True, **_json(_ref("TradeAmendment"))},
+                "responses": _responses({"200": ("The new version", "Trade")},
+                                        ("400", *AUTH, "403", "404", "409", "412", "413",
+                                         "415", "422", "428", "503")),
+            },
+            "delete": {
+                "summary": "Cancel: appends a cancelled version; nothing is deleted.",
+                "parameters": [IF_MATCH],
+                "responses": _responses({"200": ("The cancelled version", "Trade")},
+                                        (*AUTH, "403", "404", "409", "412", "428", "503")),
+            },
+        },
+        "/v1/trades/{trade_id}/versions": {
+            "parameters": [TRADE_ID],
+            "get": {
+                "summary": "Every version of the trade, ascending.",
+                "parameters": [PARTICIPANT],
+                "responses": _responses({"200": ("The history", "TradeVersions")},
+                                        (*AUTH, "404", "422", "503")),
+            },
+        },
+        "/healthz": {"get": {"summary": "The process is up.", "security": [],
+                             "responses": {"200": {"description": "up"}}}},
+        "/readyz": {"get": {"summary": "The database is reachable and the schema at head.",
+                            "security": [],
+                            "responses": {"200": {"description": "ready"},
+                                          "503": {"description": "not ready",
+                                                  **_json(_ref("ErrorBody"))}}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Kevin", "version": kevin.__version__,
+                 "description": "Post-trade confirmation matching on an append-only store. "
+                                "Decimals are strings in responses; requests accept strings "
+                                "or JSON numbers, parsed exactly."},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

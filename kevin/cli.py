@@ -1,0 +1,140 @@
+"""``kevin serve | migrate | participant add`` — the command line.
+
+Every command exits non-zero with a one-line reason on stderr when it cannot do its job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from kevin import logs
+from kevin.api.app import create_app
+from kevin.config import ConfigError, Settings
+from kevin.domain.errors import KevinError
+from kevin.engine.service import Kevin
+from kevin.runtime import database_url
+from kevin.store import database
+
+log = structlog.get_logger("kevin")
+
+
+class CommandFailed(Exception):
+    """A command could not do its job; the message is the one line the user sees."""
+
+
+async def serve(settings: Settings, host: str, port: int) -> None:
+    async with database_url(settings) as url:
+        pool = await database.create_pool(url)
+        try:
+            app = create_app(Kevin(pool), settings.admin_token)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                   shutdown_timeout=8.0)
+            await runner.setup()
+            try:
+                site = web.TCPSite(runner, host, port, reuse_address=True)
+                try:
+                    await site.start()
+                except OSError as e:
+                    raise CommandFailed(f"cannot listen on {host}:{port}: {e.strerror}") from e
+                log.info("serving", url=f"http://{host}:{port}",
+                         database="embedded" if not settings.database_url else "configured")
+                await _wait_for_stop_signal()
+                log.info("shutting down")
+            finally:
+                await runner.cleanup()
+        finally:
+            await pool.close()
+
+
+async def _wait_for_stop_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def migrate(settings: Settings) -> None:
+    async with database_url(settings) as url:
+        print(f"schema at {database.head_revision()} on {_safe(url)}")
+
+
+async def add_participant(settings: Settings, name: str) -> None:
+    from pydantic import ValidationError
+
+    from kevin.domain.models import ParticipantCreate
+
+    try:
+        ParticipantCreate(name=name)
+    except ValidationError:
+        raise CommandFailed(f"invalid participant name {name!r}: use [A-Z0-9_]{{1,32}}") from None
+    async with database_url(settings) as url:
+        pool = await database.create_pool(url, min_size=1, max_size=1)
+        try:
+            print(await Kevin(pool).create_participant(name))
+        finally:
+            await pool.close()
+
+
+def _safe(url: str) -> str:
+    """A URL fit for output: no password."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{userinfo}{at}{hostpart}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kevin", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve_p = commands.add_parser("serve", help="run the HTTP service (migrates first)")
+    serve_p.add_argument("--host", help="listen address (KEVIN_HOST, default 127.0.0.1)")
+    serve_p.add_argument("--port", type=int, help="listen port (KEVIN_PORT, default 8080)")
+    commands.add_parser("migrate", help="bring the schema to head and exit")
+    participant_p = commands.add_parser("participant", help="manage participants")
+    participant_cmds = participant_p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add_p = participant_cmds.add_parser("add", help="create a participant and print its API key")
+    add_p.add_argument("name", help="participant name, [A-Z0-9_]{1,32}")
+    return parser
+
+
+def run(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, None]:
+    commands: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+        "serve": lambda: serve(settings, args.host or settings.host, args.port or settings.port),
+        "migrate": lambda: migrate(settings),
+        "participant": lambda: add_participant(settings, args.name),
+    }
+    return commands[args.command]()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        logs.configure(settings.log_format)
+        asyncio.run(run(args, settings))
+    except (CommandFailed, ConfigError) as e:
+        print(f"kevin: {e}", file=sys.stderr)
+        return 1
+    except KevinError as e:
+        print(f"kevin: {e.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # the last line of defence: one line, never a bare traceback
+        print(f"kevin: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

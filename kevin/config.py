@@ -1,0 +1,45 @@
+"""Settings from the environment (see the README's Configuration section)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+
+class ConfigError(Exception):
+    """A setting has a value Kevin cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    data_dir: Path
+    host: str
+    port: int
+    admin_token: str | None
+    log_format: str
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        port_text = env.get("KEVIN_PORT", "8080")
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ConfigError(f"KEVIN_PORT must be a number, not {port_text!r}") from None
+        log_format = env.get("KEVIN_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
+        if log_format not in ("json", "console"):
+            raise ConfigError(f"KEVIN_LOG_FORMAT must be json or console, not {log_format!r}")
+        data_dir = env.get("KEVIN_DATA_DIR") or platformdirs.user_data_dir("kevin")
+        return cls(
+            database_url=env.get("KEVIN_DATABASE_URL") or None,
+            data_dir=Path(data_dir).expanduser(),
+            host=env.get("KEVIN_HOST", "127.0.0.1"),
+            port=port,
+            admin_token=env.get("KEVIN_ADMIN_TOKEN") or None,
+            log_format=log_format,
+        )

@@ -1,0 +1,188 @@
+"""Immutable values of the domain: what a participant submits and what Kevin stores.
+
+Decimals stay ``Decimal`` end to end; they are written as strings in plain notation.
+Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
+
+Side = Literal["buy", "sell"]
+Status = Literal["unmatched", "matched", "mismatched", "cancelled"]
+Reason = Literal[
+    "submitted", "amended", "cancelled", "matched", "mismatched",
+    "unmatched", "forced", "broken", "replayed",
+]
+
+TRADE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+PARTICIPANT_PATTERN = r"^[A-Z0-9_]{1,32}$"
+
+TradeId = Annotated[str, StringConstraints(pattern=TRADE_ID_PATTERN)]
+ParticipantName = Annotated[str, StringConstraints(pattern=PARTICIPANT_PATTERN)]
+
+
+def decimal_text(value: Decimal) -> str:
+    """Plain notation, the digits as given: ``Decimal('1E+2')`` → ``"100"``."""
+    return format(value, "f")
+
+
+def utc_text(value: datetime) -> str:
+    """RFC 3339 in UTC with microseconds: ``2026-11-21T10:00:00.123456Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _finite_json(value: Any) -> Any:
+    """Attributes are stored as given, but JSON has no NaN or Infinity."""
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise ValueError("numbers must be finite")
+    if isinstance(value, dict):
+        for item in value.values():
+            _finite_json(item)
+    elif isinstance(value, list):
+        for item in value:
+            _finite_json(item)
+    return value
+
+
+DecimalText = PlainSerializer(decimal_text, return_type=str)
+UtcText = PlainSerializer(utc_text, return_type=str)
+Amount = Annotated[
+    Decimal,
+    Field(gt=0, max_digits=38, decimal_places=18, allow_inf_nan=False,
+          json_schema_extra={"type": "string", "examples": ["1000.25"]}),
+    DecimalText,
+]
+Attributes = Annotated[dict[str, Any], AfterValidator(_finite_json)]
+
+
+class TradeTerms(BaseModel):
+    """The fields a participant states about a trade (everything but its id)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    counterparty: ParticipantName
+    side: Side
+    product: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]{1,32}$")]
+    quantity: Amount
+    price: Amount
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    trade_date: date
+    settlement_date: date
+    location: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    attributes: Attributes = Field(default_factory=dict)
+
+
+# The terms that matter for matching; `attributes` is stored and returned, never matched.
+ECONOMIC_FIELDS = (
+    "counterparty", "side", "product", "quantity", "price", "currency",
+    "trade_date", "settlement_date", "location",
+)
+TERM_FIELDS = (*ECONOMIC_FIELDS, "attributes")
+
+
+def differing_fields(a: TradeTerms, b: TradeTerms) -> list[str]:
+    """The term fields whose values differ (decimals compare by value: 100 == 100.0)."""
+    return [name for name in TERM_FIELDS if getattr(a, name) != getattr(b, name)]
+
+
+class TradeSubmission(TradeTerms):
+    """``POST /v1/trades``: a new trade, or an idempotent resubmission of one."""
+
+    trade_id: TradeId
+
+
+class TradeAmendment(TradeTerms):
+    """``PUT /v1/trades/{trade_id}``: the full new terms. ``trade_id`` may be repeated
+    but must then equal the one in the path."""
+
+    trade_id: TradeId | None = None
+
+
+class MatchRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    match_id: UUID
+    counterparty_trade_id: str
+    counterparty_version: int
+
+
+class MismatchField(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    field: str
+    ours: str | None
+    theirs: str | None
+    tolerance: str | None
+
+
+class Mismatch(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    counterparty_trade_id: str
+    fields: list[MismatchField]
+
+
+class Trade(TradeTerms):
+    """One stored version of a trade, as the API returns it."""
+
+    trade_id: str
+    participant: str
+    version: int
+    status: Status
+    match: MatchRef | None = None
+    mismatches: list[Mismatch] = Field(default_factory=list)
+    reason: Reason
+    comment: str | None = None
+    recorded_at: Annotated[AwareDatetime, UtcText]
+    # Kept by the store for matching and audit; not part of the API body.
+    actor: str | None = Field(default=None, exclude=True)
+    first_submitted_at: datetime | None = Field(default=None, exclude=True)
+    rules_version: int | None = Field(default=None, exclude=True)
+    replay_id: UUID | None = Field(default=None, exclude=True)
+
+    def terms(self) -> TradeTerms:
+        return TradeTerms(**{name: getattr(self, name) for name in TERM_FIELDS})
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
+
+class ParticipantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: ParticipantName
+
+
+class ParticipantCreated(BaseModel):
+    name: str
+    api_key: str
+
+
+class TradeVersions(BaseModel):
+    versions: list[Trade]
+
+
+class TradePage(BaseModel):
+    trades: list[Trade]
+    next_cursor: str | None
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    details: Any = None

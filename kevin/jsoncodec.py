@@ -1,0 +1,33 @@
+"""JSON that keeps decimals exact: numbers parse to ``Decimal`` and are written back as
+the same digits, never through binary floats."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+
+def loads(data: str | bytes) -> Any:
+    """Parse JSON; every non-integer number becomes a ``Decimal`` (NaN/Infinity too, so
+    that validation, not the parser, refuses them with a field-level message)."""
+    return json.loads(data, parse_float=Decimal, parse_constant=Decimal)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise TypeError(f"non-finite number {value} cannot be written as JSON")
+        return orjson.Fragment(format(value, "f"))
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=_default,
+                        option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+
+
+def dumps_str(value: Any) -> str:
+    return dumps(value).decode()

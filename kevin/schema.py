@@ -1,0 +1,190 @@
+"""The schema as SQLAlchemy Core tables.
+
+This module is the model that alembic migrations build (``alembic/versions``) and that the
+migration test compares against a migrated database. Queries live in ``kevin.store.queries``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+
+class XID8(sa.types.UserDefinedType[str]):
+    """PostgreSQL's 64-bit transaction id (``xid8``, PostgreSQL 13+)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: object) -> str:
+        return "xid8"
+
+
+# Let reflection (the migration test, alembic autogenerate) recognise the type.
+pg.base.ischema_names["xid8"] = XID8
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+STATUSES = ("unmatched", "matched", "mismatched", "cancelled")
+REASONS = (
+    "submitted", "amended", "cancelled", "matched", "mismatched",
+    "unmatched", "forced", "broken", "replayed",
+)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+participants = sa.Table(
+    "participants",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.text("clock_timestamp()")),
+    sa.CheckConstraint("name ~ '^[A-Z0-9_]{1,32}$'", name="name_format"),
+)
+
+# Keys are random 256-bit tokens, so a plain SHA-256 is a sound one-way hash here (no
+# password stretching is needed); the key itself is never stored.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_hash", sa.LargeBinary, primary_key=True),
+    sa.Column("participant", sa.Text, sa.ForeignKey("participants.name"), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.text("clock_timestamp()")),
+)
+
+trades = sa.Table(
+    "trades",
+    metadata,
+    sa.Column("participant", sa.Text, nullable=False),
+    sa.Column("trade_id", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("latest", sa.Boolean, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("counterparty", sa.Text, nullable=False),
+    sa.Column("side", sa.Text, nullable=False),
+    sa.Column("product", sa.Text, nullable=False),
+    sa.Column("quantity", sa.Numeric, nullable=False),
+    sa.Column("price", sa.Numeric, nullable=False),
+    sa.Column("currency", sa.Text, nullable=False),
+    sa.Column("trade_date", sa.Date, nullable=False),
+    sa.Column("settlement_date", sa.Date, nullable=False),
+    sa.Column("location", sa.Text, nullable=True),
+    sa.Column("attributes", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("match_id", pg.UUID(as_uuid=True), nullable=True),
+    sa.Column("match_counterparty_trade_id", sa.Text, nullable=True),
+    sa.Column("match_counterparty_version", sa.Integer, nullable=True),
+    sa.Column("mismatches", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column("rules_version", sa.Integer, nullable=True),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("replay_id", pg.UUID(as_uuid=True), nullable=True),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("first_submitted_at", sa.DateTime(timezone=True), nullable=False),
+    # clock_timestamp(), not now(): a version derived from another is inserted after that
+    # one committed, so recorded_at grows with the version and as-of reads stay exact.
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.text("clock_timestamp()")),
+    sa.PrimaryKeyConstraint("participant", "trade_id", "version"),
+    sa.CheckConstraint("version >= 1", name="version_positive"),
+    sa.CheckConstraint(_in("status", STATUSES), name="status_known"),
+    sa.CheckConstraint(_in("reason", REASONS), name="reason_known"),
+    sa.CheckConstraint("side IN ('buy', 'sell')", name="side_known"),
+    sa.CheckConstraint("quantity > 0 AND price > 0", name="positive_amounts"),
+    sa.CheckConstraint("(status = 'matched') = (match_id IS NOT NULL)", name="match_iff_matched"),
+)
+
+# Exactly one latest row per trade (invariant 2).
+sa.Index(
+    "ix_trades_one_latest", trades.c.participant, trades.c.trade_id,
+    unique=True, postgresql_where=trades.c.latest,
+)
+# The matching key: resting, live trades by product, currency, participants, side and price.
+sa.Index(
+    "ix_trades_resting", trades.c.product, trades.c.currency, trades.c.participant,
+    trades.c.counterparty, trades.c.side, trades.c.price,
+    postgresql_where=sa.text("latest AND status IN ('unmatched', 'mismatched')"),
+)
+# A live match is found from its id (break, check).
+sa.Index("ix_trades_match_id", trades.c.match_id,
+         postgresql_where=sa.text("latest AND match_id IS NOT NULL"))
+# Listing by status and product for a participant without scanning history.
+sa.Index("ix_trades_latest_by_participant", trades.c.participant, trades.c.status,
+         trades.c.trade_id, postgresql_where=trades.c.latest)
+# Alleged: live trades that name a participant as counterparty.
+sa.Index("ix_trades_alleged", trades.c.counterparty, trades.c.status,
+         postgresql_where=trades.c.latest)
+
+# One update per trade version, written in the version's own transaction (invariant 5).
+# `seq` is the public, gap-tolerant, strictly increasing position; it is assigned after
+# commit by the feed sequencer (kevin.feed.sequencer), which explains why.
+feed = sa.Table(
+    "feed",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    # The writing transaction's id; the sequencer only orders rows whose transaction is
+    # older than every transaction still running (see kevin.feed.sequencer).
+    sa.Column("txid", XID8, nullable=False, server_default=sa.text("pg_current_xact_id()")),
+    sa.Column("seq", sa.BigInteger, nullable=True),
+    sa.Column("participant", sa.Text, nullable=False),
+    sa.Column("trade_id", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.UniqueConstraint("participant", "trade_id", "version"),
+    sa.UniqueConstraint("seq"),
+)
+sa.Index("ix_feed_participant_seq", feed.c.participant, feed.c.seq,
+         postgresql_where=feed.c.seq.isnot(None))
+sa.Index("ix_feed_unsequenced", feed.c.id, postgresql_where=feed.c.seq.is_(None))
+
+# Matching rules per product, versioned and append-only like trades.
+rules = sa.Table(
+    "rules",
+    metadata,
+    sa.Column("product", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("latest", sa.Boolean, nullable=False),
+    sa.Column("body", pg.JSONB, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.text("clock_timestamp()")),
+    sa.PrimaryKeyConstraint("product", "version"),
+)
+sa.Index("ix_rules_one_latest", rules.c.product, unique=True, postgresql_where=rules.c.latest)
+
+# Pairs an operator broke; matching never pairs them again.
+broken_pairs = sa.Table(
+    "broken_pairs",
+    metadata,
+    sa.Column("participant_a", sa.Text, nullable=False),
+    sa.Column("trade_id_a", sa.Text, nullable=False),
+    sa.Column("participant_b", sa.Text, nullable=False),
+    sa.Column("trade_id_b", sa.Text, nullable=False),
+    sa.Column("match_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.text("clock_timestamp()")),
+    sa.PrimaryKeyConstraint("participant_a", "trade_id_a", "participant_b", "trade_id_b"),
+)
+
+# Every applied replay: which rules, who, when; replayed versions point here.
+replays = sa.Table(
+    "replays",
+    metadata,
+    sa.Column("replay_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("rules", pg.JSONB, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("applied", sa.Boolean, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.text("clock_timestamp()")),
+)

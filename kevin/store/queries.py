@@ -1,0 +1,102 @@
+"""Every SQL statement the trade store runs, named, in one place.
+
+Parameters are always bound ($1, $2, …); no value is ever formatted into SQL text.
+"""
+
+TRADE_COLUMNS = """
+    participant, trade_id, version, latest, status, reason, counterparty, side, product,
+    quantity, price, currency, trade_date, settlement_date, location, attributes,
+    match_id, match_counterparty_trade_id, match_counterparty_version, mismatches,
+    rules_version, comment, replay_id, actor, first_submitted_at, recorded_at
+"""
+
+# A version and its feed update in one statement: one round trip, and invariant 5 (every
+# version has exactly one feed row, in its own transaction) holds by construction.
+# ON CONFLICT DO NOTHING on the primary key makes a concurrent duplicate a clean no-op
+# that the caller detects (no row returned) instead of a driver exception.
+INSERT_VERSION = f"""
+WITH version AS (
+    INSERT INTO trades (
+        participant, trade_id, version, latest, status, reason, counterparty, side,
+        product, quantity, price, currency, trade_date, settlement_date, location,
+        attributes, match_id, match_counterparty_trade_id, match_counterparty_version,
+        mismatches, rules_version, comment, replay_id, actor, first_submitted_at
+    ) VALUES (
+        $1, $2, $3, true, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+        $18, $19, $20, $21, $22, $23, coalesce($24, clock_timestamp())
+    )
+    ON CONFLICT ON CONSTRAINT pk_trades DO NOTHING
+    RETURNING {TRADE_COLUMNS}
+), update AS (
+    INSERT INTO feed (participant, trade_id, version)
+    SELECT participant, trade_id, version FROM version
+)
+SELECT {TRADE_COLUMNS} FROM version
+"""
+
+# Invariant 3: the new version may only be written against the version it derives from.
+# If another transaction flipped it first, this waits for that one to commit, re-checks
+# `latest` on the row it left, and matches nothing: the caller sees 0 rows, not an error.
+FLIP_LATEST = """
+UPDATE trades SET latest = false
+WHERE participant = $1 AND trade_id = $2 AND version = $3 AND latest
+RETURNING version
+"""
+
+SELECT_LATEST = f"""
+SELECT {TRADE_COLUMNS} FROM trades
+WHERE participant = $1 AND trade_id = $2 AND latest
+"""
+
+SELECT_AS_OF = f"""
+SELECT {TRADE_COLUMNS} FROM trades
+WHERE participant = $1 AND trade_id = $2 AND recorded_at <= $3
+ORDER BY version DESC
+LIMIT 1
+"""
+
+SELECT_VERSIONS = f"""
+SELECT {TRADE_COLUMNS} FROM trades
+WHERE participant = $1 AND trade_id = $2
+ORDER BY version
+"""
+
+# Keyset pagination on (participant, trade_id); $1 NULL means every participant (admin).
+SELECT_LATEST_PAGE = f"""
+SELECT {TRADE_COLUMNS} FROM trades
+WHERE latest
+  AND ($1::text IS NULL OR participant = $1)
+  AND ($2::text IS NULL OR status = $2)
+  AND ($3::text IS NULL OR product = $3)
+  AND (participant, trade_id) > ($4, $5)
+ORDER BY participant, trade_id
+LIMIT $6
+"""
+
+# As of an instant: per trade, the highest version recorded by then. recorded_at grows
+# with the version (clock_timestamp() at insert), so "highest version" is "latest then".
+SELECT_AS_OF_PAGE = f"""
+SELECT {TRADE_COLUMNS} FROM (
+    SELECT DISTINCT ON (participant, trade_id) {TRADE_COLUMNS} FROM trades
+    WHERE ($1::text IS NULL OR participant = $1)
+      AND recorded_at <= $7
+      AND (participant, trade_id) > ($4, $5)
+    ORDER BY participant, trade_id, version DESC
+) AS as_of_then
+WHERE ($2::text IS NULL OR status = $2)
+  AND ($3::text IS NULL OR product = $3)
+ORDER BY participant, trade_id
+LIMIT $6
+"""
+
+INSERT_PARTICIPANT = """
+INSERT INTO participants (name) VALUES ($1)
+ON CONFLICT (name) DO NOTHING
+RETURNING name
+"""
+
+INSERT_API_KEY = "INSERT INTO api_keys (key_hash, participant) VALUES ($1, $2)"
+
+SELECT_KEY_PARTICIPANT = "SELECT participant FROM api_keys WHERE key_hash = $1"
+
+SELECT_PARTICIPANT = "SELECT name FROM participants WHERE name = $1"

@@ -1,0 +1,143 @@
+"""The trade store: appends versions, flips `latest`, reads history. The only module
+(with its siblings in kevin.store) that speaks SQL; driver errors become domain errors
+here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from kevin.domain.errors import VersionConflict
+from kevin.domain.models import MatchRef, Mismatch, Reason, Status, Trade, TradeTerms
+from kevin.store import queries as q
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """Everything needed to write one version of a trade."""
+
+    participant: str
+    trade_id: str
+    version: int
+    status: Status
+    reason: Reason
+    terms: TradeTerms
+    actor: str
+    match: MatchRef | None = None
+    mismatches: Sequence[Mismatch] = field(default_factory=tuple)
+    rules_version: int | None = None
+    comment: str | None = None
+    replay_id: UUID | None = None
+    first_submitted_at: datetime | None = None
+
+    def args(self) -> tuple[Any, ...]:
+        t, m = self.terms, self.match
+        return (
+            self.participant, self.trade_id, self.version, self.status, self.reason,
+            t.counterparty, t.side, t.product, t.quantity, t.price, t.currency,
+            t.trade_date, t.settlement_date, t.location, t.attributes,
+            m.match_id if m else None,
+            m.counterparty_trade_id if m else None,
+            m.counterparty_version if m else None,
+            [x.model_dump() for x in self.mismatches],
+            self.rules_version, self.comment, self.replay_id, self.actor,
+            self.first_submitted_at,
+        )
+
+
+def trade_from_row(row: Mapping[str, Any]) -> Trade:
+    match = None
+    if row["match_id"] is not None:
+        match = MatchRef(
+            match_id=row["match_id"],
+            counterparty_trade_id=row["match_counterparty_trade_id"],
+            counterparty_version=row["match_counterparty_version"],
+        )
+    return Trade(
+        trade_id=row["trade_id"], participant=row["participant"], version=row["version"],
+        status=row["status"], reason=row["reason"], counterparty=row["counterparty"],
+        side=row["side"], product=row["product"], quantity=row["quantity"],
+        price=row["price"], currency=row["currency"], trade_date=row["trade_date"],
+        settlement_date=row["settlement_date"], location=row["location"],
+        attributes=row["attributes"], match=match,
+        mismatches=[Mismatch.model_validate(m) for m in row["mismatches"]],
+        comment=row["comment"], recorded_at=row["recorded_at"], actor=row["actor"],
+        first_submitted_at=row["first_submitted_at"], rules_version=row["rules_version"],
+        replay_id=row["replay_id"],
+    )
+
+
+async def insert_version(conn: asyncpg.Connection, new: NewVersion) -> Trade | None:
+    """Insert a version (and its feed row). None if that (trade, version) already exists."""
+    row = await conn.fetchrow(q.INSERT_VERSION, *new.args())
+    return trade_from_row(row) if row is not None else None
+
+
+async def append_version(conn: asyncpg.Connection, derived_from: Trade, **changes: Any) -> Trade:
+    """Write version n+1 of a trade against version n (invariant 3).
+
+    Raises VersionConflict when another writer got there first. Unspecified fields carry
+    over from ``derived_from`` except the match state, which each version states anew.
+    """
+    flipped = await conn.fetchval(
+        q.FLIP_LATEST, derived_from.participant, derived_from.trade_id, derived_from.version
+    )
+    if flipped is None:
+        current = await latest(conn, derived_from.participant, derived_from.trade_id)
+        raise VersionConflict(current.version if current else derived_from.version,
+                              derived_from.version)
+    new = NewVersion(
+        participant=derived_from.participant,
+        trade_id=derived_from.trade_id,
+        version=derived_from.version + 1,
+        status=changes.pop("status"),
+        reason=changes.pop("reason"),
+        terms=changes.pop("terms", None) or derived_from.terms(),
+        actor=changes.pop("actor"),
+        first_submitted_at=derived_from.first_submitted_at,
+        **changes,
+    )
+    written = await insert_version(conn, new)
+    if written is None:  # unreachable while the latest flag is honoured; kept as a guard
+        raise VersionConflict(new.version, derived_from.version)
+    return written
+
+
+async def latest(conn: asyncpg.Connection, participant: str, trade_id: str) -> Trade | None:
+    row = await conn.fetchrow(q.SELECT_LATEST, participant, trade_id)
+    return trade_from_row(row) if row is not None else None
+
+
+async def as_of(
+    conn: asyncpg.Connection, participant: str, trade_id: str, instant: datetime
+) -> Trade | None:
+    row = await conn.fetchrow(q.SELECT_AS_OF, participant, trade_id, instant)
+    return trade_from_row(row) if row is not None else None
+
+
+async def versions(conn: asyncpg.Connection, participant: str, trade_id: str) -> list[Trade]:
+    return [trade_from_row(r) for r in await conn.fetch(q.SELECT_VERSIONS, participant, trade_id)]
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    participant: str | None
+    status: str | None = None
+    product: str | None = None
+    after: tuple[str, str] = ("", "")
+    limit: int = 100
+    as_of: datetime | None = None
+
+
+async def page(conn: asyncpg.Connection, query: PageQuery) -> list[Trade]:
+    args: list[Any] = [query.participant, query.status, query.product, *query.after, query.limit]
+    if query.as_of is None:
+        rows = await conn.fetch(q.SELECT_LATEST_PAGE, *args)
+    else:
+        rows = await conn.fetch(q.SELECT_AS_OF_PAGE, *args, query.as_of)
+    return [trade_from_row(r) for r in rows]

@@ -1,0 +1,163 @@
+"""Tests run on a real PostgreSQL: KEVIN_TEST_DATABASE_URL (a server URL; its database is
+used only to create others), else an embedded server started for the session.
+
+The schema is migrated once into a template database; every test gets its own clone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from kevin.api.app import create_app
+from kevin.dburl import to_asyncpg_dsn, with_database
+from kevin.engine.service import Kevin
+from kevin.store import database
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    configured = os.environ.get("KEVIN_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    embedded = database.EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="kevin-test-")))
+    try:
+        yield embedded.start()
+    finally:
+        embedded.stop()
+
+
+async def _admin_execute(server_url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(to_asyncpg_dsn(server_url))
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def template_database(server_url: str) -> AsyncIterator[str]:
+    name = f"kevin_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    await _admin_execute(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        await database.migrate(with_database(server_url, name))
+        yield name
+    finally:
+        await _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def db_url(server_url: str, template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test alone."""
+    name = f"kevin_t_{uuid.uuid4().hex[:12]}"
+    await _admin_execute(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    try:
+        yield with_database(server_url, name)
+    finally:
+        await _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def empty_db_url(server_url: str) -> AsyncIterator[str]:
+    """A database with no schema at all (migration tests)."""
+    name = f"kevin_e_{uuid.uuid4().hex[:12]}"
+    await _admin_execute(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(server_url, name)
+    finally:
+        await _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await database.create_pool(db_url, min_size=1, max_size=20)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A raw connection to the test database, for checking what was written."""
+    c = await asyncpg.connect(to_asyncpg_dsn(db_url))
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+def service(pool: asyncpg.Pool) -> Kevin:
+    return Kevin(pool)
+
+
+@pytest.fixture
+async def client(service: Kevin, aiohttp_client: Any) -> TestClient:
+    return await aiohttp_client(create_app(service, ADMIN_TOKEN))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+ADMIN = bearer(ADMIN_TOKEN)
+
+
+class Api:
+    """Thin helpers over the test client, so tests read as the HTTP conversation."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    async def participant(self, name: str) -> dict[str, str]:
+        resp = await self.client.post("/v1/participants", json={"name": name}, headers=ADMIN)
+        assert resp.status == 201, await resp.text()
+        return bearer((await resp.json())["api_key"])
+
+
+@pytest.fixture
+def api(client: TestClient) -> Api:
+    return Api(client)
+
+
+@pytest.fixture
+async def banks(api: Api) -> tuple[dict[str, str], dict[str, str]]:
+    """Two participants, BANKA and BANKB; their auth headers."""
+    return await api.participant("BANKA"), await api.participant("BANKB")
+
+
+def trade_body(trade_id: str = "A-0001", **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "trade_id": trade_id, "counterparty": "BANKB", "side": "sell", "product": "XAU",
+        "quantity": "100", "price": "1000.25", "currency": "USD",
+        "trade_date": "2026-11-20", "settlement_date": "2026-11-24",
+        "location": "LDN", "attributes": {"desk": "metals"},
+    }
+    body.update(overrides)
+    return body
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll an async predicate until it returns something truthy, or fail after timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
