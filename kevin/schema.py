@@ -139,6 +139,9 @@ feed = sa.Table(
     sa.Column("participant", sa.Text, nullable=False),
     sa.Column("trade_id", sa.Text, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
+    # Inserted after the version it announces, so per trade it grows with the version.
+    sa.Column("written_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.text("clock_timestamp()")),
     sa.UniqueConstraint("participant", "trade_id", "version"),
     sa.UniqueConstraint("seq"),
 )

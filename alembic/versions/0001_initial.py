@@ -123,6 +123,7 @@ def upgrade() -> None:
         sa.Column("participant", sa.Text, nullable=False),
         sa.Column("trade_id", sa.Text, nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("written_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
         sa.PrimaryKeyConstraint("id", name="pk_feed"),
         sa.UniqueConstraint("participant", "trade_id", "version",
                             name="uq_feed_participant_trade_id_version"),
