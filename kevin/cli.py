@@ -84,6 +84,21 @@ async def add_participant(settings: Settings, name: str) -> None:
             await pool.close()
 
 
+async def check_invariants(settings: Settings, limit: int) -> None:
+    from kevin.check import check
+
+    # No migration: a check reads a live database as it is and changes nothing.
+    async with database_url(settings, migrate=False) as url:
+        report = await check(url, limit)
+    print(report.text())
+    if not report.ok:
+        raise CheckFailed()
+
+
+class CheckFailed(Exception):
+    """kevin check found violations; the report is already printed."""
+
+
 def _safe(url: str) -> str:
     """A URL fit for output: no password."""
     scheme, sep, rest = url.partition("://")
@@ -104,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     participant_cmds = participant_p.add_subparsers(dest="action", required=True, metavar="ACTION")
     add_p = participant_cmds.add_parser("add", help="create a participant and print its API key")
     add_p.add_argument("name", help="participant name, [A-Z0-9_]{1,32}")
+    check_p = commands.add_parser(
+        "check", help="verify the invariants (DESIGN.md 1-6) on the live database")
+    check_p.add_argument("--limit", type=int, default=100,
+                         help="report at most this many violations per invariant")
     return parser
 
 
@@ -112,6 +131,7 @@ def run(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, Non
         "serve": lambda: serve(settings, args.host or settings.host, args.port or settings.port),
         "migrate": lambda: migrate(settings),
         "participant": lambda: add_participant(settings, args.name),
+        "check": lambda: check_invariants(settings, args.limit),
     }
     return commands[args.command]()
 
@@ -122,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         logs.configure(settings.log_format)
         asyncio.run(run(args, settings))
+    except CheckFailed:
+        return 1
     except (CommandFailed, ConfigError) as e:
         print(f"kevin: {e}", file=sys.stderr)
         return 1

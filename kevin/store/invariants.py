@@ -1,0 +1,203 @@
+"""SQL that verifies DESIGN.md's invariants 1-6 on a live database (``kevin check``).
+
+Each statement returns one row per offending trade (or trigger), with the columns
+``participant, trade_id, version, problem``; an empty result means the invariant holds.
+They are whole-table scans by design: a check reads everything once, off the hot path.
+Run them in one REPEATABLE READ, READ ONLY transaction so they judge a single snapshot —
+a version and its feed row commit together, so a snapshot never sees one without the
+other, and a check never reports a write that was merely half-way through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+# Invariant 1: the database itself refuses changes. Look for an enabled trigger on
+# trades that fires on UPDATE and DELETE (per row, before) and one on TRUNCATE, both
+# calling a function; tgenabled 'D' is a disabled trigger. tgtype bits (pg_trigger.h):
+# 1 ROW, 2 BEFORE, 8 DELETE, 16 UPDATE, 32 TRUNCATE.
+TRIGGERS = """
+WITH guards AS (
+    SELECT tgname, tgenabled <> 'D' AS enabled, tgtype
+    FROM pg_trigger
+    WHERE tgrelid = 'trades'::regclass AND NOT tgisinternal
+)
+SELECT NULL::text AS participant, NULL::text AS trade_id, NULL::int AS version,
+       problem
+FROM (
+    SELECT 'no enabled BEFORE UPDATE OR DELETE row trigger on trades ('
+           || coalesce(string_agg(tgname || CASE WHEN enabled THEN '' ELSE ' disabled' END,
+                                  ', '), 'none') || ')' AS problem
+    FROM guards
+    HAVING NOT coalesce(bool_or(enabled AND tgtype & 27 = 27), false)
+    UNION ALL
+    SELECT 'no enabled TRUNCATE trigger on trades'
+    FROM guards
+    HAVING NOT coalesce(bool_or(enabled AND tgtype & 32 = 32), false)
+) AS missing
+"""
+
+# Invariant 2: per trade, versions are exactly 1..n, one row is latest, and it is n.
+VERSIONS = """
+SELECT participant, trade_id, NULL::int AS version,
+       concat_ws('; ',
+           CASE WHEN min(version) <> 1 OR max(version) <> count(*)
+                OR count(DISTINCT version) <> count(*)
+                THEN 'versions ' || string_agg(version::text, ',' ORDER BY version)
+                     || ' are not 1..' || count(*) END,
+           CASE WHEN count(*) FILTER (WHERE latest) <> 1
+                THEN count(*) FILTER (WHERE latest) || ' latest rows, not 1' END,
+           CASE WHEN count(*) FILTER (WHERE latest) = 1
+                 AND max(version) FILTER (WHERE latest) <> max(version)
+                THEN 'latest is version ' || max(version) FILTER (WHERE latest)
+                     || ', not the highest (' || max(version) || ')' END
+       ) AS problem
+FROM trades
+GROUP BY participant, trade_id
+HAVING min(version) <> 1 OR max(version) <> count(*) OR count(DISTINCT version) <> count(*)
+    OR count(*) FILTER (WHERE latest) <> 1
+    OR max(version) FILTER (WHERE latest) <> max(version)
+ORDER BY participant, trade_id
+LIMIT $1
+"""
+
+# Invariant 5: every version has exactly one feed update, and every update a version.
+FEED_ROWS = """
+SELECT participant, trade_id, version, problem FROM (
+    SELECT t.participant, t.trade_id, t.version, 'version has no feed update' AS problem
+    FROM trades t
+    WHERE NOT EXISTS (SELECT 1 FROM feed f WHERE f.participant = t.participant
+                      AND f.trade_id = t.trade_id AND f.version = t.version)
+    UNION ALL
+    SELECT f.participant, f.trade_id, f.version, 'feed update for a version that does not exist'
+    FROM feed f
+    WHERE NOT EXISTS (SELECT 1 FROM trades t WHERE t.participant = f.participant
+                      AND t.trade_id = f.trade_id AND t.version = f.version)
+    UNION ALL
+    SELECT participant, trade_id, version, count(*) || ' feed updates for one version'
+    FROM feed
+    GROUP BY participant, trade_id, version
+    HAVING count(*) > 1
+) AS problems
+ORDER BY participant, trade_id, version
+LIMIT $1
+"""
+
+# Invariant 6: seq is unique and positive; per trade it grows with the version, and no
+# version is sequenced while an earlier one is not (a consumer would see v2 before v1).
+# Commit order across trades leaves no trace in a snapshot; the race tests prove that part.
+FEED_SEQ = """
+SELECT participant, trade_id, version, problem FROM (
+    SELECT participant, trade_id, version,
+           'seq ' || seq || ' is shared by ' || count(*) OVER (PARTITION BY seq)
+           || ' updates' AS problem,
+           count(*) OVER (PARTITION BY seq) > 1 AS bad
+    FROM feed WHERE seq IS NOT NULL
+    UNION ALL
+    SELECT participant, trade_id, version, 'seq ' || seq || ' is not positive', seq <= 0
+    FROM feed WHERE seq IS NOT NULL
+    UNION ALL
+    SELECT participant, trade_id, version,
+           CASE WHEN seq IS NOT NULL AND previous_version IS NOT NULL
+                     AND previous_seq IS NULL
+                THEN 'sequenced (seq ' || seq || ') before version ' || previous_version
+                ELSE 'seq ' || seq || ' is not above version ' || previous_version
+                     || '''s seq ' || previous_seq END,
+           seq IS NOT NULL AND previous_version IS NOT NULL
+               AND (previous_seq IS NULL OR seq <= previous_seq)
+    FROM (
+        SELECT participant, trade_id, version, seq,
+               lag(seq) OVER w AS previous_seq, lag(version) OVER w AS previous_version
+        FROM feed
+        WINDOW w AS (PARTITION BY participant, trade_id ORDER BY version)
+    ) AS ordered
+) AS checks
+WHERE bad
+ORDER BY participant, trade_id, version
+LIMIT $1
+"""
+
+# Invariant 4: each live match joins exactly two latest rows, of mirrored participants
+# and opposite sides, that name each other (trade_id and current version) under the same
+# match_id; and no trade is claimed by two live matches.
+MATCHES = """
+WITH live AS (
+    SELECT participant, trade_id, version, counterparty, side, match_id,
+           match_counterparty_trade_id AS their_id, match_counterparty_version AS their_version,
+           count(*) OVER (PARTITION BY match_id) AS legs,
+           count(*) OVER (PARTITION BY counterparty, match_counterparty_trade_id) AS claims
+    FROM trades
+    WHERE latest AND (status = 'matched' OR match_id IS NOT NULL)
+)
+SELECT a.participant, a.trade_id, a.version,
+       concat_ws('; ',
+           CASE WHEN a.match_id IS NULL THEN 'matched without a match_id' END,
+           CASE WHEN a.legs <> 2 THEN 'match ' || a.match_id || ' has ' || a.legs
+                                      || ' legs, not 2' END,
+           CASE WHEN a.claims > 1 THEN a.counterparty || '/' || a.their_id
+                                       || ' is claimed by ' || a.claims || ' live matches' END,
+           CASE WHEN b.trade_id IS NULL
+                THEN 'counterparty trade ' || a.counterparty || '/'
+                     || coalesce(a.their_id, '?') || ' is not in a live match'
+                ELSE concat_ws('; ',
+                    CASE WHEN b.match_id IS DISTINCT FROM a.match_id
+                         THEN 'counterparty ' || b.participant || '/' || b.trade_id
+                              || ' is in match ' || coalesce(b.match_id::text, 'none') END,
+                    CASE WHEN b.counterparty <> a.participant
+                         THEN 'counterparty ' || b.participant || '/' || b.trade_id
+                              || ' names ' || b.counterparty || ', not ' || a.participant END,
+                    CASE WHEN b.side = a.side THEN 'both sides ' || a.side END,
+                    CASE WHEN b.their_id IS DISTINCT FROM a.trade_id
+                         THEN 'counterparty ' || b.participant || '/' || b.trade_id
+                              || ' refers to ' || coalesce(b.their_id, 'nothing') END,
+                    CASE WHEN a.their_version IS DISTINCT FROM b.version
+                         THEN 'refers to version ' || coalesce(a.their_version::text, 'none')
+                              || ' of ' || b.participant || '/' || b.trade_id
+                              || ', whose latest is ' || b.version END)
+           END
+       ) AS problem
+FROM live a
+LEFT JOIN live b ON b.participant = a.counterparty AND b.trade_id = a.their_id
+WHERE a.match_id IS NULL OR a.legs <> 2 OR a.claims > 1 OR b.trade_id IS NULL
+   OR b.match_id IS DISTINCT FROM a.match_id OR b.counterparty <> a.participant
+   OR b.side = a.side OR b.their_id IS DISTINCT FROM a.trade_id
+   OR a.their_version IS DISTINCT FROM b.version
+ORDER BY a.participant, a.trade_id
+LIMIT $1
+"""
+
+
+@dataclass(frozen=True)
+class Violation:
+    invariant: int
+    participant: str | None
+    trade_id: str | None
+    version: int | None
+    problem: str
+
+    @property
+    def subject(self) -> str:
+        if self.trade_id is None:
+            return "trades table"
+        version = f" v{self.version}" if self.version is not None else ""
+        return f"{self.participant}/{self.trade_id}{version}"
+
+
+# (invariant, statement); statements without $1 take no limit.
+CHECKS: tuple[tuple[int, str], ...] = (
+    (1, TRIGGERS), (2, VERSIONS), (4, MATCHES), (5, FEED_ROWS), (6, FEED_SEQ),
+)
+
+
+async def find_violations(conn: asyncpg.Connection, limit: int = 100) -> list[Violation]:
+    """Every invariant violation in one snapshot; at most ``limit`` per invariant."""
+    found: list[Violation] = []
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        for invariant, statement in CHECKS:
+            args = (limit,) if "$1" in statement else ()
+            for row in await conn.fetch(statement, *args):
+                found.append(Violation(invariant, row["participant"], row["trade_id"],
+                                       row["version"], row["problem"]))
+    return found
