@@ -1,4 +1,4 @@
-"""``kevin serve | migrate | participant add`` — the command line.
+"""``kevin serve | migrate | participant add | archive`` — the command line.
 
 Every command exits non-zero with a one-line reason on stderr when it cannot do its job.
 """
@@ -10,6 +10,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -99,6 +100,40 @@ class CheckFailed(Exception):
     """kevin check found violations; the report is already printed."""
 
 
+def _instant(text: str) -> datetime:
+    """An argparse type: an RFC 3339 timestamp with a zone."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an RFC 3339 timestamp with a zone (e.g. 2026-11-21T10:00:00Z)")
+    return value
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+async def archive_versions(settings: Settings, before: datetime, batch_size: int) -> None:
+    from kevin.engine.archive import ArchiveReport, archive
+
+    async def progress(report: ArchiveReport) -> None:
+        print(f"batch {report.batches}: {report.moved} versions archived so far", flush=True)
+
+    async with database_url(settings) as url:
+        pool = await database.create_pool(url, min_size=1, max_size=1)
+        try:
+            report = await archive(pool, before, batch_size, after_batch=progress)
+        finally:
+            await pool.close()
+    print(f"archived {report.moved} versions recorded before {before.isoformat()} "
+          f"in {report.batches} batches", flush=True)
+
+
 def _safe(url: str) -> str:
     """A URL fit for output: no password."""
     scheme, sep, rest = url.partition("://")
@@ -123,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="verify the invariants (DESIGN.md 1-6) on the live database")
     check_p.add_argument("--limit", type=int, default=100,
                          help="report at most this many violations per invariant")
+    archive_p = commands.add_parser(
+        "archive", help="move non-latest versions recorded before T to trades_archive")
+    archive_p.add_argument("--before", required=True, type=_instant, metavar="T",
+                           help="RFC 3339 timestamp with a zone; versions recorded before it")
+    archive_p.add_argument("--batch-size", type=_positive, default=5_000, metavar="N",
+                           help="versions per transaction (default 5000)")
     return parser
 
 
@@ -132,6 +173,7 @@ def run(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, Non
         "migrate": lambda: migrate(settings),
         "participant": lambda: add_participant(settings, args.name),
         "check": lambda: check_invariants(settings, args.limit),
+        "archive": lambda: archive_versions(settings, args.before, args.batch_size),
     }
     return commands[args.command]()
 

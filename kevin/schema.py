@@ -191,3 +191,16 @@ replays = sa.Table(
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False,
               server_default=sa.text("clock_timestamp()")),
 )
+
+# Cold storage for old versions (`kevin archive`, alembic 0002): the same columns as
+# trades, no defaults (every value is copied), insert-only by trigger. A DBA may move it to
+# a cheaper tablespace (ALTER TABLE trades_archive SET TABLESPACE ...) or dump it; reads go
+# through the `trade_history` view (trades UNION ALL trades_archive), which alembic 0002
+# creates and this model does not describe (SQLAlchemy Core has no view construct).
+trades_archive = sa.Table(
+    "trades_archive",
+    metadata,
+    *(sa.Column(c.name, c.type, nullable=c.nullable) for c in trades.columns),
+    sa.PrimaryKeyConstraint("participant", "trade_id", "version"),
+    sa.CheckConstraint("NOT latest", name="never_latest"),
+)

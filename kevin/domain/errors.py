@@ -113,3 +113,9 @@ class DatabaseUnavailable(KevinError):
     """The database is unavailable; try again shortly."""
 
     code = "database_unavailable"
+
+
+class ArchiveRefused(KevinError):
+    """The database refused to archive a version: it was not copied unchanged."""
+
+    code = "archive_refused"

@@ -48,15 +48,19 @@ SELECT {TRADE_COLUMNS} FROM trades
 WHERE participant = $1 AND trade_id = $2 AND latest
 """
 
+# History reads (as-of, versions) go through the trade_history view: trades UNION ALL
+# trades_archive (alembic 0002), so archived versions stay visible. A version moves between
+# the two in one transaction, so one statement's snapshot sees it exactly once. Latest
+# reads stay on trades alone: a latest version is never archived.
 SELECT_AS_OF = f"""
-SELECT {TRADE_COLUMNS} FROM trades
+SELECT {TRADE_COLUMNS} FROM trade_history
 WHERE participant = $1 AND trade_id = $2 AND recorded_at <= $3
 ORDER BY version DESC
 LIMIT 1
 """
 
 SELECT_VERSIONS = f"""
-SELECT {TRADE_COLUMNS} FROM trades
+SELECT {TRADE_COLUMNS} FROM trade_history
 WHERE participant = $1 AND trade_id = $2
 ORDER BY version
 """
@@ -77,7 +81,7 @@ LIMIT $6
 # with the version (clock_timestamp() at insert), so "highest version" is "latest then".
 SELECT_AS_OF_PAGE = f"""
 SELECT {TRADE_COLUMNS} FROM (
-    SELECT DISTINCT ON (participant, trade_id) {TRADE_COLUMNS} FROM trades
+    SELECT DISTINCT ON (participant, trade_id) {TRADE_COLUMNS} FROM trade_history
     WHERE ($1::text IS NULL OR participant = $1)
       AND recorded_at <= $7
       AND (participant, trade_id) > ($4, $5)
