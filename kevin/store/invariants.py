@@ -40,6 +40,8 @@ FROM (
 """
 
 # Invariant 2: per trade, versions are exactly 1..n, one row is latest, and it is n.
+# Over trade_history (trades UNION ALL trades_archive): archived versions still count, and
+# a version in both tables would show as a duplicate.
 VERSIONS = """
 SELECT participant, trade_id, NULL::int AS version,
        concat_ws('; ',
@@ -54,7 +56,7 @@ SELECT participant, trade_id, NULL::int AS version,
                 THEN 'latest is version ' || max(version) FILTER (WHERE latest)
                      || ', not the highest (' || max(version) || ')' END
        ) AS problem
-FROM trades
+FROM trade_history
 GROUP BY participant, trade_id
 HAVING min(version) <> 1 OR max(version) <> count(*) OR count(DISTINCT version) <> count(*)
     OR count(*) FILTER (WHERE latest) <> 1
@@ -63,17 +65,18 @@ ORDER BY participant, trade_id
 LIMIT $1
 """
 
-# Invariant 5: every version has exactly one feed update, and every update a version.
+# Invariant 5: every version has exactly one feed update, and every update a version. Feed rows
+# of archived versions stay, so versions are read from trade_history.
 FEED_ROWS = """
 SELECT participant, trade_id, version, problem FROM (
     SELECT t.participant, t.trade_id, t.version, 'version has no feed update' AS problem
-    FROM trades t
+    FROM trade_history t
     WHERE NOT EXISTS (SELECT 1 FROM feed f WHERE f.participant = t.participant
                       AND f.trade_id = t.trade_id AND f.version = t.version)
     UNION ALL
     SELECT f.participant, f.trade_id, f.version, 'feed update for a version that does not exist'
     FROM feed f
-    WHERE NOT EXISTS (SELECT 1 FROM trades t WHERE t.participant = f.participant
+    WHERE NOT EXISTS (SELECT 1 FROM trade_history t WHERE t.participant = f.participant
                       AND t.trade_id = f.trade_id AND t.version = f.version)
     UNION ALL
     SELECT participant, trade_id, version, count(*) || ' feed updates for one version'
