@@ -1,4 +1,4 @@
-"""``kevin serve | migrate | participant add | archive`` — the command line.
+"""``kevin serve | migrate | participant add | check | archive | bench`` — the command line.
 
 Every command exits non-zero with a one-line reason on stderr when it cannot do its job.
 """
@@ -96,6 +96,22 @@ async def check_invariants(settings: Settings, limit: int) -> None:
         raise CheckFailed()
 
 
+async def bench(settings: Settings, args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from kevin.bench.runner import BenchFailed, Options
+    from kevin.bench.runner import run as run_bench
+
+    options = Options(mode=args.mode, concurrency=args.concurrency, keys=args.keys,
+                      warmup=args.warmup, duration=args.duration,
+                      batch_lines=args.batch_lines, batch_requests=args.batch_requests,
+                      output=Path(args.output) if args.output else None)
+    try:
+        await run_bench(settings, options)
+    except BenchFailed as e:
+        raise CommandFailed(str(e)) from e
+
+
 class CheckFailed(Exception):
     """kevin check found violations; the report is already printed."""
 
@@ -164,6 +180,21 @@ def build_parser() -> argparse.ArgumentParser:
                            help="RFC 3339 timestamp with a zone; versions recorded before it")
     archive_p.add_argument("--batch-size", type=_positive, default=5_000, metavar="N",
                            help="versions per transaction (default 5000)")
+    bench_p = commands.add_parser(
+        "bench", help="measure the service against a raw-PostgreSQL ceiling (scratch databases)")
+    bench_p.add_argument("mode", nargs="?", choices=("pairs", "batch", "all"), default="pairs",
+                         help="matched pairs over HTTP (default), bulk ingest, or both")
+    bench_p.add_argument("--concurrency", type=int, default=8,
+                         help="clients / connections (default 8)")
+    bench_p.add_argument("--keys", type=int, default=0,
+                         help="distinct match keys (default: one per client)")
+    bench_p.add_argument("--warmup", type=float, default=2.0, help="seconds not measured")
+    bench_p.add_argument("--duration", type=float, default=10.0, help="seconds measured")
+    bench_p.add_argument("--batch-lines", type=int, default=10_000,
+                         help="lines per POST /v1/trades/batch (at most 10,000)")
+    bench_p.add_argument("--batch-requests", type=int, default=6,
+                         help="batch requests per run")
+    bench_p.add_argument("--output", metavar="FILE", help="write the figures as JSON")
     return parser
 
 
@@ -174,6 +205,7 @@ def run(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, Non
         "participant": lambda: add_participant(settings, args.name),
         "check": lambda: check_invariants(settings, args.limit),
         "archive": lambda: archive_versions(settings, args.before, args.batch_size),
+        "bench": lambda: bench(settings, args),
     }
     return commands[args.command]()
 

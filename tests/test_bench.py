@@ -1,0 +1,51 @@
+"""`kevin bench` runs end to end: a ceiling, a real server driven over HTTP, figures as
+JSON, and no scratch database left behind. (Figures are printed, never asserted against
+a threshold: this machine is shared and noisy.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from kevin.dburl import to_asyncpg_dsn
+from tests.processes import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+async def _bench_databases(server_url: str) -> list[str]:
+    conn = await asyncpg.connect(to_asyncpg_dsn(server_url))
+    try:
+        rows = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'kevin_bench_%'")
+    finally:
+        await conn.close()
+    return [r["datname"] for r in rows]
+
+
+async def test_bench_pairs_writes_figures_and_cleans_up(server_url: str, tmp_path: Path) -> None:
+    before = set(await _bench_databases(server_url))
+    output = tmp_path / "bench.json"
+    done = run_cli("bench", "pairs", "--concurrency", "2", "--warmup", "0.2", "--duration", "1",
+                   "--output", str(output), timeout=120, KEVIN_DATABASE_URL=server_url)
+    assert done.returncode == 0, done.stderr
+    assert "ceiling" in done.stdout and "service" in done.stdout and "ratio" in done.stdout
+    figures = json.loads(output.read_text())
+    pairs = figures["pairs"]
+    assert pairs["ceiling"]["pairs"] > 0 and pairs["ceiling"]["errors"] == 0
+    assert pairs["service"]["pairs"] > 0 and not pairs["service"]["errors"]
+    assert pairs["ratio"] == pytest.approx(
+        pairs["service"]["pairs_per_s"] / pairs["ceiling"]["pairs_per_s"], abs=0.001)
+    assert pairs["service"]["latency"]["p50_ms"] is not None
+    assert figures["machine"]["cpus"] >= 1
+    assert set(await _bench_databases(server_url)) == before
+
+
+def test_bench_refuses_an_unreachable_database() -> None:
+    done = run_cli("bench", "pairs", "--duration", "1", timeout=60,
+                   KEVIN_DATABASE_URL="postgresql://postgres@127.0.0.1:1/postgres")
+    assert done.returncode != 0
+    assert done.stderr.startswith("kevin:") and "Traceback" not in done.stderr
