@@ -115,6 +115,9 @@ sa.Index(
     trades.c.counterparty, trades.c.side, trades.c.price,
     postgresql_where=sa.text("latest AND status IN ('unmatched', 'mismatched')"),
 )
+# The oldest resting trade, in one probe (/metrics reports its age at every scrape).
+sa.Index("ix_trades_resting_since", trades.c.first_submitted_at,
+         postgresql_where=sa.text("latest AND status IN ('unmatched', 'mismatched')"))
 # A live match is found from its id (break, check).
 sa.Index("ix_trades_match_id", trades.c.match_id,
          postgresql_where=sa.text("latest AND match_id IS NOT NULL"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from kevin.api import ops, participants, trades
+from kevin.api import metrics, ops, participants, trades
 from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE
 from kevin.api.errors import request_context
 from kevin.api.http import MAX_BODY
@@ -12,7 +12,10 @@ from kevin.engine.service import Kevin
 
 
 def create_app(service: Kevin, admin_token: str | None) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[request_context])
+    # metrics.observe outermost: it times the whole request and sees the mapped status.
+    app = web.Application(client_max_size=MAX_BODY,
+                          middlewares=[metrics.observe, request_context])
+    metrics.install(app)
     app[KEVIN] = service
     app[ADMIN_TOKEN] = admin_token
     app[KEY_CACHE] = {}

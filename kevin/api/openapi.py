@@ -136,6 +136,10 @@ def openapi_document() -> dict[str, Any]:
         },
         "/healthz": {"get": {"summary": "The process is up.", "security": [],
                              "responses": {"200": {"description": "up"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format).",
+                             "security": [],
+                             "responses": {"200": {"description": "metrics", "content": {
+                                 "text/plain": {"schema": {"type": "string"}}}}}}},
         "/readyz": {"get": {"summary": "The database is reachable and the schema at head.",
                             "security": [],
                             "responses": {"200": {"description": "ready"},

@@ -1,0 +1,237 @@
+"""Prometheus metrics at ``GET /metrics``.
+
+Every app has its own ``CollectorRegistry`` (two apps in one test process never share a
+counter). Three kinds of figure:
+
+- request latency per route template, method and status, observed by a middleware;
+- trade outcomes — submissions by result, matches, mismatches — counted from what the
+  API acknowledged: the middleware reads the outcome off the response of the write
+  routes, so the handlers and the engine stay free of metrics code and a count never
+  includes a write the client was not told about;
+- figures read at scrape time: the age of the oldest unmatched trade and the feed's
+  backlog from the database (each a probe of a small partial index, under a short
+  timeout), and the connection pool's usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from kevin.api.app_keys import KEVIN
+from kevin.api.errors import Handler
+from kevin.domain.errors import DatabaseUnavailable
+from kevin.store import database
+from kevin.store.stats import scrape_stats
+
+log = structlog.get_logger(__name__)
+
+SCRAPE_DB_TIMEOUT = 2.0
+
+# Routes whose responses carry a trade (or a batch of results) worth counting.
+SUBMIT = ("POST", "/v1/trades")
+BATCH = ("POST", "/v1/trades/batch")
+AMEND = ("PUT", "/v1/trades/{trade_id}")
+FORCE = ("POST", "/v1/admin/matches")
+OBSERVED = {SUBMIT, BATCH, AMEND, FORCE}
+
+# How a refused single submission is counted, by status.
+REFUSED = {409: "exists_with_different_fields", 503: "unavailable"}
+
+
+class Metrics:
+    """The registry and every metric Kevin exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        self.requests = Histogram(
+            "kevin_http_request_duration_seconds", "HTTP request latency",
+            ["route", "method", "status"], registry=r,
+            buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30),
+        )
+        self.submissions = Counter(
+            "kevin_submissions", "Trade submissions by result (a batch counts per line)",
+            ["result"], registry=r,
+        )
+        self.matches = Counter(
+            "kevin_matches", "Matches made: auto by the engine, forced by an operator",
+            ["kind"], registry=r,
+        )
+        self.mismatches = Counter(
+            "kevin_mismatches", "Submissions and amendments that came back mismatched",
+            registry=r,
+        )
+        self.stp_rate = Gauge(
+            "kevin_match_rate",
+            "Straight-through processing: trades auto-matched (two per match) over trades "
+            "created, since this process started; NaN before the first trade",
+            registry=r,
+        )
+        self.oldest_unmatched = Gauge(
+            "kevin_oldest_unmatched_age_seconds",
+            "Age of the oldest live unmatched or mismatched trade (0 when there is none)",
+            registry=r,
+        )
+        self.feed_unsequenced = Gauge(
+            "kevin_feed_unsequenced_updates",
+            "Feed updates written but not yet given a seq (capped at 100000)", registry=r,
+        )
+        self.feed_lag = Gauge(
+            "kevin_feed_lag_seconds",
+            "Age of the oldest feed update still waiting for a seq (0 when none waits)",
+            registry=r,
+        )
+        self.feed_last_seq = Gauge("kevin_feed_last_seq", "The highest seq assigned",
+                                   registry=r)
+        self.database_up = Gauge(
+            "kevin_database_up", "1 if the last scrape could read the database", registry=r)
+        self.pool = Gauge("kevin_db_pool_connections", "Connections in the pool by state",
+                          ["state"], registry=r)
+        self.pool_max = Gauge("kevin_db_pool_max_connections", "The pool's maximum size",
+                              registry=r)
+        for result in ("created", "exists", "exists_with_different_fields", "invalid"):
+            self.submissions.labels(result)
+        for kind in ("auto", "forced"):
+            self.matches.labels(kind)
+        self._created = 0
+        self._auto_matched = 0
+
+    # --- outcomes --------------------------------------------------------------------
+
+    def submitted(self, result: str) -> None:
+        self.submissions.labels(result).inc()
+        if result == "created":
+            self._created += 1
+
+    def trade_written(self, trade: dict[str, Any]) -> None:
+        """A version the API returned: count the match or mismatch it records."""
+        status, reason = trade.get("status"), trade.get("reason")
+        if status == "matched" and reason == "matched":
+            self.matches.labels("auto").inc()
+            self._auto_matched += 2
+        elif status == "mismatched":
+            self.mismatches.inc()
+
+    def observe_outcome(self, key: tuple[str, str], status: int, body: Any) -> None:
+        if key == SUBMIT:
+            if status in (200, 201):
+                self.submitted("created" if status == 201 else "exists")
+                if status == 201:
+                    self.trade_written(body)
+            elif status in REFUSED:
+                self.submitted(REFUSED[status])
+            elif 400 <= status < 500 and status not in (401, 403):
+                self.submitted("invalid")
+        elif key == BATCH and status == 200:
+            for line in body.get("results", ()):
+                self.submitted(line.get("result", "invalid"))
+                if line.get("result") == "created" and line.get("trade"):
+                    self.trade_written(line["trade"])
+        elif key == AMEND and status == 200:
+            self.trade_written(body)
+        elif key == FORCE and status == 201:
+            # One force-match, whichever shape the response takes (legs or trades).
+            self.matches.labels("forced").inc()
+
+    # --- scrape ----------------------------------------------------------------------
+
+    async def refresh(self, app: web.Application) -> None:
+        """Read the figures that live in the database and the pool."""
+        self.stp_rate.set(min(1.0, self._auto_matched / self._created)
+                          if self._created else math.nan)
+        pool = app[KEVIN].pool
+        size, idle = pool.get_size(), pool.get_idle_size()
+        self.pool.labels("in_use").set(size - idle)
+        self.pool.labels("idle").set(idle)
+        self.pool_max.set(pool.get_max_size())
+        try:
+            async with asyncio.timeout(SCRAPE_DB_TIMEOUT), database.connection(pool) as conn:
+                stats = await scrape_stats(conn)
+        except (DatabaseUnavailable, TimeoutError, *database.CONNECTIVITY_ERRORS) as e:
+            log.warning("metrics could not read the database", error=str(e))
+            self.database_up.set(0)
+            for gauge in (self.oldest_unmatched, self.feed_unsequenced, self.feed_lag):
+                gauge.set(math.nan)
+            return
+        self.database_up.set(1)
+        self.oldest_unmatched.set(_age(stats.now, stats.oldest_resting))
+        self.feed_unsequenced.set(stats.unsequenced)
+        self.feed_lag.set(_age(stats.now, stats.oldest_unsequenced))
+        self.feed_last_seq.set(stats.last_seq or 0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _age(now: Any, then: Any) -> float:
+    return max(0.0, (now - then).total_seconds()) if then is not None else 0.0
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Time every request by route template (bounded label values) and count outcomes."""
+    started = time.perf_counter()
+    status = 500
+    response: web.StreamResponse | None = None
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as http:
+        status = http.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away (nginx's convention)
+        raise
+    finally:
+        route = _route(request)
+        metrics = request.app[METRICS]
+        metrics.requests.labels(route, request.method, str(status)).observe(
+            time.perf_counter() - started)
+        key = (request.method, route)
+        if key in OBSERVED and isinstance(response, web.Response):
+            try:
+                body = orjson.loads(response.body) if response.body else {}
+            except (orjson.JSONDecodeError, TypeError):
+                body = {}
+            if isinstance(body, dict):
+                metrics.observe_outcome(key, status, body)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    await metrics.refresh(request.app)
+    # 0.0.4: the text format every Prometheus version scrapes; our names need no escaping.
+    return web.Response(body=metrics.exposition(),
+                        headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+
+
+def install(app: web.Application) -> None:
+    """Add /metrics; ``observe`` must also be among the app's middlewares (outermost)."""
+    app[METRICS] = Metrics()
+    app.router.add_get("/metrics", metrics_handler)

@@ -1,0 +1,125 @@
+"""/metrics: Prometheus text, one registry per app, figures that follow what happened."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from kevin.api.app import create_app
+from kevin.api.metrics import Metrics
+from kevin.domain.models import TradeTerms
+from kevin.store import database
+from kevin.store import trades as store
+from kevin.store.trades import NewVersion
+from tests.conftest import ADMIN_TOKEN, trade_body
+
+
+async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = {}
+    for family in text_string_to_metric_families(await resp.text()):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+async def test_submissions_are_counted_by_result(client, banks):
+    a, _ = banks
+    await client.post("/v1/trades", json=trade_body(), headers=a)
+    await client.post("/v1/trades", json=trade_body(), headers=a)
+    await client.post("/v1/trades", json=trade_body(price="1"), headers=a)
+    await client.post("/v1/trades", json=trade_body("A-2", quantity="-1"), headers=a)
+    await client.post("/v1/trades", json=trade_body("A-3"), headers=a)
+    m = await scrape(client)
+    assert value(m, "kevin_submissions_total", result="created") == 2
+    assert value(m, "kevin_submissions_total", result="exists") == 1
+    assert value(m, "kevin_submissions_total", result="exists_with_different_fields") == 1
+    assert value(m, "kevin_submissions_total", result="invalid") == 1
+    # Nothing matched (BANKB submitted nothing): the STP rate is 0 of 2.
+    assert value(m, "kevin_match_rate") == 0
+
+
+async def test_latency_is_observed_per_route_template(client, banks):
+    a, _ = banks
+    await client.post("/v1/trades", json=trade_body(), headers=a)
+    for trade_id in ("A-0001", "nope-1", "nope-2"):
+        await client.get(f"/v1/trades/{trade_id}", headers=a)
+    await client.get("/no/such/path")
+    m = await scrape(client)
+    route = "/v1/trades/{trade_id}"
+    name = "kevin_http_request_duration_seconds_count"
+    assert value(m, name, route=route, method="GET", status="200") == 1
+    assert value(m, name, route=route, method="GET", status="404") == 2
+    assert value(m, name, route="/v1/trades", method="POST", status="201") == 1
+    assert value(m, name, route="unmatched", method="GET", status="404") == 1
+    assert not any("nope" in str(labels) for _, labels in m)
+
+
+async def test_oldest_unmatched_age_and_feed_backlog_come_from_the_database(
+        client, banks, pool, conn):
+    m = await scrape(client)
+    assert value(m, "kevin_oldest_unmatched_age_seconds") == 0
+    assert value(m, "kevin_database_up") == 1
+    body = trade_body()
+    body.pop("trade_id")
+    async with database.transaction(pool) as c:
+        await store.insert_version(c, NewVersion(
+            participant="BANKA", trade_id="OLD-1", version=1, status="unmatched",
+            reason="submitted", terms=TradeTerms.model_validate(body), actor="BANKA",
+            first_submitted_at=datetime.now(UTC) - timedelta(hours=1)))
+    await client.post("/v1/trades", json=trade_body(), headers=banks[0])
+    m = await scrape(client)
+    assert 3600 <= value(m, "kevin_oldest_unmatched_age_seconds") < 3700
+    waiting = await conn.fetchval("SELECT count(*) FROM feed WHERE seq IS NULL")
+    assert value(m, "kevin_feed_unsequenced_updates") == waiting
+    if waiting:
+        assert value(m, "kevin_feed_lag_seconds") >= 0
+    await conn.execute("UPDATE feed SET seq = id WHERE seq IS NULL")
+    m = await scrape(client)
+    assert value(m, "kevin_feed_unsequenced_updates") == 0
+    assert value(m, "kevin_feed_lag_seconds") == 0
+    assert value(m, "kevin_feed_last_seq") == await conn.fetchval("SELECT max(seq) FROM feed")
+
+
+async def test_pool_usage_is_reported(client):
+    m = await scrape(client)
+    assert value(m, "kevin_db_pool_max_connections") == 20  # the pool fixture's size
+    in_use = value(m, "kevin_db_pool_connections", state="in_use")
+    idle = value(m, "kevin_db_pool_connections", state="idle")
+    assert in_use >= 0 and idle >= 0 and in_use + idle >= 1
+
+
+async def test_each_app_has_its_own_registry(service, aiohttp_client, banks, client):
+    other = await aiohttp_client(create_app(service, ADMIN_TOKEN))
+    await client.post("/v1/trades", json=trade_body(), headers=banks[0])
+    assert value(await scrape(client), "kevin_submissions_total", result="created") == 1
+    assert value(await scrape(other), "kevin_submissions_total", result="created") == 0
+
+
+def test_outcomes_count_matches_and_mismatches_from_acknowledged_writes():
+    m = Metrics()
+    m.observe_outcome(("POST", "/v1/trades"), 201, {"status": "unmatched", "reason": "submitted"})
+    m.observe_outcome(("POST", "/v1/trades"), 201, {"status": "matched", "reason": "matched"})
+    m.observe_outcome(("PUT", "/v1/trades/{trade_id}"), 200,
+                      {"status": "mismatched", "reason": "mismatched"})
+    m.observe_outcome(("POST", "/v1/trades/batch"), 200, {"results": [
+        {"line": 1, "result": "created", "trade": {"status": "matched", "reason": "matched"}},
+        {"line": 2, "result": "invalid", "trade": None},
+        {"line": 3, "result": "created", "trade": {"status": "unmatched"}},
+    ]})
+    m.observe_outcome(("POST", "/v1/admin/matches"), 201, {})
+    samples = {(s.name, tuple(s.labels.items())): s.value
+               for f in text_string_to_metric_families(m.exposition().decode())
+               for s in f.samples}
+    assert samples[("kevin_matches_total", (("kind", "auto"),))] == 2
+    assert samples[("kevin_matches_total", (("kind", "forced"),))] == 1
+    assert samples[("kevin_mismatches_total", ())] == 1
+    assert samples[("kevin_submissions_total", (("result", "created"),))] == 4
+    assert samples[("kevin_submissions_total", (("result", "invalid"),))] == 1
