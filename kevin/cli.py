@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import structlog
 from aiohttp import web
 
@@ -37,7 +38,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         try:
             app = create_app(Kevin(pool), settings.admin_token)
             runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                   shutdown_timeout=8.0)
+                                   shutdown_timeout=HANDLER_GRACE)
             await runner.setup()
             try:
                 site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -52,7 +53,24 @@ async def serve(settings: Settings, host: str, port: int) -> None:
             finally:
                 await runner.cleanup()
         finally:
-            await pool.close()
+            await _close_pool(pool)
+
+
+# SIGTERM must end the process within 10 s. aiohttp waits HANDLER_GRACE for in-flight
+# requests, then cancels their request and waits HANDLER_GRACE again before cancelling the
+# handler: a slow request gets 7 s to finish, a stuck one is cut off after 7 s, and the
+# pool and an embedded PostgreSQL have the remaining seconds to close.
+HANDLER_GRACE = 3.5
+POOL_CLOSE_TIMEOUT = 1.0
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    """Close gracefully; a connection still held by a cancelled task is terminated."""
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT)
+    except TimeoutError:
+        log.warning("pool did not close in time; terminating its connections")
+        pool.terminate()
 
 
 async def _wait_for_stop_signal() -> None:
