@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import orjson
 
@@ -21,6 +22,8 @@ def _default(value: Any) -> Any:
         if not value.is_finite():
             raise TypeError(f"non-finite number {value} cannot be written as JSON")
         return orjson.Fragment(format(value, "f"))
+    if isinstance(value, UUID):  # asyncpg's own UUID subclass, which orjson does not know
+        return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 

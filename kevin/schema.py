@@ -121,6 +121,10 @@ sa.Index("ix_trades_resting_since", trades.c.first_submitted_at,
 # A live match is found from its id (break, check).
 sa.Index("ix_trades_match_id", trades.c.match_id,
          postgresql_where=sa.text("latest AND match_id IS NOT NULL"))
+# Trades whose mismatch list names a given trade (re-evaluated when it changes).
+sa.Index("ix_trades_mismatch_targets", trades.c.mismatches, postgresql_using="gin",
+         postgresql_ops={"mismatches": "jsonb_path_ops"},
+         postgresql_where=sa.text("latest AND status = 'mismatched'"))
 # Listing by status and product for a participant without scanning history.
 sa.Index("ix_trades_latest_by_participant", trades.c.participant, trades.c.status,
          trades.c.trade_id, postgresql_where=trades.c.latest)

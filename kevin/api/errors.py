@@ -24,6 +24,7 @@ STATUS: dict[type[e.KevinError], int] = {
     e.ParticipantExists: 409,
     e.TradeCancelled: 409,
     e.Conflict: 409,
+    e.CannotMatch: 409,
     e.VersionConflict: 412,
     e.PayloadTooLarge: 413,
     e.UnsupportedMediaType: 415,

@@ -119,3 +119,9 @@ class ArchiveRefused(KevinError):
     """The database refused to archive a version: it was not copied unchanged."""
 
     code = "archive_refused"
+
+
+class CannotMatch(KevinError):
+    """These trades cannot be matched."""
+
+    code = "cannot_match"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
+from uuid import UUID
 
 import asyncpg
 
@@ -16,9 +18,14 @@ from kevin.domain.errors import (
     TradeCancelled,
     VersionConflict,
 )
+from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade, TradeSubmission, TradeTerms, differing_fields
+from kevin.domain.rules import Rules, RulesVersion
+from kevin.engine.matching import Matcher
 from kevin.store import database, participants
+from kevin.store import matching as match_store
 from kevin.store import trades as store
+from kevin.store.matching import MatchKey
 from kevin.store.trades import NewVersion, PageQuery
 
 SubmitResult = Literal["created", "exists"]
@@ -58,9 +65,12 @@ class Kevin:
             status="unmatched", reason="submitted", terms=terms, actor=participant,
         )
         async with database.transaction(self.pool) as conn:
+            # The match key's lock first: then the candidate search sees every opposite
+            # side committed before us, and none can commit unseen while we decide.
+            await match_store.lock_match_keys(conn, [MatchKey.of(participant, terms)])
             created = await store.insert_version(conn, new)
             if created is not None:
-                return "created", created
+                return "created", await Matcher(conn, participant).submitted(created)
             stored = await store.latest(conn, participant, submission.trade_id)
         assert stored is not None  # version 1 exists and a trade always has a latest row
         fields = differing_fields(stored.terms(), terms)
@@ -73,17 +83,18 @@ class Kevin:
     ) -> Trade:
         async with database.transaction(self.pool) as conn:
             current = await self._current_for_change(conn, participant, trade_id, if_match)
-            return await store.append_version(
-                conn, current, status="unmatched", reason="amended", terms=terms,
-                actor=participant,
-            )
+            # Both the key it leaves and the key it joins; then read it again under them.
+            await match_store.lock_match_keys(conn, [MatchKey.of(participant, current.terms()),
+                                                     MatchKey.of(participant, terms)])
+            current = await self._current_for_change(conn, participant, trade_id, if_match)
+            return await Matcher(conn, participant).amend(current, terms)
 
     async def cancel(self, participant: str, trade_id: str, if_match: int | None) -> Trade:
         async with database.transaction(self.pool) as conn:
             current = await self._current_for_change(conn, participant, trade_id, if_match)
-            return await store.append_version(
-                conn, current, status="cancelled", reason="cancelled", actor=participant,
-            )
+            await match_store.lock_match_keys(conn, [MatchKey.of(participant, current.terms())])
+            current = await self._current_for_change(conn, participant, trade_id, if_match)
+            return await Matcher(conn, participant).cancel(current)
 
     @staticmethod
     async def _current_for_change(
@@ -100,6 +111,62 @@ class Kevin:
         if current.version != if_match:
             raise VersionConflict(current.version, if_match)
         return current
+
+    # --- matching: rules, operator overrides, alleged -------------------------------------
+
+    async def put_rules(self, product: str, rules: Rules, actor: str) -> RulesVersion:
+        async with database.transaction(self.pool) as conn:
+            return await match_store.append_rules(conn, product, rules, actor)
+
+    async def get_rules(self, product: str, as_of: datetime | None = None) -> RulesVersion:
+        async with database.connection(self.pool) as conn:
+            if as_of is None:
+                found = await match_store.latest_rules(conn, product)
+            else:
+                found = await match_store.rules_as_of(conn, product, as_of)
+        if found is None:
+            suffix = f" as of {as_of.isoformat()}" if as_of else ""
+            raise NotFound(f"no rules for {product}{suffix}: it matches exactly on every field",
+                           {"product": product})
+        return found
+
+    async def force_match(
+        self, legs: Sequence[TradeRef], comment: str | None, actor: str
+    ) -> tuple[Trade, Trade]:
+        """Match two live, opposite trades whatever their terms (an operator's decision)."""
+        async with database.transaction(self.pool) as conn:
+            found = [await self._leg(conn, leg) for leg in legs]
+            await match_store.lock_match_keys(
+                conn, [MatchKey.of(t.participant, t.terms()) for t in found])
+            first, second = [await self._leg(conn, leg) for leg in legs]
+            return await Matcher(conn, actor).force(first, second, comment)
+
+    async def break_match(self, match_id: UUID, comment: str | None, actor: str) -> list[Trade]:
+        """Break a live match; the pair is never matched automatically again."""
+        async with database.transaction(self.pool) as conn:
+            legs = await match_store.live_match(conn, match_id)
+            await match_store.lock_match_keys(
+                conn, [MatchKey.of(t.participant, t.terms()) for t in legs])
+            legs = await match_store.live_match(conn, match_id)  # again, under the locks
+            if len(legs) != 2:
+                raise NotFound(f"no live match {match_id}")
+            return await Matcher(conn, actor).break_match(legs, comment)
+
+    @staticmethod
+    async def _leg(conn: asyncpg.Connection, leg: TradeRef) -> Trade:
+        found = await store.latest(conn, *leg)
+        if found is None:
+            raise NotFound(f"no trade {leg[1]} of {leg[0]}",
+                           {"participant": leg[0], "trade_id": leg[1]})
+        return found
+
+    async def alleged(self, participant: str, product: str | None,
+                      after: tuple[str, str], limit: int) -> Page:
+        async with database.connection(self.pool) as conn:
+            found = await match_store.alleged(conn, participant, product, after, limit + 1)
+        more = len(found) > limit
+        found = found[:limit]
+        return Page(found, (found[-1].participant, found[-1].trade_id) if more else None)
 
     # --- reads -------------------------------------------------------------------------
 

@@ -1,0 +1,174 @@
+"""The matching decision: a pure, deterministic function of values.
+
+``decide(trade, candidates, rules)`` is the one place that says whether a trade matches,
+mismatches or rests. Live matching (kevin.engine.matching) and replay both call it, so
+they cannot disagree. It does no I/O and reads no clock: the same inputs always give the
+same decision, whatever order the candidates come in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, localcontext
+
+from kevin.domain.models import Mismatch, MismatchField, Trade
+from kevin.domain.rules import EXACT, Rules
+
+RESTING = frozenset({"unmatched", "mismatched"})
+MAX_MISMATCHES = 3
+
+# The fields compared under tolerance, in the order a mismatch lists them.
+TOLERANCE_FIELDS = ("price", "quantity", "settlement_date", "location")
+
+TradeRef = tuple[str, str]  # (participant, trade_id)
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Matched:
+    """The trade matches ``candidate``, the best one within tolerance."""
+
+    candidate: Trade
+
+
+@dataclass(frozen=True)
+class Mismatched:
+    """No candidate is within tolerance; ``mismatches`` explains the nearest (at most 3,
+    nearest first); ``candidates`` are those trades, in the same order."""
+
+    mismatches: tuple[Mismatch, ...]
+    candidates: tuple[Trade, ...]
+
+
+@dataclass(frozen=True)
+class Unmatched:
+    """Nothing agrees with the trade even on its key fields and trade date: it rests."""
+
+
+Decision = Matched | Mismatched | Unmatched
+UNMATCHED = Unmatched()
+
+
+def ref(trade: Trade) -> TradeRef:
+    return trade.participant, trade.trade_id
+
+
+def is_counterpart(trade: Trade, candidate: Trade) -> bool:
+    """Key fields agree: same product, currency and trade date, mirrored participants,
+    opposite sides, and the candidate is live and resting. Only such a trade can match
+    (within tolerance) or mismatch (outside it)."""
+    return (
+        candidate.status in RESTING
+        and candidate.participant == trade.counterparty
+        and candidate.counterparty == trade.participant
+        and candidate.side != trade.side
+        and candidate.product == trade.product
+        and candidate.currency == trade.currency
+        and candidate.trade_date == trade.trade_date
+    )
+
+
+def _entry(trade: Trade) -> tuple[datetime, str, str]:
+    return trade.first_submitted_at or _NEVER, trade.participant, trade.trade_id
+
+
+def reference_price(trade: Trade, candidate: Trade) -> Decimal:
+    """The price a bps tolerance is taken of: the resting trade's, i.e. of the two the
+    one that entered the book first (earliest first submission, then participant and
+    trade_id). When a new trade meets the book that is always the candidate; defining
+    it per pair means re-evaluating either side later gives the same answer."""
+    return min(trade, candidate, key=_entry).price
+
+
+def out_of_tolerance(trade: Trade, resting: Trade, rules: Rules) -> list[str]:
+    """The tolerance fields on which ``trade`` and the ``resting`` candidate differ by
+    more than the rules allow, in TOLERANCE_FIELDS order; empty means they match."""
+    fields = []
+    if not rules.price_within(trade.price, resting.price, reference_price(trade, resting)):
+        fields.append("price")
+    if not rules.quantity_within(trade.quantity, resting.quantity):
+        fields.append("quantity")
+    if not rules.settlement_within(trade.settlement_date, resting.settlement_date):
+        fields.append("settlement_date")
+    if not rules.location_within(trade.location, resting.location):
+        fields.append("location")
+    return fields
+
+
+def candidate_order(trade: Trade, candidate: Trade) -> tuple[Decimal, Decimal, datetime, str]:
+    """DESIGN.md invariant 7: smallest price difference, then smallest quantity
+    difference, then earliest first submission, then trade_id."""
+    with localcontext(EXACT):
+        return (
+            abs(trade.price - candidate.price),
+            abs(trade.quantity - candidate.quantity),
+            candidate.first_submitted_at or _NEVER,
+            candidate.trade_id,
+        )
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def explain(trade: Trade, resting: Trade, rules: Rules, fields: Iterable[str]) -> Mismatch:
+    """One mismatch entry, from ``trade``'s point of view (ours) against ``resting``."""
+    return Mismatch(
+        counterparty_trade_id=resting.trade_id,
+        fields=[
+            MismatchField(field=name, ours=_text(getattr(trade, name)),
+                          theirs=_text(getattr(resting, name)),
+                          tolerance=rules.tolerance_text(name, reference_price(trade, resting)))
+            for name in fields
+        ],
+    )
+
+
+def decide(
+    trade: Trade,
+    candidates: Iterable[Trade],
+    rules: Rules,
+    *,
+    never_match: Collection[TradeRef] = (),
+) -> Decision:
+    """Decide what becomes of ``trade`` given the resting ``candidates`` and the rules of
+    its product.
+
+    - ``candidates`` may be any trades (order does not matter); those that are not a
+      counterpart (see ``is_counterpart``) are ignored, as is the trade itself.
+    - ``never_match``: (participant, trade_id) of trades this one must never be paired
+      with automatically (pairs an operator broke); they are neither matched nor listed.
+    - Returns ``Matched(best)`` if any candidate is within tolerance on every field
+      (inclusive), the best by invariant 7; else ``Mismatched`` with the nearest (same
+      order) at most three, each listing the fields outside tolerance with both values
+      and the tolerance; else ``UNMATCHED``.
+    """
+    excluded = set(never_match) | {ref(trade)}
+    eligible = sorted(
+        (c for c in candidates if ref(c) not in excluded and is_counterpart(trade, c)),
+        key=lambda c: candidate_order(trade, c),
+    )
+    seen: set[TradeRef] = set()
+    outside: list[tuple[Trade, list[str]]] = []
+    for candidate in eligible:
+        if ref(candidate) in seen:  # the same trade passed twice counts once
+            continue
+        seen.add(ref(candidate))
+        fields = out_of_tolerance(trade, candidate, rules)
+        if not fields:
+            return Matched(candidate)
+        outside.append((candidate, fields))
+    if not outside:
+        return UNMATCHED
+    nearest = outside[:MAX_MISMATCHES]
+    return Mismatched(
+        mismatches=tuple(explain(trade, c, rules, fields) for c, fields in nearest),
+        candidates=tuple(c for c, _ in nearest),
+    )

@@ -1,0 +1,164 @@
+"""The store's side of matching: match-key locks, candidate search, rules versions,
+broken pairs, alleged trades. SQL lives in kevin.store.matching_queries."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from kevin.domain.matching import TradeRef
+from kevin.domain.models import Trade, TradeTerms
+from kevin.domain.rules import Rules, RulesVersion
+from kevin.store import matching_queries as q
+from kevin.store.trades import trade_from_row
+
+# Namespaces (first key of the two-int advisory lock form) for Kevin's own locks.
+MATCH_LOCK_CLASS = 0x4B564D4B  # "KVMK": a match key
+RULES_LOCK_CLASS = 0x4B565255  # "KVRU": a product's rules
+
+
+# --- match keys and their locks ----------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class MatchKey:
+    """What two sides of one trade share: product, currency and the (unordered) pair of
+    participants. Everything that can match or mismatch lives under one key."""
+
+    product: str
+    currency: str
+    participants: tuple[str, str]
+
+    @classmethod
+    def of(cls, participant: str, terms: TradeTerms) -> MatchKey:
+        pair = sorted((participant, terms.counterparty))
+        return cls(terms.product, terms.currency, (pair[0], pair[1]))
+
+    def lock_id(self) -> int:
+        """A stable signed 32-bit hash (the second key of pg_advisory_xact_lock(int, int))."""
+        return _lock_id("\x1f".join((self.product, self.currency, *self.participants)))
+
+
+async def lock_match_keys(conn: asyncpg.Connection, keys: Iterable[MatchKey]) -> None:
+    """Take the transaction-scoped lock of every key, in ascending lock-id order (no
+    deadlock between two transactions that each need two keys). See LOCK_MATCH_KEY."""
+    for lock_id in sorted({key.lock_id() for key in keys}):
+        await conn.execute(q.LOCK_MATCH_KEY, MATCH_LOCK_CLASS, lock_id)
+
+
+def _lock_id(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big",
+                          signed=True)
+
+
+# --- candidates ------------------------------------------------------------------------
+
+MATCH_PER_SIDE = 1
+NEAREST_PER_SIDE = 3
+
+
+def _key_args(trade: Trade, per_side: int) -> list[Any]:
+    opposite = "buy" if trade.side == "sell" else "sell"
+    return [
+        trade.product, trade.currency, trade.counterparty, trade.participant, opposite,
+        trade.trade_date, trade.participant, trade.trade_id, trade.price, trade.quantity,
+        per_side,
+    ]
+
+
+def _within_args(trade: Trade, rules: Rules) -> list[Any]:
+    low, high = rules.price_bounds(trade.price)
+    q_low, q_high = rules.quantity_bounds(trade.quantity)
+    s_low, s_high = rules.settlement_bounds(trade.settlement_date)
+    return [
+        low, high, rules.price_tolerance.abs, rules.price_tolerance.bps,
+        q_low, q_high, s_low, s_high, rules.location == "ignore", trade.location,
+        trade.first_submitted_at,
+    ]
+
+
+async def find_candidates(conn: asyncpg.Connection, trade: Trade, rules: Rules) -> list[Trade]:
+    """The resting counterparts ``decide`` needs to decide ``trade``: the best one within
+    tolerance on each side of its price; or, when there is none, the nearest three on
+    each side (for the mismatch list). Never a pair an operator broke. Index-driven: the
+    cost depends on the trades near this price, not on the depth of the book."""
+    rows = await conn.fetch(q.MATCH_CANDIDATES, *_key_args(trade, MATCH_PER_SIDE),
+                            *_within_args(trade, rules))
+    if not rows:
+        rows = await conn.fetch(q.NEAREST_CANDIDATES, *_key_args(trade, NEAREST_PER_SIDE))
+    return [trade_from_row(r) for r in rows]
+
+
+async def pointing_at(conn: asyncpg.Connection, trade: Trade) -> list[Trade]:
+    """Live mismatched trades whose mismatch list names ``trade`` (as it was)."""
+    rows = await conn.fetch(q.POINTING_AT, trade.counterparty, trade.participant,
+                            trade.trade_id)
+    return [trade_from_row(r) for r in rows]
+
+
+# --- rules -----------------------------------------------------------------------------
+
+
+def _rules_from_row(row: asyncpg.Record) -> RulesVersion:
+    return RulesVersion(product=row["product"], version=row["version"],
+                        recorded_at=row["recorded_at"], actor=row["actor"], **row["body"])
+
+
+async def latest_rules(conn: asyncpg.Connection, product: str) -> RulesVersion | None:
+    row = await conn.fetchrow(q.SELECT_LATEST_RULES, product)
+    return _rules_from_row(row) if row is not None else None
+
+
+async def rules_as_of(
+    conn: asyncpg.Connection, product: str, instant: datetime
+) -> RulesVersion | None:
+    row = await conn.fetchrow(q.SELECT_RULES_AS_OF, product, instant)
+    return _rules_from_row(row) if row is not None else None
+
+
+async def append_rules(
+    conn: asyncpg.Connection, product: str, rules: Rules, actor: str
+) -> RulesVersion:
+    """Record a new version of a product's rules (append-only; the old stays readable)."""
+    await conn.execute(q.LOCK_MATCH_KEY, RULES_LOCK_CLASS, _lock_id(product))
+    previous = await conn.fetchval(q.FLIP_LATEST_RULES, product)
+    row = await conn.fetchrow(q.INSERT_RULES, product, (previous or 0) + 1,
+                              rules.model_dump(mode="json"), actor)
+    return _rules_from_row(row)
+
+
+# --- operator overrides and alleged ----------------------------------------------------
+
+
+def _ordered(a: TradeRef, b: TradeRef) -> tuple[TradeRef, TradeRef]:
+    return (a, b) if a <= b else (b, a)
+
+
+async def record_broken_pair(
+    conn: asyncpg.Connection, a: TradeRef, b: TradeRef, match_id: UUID, comment: str | None
+) -> None:
+    first, second = _ordered(a, b)
+    await conn.execute(q.INSERT_BROKEN_PAIR, *first, *second, match_id, comment)
+
+
+async def broken_with(conn: asyncpg.Connection, trade: TradeRef) -> set[TradeRef]:
+    return {(r["participant"], r["trade_id"])
+            for r in await conn.fetch(q.SELECT_BROKEN_WITH, *trade)}
+
+
+async def live_match(conn: asyncpg.Connection, match_id: UUID) -> list[Trade]:
+    return [trade_from_row(r) for r in await conn.fetch(q.SELECT_LIVE_MATCH, match_id)]
+
+
+async def alleged(
+    conn: asyncpg.Connection, participant: str, product: str | None,
+    after: tuple[str, str], limit: int,
+) -> list[Trade]:
+    rows = await conn.fetch(q.SELECT_ALLEGED, participant, product, *after, limit)
+    return [trade_from_row(r) for r in rows]

@@ -1,0 +1,155 @@
+"""Every SQL statement of matching, rules, alleged trades and operator overrides, named.
+
+Parameters are always bound ($1, $2, …); column lists are constants.
+"""
+
+from kevin.store.queries import TRADE_COLUMNS
+
+# --- serialising matching per match key ------------------------------------------------
+
+# Two opposite trades submitted at once in separate transactions cannot see each other
+# (neither has committed), so both would rest: a missed match. Every transaction that
+# changes the matching state of a match key (product, currency, the two participants)
+# first takes this transaction-scoped lock on the key's hash. The lock lives in the
+# database, so it serialises several `kevin serve` processes too; under READ COMMITTED
+# the statements after it see everything the previous holder committed. Keys are locked
+# in ascending hash order, so two transactions needing two keys cannot deadlock; a hash
+# collision only serialises two unrelated keys. The two-int form keeps these locks apart
+# from any single-bigint advisory lock elsewhere.
+LOCK_MATCH_KEY = "SELECT pg_advisory_xact_lock($1::int, $2::int)"
+
+# --- candidates ------------------------------------------------------------------------
+
+_RESTING_OF_KEY = """
+    latest AND status IN ('unmatched', 'mismatched')
+    AND product = $1 AND currency = $2 AND participant = $3 AND counterparty = $4
+    AND side = $5 AND trade_date = $6
+"""
+
+# A pair an operator broke is never paired again automatically. broken_pairs stores each
+# pair once, lower (participant, trade_id) first; both orders are primary-key lookups.
+_NOT_BROKEN = """
+    NOT EXISTS (
+        SELECT 1 FROM broken_pairs bp
+        WHERE (bp.participant_a = $7 AND bp.trade_id_a = $8
+               AND bp.participant_b = trades.participant AND bp.trade_id_b = trades.trade_id)
+           OR (bp.participant_a = trades.participant AND bp.trade_id_a = trades.trade_id
+               AND bp.participant_b = $7 AND bp.trade_id_b = $8)
+    )
+"""
+
+# Within tolerance on every field, as kevin.domain.rules/matching decide it. Price: the
+# index range [$12, $13] (a superset when the tolerance is in bps), then the exact
+# inclusive test. bps are of the resting trade's price, the one of the pair that entered
+# the book first ($22 = our first_submitted_at; "C" collation = Python's str order), and
+# are multiplied out (|ours - resting| * 10^4 <= resting * bps): no division rounds.
+_WITHIN = """
+    AND price >= $12 AND ($13::numeric IS NULL OR price <= $13)
+    AND ($14::numeric IS NULL OR abs(price - $9) <= $14)
+    AND ($15::numeric IS NULL OR abs(price - $9) * 10000 <= $15 * CASE
+         WHEN (first_submitted_at, participant COLLATE "C", trade_id COLLATE "C")
+              < ($22, $7 COLLATE "C", $8 COLLATE "C") THEN price ELSE $9 END)
+    AND quantity BETWEEN $16 AND $17
+    AND settlement_date BETWEEN $18 AND $19
+    AND ($20 OR location IS NOT DISTINCT FROM $21)
+"""
+
+# Invariant 7's order, "smallest price difference" first, cannot be read off a btree
+# directly, but per side of our price it can: above (price >= ours) ascending and below
+# descending are both walks of ix_trades_resting from our price outwards. The global
+# best is the better of the two sides' bests, so each side stops after $11 rows (plus
+# ties on price, which incremental sort settles by quantity difference, first
+# submission and trade_id). Cost depends on the rows near our price, not the book size.
+_NEAREST_EACH_SIDE = f"""
+(SELECT {TRADE_COLUMNS} FROM trades
+ WHERE {_RESTING_OF_KEY} AND price >= $9 {{within}} AND {_NOT_BROKEN}
+ ORDER BY price ASC, abs(quantity - $10), first_submitted_at, trade_id COLLATE "C"
+ LIMIT $11)
+UNION ALL
+(SELECT {TRADE_COLUMNS} FROM trades
+ WHERE {_RESTING_OF_KEY} AND price < $9 {{within}} AND {_NOT_BROKEN}
+ ORDER BY price DESC, abs(quantity - $10), first_submitted_at, trade_id COLLATE "C"
+ LIMIT $11)
+"""
+
+# The best candidate within tolerance on each side of our price (LIMIT 1 each).
+MATCH_CANDIDATES = _NEAREST_EACH_SIDE.format(within=_WITHIN)
+
+# Only when nothing is within tolerance: the nearest counterparts on each side regardless
+# of tolerance, for the mismatch list ($1..$11 as above).
+NEAREST_CANDIDATES = _NEAREST_EACH_SIDE.format(within="")
+
+# Live mismatched trades whose mismatch list names a trade (participant $2's $3): they
+# must be re-evaluated when it matches elsewhere, is amended or cancelled. Served by the
+# GIN index ix_trades_mismatch_targets (jsonb_path_ops supports @>), so its cost does
+# not grow with the number of resting trades.
+POINTING_AT = f"""
+SELECT {TRADE_COLUMNS} FROM trades
+WHERE latest AND status = 'mismatched'
+  AND participant = $1 AND counterparty = $2
+  AND mismatches @> jsonb_build_array(jsonb_build_object('counterparty_trade_id', $3::text))
+ORDER BY participant, trade_id
+"""
+
+# --- rules -----------------------------------------------------------------------------
+
+SELECT_LATEST_RULES = """
+SELECT product, version, body, actor, recorded_at FROM rules
+WHERE product = $1 AND latest
+"""
+
+SELECT_RULES_AS_OF = """
+SELECT product, version, body, actor, recorded_at FROM rules
+WHERE product = $1 AND recorded_at <= $2
+ORDER BY version DESC
+LIMIT 1
+"""
+
+# Rules are append-only like trades. Writers of one product are serialised by an advisory
+# lock on the product (LOCK_MATCH_KEY's class space, see RULES_LOCK_CLASS), so the flip
+# and the insert of version n+1 never race; the partial unique index ix_rules_one_latest
+# would refuse a second latest row anyway.
+FLIP_LATEST_RULES = """
+UPDATE rules SET latest = false WHERE product = $1 AND latest
+RETURNING version
+"""
+
+INSERT_RULES = """
+INSERT INTO rules (product, version, latest, body, actor)
+VALUES ($1, $2, true, $3, $4)
+RETURNING product, version, body, actor, recorded_at
+"""
+
+# --- operator overrides and alleged ----------------------------------------------------
+
+INSERT_BROKEN_PAIR = """
+INSERT INTO broken_pairs (participant_a, trade_id_a, participant_b, trade_id_b, match_id, comment)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT ON CONSTRAINT pk_broken_pairs DO NOTHING
+"""
+
+SELECT_BROKEN_WITH = """
+SELECT participant_b AS participant, trade_id_b AS trade_id FROM broken_pairs
+WHERE participant_a = $1 AND trade_id_a = $2
+UNION ALL
+SELECT participant_a, trade_id_a FROM broken_pairs
+WHERE participant_b = $1 AND trade_id_b = $2
+"""
+
+# Served by ix_trades_match_id (latest AND match_id IS NOT NULL).
+SELECT_LIVE_MATCH = f"""
+SELECT {TRADE_COLUMNS} FROM trades
+WHERE latest AND match_id = $1
+ORDER BY participant, trade_id
+"""
+
+# Trades others submitted naming $1 as counterparty that are live and not matched;
+# served by ix_trades_alleged (counterparty, status) WHERE latest. Keyset-paginated.
+SELECT_ALLEGED = f"""
+SELECT {TRADE_COLUMNS} FROM trades
+WHERE latest AND counterparty = $1 AND status IN ('unmatched', 'mismatched')
+  AND ($2::text IS NULL OR product = $2)
+  AND (participant, trade_id) > ($3, $4)
+ORDER BY participant, trade_id
+LIMIT $5
+"""
