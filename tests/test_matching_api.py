@@ -435,3 +435,12 @@ async def test_override_errors(client, banks, api):
     resp = await client.delete("/v1/admin/matches/7d4f3c38-5d2e-4d63-9a55-0f1f0b6d0c11",
                                headers=ADMIN)
     assert resp.status == 404 and (await resp.json())["error"] == "not_found"
+
+
+async def test_the_matching_endpoints_are_in_the_openapi_document(client):
+    spec = await (await client.get("/openapi.json")).json()
+    assert {"/v1/rules/{product}", "/v1/alleged", "/v1/admin/matches",
+            "/v1/admin/matches/{match_id}"} <= set(spec["paths"])
+    assert {"put", "get"} <= set(spec["paths"]["/v1/rules/{product}"])
+    assert {"RulesUpdate", "RulesVersion", "AllegedPage", "ForceMatch", "MatchLegs"} <= \
+        set(spec["components"]["schemas"])

@@ -70,7 +70,10 @@ AUTH = ("401",)
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    _, defs = models_json_schema(MODELS, ref_template="#/components/schemas/{model}")
+    from kevin.api import openapi_matching
+
+    _, defs = models_json_schema(MODELS + openapi_matching.MODELS,
+                                 ref_template="#/components/schemas/{model}")
     schemas = defs.get("$defs", {})
     trade_body = {"required": True, **_json(_ref("TradeSubmission"))}
     paths: dict[str, Any] = {
@@ -146,6 +149,7 @@ def openapi_document() -> dict[str, Any]:
                                           "503": {"description": "not ready",
                                                   **_json(_ref("ErrorBody"))}}}},
     }
+    paths.update(openapi_matching.paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "Kevin", "version": kevin.__version__,
