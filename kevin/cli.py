@@ -1,4 +1,4 @@
-"""``kevin serve | migrate | participant add | check | archive | bench`` — the command line.
+"""``kevin serve | migrate | participant | check | archive | replay | bench`` — the command line.
 
 Every command exits non-zero with a one-line reason on stderr when it cannot do its job.
 """
@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -168,6 +169,38 @@ async def archive_versions(settings: Settings, before: datetime, batch_size: int
           f"in {report.batches} batches", flush=True)
 
 
+async def replay(settings: Settings, since: datetime, rules_file: str | None,
+                 apply: bool) -> None:
+    from pydantic import ValidationError
+
+    from kevin import jsoncodec
+    from kevin.api.http import validation_details
+    from kevin.domain.replay import ReplayRequest
+    from kevin.engine.replay import Replayer
+
+    rules: object = {}
+    if rules_file is not None:
+        try:
+            rules = jsoncodec.loads(await asyncio.to_thread(Path(rules_file).read_bytes))
+        except OSError as e:
+            raise CommandFailed(f"cannot read {rules_file}: {e.strerror}") from None
+        except ValueError as e:
+            raise CommandFailed(f"{rules_file} is not valid JSON: {e}") from None
+    try:
+        request = ReplayRequest.model_validate({"since": since, "rules": rules, "apply": apply})
+    except ValidationError as e:
+        first = validation_details(e)[0]
+        raise CommandFailed(f"{rules_file}: {first['field']}: {first['message']}") from None
+    async with database_url(settings) as url:
+        pool = await database.create_pool(url, min_size=1, max_size=2)
+        try:
+            result = await Replayer(pool).replay(request.since, request.rules,
+                                                 apply=request.apply, actor="cli")
+        finally:
+            await pool.close()
+    sys.stdout.write(jsoncodec.dumps(result.model_dump(mode="python")).decode() + "\n")
+
+
 def _safe(url: str) -> str:
     """A URL fit for output: no password."""
     scheme, sep, rest = url.partition("://")
@@ -213,6 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench_p.add_argument("--batch-requests", type=int, default=6,
                          help="batch requests per run")
     bench_p.add_argument("--output", metavar="FILE", help="write the figures as JSON")
+    replay_p = commands.add_parser(
+        "replay", help="re-run matching since T under other rules; --apply writes it")
+    replay_p.add_argument("--since", required=True, type=_instant, metavar="T",
+                          help="RFC 3339 timestamp with a zone")
+    replay_p.add_argument("--rules", metavar="FILE",
+                          help='JSON {"PRODUCT": {rules}}; default: stored rules of every '
+                               "product active since T")
+    replay_p.add_argument("--apply", action="store_true",
+                          help="write the changes (reason replayed); default: a dry run")
     return parser
 
 
@@ -223,6 +265,7 @@ def run(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, Non
         "participant": lambda: add_participant(settings, args.name),
         "check": lambda: check_invariants(settings, args.limit),
         "archive": lambda: archive_versions(settings, args.before, args.batch_size),
+        "replay": lambda: replay(settings, args.since, args.rules, args.apply),
         "bench": lambda: bench(settings, args),
     }
     return commands[args.command]()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from kevin.api import admin, alleged, metrics, ops, participants, rules, trades
+from kevin.api import admin, alleged, metrics, ops, participants, replays, rules, trades
 from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE
 from kevin.api.errors import request_context
 from kevin.api.http import MAX_BODY
@@ -25,4 +25,5 @@ def create_app(service: Kevin, admin_token: str | None) -> web.Application:
     app.add_routes(rules.routes)
     app.add_routes(alleged.routes)
     app.add_routes(admin.routes)
+    app.add_routes(replays.routes)
     return app

@@ -63,6 +63,20 @@ class Matcher:
                                                                                  EXACT_RULES)
         return self._rules[product]
 
+    async def find_candidates(self, trade: Trade, rules: Rules) -> list[Trade]:
+        """The resting counterparts ``decide`` needs (a replay answers from memory)."""
+        return await match_store.find_candidates(self.conn, trade, rules)
+
+    async def pointing_at(self, trade: Trade) -> list[Trade]:
+        """Live mismatched trades whose mismatch list names ``trade``."""
+        return await match_store.pointing_at(self.conn, trade)
+
+    async def record_broken_pair(self, first: Trade, second: Trade, match_id: UUID,
+                                 comment: str | None) -> None:
+        """Remember that an operator broke this pair: never match it automatically again."""
+        await match_store.record_broken_pair(self.conn, ref(first), ref(second), match_id,
+                                             comment)
+
     async def latest(self, trade_ref: TradeRef) -> Trade | None:
         if trade_ref not in self._latest:
             found = await store.latest(self.conn, *trade_ref)
@@ -116,7 +130,7 @@ class Matcher:
         """These versions no longer stand in the book as they were (matched, amended,
         cancelled): re-evaluate every trade whose mismatch list names them."""
         for trade in trades:
-            for pointing in await match_store.pointing_at(self.conn, trade):
+            for pointing in await self.pointing_at(trade):
                 self._latest.setdefault(ref(pointing), pointing)
                 self.enqueue(ref(pointing), primary=False)
 
@@ -151,7 +165,7 @@ class Matcher:
         if trade is None or trade.status not in RESTING:
             return
         rules_version, rules = await self.rules_for(trade.product)
-        candidates = await match_store.find_candidates(self.conn, trade, rules)
+        candidates = await self.find_candidates(trade, rules)
         for candidate in candidates:  # fresh from the database, under our lock
             self._latest[ref(candidate)] = candidate
         decision = decide(trade, candidates, rules)
@@ -251,8 +265,7 @@ class Matcher:
         first, second = legs
         assert first.match is not None
         released = [await self.unmatch(leg, reason="broken", comment=comment) for leg in legs]
-        await match_store.record_broken_pair(self.conn, ref(first), ref(second),
-                                             first.match.match_id, comment)
+        await self.record_broken_pair(first, second, first.match.match_id, comment)
         await self.settle(released)
         return [await self._now(leg) for leg in legs]
 

@@ -1,0 +1,260 @@
+"""Replays, the pure part: what a replay is asked, what it answers, and how a stored
+history turns into the starting book and the events to re-run.
+
+A replay re-runs matching from an instant ``since`` under the given rules. Its inputs are
+the book as it stood at ``since`` and what people did afterwards — submissions, amends
+and cancels by participants, force and break by operators, in the order they happened.
+Every other version (matched, mismatched, unmatched, replayed) was an *outcome* of
+matching; the replay works those out afresh. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from kevin.domain.matching import TradeRef, ref
+from kevin.domain.models import Mismatch, Status, Trade, TradeTerms, UtcText
+from kevin.domain.rules import Rules
+
+Product = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]{1,32}$")]
+
+# Versions that are someone's act; everything else is matching's outcome.
+PARTICIPANT_REASONS = frozenset({"submitted", "amended", "cancelled"})
+
+
+class ReplayRequest(BaseModel):
+    """``POST /v1/replays``. ``rules`` names the products to replay and the rules to apply
+    to each from ``since`` on; with no rules, every product with activity since then is
+    replayed under its current stored rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: AwareDatetime
+    rules: dict[Product, Rules] = Field(default_factory=dict)
+    apply: bool = False
+
+
+class ReplayMatch(BaseModel):
+    """Whom a trade is matched with. ``match_id`` and ``counterparty_version`` are known
+    once a change is written (applied replays) or for the state before."""
+
+    model_config = ConfigDict(frozen=True)
+
+    counterparty_trade_id: str
+    match_id: UUID | None = None
+    counterparty_version: int | None = None
+
+
+class MatchState(BaseModel):
+    """A trade's matching state: the part of a version a replay can change."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Status
+    version: int | None = None  # the stored version; None for a not yet written outcome
+    match: ReplayMatch | None = None
+    mismatches: list[Mismatch] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, trade: Trade, *, stored: bool = True) -> MatchState:
+        match = None
+        if trade.match is not None:
+            match = ReplayMatch(counterparty_trade_id=trade.match.counterparty_trade_id,
+                                match_id=trade.match.match_id if stored else None,
+                                counterparty_version=(trade.match.counterparty_version
+                                                      if stored else None))
+        return cls(status=trade.status, version=trade.version if stored else None,
+                   match=match, mismatches=list(trade.mismatches))
+
+
+def same_outcome(a: Trade, b: Trade) -> bool:
+    """Whether two versions of one trade say the same about matching: the status, whom it
+    is matched with, and the mismatch list (match ids and version numbers aside)."""
+    return (a.status == b.status and _partner(a) == _partner(b)
+            and list(a.mismatches) == list(b.mismatches))
+
+
+def _partner(trade: Trade) -> str | None:
+    return trade.match.counterparty_trade_id if trade.match is not None else None
+
+
+class ReplayChange(BaseModel):
+    participant: str
+    trade_id: str
+    before: MatchState
+    after: MatchState
+
+
+class ReplayResult(BaseModel):
+    replay_id: UUID
+    since: Annotated[AwareDatetime, UtcText]
+    applied: bool
+    products: list[str]
+    changes: list[ReplayChange]
+
+
+class ReplayRecord(BaseModel):
+    """A row of the replays table: every applied replay, which rules, who, when."""
+
+    replay_id: UUID
+    since: Annotated[AwareDatetime, UtcText]
+    rules: dict[str, Any]
+    actor: str
+    applied: bool
+    recorded_at: Annotated[AwareDatetime, UtcText]
+
+
+# Per product, its stored rules versions oldest first: (recorded_at, version, rules).
+RulesTimeline = dict[str, list[tuple[datetime, int, Rules]]]
+
+
+def rules_at(timeline: RulesTimeline, product: str, instant: datetime
+             ) -> tuple[int | None, Rules] | None:
+    """The rules version in force for ``product`` at ``instant`` (None: no rules yet)."""
+    found = None
+    for recorded_at, version, rules in timeline.get(product, ()):
+        if recorded_at > instant:
+            break
+        found = (version, rules)
+    return found
+
+
+# --- from stored history to a starting book and events --------------------------------
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """A version as stored, with its writing transaction (from its feed row) and when
+    that transaction wrote its first version: the instant it belongs to as a whole."""
+
+    trade: Trade
+    txid: int
+    tx_started: datetime
+
+
+@dataclass(frozen=True)
+class Submitted:
+    at: datetime
+    trade: Trade  # version 1, as submitted
+
+
+@dataclass(frozen=True)
+class Amended:
+    at: datetime
+    trade: TradeRef
+    terms: TradeTerms
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    at: datetime
+    trade: TradeRef
+
+
+@dataclass(frozen=True)
+class Forced:
+    at: datetime
+    legs: tuple[TradeRef, TradeRef]
+    comment: str | None
+
+
+@dataclass(frozen=True)
+class Broken:
+    at: datetime
+    legs: tuple[TradeRef, TradeRef]
+    comment: str | None
+
+
+Event = Submitted | Amended | Cancelled | Forced | Broken
+
+
+@dataclass
+class History:
+    """The starting book (each trade as it stood at ``since``), the events after it in
+    the order they happened, and the pairs broken by ``since``."""
+
+    book: dict[TradeRef, Trade] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    latest: dict[TradeRef, Trade] = field(default_factory=dict)
+    broken_before: set[frozenset[TradeRef]] = field(default_factory=set)
+
+
+def _event_key(event: Event) -> tuple[datetime, int, str]:
+    first = event.trade if isinstance(event, Amended | Cancelled) else (
+        ref(event.trade) if isinstance(event, Submitted) else event.legs[0])
+    return event.at, 0, "\x1f".join(first)
+
+
+def split_history(
+    versions: Iterable[StoredVersion], since: datetime,
+    broken_pairs: Iterable[tuple[TradeRef, TradeRef]] = (),
+) -> History:
+    """Cut the stored history at ``since``.
+
+    The cut is by transaction, not by version: a transaction that began at or before
+    ``since`` belongs wholly to the starting book, one that began after it wholly to the
+    replay. So an instant between a submission and the match it caused (same transaction)
+    never leaves a half-settled trade in the book.
+    """
+    by_trade: dict[TradeRef, list[StoredVersion]] = defaultdict(list)
+    for stored in versions:
+        by_trade[ref(stored.trade)].append(stored)
+    history = History()
+    forced: dict[UUID, list[Trade]] = defaultdict(list)
+    broken: dict[int, list[Trade]] = defaultdict(list)
+    for trade_ref, stored_versions in by_trade.items():
+        stored_versions.sort(key=lambda s: s.trade.version)
+        history.latest[trade_ref] = stored_versions[-1].trade
+        for stored in stored_versions:
+            trade = stored.trade
+            if stored.tx_started <= since:
+                history.book[trade_ref] = trade
+                continue
+            if trade.reason == "submitted":
+                history.events.append(Submitted(trade.recorded_at, trade))
+            elif trade.reason == "amended":
+                history.events.append(Amended(trade.recorded_at, trade_ref, trade.terms()))
+            elif trade.reason == "cancelled":
+                history.events.append(Cancelled(trade.recorded_at, trade_ref))
+            elif trade.reason == "forced" and trade.match is not None:
+                forced[trade.match.match_id].append(trade)
+            elif trade.reason == "broken":
+                broken[stored.txid].append(trade)
+    for legs in forced.values():
+        if len(legs) == 2:
+            legs.sort(key=lambda t: t.recorded_at)
+            history.events.append(Forced(legs[0].recorded_at, (ref(legs[0]), ref(legs[1])),
+                                         legs[0].comment))
+    broken_after = set()
+    for legs in broken.values():
+        if len(legs) == 2:
+            legs.sort(key=lambda t: t.recorded_at)
+            pair = (ref(legs[0]), ref(legs[1]))
+            broken_after.add(frozenset(pair))
+            history.events.append(Broken(legs[0].recorded_at, pair, legs[0].comment))
+    history.broken_before = {frozenset(pair) for pair in broken_pairs} - broken_after
+    history.events.sort(key=_event_key)
+    return history
+
+
+def changes(before: Mapping[TradeRef, Trade], after: Mapping[TradeRef, Trade]
+            ) -> list[tuple[Trade, Trade]]:
+    """(current, replayed) for every trade whose matching state the replay changes, in
+    (participant, trade_id) order."""
+    out = []
+    for trade_ref in sorted(after):
+        current = before.get(trade_ref)
+        if current is not None and not same_outcome(current, after[trade_ref]):
+            out.append((current, after[trade_ref]))
+    return out
+
+
+def products_of(rules: Mapping[str, Rules]) -> Sequence[str]:
+    return sorted(rules)

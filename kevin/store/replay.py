@@ -1,0 +1,133 @@
+"""The store's side of replays: the history a replay re-runs, and the replay record.
+
+Replays are an operator's tool, off the hot path: they read every version (hot and
+archived, through trade_history) of the trades of the products they replay.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from kevin.domain.matching import TradeRef
+from kevin.domain.replay import ReplayRecord, RulesTimeline, StoredVersion
+from kevin.domain.rules import Rules
+from kevin.store.queries import TRADE_COLUMNS
+from kevin.store.trades import trade_from_row
+
+# Products with any version recorded after the instant (a replay with no rules names).
+SELECT_ACTIVE_PRODUCTS = """
+SELECT DISTINCT product FROM trade_history WHERE recorded_at > $1 ORDER BY product
+"""
+
+# Every version of every trade that ever had a version in one of the products, with the
+# transaction that wrote it (the feed row's txid; a version and its feed row are written
+# by one statement) and when that transaction wrote its first version here. Trades are
+# chosen by any version, so one amended into or out of the product comes with its whole
+# history. A seq scan of the history by design: replays are rare and read everything once.
+SELECT_REPLAY_HISTORY = f"""
+WITH scope AS (
+    SELECT DISTINCT participant, trade_id FROM trade_history WHERE product = ANY($1::text[])
+), versions AS (
+    SELECT {", ".join(f"h.{c.strip()}" for c in TRADE_COLUMNS.split(","))},
+           f.txid::text::bigint AS txid
+    FROM trade_history h
+    JOIN scope USING (participant, trade_id)
+    LEFT JOIN feed f USING (participant, trade_id, version)
+)
+SELECT {TRADE_COLUMNS}, coalesce(txid, -version) AS txid,
+       min(recorded_at) OVER (PARTITION BY coalesce(txid, -version)) AS tx_started
+FROM versions
+ORDER BY participant, trade_id, version
+"""  # noqa: S608 (constant column lists only)
+
+SELECT_BROKEN_PAIRS = """
+SELECT participant_a, trade_id_a, participant_b, trade_id_b FROM broken_pairs
+"""
+
+# Products whose trades can meet trades of the given ones: the products of every other
+# version of those trades (amended across products), and of their match counterparties
+# (an operator may force a match across products). The caller repeats to a fixed point.
+SELECT_LINKED_PRODUCTS = """
+SELECT DISTINCT o.product FROM trade_history t
+JOIN trade_history o ON o.participant = t.participant AND o.trade_id = t.trade_id
+WHERE t.product = ANY($1::text[])
+UNION
+SELECT DISTINCT c.product FROM trade_history t
+JOIN trade_history c ON c.participant = t.counterparty
+                    AND c.trade_id = t.match_counterparty_trade_id
+WHERE t.product = ANY($1::text[]) AND t.match_counterparty_trade_id IS NOT NULL
+"""
+
+# Every stored version of the rules of the products, oldest first: a replay without
+# rules of its own applies at each moment the rules that were in force then.
+SELECT_RULES_HISTORY = """
+SELECT product, version, body, recorded_at FROM rules
+WHERE product = ANY($1::text[])
+ORDER BY product, version
+"""
+
+INSERT_REPLAY = """
+INSERT INTO replays (replay_id, since, rules, actor, applied)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING replay_id, since, rules, actor, applied, recorded_at
+"""
+
+SELECT_REPLAY = """
+SELECT replay_id, since, rules, actor, applied, recorded_at FROM replays WHERE replay_id = $1
+"""
+
+
+async def active_products(conn: asyncpg.Connection, since: datetime) -> list[str]:
+    return [r["product"] for r in await conn.fetch(SELECT_ACTIVE_PRODUCTS, since)]
+
+
+async def history(conn: asyncpg.Connection, products: Sequence[str]) -> list[StoredVersion]:
+    rows = await conn.fetch(SELECT_REPLAY_HISTORY, list(products))
+    return [StoredVersion(trade_from_row(r), r["txid"], r["tx_started"]) for r in rows]
+
+
+async def broken_pairs(conn: asyncpg.Connection) -> list[tuple[TradeRef, TradeRef]]:
+    return [((r["participant_a"], r["trade_id_a"]), (r["participant_b"], r["trade_id_b"]))
+            for r in await conn.fetch(SELECT_BROKEN_PAIRS)]
+
+
+async def linked_products(conn: asyncpg.Connection, products: Sequence[str]) -> list[str]:
+    """``products`` and every product their trades can meet, to a fixed point."""
+    found = set(products)
+    while True:
+        more = {r["product"] for r in await conn.fetch(SELECT_LINKED_PRODUCTS, sorted(found))}
+        if more <= found:
+            return sorted(found)
+        found |= more
+
+
+async def rules_history(conn: asyncpg.Connection, products: Sequence[str]) -> RulesTimeline:
+    timeline: RulesTimeline = {}
+    for r in await conn.fetch(SELECT_RULES_HISTORY, list(products)):
+        timeline.setdefault(r["product"], []).append(
+            (r["recorded_at"], r["version"], Rules.model_validate(r["body"])))
+    return timeline
+
+
+def _record(row: asyncpg.Record) -> ReplayRecord:
+    rules = row["rules"]
+    return ReplayRecord(replay_id=row["replay_id"], since=row["since"],
+                        rules=json.loads(rules) if isinstance(rules, str) else rules,
+                        actor=row["actor"], applied=row["applied"],
+                        recorded_at=row["recorded_at"])
+
+
+async def record(conn: asyncpg.Connection, replay_id: UUID, since: datetime,
+                 rules: dict[str, Rules], actor: str, applied: bool) -> ReplayRecord:
+    body = {product: r.model_dump(mode="json") for product, r in sorted(rules.items())}
+    return _record(await conn.fetchrow(INSERT_REPLAY, replay_id, since, body, actor, applied))
+
+
+async def get(conn: asyncpg.Connection, replay_id: UUID) -> ReplayRecord | None:
+    row = await conn.fetchrow(SELECT_REPLAY, replay_id)
+    return _record(row) if row is not None else None
