@@ -2,12 +2,13 @@
 
     PYTHONPATH=. python benchmarks/match_latency.py [--url postgresql://postgres@127.0.0.1:5432/postgres]
 
-Creates a scratch database on the server (dropped at the end unless --keep), bulk-loads
-resting trades (BANKB buys from BANKA: the same product, currency, participants and side
+Creates one scratch database per depth on the server (dropped at the end unless --keep),
+bulk-loads resting trades (BANKB buys from BANKA: the same product, currency, participants and side
 as the counterpart of every measured trade, so the whole book shares one match key, the
 worst case for the candidate query) straight into `trades` and `feed` with
 generate_series, then submits the matching leg (BANKA's sell at the price of one resting
-buy) over HTTP to an in-process Kevin, one request at a time, and reports p50/p99.
+buy) over HTTP to an in-process Kevin, one request at a time, in rounds that alternate
+between the depths (so a noisy neighbour slows both alike), and reports p50/p99.
 
 The book has the same price density at both depths (one trade per 0.001), so the rows
 within tolerance are the same; what grows is only the depth. Matching must cost the same:
@@ -35,6 +36,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
+from kevin import jsoncodec
 from kevin.api.app import create_app
 from kevin.dburl import to_asyncpg_dsn, with_database
 from kevin.domain.models import Trade
@@ -74,23 +76,6 @@ def body(n: int, g: int) -> dict[str, Any]:
             "trade_date": "2026-11-20", "settlement_date": "2026-11-24", "location": "LDN"}
 
 
-async def measure(session: aiohttp.ClientSession, url: str, key: str, picks: list[int],
-                  first: int, warmup: int) -> list[float]:
-    timings = []
-    for n, g in enumerate(picks, start=first):
-        started = time.perf_counter()
-        async with session.post(f"{url}/v1/trades", json=body(n, g),
-                                headers={"Authorization": f"Bearer {key}"}) as resp:
-            answer = await resp.json()
-        elapsed = time.perf_counter() - started
-        if resp.status != 201 or answer["status"] != "matched" or \
-                answer["match"]["counterparty_trade_id"] != f"B-{g}":
-            raise SystemExit(f"unexpected answer for B-{g}: {resp.status} {answer}")
-        if n - first >= warmup:
-            timings.append(elapsed * 1000)
-    return timings
-
-
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -117,74 +102,117 @@ async def explain(conn: asyncpg.Connection, g: int) -> str:
 
 
 async def run(args: argparse.Namespace) -> None:
-    name = f"kevin_matchbench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(to_asyncpg_dsn(args.url))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = with_database(args.url, name)
+    books = [Book(depth) for depth in args.depths]
     try:
-        await database.migrate(url)
-        pool = await database.create_pool(url, min_size=2, max_size=4)
-        service = Kevin(pool)
-        key = await service.create_participant("BANKA")
-        await service.create_participant("BANKB")
-        runner = web.AppRunner(create_app(service, ADMIN), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        base = f"http://127.0.0.1:{port}"
-        conn = await asyncpg.connect(to_asyncpg_dsn(url))
+        for book in books:
+            await book.open(admin, args.url)
+        # Flush what the bulk loads wrote, so no checkpoint lands in one book's samples.
+        await admin.execute("CHECKPOINT")
         rng = random.Random(7)
-        results: dict[int, list[float]] = {}
-        plans: dict[int, str] = {}
-        loaded = 0
+        rounds = max(1, args.samples // args.round_size)
         async with aiohttp.ClientSession() as session:
-            async with session.put(f"{base}/v1/rules/XAU", json=RULES,
-                                   headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
-                assert resp.status == 200, await resp.text()
-            used: set[int] = set()
-            for depth in args.depths:
-                started = time.perf_counter()
-                await conn.execute(LOAD, loaded + 1, depth, BASE, STEP)
-                await conn.execute("VACUUM ANALYZE trades")
-                await conn.execute("VACUUM ANALYZE feed")
-                print(f"loaded {depth - loaded:,} resting trades in "
-                      f"{time.perf_counter() - started:.1f}s (book depth {depth:,})", flush=True)
-                loaded = depth
-                picks: list[int] = []
-                while len(picks) < args.samples + args.warmup:
-                    g = rng.randint(1, depth)
-                    if g not in used:
-                        used.add(g)
-                        picks.append(g)
-                plans[depth] = await explain(conn, picks[-1])
-                results[depth] = await measure(session, base, key, picks,
-                                               first=len(used) * 10, warmup=args.warmup)
-        await conn.close()
-        await runner.cleanup()
-        await pool.close()
+            for book in books:  # warm up each connection pool and its prepared statements
+                await book.measure(session, rng, args.warmup, keep=False)
+            # Interleaved rounds: a noisy neighbour slows both books alike.
+            for _ in range(rounds):
+                for book in books:
+                    await book.measure(session, rng, args.round_size)
+        for book in books:
+            book.plan = await explain(book.conn, book.unused(rng, 1)[0])
 
         print()
         print(f"{'resting trades':>16} {'samples':>8} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'mean ms':>8}")
-        for depth, timings in results.items():
-            print(f"{depth:>16,} {len(timings):>8} {percentile(timings, 50):>8.2f} "
-                  f"{percentile(timings, 99):>8.2f} {statistics.fmean(timings):>8.2f}")
-        shallow, deep = (results[d] for d in (args.depths[0], args.depths[-1]))
-        ratio50 = percentile(deep, 50) / percentile(shallow, 50)
-        ratio99 = percentile(deep, 99) / percentile(shallow, 99)
+        for book in books:
+            t = book.timings
+            print(f"{book.depth:>16,} {len(t):>8} {percentile(t, 50):>8.2f} "
+                  f"{percentile(t, 99):>8.2f} {statistics.fmean(t):>8.2f}")
+        shallow, deep = books[0], books[-1]
+        ratio50 = percentile(deep.timings, 50) / percentile(shallow.timings, 50)
+        ratio99 = percentile(deep.timings, 99) / percentile(shallow.timings, 99)
         verdict = "within" if ratio50 <= 1.5 else "NOT within"
-        print(f"\np50 ratio {args.depths[-1]:,} / {args.depths[0]:,}: {ratio50:.2f} "
+        print(f"\np50 ratio {deep.depth:,} / {shallow.depth:,}: {ratio50:.2f} "
               f"({verdict} the 1.5x target); p99 ratio {ratio99:.2f}")
-        for depth, plan in plans.items():
-            print(f"\nEXPLAIN (ANALYZE, BUFFERS) of the candidate query, {depth:,} resting:")
-            print(plan)
+        for book in books:
+            print(f"\nEXPLAIN (ANALYZE, BUFFERS) of the candidate queries, "
+                  f"{book.depth:,} resting:")
+            print(book.plan)
     finally:
-        if not args.keep:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        else:
-            print(f"kept database {name}")
+        for book in books:
+            await book.close(admin, keep=args.keep)
         await admin.close()
+
+
+class Book:
+    """A scratch database with ``depth`` resting trades and an in-process Kevin on it."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.name = f"kevin_matchbench_{uuid.uuid4().hex[:8]}"
+        self.timings: list[float] = []
+        self.used: set[int] = set()
+        self.plan = ""
+        self.submitted = 0
+
+    async def open(self, admin: asyncpg.Connection, server_url: str) -> None:
+        await admin.execute(f'CREATE DATABASE "{self.name}"')
+        url = with_database(server_url, self.name)
+        await database.migrate(url)
+        self.pool = await database.create_pool(url, min_size=2, max_size=4)
+        service = Kevin(self.pool)
+        self.key = await service.create_participant("BANKA")
+        await service.create_participant("BANKB")
+        self.runner = web.AppRunner(create_app(service, ADMIN), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base = f"http://127.0.0.1:{port}"
+        self.conn = await asyncpg.connect(to_asyncpg_dsn(url))
+        await self.conn.execute(
+            "INSERT INTO rules (product, version, latest, body, actor) "
+            "VALUES ('XAU', 1, true, $1, 'bench')", jsoncodec.dumps_str(RULES))
+        started = time.perf_counter()
+        await self.conn.execute(LOAD, 1, self.depth, BASE, STEP)
+        await self.conn.execute("VACUUM ANALYZE trades")
+        await self.conn.execute("VACUUM ANALYZE feed")
+        print(f"loaded {self.depth:,} resting trades into {self.name} in "
+              f"{time.perf_counter() - started:.1f}s", flush=True)
+
+    def unused(self, rng: random.Random, n: int) -> list[int]:
+        picks: list[int] = []
+        while len(picks) < n:
+            g = rng.randint(1, self.depth)
+            if g not in self.used:
+                self.used.add(g)
+                picks.append(g)
+        return picks
+
+    async def measure(self, session: aiohttp.ClientSession, rng: random.Random, n: int,
+                      keep: bool = True) -> None:
+        for g in self.unused(rng, n):
+            self.submitted += 1
+            started = time.perf_counter()
+            async with session.post(f"{self.base}/v1/trades", json=body(self.submitted, g),
+                                    headers={"Authorization": f"Bearer {self.key}"}) as resp:
+                answer = await resp.json()
+            elapsed = time.perf_counter() - started
+            if resp.status != 201 or answer["status"] != "matched" or \
+                    answer["match"]["counterparty_trade_id"] != f"B-{g}":
+                raise SystemExit(f"unexpected answer for B-{g}: {resp.status} {answer}")
+            if keep:
+                self.timings.append(elapsed * 1000)
+
+    async def close(self, admin: asyncpg.Connection, keep: bool) -> None:
+        if hasattr(self, "conn"):
+            await self.conn.close()
+            await self.runner.cleanup()
+            await self.pool.close()
+        if keep:
+            print(f"kept database {self.name}")
+        else:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
 def main() -> int:
@@ -195,12 +223,14 @@ def main() -> int:
     parser.add_argument("--depths", type=int, nargs="+", default=[1_000, 1_000_000])
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--round-size", type=int, default=50,
+                        help="submissions per book per interleaved round")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = parser.parse_args()
     # One access-log line per request would drown the figures.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if args.depths != sorted(args.depths):
-        parser.error("--depths must ascend (the book only grows)")
+        parser.error("--depths must ascend (the first is the baseline)")
     asyncio.run(run(args))
     return 0
 
