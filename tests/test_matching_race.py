@@ -116,3 +116,32 @@ async def test_racing_amends_cancels_and_submissions_keep_the_invariants(client,
 
     await asyncio.gather(*(churn(i) for i in range(12)))
     await check_matching_invariants(conn)
+
+
+async def test_amends_crossing_between_two_keys_do_not_deadlock(client, banks, conn):
+    """An amend into another product locks both keys (in one global order): trades moving
+    XAU→XAG and XAG→XAU at the same time must all succeed, none aborted as a deadlock."""
+    a, b = banks
+    for i in range(10):
+        await client.post("/v1/trades", json=trade_body(f"X-{i}", product="XAU"), headers=a)
+        await client.post("/v1/trades", json=trade_body(f"G-{i}", product="XAG"), headers=a)
+        await client.post("/v1/trades", json=trade_body(
+            f"B-{i}", counterparty="BANKA", side="buy", product="XAG" if i % 2 else "XAU",
+            price="999"), headers=b)
+
+    versions = {}
+    for trade_id in [f"{p}-{i}" for p in "XG" for i in range(10)]:
+        current = await (await client.get(f"/v1/trades/{trade_id}", headers=a)).json()
+        assert current["status"] == "mismatched"  # each names a B- trade in its own key
+        versions[trade_id] = current["version"]
+
+    async def move(trade_id: str, product: str) -> int:
+        resp = await client.put(f"/v1/trades/{trade_id}", json=trade_body(
+            trade_id, product=product), headers={**a, "If-Match": f'"{versions[trade_id]}"'})
+        return resp.status
+
+    moves = [move(f"X-{i}", "XAG") for i in range(10)] + \
+        [move(f"G-{i}", "XAU") for i in range(10)]
+    statuses = await asyncio.gather(*moves)
+    assert statuses == [200] * 20
+    await check_matching_invariants(conn)
