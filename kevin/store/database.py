@@ -8,7 +8,7 @@ import contextlib
 import functools
 import threading
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -35,6 +35,10 @@ CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 ACQUIRE_TIMEOUT = 5.0
+# Every statement Kevin's requests run takes milliseconds; one that takes seconds means a
+# hung or partitioned database, and the request should answer 503, not hang for a minute.
+# Long jobs (archive, replay, bulk loads) pass their own ``timeout=`` or pool setting.
+COMMAND_TIMEOUT = 5.0
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -44,11 +48,14 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    url: str, *, min_size: int = 2, max_size: int = 10,
+    command_timeout: float | None = COMMAND_TIMEOUT,
+) -> asyncpg.Pool:
     try:
         return await asyncpg.create_pool(
             to_asyncpg_dsn(url), min_size=min_size, max_size=max_size, init=_init_connection,
-            command_timeout=60, timeout=ACQUIRE_TIMEOUT,
+            command_timeout=command_timeout, timeout=ACQUIRE_TIMEOUT,
         )
     except CONNECTIVITY_ERRORS as e:
         raise DatabaseUnavailable(f"cannot connect to the database: {e}") from e
@@ -58,8 +65,18 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asy
 async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """One connection, one transaction; a lost database surfaces as DatabaseUnavailable."""
     try:
-        async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn, conn.transaction():
-            yield conn
+        async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+            with _dropped_if_broken(conn):
+                tx = conn.transaction()
+                await tx.start()
+                try:
+                    yield conn
+                except CONNECTIVITY_ERRORS:
+                    raise  # no ROLLBACK on a broken connection: it is dropped instead
+                except BaseException:
+                    await tx.rollback()
+                    raise
+                await tx.commit()
     except CONNECTIVITY_ERRORS as e:
         raise DatabaseUnavailable() from e
 
@@ -69,9 +86,24 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """One connection, autocommit reads; a lost database surfaces as DatabaseUnavailable."""
     try:
         async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
-            yield conn
+            with _dropped_if_broken(conn):
+                yield conn
     except CONNECTIVITY_ERRORS as e:
         raise DatabaseUnavailable() from e
+
+
+@contextlib.contextmanager
+def _dropped_if_broken(conn: asyncpg.Connection) -> Iterator[None]:
+    """On a connectivity error or a timeout, terminate the connection before anything else
+    touches it. Otherwise a ROLLBACK, then the pool's wait for the query cancel and its
+    reset, would each wait out a timeout against a database that does not answer: a request
+    would take three timeouts to say 503 instead of one. The pool replaces the connection
+    when it next needs one."""
+    try:
+        yield
+    except CONNECTIVITY_ERRORS:
+        conn.terminate()
+        raise
 
 
 # --- migrations -----------------------------------------------------------------------
