@@ -80,6 +80,11 @@ async def _wait_for_stop_signal() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    # Already stopping: a repeated SIGTERM (an impatient supervisor, a script sending it
+    # twice) must not kill the process half-way through its shutdown. Taken from the loop
+    # first, or closing the loop would restore the default action (death by SIGTERM).
+    loop.remove_signal_handler(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 async def migrate(settings: Settings) -> None:

@@ -295,3 +295,34 @@ def test_the_command_fails_in_one_line_when_the_database_is_unreachable():
     assert result.returncode == 1
     assert result.stderr.startswith("kevin: cannot connect to the database")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_what_the_engine_writes_passes(db_url, client, banks, conn):
+    """Matches, mismatches, amendments, cancels, a forced match and a break — all through
+    the API — leave a database that kevin check finds clean."""
+    from tests.conftest import ADMIN
+
+    a, b = banks
+    mirror = {"counterparty": "BANKA", "side": "buy", "attributes": {}}
+    for n in range(6):
+        await client.post("/v1/trades", json=trade_body(f"A-{n}", price=f"{1000 + n}"),
+                          headers=a)
+    for n in range(6):
+        price = f"{1000 + n}" if n % 2 == 0 else f"{1000.5 + n}"
+        await client.post("/v1/trades", json=trade_body(f"B-{n}", price=price, **mirror),
+                          headers=b)
+    await client.put("/v1/trades/B-1", json=trade_body(price="1001", **mirror),
+                     headers={**b, "If-Match": '"1"'})
+    await client.delete("/v1/trades/A-3", headers={**a, "If-Match": '"1"'})
+    resp = await client.post("/v1/admin/matches", headers=ADMIN, json={"legs": [
+        {"participant": "BANKA", "trade_id": "A-5"}, {"participant": "BANKB", "trade_id": "B-5"}],
+        "comment": "forced"})
+    assert resp.status == 201, await resp.text()
+    match_id = (await resp.json())["match_id"]
+    resp = await client.delete(f"/v1/admin/matches/{match_id}", headers=ADMIN,
+                               json={"comment": "broken again"})
+    assert resp.status == 200, await resp.text()
+    assert await conn.fetchval(
+        "SELECT count(*) FROM trades WHERE latest AND status = 'matched'") >= 4
+    report = await check(db_url)
+    assert report.ok, report.text()

@@ -12,7 +12,7 @@ from kevin.domain.models import TradeTerms
 from kevin.store import database
 from kevin.store import trades as store
 from kevin.store.trades import NewVersion
-from tests.conftest import ADMIN_TOKEN, trade_body
+from tests.conftest import ADMIN, ADMIN_TOKEN, trade_body
 
 
 async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -123,3 +123,25 @@ def test_outcomes_count_matches_and_mismatches_from_acknowledged_writes():
     assert samples[("kevin_mismatches_total", ())] == 1
     assert samples[("kevin_submissions_total", (("result", "created"),))] == 4
     assert samples[("kevin_submissions_total", (("result", "invalid"),))] == 1
+
+
+async def test_matches_mismatches_and_the_stp_rate_follow_the_engine(client, banks):
+    a, b = banks
+    mirror = {"counterparty": "BANKA", "side": "buy", "attributes": {}}
+    await client.post("/v1/trades", json=trade_body("A-1"), headers=a)
+    resp = await client.post("/v1/trades", json=trade_body("B-1", **mirror), headers=b)
+    assert (await resp.json())["status"] == "matched"
+    await client.post("/v1/trades", json=trade_body("A-2", price="2000"), headers=a)
+    resp = await client.post("/v1/trades", json=trade_body("B-2", price="2001", **mirror),
+                             headers=b)
+    assert (await resp.json())["status"] == "mismatched"
+    resp = await client.post("/v1/admin/matches", headers=ADMIN, json={"legs": [
+        {"participant": "BANKA", "trade_id": "A-2"}, {"participant": "BANKB", "trade_id": "B-2"}],
+        "comment": "agreed by phone"})
+    assert resp.status == 201, await resp.text()
+    m = await scrape(client)
+    assert value(m, "kevin_matches_total", kind="auto") == 1
+    assert value(m, "kevin_matches_total", kind="forced") == 1
+    assert value(m, "kevin_mismatches_total") == 1
+    assert value(m, "kevin_submissions_total", result="created") == 4
+    assert value(m, "kevin_match_rate") == 0.5  # 2 of 4 trades matched straight through
