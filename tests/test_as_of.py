@@ -93,3 +93,27 @@ async def test_trade_as_of_is_inclusive_and_404_before_it_existed(
     assert other.status == 404
     history = await (await client.get("/v1/trades/B-1/versions", headers=a)).json()
     assert history["versions"] == versions
+
+
+async def test_rules_as_of_is_inclusive_at_each_version(client):
+    async def put(**body: Any) -> dict[str, Any]:
+        resp = await client.put("/v1/rules/XAU", json=body, headers=ADMIN)
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+    async def as_of(instant: datetime) -> tuple[int, dict[str, Any]]:
+        resp = await client.get("/v1/rules/XAU", params={"as_of": instant.isoformat()},
+                                headers=ADMIN)
+        return resp.status, await resp.json()
+
+    v1 = await put(price_tolerance={"abs": "0.50"})
+    v2 = await put(price_tolerance={"bps": "2"}, location="ignore")
+    at1, at2 = (datetime.fromisoformat(v["recorded_at"]) for v in (v1, v2))
+    status, body = await as_of(at1 - US)
+    assert status == 404 and body["error"] == "not_found"
+    assert await as_of(at1) == (200, v1)
+    assert await as_of(at2 - US) == (200, v1)
+    assert await as_of(at2) == (200, v2)
+    resp = await client.get("/v1/rules/XAU", params={"as_of": "2026-11-21T10:00:00"},
+                            headers=ADMIN)
+    assert resp.status == 422

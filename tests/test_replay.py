@@ -427,3 +427,22 @@ async def test_random_days_replay_to_no_changes_under_the_same_rules(service, po
     assert applied.changes and any(c.after.status == "matched" for c in applied.changes)
     await check_matching_invariants(conn)
     assert (await replayer.replay(marks[1], loose, apply=False, actor="test")).changes == []
+
+
+async def test_the_replay_endpoints_are_in_the_openapi_document(client):
+    spec = await (await client.get("/openapi.json")).json()
+    assert "post" in spec["paths"]["/v1/replays"]
+    assert "get" in spec["paths"]["/v1/replays/{replay_id}"]
+    schemas = spec["components"]["schemas"]
+    assert {"ReplayRequest", "ReplayResult", "ReplayRecord", "MatchState"} <= set(schemas)
+    assert set(schemas["ReplayRequest"]["required"]) == {"since"}
+    refs = {v for v in _walk(spec) if isinstance(v, str) and v.startswith("#/components/")}
+    assert all(ref.rsplit("/", 1)[-1] in schemas for ref in refs)
+
+
+def _walk(node: Any) -> list[Any]:
+    if isinstance(node, dict):
+        return [x for v in node.values() for x in _walk(v)]
+    if isinstance(node, list):
+        return [x for v in node for x in _walk(v)]
+    return [node]

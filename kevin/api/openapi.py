@@ -70,9 +70,9 @@ AUTH = ("401",)
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    from kevin.api import openapi_matching
+    from kevin.api import openapi_history, openapi_matching
 
-    _, defs = models_json_schema(MODELS + openapi_matching.MODELS,
+    _, defs = models_json_schema(MODELS + openapi_matching.MODELS + openapi_history.MODELS,
                                  ref_template="#/components/schemas/{model}")
     schemas = defs.get("$defs", {})
     trade_body = {"required": True, **_json(_ref("TradeSubmission"))}
@@ -150,6 +150,7 @@ def openapi_document() -> dict[str, Any]:
                                                   **_json(_ref("ErrorBody"))}}}},
     }
     paths.update(openapi_matching.paths())
+    paths.update(openapi_history.paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "Kevin", "version": kevin.__version__,
