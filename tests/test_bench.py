@@ -4,6 +4,7 @@ a threshold: this machine is shared and noisy.)"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -49,3 +50,43 @@ def test_bench_refuses_an_unreachable_database() -> None:
                    KEVIN_DATABASE_URL="postgresql://postgres@127.0.0.1:1/postgres")
     assert done.returncode != 0
     assert done.stderr.startswith("kevin:") and "Traceback" not in done.stderr
+
+
+async def test_ceiling_issues_the_engines_statements_for_a_pair(db_url: str) -> None:
+    """The ceiling stays in step with the engine: the statements the engine issues for a
+    matched pair (both submissions) are, in order, the ones the ceiling issues — apart
+    from transaction control, which the ceiling does once per pair."""
+    from kevin.bench import ceiling, workload
+    from kevin.domain.models import TradeSubmission
+    from kevin.engine.service import Kevin
+    from kevin.store import database
+
+    control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+    recorded: list[str] = []
+
+    def record(logged) -> None:  # noqa: ANN001 - asyncpg's LoggedQuery
+        text = " ".join(logged.query.split())
+        if not text.upper().startswith(control):
+            recorded.append(text)
+
+    pool = await database.create_pool(db_url, min_size=1, max_size=1)
+    try:
+        service = Kevin(pool)
+        for name in (workload.SELLER, workload.BUYER):
+            await service.create_participant(name)
+        sell, buy = workload.pair_terms("eng", 0, 1, 1)
+        async with pool.acquire() as conn:  # the pool's only connection: it logs from now on
+            conn.add_query_logger(record)
+        await service.submit(workload.SELLER, TradeSubmission.model_validate(sell))
+        _, matched = await service.submit(workload.BUYER, TradeSubmission.model_validate(buy))
+        assert matched.status == "matched"
+        await asyncio.sleep(0)  # query loggers are called soon, not at once
+        engine, recorded[:] = list(recorded), []
+        async with pool.acquire() as conn:
+            await ceiling.pair_statements()(conn, "cei", 0, 1, 1)
+        await asyncio.sleep(0)
+    finally:
+        await pool.close()
+    assert len(engine) >= 10, engine
+    assert recorded == engine

@@ -10,7 +10,6 @@ cost of everything Kevin adds on top of PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,21 +27,6 @@ class Tally:
     pairs: int = 0
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
-
-
-def version_args(
-    participant: str, trade_id: str, version: int, status: str, reason: str,
-    counterparty: str, side: str, terms: dict[str, Any],
-    match: tuple[uuid.UUID, str, int] | None = None,
-) -> tuple[Any, ...]:
-    """INSERT_VERSION's parameters, in the order kevin.store.trades.NewVersion.args gives."""
-    return (
-        participant, trade_id, version, status, reason, counterparty, side,
-        terms["product"], terms["quantity"], terms["price"], "USD",
-        w.TRADE_DATE, w.SETTLEMENT_DATE, "LDN", terms["attributes"],
-        match[0] if match else None, match[1] if match else None, match[2] if match else None,
-        [], None, None, None, participant, None,
-    )
 
 
 PairWork = Callable[[asyncpg.Connection, str, int, int, int], Awaitable[None]]

@@ -1,52 +1,101 @@
-"""One matched pair's SQL, statement for statement as the engine issues it.
+"""One matched pair's SQL, statement for statement as the engine issues it, with raw
+values instead of models.
 
-PROVISIONAL until the matching engine lands: the candidate query below stands in for the
-matching store's; the rest are kevin.store.queries' own constants.
+The engine, for a pair (kevin.engine.service.Kevin.submit → kevin.engine.matching):
+
+  each leg   LOCK_MATCH_KEY · INSERT_VERSION · SELECT_LATEST_RULES · MATCH_CANDIDATES
+             (the sell: nothing within tolerance → NEAREST_CANDIDATES, nothing either)
+  the buy    matched: FLIP_LATEST + INSERT_VERSION for the buy, then for the sell;
+             POINTING_AT for each (mismatch lists naming either must be re-evaluated)
+
+Only the engine's transaction control (BEGIN/COMMIT per leg, a savepoint per
+evaluation) is left out: the ceiling commits once per pair. tests/test_bench.py records
+the engine's statements for a pair and compares them with these, so a change to the
+matching flow that is not mirrored here fails a test instead of flattering the ratio.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
 from kevin.bench import workload as w
-from kevin.bench.ceiling import version_args
+from kevin.store import matching_queries as mq
 from kevin.store import queries as q
+from kevin.store.matching import MATCH_LOCK_CLASS, MATCH_PER_SIDE, NEAREST_PER_SIDE, MatchKey
 
-# A constant column list spliced into constant SQL; values are bound.
-CANDIDATE = f"""
-SELECT {q.TRADE_COLUMNS} FROM trades
-WHERE latest AND status IN ('unmatched', 'mismatched')
-  AND product = $1 AND currency = $2 AND participant = $3 AND counterparty = $4
-  AND side = $5 AND price = $6
-ORDER BY first_submitted_at, trade_id
-LIMIT 1
-"""  # noqa: S608
+QUANTITY = Decimal(100)
+
+
+def _insert_args(participant: str, trade_id: str, version: int, status: str, reason: str,
+                 counterparty: str, side: str, product: str, price: Decimal,
+                 attributes: dict[str, Any], first_submitted_at: datetime | None,
+                 match: tuple[uuid.UUID, str, int] | None = None) -> tuple[Any, ...]:
+    """INSERT_VERSION's parameters, in kevin.store.trades.NewVersion.args's order."""
+    return (
+        participant, trade_id, version, status, reason, counterparty, side, product,
+        QUANTITY, price, "USD", w.TRADE_DATE, w.SETTLEMENT_DATE, "LDN", attributes,
+        match[0] if match else None, match[1] if match else None, match[2] if match else None,
+        [], None, None, None, participant, first_submitted_at,
+    )
+
+
+def _candidate_args(participant: str, counterparty: str, side: str, trade_id: str,
+                    product: str, price: Decimal, first_submitted_at: datetime,
+                    per_side: int, within: bool) -> tuple[Any, ...]:
+    """kevin.store.matching._key_args (+ _within_args under exact rules)."""
+    opposite = "buy" if side == "sell" else "sell"
+    key = (product, "USD", counterparty, participant, opposite, w.TRADE_DATE, participant,
+           trade_id, price, QUANTITY, per_side)
+    if not within:
+        return key
+    return (*key, price, price, Decimal(0), None, QUANTITY, QUANTITY, w.SETTLEMENT_DATE,
+            w.SETTLEMENT_DATE, False, "LDN", first_submitted_at)
+
+
+async def _leg(conn: asyncpg.Connection, participant: str, counterparty: str, side: str,
+               trade_id: str, product: str, price: Decimal,
+               attributes: dict[str, Any]) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
+    """Lock, insert, rules, candidates: what every submission does before deciding."""
+    lock_id = MatchKey(product, "USD", tuple(sorted((participant, counterparty)))).lock_id()
+    await conn.execute(mq.LOCK_MATCH_KEY, MATCH_LOCK_CLASS, lock_id)
+    row = await conn.fetchrow(q.INSERT_VERSION, *_insert_args(
+        participant, trade_id, 1, "unmatched", "submitted", counterparty, side, product,
+        price, attributes, None))
+    await conn.fetchrow(mq.SELECT_LATEST_RULES, product)
+    found = await conn.fetch(mq.MATCH_CANDIDATES, *_candidate_args(
+        participant, counterparty, side, trade_id, product, price,
+        row["first_submitted_at"], MATCH_PER_SIDE, within=True))
+    if not found:
+        found = await conn.fetch(mq.NEAREST_CANDIDATES, *_candidate_args(
+            participant, counterparty, side, trade_id, product, price,
+            row["first_submitted_at"], NEAREST_PER_SIDE, within=False))
+    return row, found
 
 
 async def pair(conn: asyncpg.Connection, run_id: str, client: int, i: int, keys: int) -> None:
     sell_body, buy_body = w.pair_terms(run_id, client, i, keys)
-    terms = {"product": sell_body["product"], "quantity": Decimal(100),
-             "price": w.price(client, i), "attributes": sell_body["attributes"]}
+    product, price, attributes = sell_body["product"], w.price(client, i), sell_body["attributes"]
     sell_id, buy_id = sell_body["trade_id"], buy_body["trade_id"]
     async with conn.transaction():
-        await conn.fetchrow(q.INSERT_VERSION, *version_args(
-            w.SELLER, sell_id, 1, "unmatched", "submitted", w.BUYER, "sell", terms))
-        await conn.fetchrow(CANDIDATE, terms["product"], "USD", w.BUYER, w.SELLER, "buy",
-                            terms["price"])
-        await conn.fetchrow(q.INSERT_VERSION, *version_args(
-            w.BUYER, buy_id, 1, "unmatched", "submitted", w.SELLER, "buy", terms))
-        resting = await conn.fetchrow(CANDIDATE, terms["product"], "USD", w.SELLER, w.BUYER,
-                                      "sell", terms["price"])
-        assert resting is not None and resting["trade_id"] == sell_id
+        sell, none = await _leg(conn, w.SELLER, w.BUYER, "sell", sell_id, product, price,
+                                attributes)
+        assert not none, "the sell found a counterpart: the workload is broken"
+        buy, found = await _leg(conn, w.BUYER, w.SELLER, "buy", buy_id, product, price,
+                                attributes)
+        assert found and found[0]["trade_id"] == sell_id, "the buy did not find its sell"
         match_id = uuid.uuid4()
-        await conn.fetchval(q.FLIP_LATEST, w.SELLER, sell_id, 1)
-        await conn.fetchrow(q.INSERT_VERSION, *version_args(
-            w.SELLER, sell_id, 2, "matched", "matched", w.BUYER, "sell", terms,
-            (match_id, buy_id, 2)))
         await conn.fetchval(q.FLIP_LATEST, w.BUYER, buy_id, 1)
-        await conn.fetchrow(q.INSERT_VERSION, *version_args(
-            w.BUYER, buy_id, 2, "matched", "matched", w.SELLER, "buy", terms,
-            (match_id, sell_id, 2)))
+        await conn.fetchrow(q.INSERT_VERSION, *_insert_args(
+            w.BUYER, buy_id, 2, "matched", "matched", w.SELLER, "buy", product, price,
+            attributes, buy["first_submitted_at"], (match_id, sell_id, 2)))
+        await conn.fetchval(q.FLIP_LATEST, w.SELLER, sell_id, 1)
+        await conn.fetchrow(q.INSERT_VERSION, *_insert_args(
+            w.SELLER, sell_id, 2, "matched", "matched", w.BUYER, "sell", product, price,
+            attributes, sell["first_submitted_at"], (match_id, buy_id, 2)))
+        await conn.fetch(mq.POINTING_AT, w.SELLER, w.BUYER, buy_id)
+        await conn.fetch(mq.POINTING_AT, w.BUYER, w.SELLER, sell_id)
