@@ -28,7 +28,6 @@ async def _bench_databases(server_url: str) -> list[str]:
 
 
 async def test_bench_pairs_writes_figures_and_cleans_up(server_url: str, tmp_path: Path) -> None:
-    before = set(await _bench_databases(server_url))
     output = tmp_path / "bench.json"
     done = run_cli("bench", "pairs", "--concurrency", "2", "--warmup", "0.2", "--duration", "1",
                    "--output", str(output), timeout=120, KEVIN_DATABASE_URL=server_url)
@@ -42,7 +41,8 @@ async def test_bench_pairs_writes_figures_and_cleans_up(server_url: str, tmp_pat
         pairs["service"]["pairs_per_s"] / pairs["ceiling"]["pairs_per_s"], abs=0.001)
     assert pairs["service"]["latency"]["p50_ms"] is not None
     assert figures["machine"]["cpus"] >= 1
-    assert set(await _bench_databases(server_url)) == before
+    assert len(figures["scratch_databases"]) == 2
+    assert not set(figures["scratch_databases"]) & set(await _bench_databases(server_url))
 
 
 def test_bench_refuses_an_unreachable_database() -> None:
@@ -67,7 +67,9 @@ async def test_ceiling_issues_the_engines_statements_for_a_pair(db_url: str) -> 
 
     def record(logged) -> None:  # noqa: ANN001 - asyncpg's LoggedQuery
         text = " ".join(logged.query.split())
-        if not text.upper().startswith(control):
+        # Transaction control, and asyncpg's own type introspection (once per connection).
+        if not text.upper().startswith(control) and "jit" not in text \
+                and "typeinfo_tree" not in text:
             recorded.append(text)
 
     pool = await database.create_pool(db_url, min_size=1, max_size=1)
@@ -88,5 +90,5 @@ async def test_ceiling_issues_the_engines_statements_for_a_pair(db_url: str) -> 
         await asyncio.sleep(0)
     finally:
         await pool.close()
-    assert len(engine) >= 10, engine
+    assert len(engine) >= 6, engine
     assert recorded == engine

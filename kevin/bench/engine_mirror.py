@@ -3,13 +3,13 @@ values instead of models.
 
 The engine, for a pair (kevin.engine.service.Kevin.submit → kevin.engine.matching):
 
-  each leg   LOCK_MATCH_KEY · INSERT_VERSION · SELECT_LATEST_RULES · MATCH_CANDIDATES
-             (the sell: nothing within tolerance → NEAREST_CANDIDATES, nothing either)
-  the buy    matched: FLIP_LATEST + INSERT_VERSION for the buy, then for the sell;
-             POINTING_AT for each (mismatch lists naming either must be re-evaluated)
+  each leg   LOCK_MATCH_KEY_AND_RULES · INSERT_VERSION · CANDIDATES (within tolerance,
+             else the nearest: the sell finds neither)
+  the buy    matched: APPEND_VERSIONS (both legs' flips, versions and feed rows) ·
+             POINTING_AT_ANY (mismatch lists naming either must be re-evaluated)
 
-Only the engine's transaction control (BEGIN/COMMIT per leg, a savepoint per
-evaluation) is left out: the ceiling commits once per pair. tests/test_bench.py records
+Only the engine's transaction control (BEGIN/COMMIT per leg) is left out: the ceiling
+commits once per pair. tests/test_bench.py records
 the engine's statements for a pair and compares them with these, so a change to the
 matching flow that is not mirrored here fails a test instead of flattering the ratio.
 """
@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from kevin import jsoncodec
 from kevin.bench import workload as w
 from kevin.store import matching_queries as mq
 from kevin.store import queries as q
@@ -45,36 +46,35 @@ def _insert_args(participant: str, trade_id: str, version: int, status: str, rea
 
 
 def _candidate_args(participant: str, counterparty: str, side: str, trade_id: str,
-                    product: str, price: Decimal, first_submitted_at: datetime,
-                    per_side: int, within: bool) -> tuple[Any, ...]:
-    """kevin.store.matching._key_args (+ _within_args under exact rules)."""
+                    product: str, price: Decimal, first_submitted_at: datetime) -> tuple[Any, ...]:
+    """kevin.store.matching.find_candidates's parameters under exact rules."""
     opposite = "buy" if side == "sell" else "sell"
-    key = (product, "USD", counterparty, participant, opposite, w.TRADE_DATE, participant,
-           trade_id, price, QUANTITY, per_side)
-    if not within:
-        return key
-    return (*key, price, price, Decimal(0), None, QUANTITY, QUANTITY, w.SETTLEMENT_DATE,
-            w.SETTLEMENT_DATE, False, "LDN", first_submitted_at)
+    return (product, "USD", counterparty, participant, opposite, w.TRADE_DATE, participant,
+            trade_id, price, QUANTITY, MATCH_PER_SIDE, price, price, Decimal(0), None,
+            QUANTITY, QUANTITY, w.SETTLEMENT_DATE, w.SETTLEMENT_DATE, False, "LDN",
+            first_submitted_at, NEAREST_PER_SIDE)
 
 
 async def _leg(conn: asyncpg.Connection, participant: str, counterparty: str, side: str,
                trade_id: str, product: str, price: Decimal,
                attributes: dict[str, Any]) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
-    """Lock, insert, rules, candidates: what every submission does before deciding."""
+    """Lock and rules, insert, candidates: what every submission does before deciding."""
     lock_id = MatchKey(product, "USD", tuple(sorted((participant, counterparty)))).lock_id()
-    await conn.execute(mq.LOCK_MATCH_KEY, MATCH_LOCK_CLASS, lock_id)
+    await conn.fetchrow(mq.LOCK_MATCH_KEY_AND_RULES, MATCH_LOCK_CLASS, lock_id, product)
     row = await conn.fetchrow(q.INSERT_VERSION, *_insert_args(
         participant, trade_id, 1, "unmatched", "submitted", counterparty, side, product,
         price, attributes, None))
-    await conn.fetchrow(mq.SELECT_LATEST_RULES, product)
-    found = await conn.fetch(mq.MATCH_CANDIDATES, *_candidate_args(
-        participant, counterparty, side, trade_id, product, price,
-        row["first_submitted_at"], MATCH_PER_SIDE, within=True))
-    if not found:
-        found = await conn.fetch(mq.NEAREST_CANDIDATES, *_candidate_args(
-            participant, counterparty, side, trade_id, product, price,
-            row["first_submitted_at"], NEAREST_PER_SIDE, within=False))
+    found = await conn.fetch(mq.CANDIDATES, *_candidate_args(
+        participant, counterparty, side, trade_id, product, price, row["first_submitted_at"]))
     return row, found
+
+
+def _column(values: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """APPEND_VERSIONS's arrays (jsonb as text) from INSERT_VERSION-ordered tuples."""
+    columns = [list(c) for c in zip(*values, strict=True)]
+    for index in (14, 18):
+        columns[index] = [jsoncodec.dumps_str(v) for v in columns[index]]
+    return columns
 
 
 async def pair(conn: asyncpg.Connection, run_id: str, client: int, i: int, keys: int) -> None:
@@ -89,13 +89,11 @@ async def pair(conn: asyncpg.Connection, run_id: str, client: int, i: int, keys:
                                 attributes)
         assert found and found[0]["trade_id"] == sell_id, "the buy did not find its sell"
         match_id = uuid.uuid4()
-        await conn.fetchval(q.FLIP_LATEST, w.BUYER, buy_id, 1)
-        await conn.fetchrow(q.INSERT_VERSION, *_insert_args(
-            w.BUYER, buy_id, 2, "matched", "matched", w.SELLER, "buy", product, price,
-            attributes, buy["first_submitted_at"], (match_id, sell_id, 2)))
-        await conn.fetchval(q.FLIP_LATEST, w.SELLER, sell_id, 1)
-        await conn.fetchrow(q.INSERT_VERSION, *_insert_args(
-            w.SELLER, sell_id, 2, "matched", "matched", w.BUYER, "sell", product, price,
-            attributes, sell["first_submitted_at"], (match_id, buy_id, 2)))
-        await conn.fetch(mq.POINTING_AT, w.SELLER, w.BUYER, buy_id)
-        await conn.fetch(mq.POINTING_AT, w.BUYER, w.SELLER, sell_id)
+        await conn.fetch(q.APPEND_VERSIONS, *_column([
+            _insert_args(w.BUYER, buy_id, 2, "matched", "matched", w.SELLER, "buy", product,
+                         price, attributes, buy["first_submitted_at"], (match_id, sell_id, 2)),
+            _insert_args(w.SELLER, sell_id, 2, "matched", "matched", w.BUYER, "sell", product,
+                         price, attributes, sell["first_submitted_at"], (match_id, buy_id, 2)),
+        ]))
+        await conn.fetch(mq.POINTING_AT_ANY, [w.SELLER, w.BUYER], [w.BUYER, w.SELLER],
+                         [buy_id, sell_id])

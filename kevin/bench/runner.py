@@ -54,10 +54,15 @@ class Options:
 # --- scratch databases and the server process -------------------------------------------
 
 
+# The scratch databases this process created (reported, so a run can be checked clean).
+created_databases: list[str] = []
+
+
 @contextlib.asynccontextmanager
 async def scratch_database(server_url: str, tag: str) -> AsyncIterator[str]:
     """A fresh database at schema head, dropped again on exit whatever happens."""
     name = f"kevin_bench_{uuid.uuid4().hex[:8]}_{tag}"
+    created_databases.append(name)
     admin = await asyncpg.connect(to_asyncpg_dsn(server_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
@@ -252,6 +257,7 @@ async def run(settings: Settings, options: Options) -> dict[str, Any]:
 
                 result["batch"] = await batch.bench(url, options, Path(tmp))
                 print(batch.text(result["batch"]), flush=True)
+    result["scratch_databases"] = list(created_databases)
     if options.output is not None:
         options.output.write_text(json.dumps(result, indent=2) + "\n")
         print(f"figures written to {options.output}")

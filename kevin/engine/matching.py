@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -21,7 +22,7 @@ import structlog
 from kevin.domain.errors import CannotMatch, VersionConflict
 from kevin.domain.matching import RESTING, Matched, Mismatched, TradeRef, decide, ref
 from kevin.domain.models import ECONOMIC_FIELDS, MatchRef, Reason, Trade, TradeTerms
-from kevin.domain.rules import EXACT_RULES, Rules
+from kevin.domain.rules import EXACT_RULES, Rules, RulesVersion
 from kevin.store import matching as match_store
 from kevin.store import trades as store
 
@@ -44,9 +45,13 @@ class Matcher:
     re-evaluated so that no trade points at a stale candidate.
     """
 
-    def __init__(self, conn: asyncpg.Connection, actor: str) -> None:
+    def __init__(self, conn: asyncpg.Connection, actor: str, *, savepoints: bool = True) -> None:
         self.conn = conn
         self.actor = actor
+        # With savepoints, each evaluation that loses a version race is retried alone.
+        # Without (a new submission's fast path: two round trips fewer per evaluation),
+        # VersionConflict ends the transaction and the caller retries all of it.
+        self.savepoints = savepoints
         self._rules: dict[str, tuple[int | None, Rules]] = {}
         self._latest: dict[TradeRef, Trade] = {}
         self._queue: deque[TradeRef] = deque()
@@ -71,11 +76,19 @@ class Matcher:
         """Live mismatched trades whose mismatch list names ``trade``."""
         return await match_store.pointing_at(self.conn, trade)
 
+    async def pointing_at_all(self, trades: Sequence[Trade]) -> list[Trade]:
+        """``pointing_at`` for each of ``trades``, in that order (one round trip)."""
+        return await match_store.pointing_at_any(self.conn, trades)
+
     async def record_broken_pair(self, first: Trade, second: Trade, match_id: UUID,
                                  comment: str | None) -> None:
         """Remember that an operator broke this pair: never match it automatically again."""
         await match_store.record_broken_pair(self.conn, ref(first), ref(second), match_id,
                                              comment)
+
+    def know_rules(self, product: str, found: RulesVersion | None) -> None:
+        """Rules the caller already read in this transaction (lock_match_key_and_rules)."""
+        self._rules[product] = (found.version, found.rules()) if found else (None, EXACT_RULES)
 
     async def latest(self, trade_ref: TradeRef) -> Trade | None:
         if trade_ref not in self._latest:
@@ -95,21 +108,31 @@ class Matcher:
         self._latest[ref(written)] = written
         return written
 
+    async def append_all(self, changes: Sequence[tuple[Trade, dict[str, Any]]]) -> list[Trade]:
+        """``append`` for several trades at once, in one statement, in the order given."""
+        written = await store.append_versions(self.conn, [
+            store.next_version(derived_from, actor=self.actor, **fields)
+            for derived_from, fields in changes])
+        for trade in written:
+            self._latest[ref(trade)] = trade
+        return written
+
     async def match(self, trade: Trade, other: Trade, *, reason: Reason,
                     rules_version: int | None = None, comment: str | None = None,
                     match_id: UUID | None = None) -> tuple[Trade, Trade]:
         """Write both sides matched: one match_id, each naming the other's new version."""
         match_id = match_id or uuid4()
-        first = await self.append(
-            trade, status="matched", reason=reason, rules_version=rules_version,
-            comment=comment, match=MatchRef(match_id=match_id,
-                                            counterparty_trade_id=other.trade_id,
-                                            counterparty_version=other.version + 1))
-        second = await self.append(
-            other, status="matched", reason=reason, rules_version=rules_version,
-            comment=comment, match=MatchRef(match_id=match_id,
-                                            counterparty_trade_id=trade.trade_id,
-                                            counterparty_version=first.version))
+        # Both legs at once (one round trip); each names the other's new version.
+        first, second = await self.append_all([
+            (trade, {"status": "matched", "reason": reason, "rules_version": rules_version,
+                     "comment": comment,
+                     "match": MatchRef(match_id=match_id, counterparty_trade_id=other.trade_id,
+                                       counterparty_version=other.version + 1)}),
+            (other, {"status": "matched", "reason": reason, "rules_version": rules_version,
+                     "comment": comment,
+                     "match": MatchRef(match_id=match_id, counterparty_trade_id=trade.trade_id,
+                                       counterparty_version=trade.version + 1)}),
+        ])
         await self.changed(trade, other)
         return first, second
 
@@ -129,10 +152,9 @@ class Matcher:
     async def changed(self, *trades: Trade) -> None:
         """These versions no longer stand in the book as they were (matched, amended,
         cancelled): re-evaluate every trade whose mismatch list names them."""
-        for trade in trades:
-            for pointing in await self.pointing_at(trade):
-                self._latest.setdefault(ref(pointing), pointing)
-                self.enqueue(ref(pointing), primary=False)
+        for pointing in await self.pointing_at_all(trades):
+            self._latest.setdefault(ref(pointing), pointing)
+            self.enqueue(ref(pointing), primary=False)
 
     async def settle(self, primaries: Sequence[Trade] = (), changed: Sequence[Trade] = ()) -> None:
         for trade in primaries:
@@ -148,6 +170,9 @@ class Matcher:
             await self._evaluate_with_retry(trade_ref, primary)
 
     async def _evaluate_with_retry(self, trade_ref: TradeRef, primary: bool) -> None:
+        if not self.savepoints:
+            await self._evaluate(trade_ref, primary)
+            return
         for attempt in range(CONFLICT_RETRIES + 1):
             try:
                 async with self.conn.transaction():  # a savepoint: a lost race undoes only this

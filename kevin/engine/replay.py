@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -170,6 +170,12 @@ class ReplayMatcher(Matcher):
         return [t for t in self.book.of_pair(trade.counterparty, trade.participant)
                 if t.status == "mismatched"
                 and any(m.counterparty_trade_id == trade.trade_id for m in t.mismatches)]
+
+    async def pointing_at_all(self, trades: Sequence[Trade]) -> list[Trade]:
+        return [found for trade in trades for found in await self.pointing_at(trade)]
+
+    async def append_all(self, changes: Sequence[tuple[Trade, dict[str, Any]]]) -> list[Trade]:
+        return [await self.append(derived_from, **fields) for derived_from, fields in changes]
 
     async def record_broken_pair(self, first: Trade, second: Trade, match_id: UUID,
                                  comment: str | None) -> None:

@@ -10,6 +10,7 @@ from typing import Literal
 from uuid import UUID
 
 import asyncpg
+import structlog
 
 from kevin.domain.errors import (
     ExistsWithDifferentFields,
@@ -29,6 +30,11 @@ from kevin.store.matching import MatchKey
 from kevin.store.trades import NewVersion, PageQuery
 
 SubmitResult = Literal["created", "exists"]
+
+log = structlog.get_logger(__name__)
+
+# Whole-transaction retries of a submission whose matching lost a version race.
+SUBMIT_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -64,14 +70,29 @@ class Kevin:
             participant=participant, trade_id=submission.trade_id, version=1,
             status="unmatched", reason="submitted", terms=terms, actor=participant,
         )
-        async with database.transaction(self.pool) as conn:
-            # The match key's lock first: then the candidate search sees every opposite
-            # side committed before us, and none can commit unseen while we decide.
-            await match_store.lock_match_keys(conn, [MatchKey.of(participant, terms)])
-            created = await store.insert_version(conn, new)
-            if created is not None:
-                return "created", await Matcher(conn, participant).submitted(created)
-            stored = await store.latest(conn, participant, submission.trade_id)
+        for attempt in range(SUBMIT_RETRIES + 1):
+            try:
+                async with database.transaction(self.pool) as conn:
+                    # The match key's lock first: then the candidate search sees every
+                    # opposite side committed before us, and none can commit unseen
+                    # while we decide. The product's rules come with it (one round trip).
+                    rules = await match_store.lock_match_key_and_rules(
+                        conn, MatchKey.of(participant, terms))
+                    created = await store.insert_version(conn, new)
+                    if created is not None:
+                        # No savepoint per evaluation (two round trips each): a lost
+                        # version race, which the key lock makes all but impossible,
+                        # rolls back this whole submission, retried below.
+                        matcher = Matcher(conn, participant, savepoints=False)
+                        matcher.know_rules(terms.product, rules)
+                        return "created", await matcher.submitted(created)
+                    stored = await store.latest(conn, participant, submission.trade_id)
+                break
+            except VersionConflict:
+                if attempt == SUBMIT_RETRIES:
+                    raise
+                log.warning("submission lost a version race; retrying it whole",
+                            trade_id=submission.trade_id, attempt=attempt)
         assert stored is not None  # version 1 exists and a trade always has a latest row
         fields = differing_fields(stored.terms(), terms)
         if fields:

@@ -4,7 +4,7 @@ broken pairs, alleged trades. SQL lives in kevin.store.matching_queries."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -52,6 +52,15 @@ async def lock_match_keys(conn: asyncpg.Connection, keys: Iterable[MatchKey]) ->
         await conn.execute(q.LOCK_MATCH_KEY, MATCH_LOCK_CLASS, lock_id)
 
 
+async def lock_match_key_and_rules(conn: asyncpg.Connection,
+                                   key: MatchKey) -> RulesVersion | None:
+    """Lock one key (see lock_match_keys) and read its product's latest rules, in one
+    round trip; None when the product has no rules."""
+    row = await conn.fetchrow(q.LOCK_MATCH_KEY_AND_RULES, MATCH_LOCK_CLASS, key.lock_id(),
+                              key.product)
+    return _rules_from_row(row) if row["version"] is not None else None
+
+
 def _lock_id(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big",
                           signed=True)
@@ -88,10 +97,8 @@ async def find_candidates(conn: asyncpg.Connection, trade: Trade, rules: Rules) 
     tolerance on each side of its price; or, when there is none, the nearest three on
     each side (for the mismatch list). Never a pair an operator broke. Index-driven: the
     cost depends on the trades near this price, not on the depth of the book."""
-    rows = await conn.fetch(q.MATCH_CANDIDATES, *_key_args(trade, MATCH_PER_SIDE),
-                            *_within_args(trade, rules))
-    if not rows:
-        rows = await conn.fetch(q.NEAREST_CANDIDATES, *_key_args(trade, NEAREST_PER_SIDE))
+    rows = await conn.fetch(q.CANDIDATES, *_key_args(trade, MATCH_PER_SIDE),
+                            *_within_args(trade, rules), NEAREST_PER_SIDE)
     return [trade_from_row(r) for r in rows]
 
 
@@ -99,6 +106,15 @@ async def pointing_at(conn: asyncpg.Connection, trade: Trade) -> list[Trade]:
     """Live mismatched trades whose mismatch list names ``trade`` (as it was)."""
     rows = await conn.fetch(q.POINTING_AT, trade.counterparty, trade.participant,
                             trade.trade_id)
+    return [trade_from_row(r) for r in rows]
+
+
+async def pointing_at_any(conn: asyncpg.Connection, trades: Sequence[Trade]) -> list[Trade]:
+    """``pointing_at`` for each of ``trades``, in one round trip, in that order."""
+    if not trades:
+        return []
+    rows = await conn.fetch(q.POINTING_AT_ANY, [t.counterparty for t in trades],
+                            [t.participant for t in trades], [t.trade_id for t in trades])
     return [trade_from_row(r) for r in rows]
 
 

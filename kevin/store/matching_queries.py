@@ -79,6 +79,18 @@ MATCH_CANDIDATES = _NEAREST_EACH_SIDE.format(within=_WITHIN)
 # of tolerance, for the mismatch list ($1..$11 as above).
 NEAREST_CANDIDATES = _NEAREST_EACH_SIDE.format(within="")
 
+# MATCH_CANDIDATES and, only when it finds nothing, NEAREST_CANDIDATES ($23 rows per side)
+# in one round trip — most new trades find nothing to match and would otherwise pay two.
+# The NOT EXISTS over the materialised within-tolerance rows is uncorrelated, so the
+# planner makes it a one-time filter: the nearest walk runs only when nothing matched.
+CANDIDATES = f"""
+WITH within AS MATERIALIZED ({MATCH_CANDIDATES})
+SELECT * FROM within
+UNION ALL
+SELECT * FROM ({_NEAREST_EACH_SIDE.format(within="").replace("LIMIT $11", "LIMIT $23")}) AS nearest
+WHERE NOT EXISTS (SELECT 1 FROM within)
+"""
+
 # Live mismatched trades whose mismatch list names a trade (participant $2's $3): they
 # must be re-evaluated when it matches elsewhere, is amended or cancelled. Served by the
 # GIN index ix_trades_mismatch_targets (jsonb_path_ops supports @>), so its cost does
@@ -91,11 +103,42 @@ WHERE latest AND status = 'mismatched'
 ORDER BY participant, trade_id
 """
 
+# POINTING_AT for several trades at once ($1, $2, $3: arrays of participant, counterparty
+# and trade_id, one entry per trade) — e.g. both legs of a new match in one round trip.
+# LATERAL runs POINTING_AT's index-driven lookup once per entry; rows come back per entry
+# in the order given, then by (participant, trade_id), as separate calls would return them.
+POINTING_AT_ANY = f"""
+SELECT pointing.* FROM
+    unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
+        AS target(participant, counterparty, trade_id, ord)
+CROSS JOIN LATERAL (
+    SELECT {TRADE_COLUMNS} FROM trades
+    WHERE latest AND status = 'mismatched'
+      AND participant = target.participant AND counterparty = target.counterparty
+      AND mismatches @> jsonb_build_array(
+          jsonb_build_object('counterparty_trade_id', target.trade_id))
+) AS pointing
+ORDER BY target.ord, pointing.participant, pointing.trade_id
+"""
+
 # --- rules -----------------------------------------------------------------------------
 
 SELECT_LATEST_RULES = """
 SELECT product, version, body, actor, recorded_at FROM rules
 WHERE product = $1 AND latest
+"""
+
+# A submission's first statement: LOCK_MATCH_KEY ($1, $2) and the latest rules of the
+# product ($3) in one round trip. The rules row is read with the statement's snapshot,
+# possibly before the lock is granted; that is as good as after it, since rules writers
+# take a lock of their own (RULES_LOCK_CLASS), not the match key's: a rules change racing
+# a submission lands before or after it either way. One row always; rules columns NULL
+# when the product has none.
+LOCK_MATCH_KEY_AND_RULES = """
+SELECT pg_advisory_xact_lock($1::int, $2::int) AS locked,
+       r.product, r.version, r.body, r.actor, r.recorded_at
+FROM (VALUES (1)) AS one (x)
+LEFT JOIN rules r ON r.product = $3 AND r.latest
 """
 
 SELECT_RULES_AS_OF = """

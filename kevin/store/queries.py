@@ -43,6 +43,59 @@ WHERE participant = $1 AND trade_id = $2 AND version = $3 AND latest
 RETURNING version
 """
 
+# Version n+1 of one or more trades, each written only against its version n (invariant
+# 3), with their feed rows: flips, inserts and feed rows in ONE statement, one round trip
+# however many trades a decision touches (both legs of a match, a batch's matches).
+# * flipped: the UPDATE re-checks `latest` on every derived-from row; a row that another
+#   transaction flipped first (the UPDATE waits for it to commit) is not returned, and
+#   that trade gets no new version. The caller compares counts and raises
+#   VersionConflict; the rollback undoes the flips that did happen.
+# * The partial unique index (one latest row per trade) treats the flipped row as
+#   deleted by this statement, so version n+1 can be inserted as latest in the same one.
+# * jsonb travels as text (attributes, mismatches): asyncpg would read a Python list
+#   inside an array parameter as another array dimension.
+APPEND_VERSIONS = f"""
+WITH new AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],
+        $8::text[], $9::numeric[], $10::numeric[], $11::text[], $12::date[], $13::date[],
+        $14::text[], $15::text[], $16::uuid[], $17::text[], $18::int[], $19::text[],
+        $20::int[], $21::text[], $22::uuid[], $23::text[], $24::timestamptz[]
+    ) WITH ORDINALITY AS n(
+        participant, trade_id, version, status, reason, counterparty, side, product,
+        quantity, price, currency, trade_date, settlement_date, location, attributes,
+        match_id, match_counterparty_trade_id, match_counterparty_version, mismatches,
+        rules_version, comment, replay_id, actor, first_submitted_at, ord)
+), flipped AS (
+    UPDATE trades SET latest = false
+    FROM new
+    WHERE trades.participant = new.participant AND trades.trade_id = new.trade_id
+      AND trades.version = new.version - 1 AND trades.latest
+    RETURNING trades.participant, trades.trade_id
+), version AS (
+    INSERT INTO trades (
+        participant, trade_id, version, latest, status, reason, counterparty, side,
+        product, quantity, price, currency, trade_date, settlement_date, location,
+        attributes, match_id, match_counterparty_trade_id, match_counterparty_version,
+        mismatches, rules_version, comment, replay_id, actor, first_submitted_at
+    )
+    SELECT new.participant, new.trade_id, new.version, true, new.status, new.reason,
+           new.counterparty, new.side, new.product, new.quantity, new.price, new.currency,
+           new.trade_date, new.settlement_date, new.location, new.attributes::jsonb,
+           new.match_id, new.match_counterparty_trade_id, new.match_counterparty_version,
+           new.mismatches::jsonb, new.rules_version, new.comment, new.replay_id, new.actor,
+           coalesce(new.first_submitted_at, clock_timestamp())
+    FROM new JOIN flipped USING (participant, trade_id)
+    ORDER BY new.ord
+    ON CONFLICT ON CONSTRAINT pk_trades DO NOTHING
+    RETURNING {TRADE_COLUMNS}
+), update AS (
+    INSERT INTO feed (participant, trade_id, version)
+    SELECT participant, trade_id, version FROM version
+)
+SELECT {TRADE_COLUMNS} FROM version
+"""
+
 SELECT_LATEST = f"""
 SELECT {TRADE_COLUMNS} FROM trades
 WHERE participant = $1 AND trade_id = $2 AND latest

@@ -12,6 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
+from kevin import jsoncodec
 from kevin.domain.errors import VersionConflict
 from kevin.domain.models import MatchRef, Mismatch, Reason, Status, Trade, TradeTerms
 from kevin.store import queries as q
@@ -78,20 +79,10 @@ async def insert_version(conn: asyncpg.Connection, new: NewVersion) -> Trade | N
     return trade_from_row(row) if row is not None else None
 
 
-async def append_version(conn: asyncpg.Connection, derived_from: Trade, **changes: Any) -> Trade:
-    """Write version n+1 of a trade against version n (invariant 3).
-
-    Raises VersionConflict when another writer got there first. Unspecified fields carry
-    over from ``derived_from`` except the match state, which each version states anew.
-    """
-    flipped = await conn.fetchval(
-        q.FLIP_LATEST, derived_from.participant, derived_from.trade_id, derived_from.version
-    )
-    if flipped is None:
-        current = await latest(conn, derived_from.participant, derived_from.trade_id)
-        raise VersionConflict(current.version if current else derived_from.version,
-                              derived_from.version)
-    new = NewVersion(
+def next_version(derived_from: Trade, **changes: Any) -> NewVersion:
+    """Version n+1 of a trade: unspecified fields carry over from ``derived_from`` except
+    the match state, which each version states anew."""
+    return NewVersion(
         participant=derived_from.participant,
         trade_id=derived_from.trade_id,
         version=derived_from.version + 1,
@@ -102,9 +93,43 @@ async def append_version(conn: asyncpg.Connection, derived_from: Trade, **change
         first_submitted_at=derived_from.first_submitted_at,
         **changes,
     )
-    written = await insert_version(conn, new)
-    if written is None:  # unreachable while the latest flag is honoured; kept as a guard
-        raise VersionConflict(new.version, derived_from.version)
+
+
+def _columns(news: Sequence[NewVersion]) -> list[list[Any]]:
+    """APPEND_VERSIONS's parameters: one array per column (jsonb as text, see there)."""
+    columns = [list(column) for column in zip(*(new.args() for new in news), strict=True)]
+    for index in (14, 18):  # attributes, mismatches
+        columns[index] = [jsoncodec.dumps_str(value) for value in columns[index]]
+    return columns
+
+
+async def append_versions(conn: asyncpg.Connection, news: Sequence[NewVersion]) -> list[Trade]:
+    """Write each new version against the version before it (invariant 3), all in one
+    round trip; returned in the order given.
+
+    Raises VersionConflict (naming the first trade that lost) when another writer got to
+    any of them first; nothing of the statement is then kept by a caller that lets the
+    error end its transaction (or savepoint).
+    """
+    if not news:
+        return []
+    rows = await conn.fetch(q.APPEND_VERSIONS, *_columns(news))
+    if len(rows) == len(news):
+        written = {(r["participant"], r["trade_id"]): trade_from_row(r) for r in rows}
+        return [written[(new.participant, new.trade_id)] for new in news]
+    done = {(r["participant"], r["trade_id"]) for r in rows}
+    lost = next(new for new in news if (new.participant, new.trade_id) not in done)
+    current = await latest(conn, lost.participant, lost.trade_id)
+    raise VersionConflict(current.version if current else lost.version - 1, lost.version - 1)
+
+
+async def append_version(conn: asyncpg.Connection, derived_from: Trade, **changes: Any) -> Trade:
+    """Write version n+1 of a trade against version n (invariant 3).
+
+    Raises VersionConflict when another writer got there first. Unspecified fields carry
+    over from ``derived_from`` except the match state, which each version states anew.
+    """
+    (written,) = await append_versions(conn, [next_version(derived_from, **changes)])
     return written
 
 
