@@ -9,9 +9,19 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from kevin.domain.matching import UNMATCHED, Matched, Mismatched, candidate_order, decide
+from kevin.domain.matching import (
+    UNMATCHED,
+    Matched,
+    Mismatched,
+    candidate_order,
+    decide,
+    is_counterpart,
+    out_of_tolerance,
+)
 from kevin.domain.models import Trade
 from kevin.domain.rules import EXACT_RULES, Rules, RulesUpdate
 
@@ -243,3 +253,47 @@ def test_bps_index_bounds_contain_every_match(bps):
     ):
         if resting > 0 and r.price_within(ours_price, resting):
             assert resting >= low and (high is None or resting <= high), resting
+
+
+# --- properties over random books ---------------------------------------------------------
+
+_prices = st.integers(min_value=-30, max_value=30).map(lambda n: Decimal("1.08451") + n *
+                                                       Decimal("0.00001"))
+_candidates = st.lists(st.builds(
+    lambda i, price, qty, days, loc, secs, side: trade(
+        f"B-{i}", price=price, quantity=str(100 + qty), side=side, location=loc,
+        settlement_date=date(2026, 11, 24) + timedelta(days=days),
+        first_submitted_at=T0 + timedelta(seconds=secs)),
+    st.integers(0, 50), _prices, st.integers(-2, 2), st.integers(-2, 2),
+    st.sampled_from(["LDN", "NYC", None]), st.integers(0, 3), st.sampled_from(["buy", "sell"]),
+), max_size=12, unique_by=lambda t: t.trade_id)
+_rules = st.builds(
+    lambda price, qty, days, loc: Rules.model_validate({
+        "price_tolerance": price, "quantity_tolerance": {"abs": qty},
+        "settlement_date_window_days": days, "location": loc}),
+    st.sampled_from([{"abs": "0"}, {"abs": "0.0001"}, {"bps": "1"}, {"bps": "0.5"}]),
+    st.sampled_from(["0", "1"]), st.integers(0, 1), st.sampled_from(["exact", "ignore"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_candidates, _rules, st.randoms(use_true_random=False))
+def test_decide_properties(candidates, rules, rng):
+    incoming = ours(product="XAU", price="1.08451")
+    decision = decide(incoming, candidates, rules)
+    shuffled = list(candidates)
+    rng.shuffle(shuffled)
+    assert decide(incoming, shuffled, rules) == decision  # order never matters
+    eligible = [c for c in candidates if is_counterpart(incoming, c)]
+    within = [c for c in eligible if not out_of_tolerance(incoming, c, rules)]
+    if within:
+        assert isinstance(decision, Matched)
+        assert decision.candidate == min(within, key=lambda c: candidate_order(incoming, c))
+    elif eligible:
+        assert isinstance(decision, Mismatched)
+        nearest = sorted(eligible, key=lambda c: candidate_order(incoming, c))[:3]
+        assert list(decision.candidates) == nearest
+        for mismatch, c in zip(decision.mismatches, nearest, strict=True):
+            assert [f.field for f in mismatch.fields] == out_of_tolerance(incoming, c, rules)
+            assert mismatch.fields  # a mismatch always says why
+    else:
+        assert decision is UNMATCHED
