@@ -3,6 +3,7 @@ same decision as over the whole book) and be driven by the resting index."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -116,8 +117,46 @@ async def test_the_candidate_queries_walk_the_resting_index(pool):
                       settlement_date=date(2026, 11, 24), location="LDN")
         rules = Rules.model_validate({"price_tolerance": {"bps": "5"}})
         args = [*match_store._key_args(probe, 1), *match_store._within_args(probe, rules)]
-        for sql, params in [(q.MATCH_CANDIDATES, args), (q.NEAREST_CANDIDATES, args[:11])]:
+        queries = [(q.MATCH_CANDIDATES, args), (q.NEAREST_CANDIDATES, args[:11])]
+        # A prepared statement may switch to a generic plan after five runs: check both.
+        for mode, (sql, params) in itertools.product(
+                ("force_custom_plan", "force_generic_plan"), queries):
+            await conn.execute(f"SET plan_cache_mode = {mode}")
             plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *params)
             text = jsoncodec.dumps(plan).decode()
-            assert "ix_trades_resting" in text, text
-            assert "Seq Scan" not in text, text
+            assert "ix_trades_resting" in text, (mode, text)
+            assert "Seq Scan" not in text, (mode, text)
+            # Walks the index from our price outwards and stops: never sorts the whole key.
+            # (The match query's tolerance range is small, so a plain sort there is fine.)
+            if sql is q.NEAREST_CANDIDATES:
+                assert '"Node Type": "Sort"' not in text, (mode, text)
+
+
+async def test_finding_who_points_at_a_trade_uses_the_mismatch_index(pool):
+    """20,000 mismatched trades of one participant: the re-evaluation lookup must probe
+    the GIN index on mismatch targets, not walk that participant's trades."""
+    async with pool.acquire() as conn:
+        await conn.execute("""
+            INSERT INTO trades (participant, trade_id, version, latest, status, reason,
+                counterparty, side, product, quantity, price, currency, trade_date,
+                settlement_date, location, actor, first_submitted_at, mismatches)
+            SELECT 'BANKB', 'B-' || g, 1, true, 'mismatched', 'mismatched', 'BANKA', 'buy',
+                'XAU', 100, 900 + g / 100.0, 'USD', '2026-11-20', '2026-11-24', 'LDN', 'test',
+                now(), jsonb_build_array(jsonb_build_object(
+                    'counterparty_trade_id', 'A-' || g, 'fields', '[]'::jsonb))
+            FROM generate_series(1, 20000) g
+        """)
+        await conn.execute("ANALYZE trades")
+        target = Trade(trade_id="A-777", participant="BANKA", version=1, status="unmatched",
+                       reason="submitted", recorded_at=T0, counterparty="BANKB", side="sell",
+                       product="XAU", quantity=Decimal(100), price=Decimal(1000),
+                       currency="USD", trade_date=date(2026, 11, 20),
+                       settlement_date=date(2026, 11, 24))
+        found = await match_store.pointing_at(conn, target)
+        assert [t.trade_id for t in found] == ["B-777"]
+        # A prepared statement may switch to a generic plan after five runs: check both.
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            await conn.execute(f"SET plan_cache_mode = {mode}")
+            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {q.POINTING_AT}", "BANKB",
+                                       "BANKA", "A-777")
+            assert "ix_trades_mismatch_targets" in jsoncodec.dumps(plan).decode(), (mode, plan)

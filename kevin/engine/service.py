@@ -13,6 +13,7 @@ import asyncpg
 import structlog
 
 from kevin.domain.errors import (
+    Conflict,
     ExistsWithDifferentFields,
     NotFound,
     PreconditionRequired,
@@ -157,9 +158,15 @@ class Kevin:
         """Match two live, opposite trades whatever their terms (an operator's decision)."""
         async with database.transaction(self.pool) as conn:
             found = [await self._leg(conn, leg) for leg in legs]
-            await match_store.lock_match_keys(
-                conn, [MatchKey.of(t.participant, t.terms()) for t in found])
+            locked = {MatchKey.of(t.participant, t.terms()) for t in found}
+            await match_store.lock_match_keys(conn, locked)
             first, second = [await self._leg(conn, leg) for leg in legs]
+            # Amended into another key between the first read and the lock: that key is
+            # not ours (and taking it now could deadlock), so refuse rather than race.
+            if {MatchKey.of(t.participant, t.terms()) for t in (first, second)} - locked:
+                raise Conflict("a leg was amended meanwhile; try again",
+                               {"legs": [{"participant": t.participant, "trade_id": t.trade_id,
+                                          "version": t.version} for t in (first, second)]})
             return await Matcher(conn, actor).force(first, second, comment)
 
     async def break_match(self, match_id: UUID, comment: str | None, actor: str) -> list[Trade]:
