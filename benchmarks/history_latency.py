@@ -67,6 +67,9 @@ SELECT CASE WHEN i % 2 = 0 THEN 'BANKA' ELSE 'BANKB' END,
 FROM generate_series(0, $1 - 1) AS i, generate_series(1, $2) AS v
 """
 
+# Loading and vacuuming a million rows may outlast the pool's per-statement timeout.
+LONG = 1800.0
+
 START = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
 
 
@@ -123,8 +126,8 @@ async def main(server_url: str, rows: int, versions: int, repeat: int) -> None:
                 print(f"PostgreSQL {server}; {trades:,} trades x {versions} versions = "
                       f"{trades * versions:,} rows in trades")
                 started = time.perf_counter()
-                await conn.execute(LOAD, trades, versions, START)
-                await conn.execute("VACUUM ANALYZE trades")
+                await conn.execute(LOAD, trades, versions, START, timeout=LONG)
+                await conn.execute("VACUUM ANALYZE trades", timeout=LONG)
                 print(f"  loaded in {time.perf_counter() - started:.1f} s")
                 assert await conn.fetchval("SELECT count(*) FROM trades") == trades * versions
 
@@ -145,8 +148,8 @@ async def main(server_url: str, rows: int, versions: int, repeat: int) -> None:
                 took = time.perf_counter() - started
                 print(f"kevin archive: moved {report.moved:,} versions in {report.batches} "
                       f"batches, {took:.1f} s ({report.moved / took:,.0f} versions/s)")
-                await conn.execute("VACUUM ANALYZE trades")
-                await conn.execute("VACUUM ANALYZE trades_archive")
+                await conn.execute("VACUUM ANALYZE trades", timeout=LONG)
+                await conn.execute("VACUUM ANALYZE trades_archive", timeout=LONG)
                 hot = await conn.fetchval("SELECT count(*) FROM trades")
                 cold = await conn.fetchval("SELECT count(*) FROM trades_archive")
                 print(f"  trades {hot:,} rows, trades_archive {cold:,} rows")
