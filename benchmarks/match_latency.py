@@ -82,22 +82,23 @@ def percentile(values: list[float], p: float) -> float:
 
 
 async def explain(conn: asyncpg.Connection, g: int) -> str:
-    probe = Trade(trade_id="PROBE", participant="BANKA", version=1, status="unmatched",
-                  reason="submitted", recorded_at=datetime.now(UTC),
-                  first_submitted_at=datetime.now(UTC) + timedelta(seconds=1),
-                  counterparty="BANKB", side="sell", product="XAU", quantity=Decimal(100),
-                  price=price_of(g), currency="USD",
-                  trade_date=datetime(2026, 11, 20).date(),
-                  settlement_date=datetime(2026, 11, 24).date(), location="LDN")
-    rules = Rules.model_validate(RULES)
-    args = [*match_store._key_args(probe, match_store.MATCH_PER_SIDE),
-            *match_store._within_args(probe, rules)]
+    """EXPLAIN ANALYZE of the statement matching runs (CANDIDATES): for a trade that
+    matches resting B-g, and for one that matches nothing (its quantity is off), where
+    the walk for the nearest mismatches runs instead."""
     out = []
-    for title, sql, params in [("within tolerance (MATCH_CANDIDATES)", q.MATCH_CANDIDATES, args),
-                               ("nearest, for mismatches (NEAREST_CANDIDATES)",
-                                q.NEAREST_CANDIDATES, args[:11])]:
-        rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", *params)
-        out.append(f"-- {title}\n" + "\n".join(r[0] for r in rows))
+    rules = Rules.model_validate(RULES)
+    for title, quantity in [("a trade that matches", 100), ("a trade that mismatches", 101)]:
+        probe = Trade(trade_id="PROBE", participant="BANKA", version=1, status="unmatched",
+                      reason="submitted", recorded_at=datetime.now(UTC),
+                      first_submitted_at=datetime.now(UTC) + timedelta(seconds=1),
+                      counterparty="BANKB", side="sell", product="XAU",
+                      quantity=Decimal(quantity), price=price_of(g), currency="USD",
+                      trade_date=datetime(2026, 11, 20).date(),
+                      settlement_date=datetime(2026, 11, 24).date(), location="LDN")
+        args = [*match_store._key_args(probe, match_store.MATCH_PER_SIDE),
+                *match_store._within_args(probe, rules), match_store.NEAREST_PER_SIDE]
+        rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {q.CANDIDATES}", *args)
+        out.append(f"-- CANDIDATES, {title}\n" + "\n".join(r[0] for r in rows))
     return "\n".join(out)
 
 
