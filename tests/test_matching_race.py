@@ -91,7 +91,8 @@ async def test_forty_pairs_across_two_server_processes(db_url, conn, tmp_path: P
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-async def test_racing_amends_cancels_and_submissions_keep_the_invariants(client, banks, conn):
+async def test_racing_amends_cancels_and_submissions_keep_the_invariants(client, banks, conn,
+                                                                        db_url):
     """Matches, breaks (amend, cancel), re-matches and mismatches all racing in one key."""
     a, b = banks
     rng = random.Random(3)
@@ -116,6 +117,10 @@ async def test_racing_amends_cancels_and_submissions_keep_the_invariants(client,
 
     await asyncio.gather(*(churn(i) for i in range(12)))
     await check_matching_invariants(conn)
+    reasons = {r["reason"] for r in await conn.fetch("SELECT DISTINCT reason FROM trades")}
+    assert {"matched", "amended", "unmatched"} <= reasons  # breaks and re-matches happened
+    checked = run_cli("check", KEVIN_DATABASE_URL=db_url)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 async def test_amends_crossing_between_two_keys_do_not_deadlock(client, banks, conn):
