@@ -13,8 +13,18 @@ import orjson
 
 def loads(data: str | bytes) -> Any:
     """Parse JSON; every non-integer number becomes a ``Decimal`` (NaN/Infinity too, so
-    that validation, not the parser, refuses them with a field-level message)."""
-    return json.loads(data, parse_float=Decimal, parse_constant=Decimal)
+    that validation, not the parser, refuses them with a field-level message). Integers
+    beyond 64 bits become ``Decimal`` too: orjson writes no wider integer, and the digits
+    must come back as given."""
+    return json.loads(data, parse_float=Decimal, parse_constant=Decimal, parse_int=_int)
+
+
+def _int(text: str) -> int | Decimal:
+    if len(text) > 18:  # cheaper than int(): 18 digits always fit, longer may not
+        value = Decimal(text)
+        if not -(2**63) <= value < 2**64:
+            return value
+    return int(text)
 
 
 def _default(value: Any) -> Any:

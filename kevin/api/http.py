@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -64,7 +65,7 @@ async def require_admin(request: web.Request) -> Principal:
 
 def acting_participant(request: web.Request, principal: Principal) -> str:
     """Whose trades a read is about: the caller's own, or ``?participant=`` for the admin."""
-    named = request.query.get("participant")
+    named = query_participant(request)
     if principal.is_admin:
         if not named:
             raise e.ValidationFailed(
@@ -75,6 +76,18 @@ def acting_participant(request: web.Request, principal: Principal) -> str:
     if named and named != principal.participant:
         raise e.NotFound("no such trade")
     return principal.participant
+
+
+def query_participant(request: web.Request) -> str | None:
+    """``?participant=``: None when absent or empty; 422 when it cannot be a name."""
+    named = request.query.get("participant") or None
+    if named is not None and not _PARTICIPANT.fullmatch(named):
+        raise e.ValidationFailed("participant is not a participant name",
+                                 [{"field": "participant", "message": "[A-Z0-9_]{1,32}"}])
+    return named
+
+
+_PARTICIPANT = re.compile(r"[A-Z0-9_]{1,32}")
 
 
 def require_participant(principal: Principal) -> str:
@@ -123,11 +136,18 @@ def if_match(request: web.Request) -> int | None:
     raw = request.headers.get("If-Match")
     if raw is None:
         return None
-    text = raw.strip().removeprefix("W/").strip('"')
-    return int(text) if text.isdigit() else -1
+    # ASCII digits only: str.isdigit() also says yes to "²", which int() refuses.
+    found = _IF_MATCH.fullmatch(raw.strip())
+    return int(found.group(1) or found.group(2)) if found else -1
 
+
+_IF_MATCH = re.compile(r'(?:W/)?(?:"([0-9]{1,18})"|([0-9]{1,18}))')
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII, and small enough for a bigint
 
 _INSTANT = TypeAdapter(datetime)
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})")
 
 
 def query_instant(request: web.Request, name: str = "as_of") -> datetime | None:
@@ -135,7 +155,8 @@ def query_instant(request: web.Request, name: str = "as_of") -> datetime | None:
     if raw is None:
         return None
     try:
-        instant = _INSTANT.validate_python(raw)
+        # The shape first: pydantic alone would also read "0.5" as a Unix time.
+        instant = _INSTANT.validate_python(raw) if _RFC3339.fullmatch(raw) else None
     except ValidationError:
         instant = None
     if instant is None or instant.tzinfo is None:
@@ -149,7 +170,7 @@ def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if not _DIGITS.fullmatch(raw) or not lo <= int(raw) <= hi:
         raise e.ValidationFailed(f"{name} must be an integer from {lo} to {hi}",
                                  [{"field": name, "message": f"between {lo} and {hi}"}])
     return int(raw)

@@ -59,12 +59,19 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
 
 TRADE_ID = _param("trade_id", "path", {"type": "string", "pattern": r"^[A-Za-z0-9._:-]{1,64}$"},
                   True, "The participant's own reference for the trade.")
-IF_MATCH = _param("If-Match", "header", {"type": "string", "pattern": r'^"[0-9]+"$'}, False,
-                  'The version the change derives from, as in the ETag: "3".')
+# Not "required" in the schema: the contract answers a missing If-Match with 428, which
+# OpenAPI tools take for a broken API (they expect 400/422). Any value is accepted on the
+# wire; one that names no version ("3" as in the ETag, W/"3" or 3) is refused with 412.
+IF_MATCH = _param("If-Match", "header", {"type": "string"}, False,
+                  'The version the change derives from, as in the ETag: "3". Needed: '
+                  "without it the change is refused with 428; a stale or unreadable "
+                  "version with 412.")
 AS_OF = _param("as_of", "query", {"type": "string", "format": "date-time"}, False,
                "An RFC 3339 instant with a zone; answers as of then (inclusive).")
-PARTICIPANT = _param("participant", "query", {"type": "string", "pattern": r"^[A-Z0-9_]{1,32}$"},
-                     False, "Admin only: whose trades to read.")
+PARTICIPANT = _param("participant", "query",
+                     {"type": "string", "pattern": r"^([A-Z0-9_]{1,32})?$"}, False,
+                     "Admin only: whose trades to read (empty is the same as absent). A "
+                     "participant naming another participant gets 404.")
 AUTH = ("401",)
 
 
@@ -94,15 +101,17 @@ def openapi_document() -> dict[str, Any]:
             "get": {
                 "summary": "List trades as of now or as_of, keyset-paginated.",
                 "parameters": [
-                    _param("status", "query", {"enum": ["unmatched", "matched", "mismatched",
-                                                        "cancelled"]}),
+                    _param("status", "query", {"enum": ["", "unmatched", "matched", "mismatched",
+                                                        "cancelled"]},
+                           description="empty is the same as absent: any status"),
                     _param("product", "query", {"type": "string"}),
                     AS_OF, PARTICIPANT,
                     _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
                     _param("cursor", "query", {"type": "string"},
                            description="next_cursor from the previous page"),
                 ],
-                "responses": _responses({"200": ("A page", "TradePage")}, (*AUTH, "422", "503")),
+                "responses": _responses({"200": ("A page", "TradePage")},
+                                        (*AUTH, "404", "422", "503")),
             },
         },
         "/v1/trades/{trade_id}": {

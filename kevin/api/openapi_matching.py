@@ -53,7 +53,7 @@ def paths() -> dict[str, Any]:
                        description="next_cursor from the previous page"),
             ],
             "responses": _responses({"200": ("Alleged trades", "AllegedPage")},
-                                    ("401", "422", "503")),
+                                    ("401", "404", "422", "503")),
         }},
         "/v1/admin/matches": {"post": {
             "summary": "Force-match two live (unmatched or mismatched), opposite trades of "

@@ -17,6 +17,7 @@ from kevin.api.http import (
     parse_model,
     query_instant,
     query_int,
+    query_participant,
     read_json,
     require_participant,
 )
@@ -113,7 +114,7 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
 @routes.get("/v1/trades")
 async def list_trades(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    participant = (request.query.get("participant") or None) if principal.is_admin \
+    participant = query_participant(request) if principal.is_admin \
         else acting_participant(request, principal)
     status = request.query.get("status") or None
     if status is not None and status not in STATUSES:

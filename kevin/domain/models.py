@@ -6,6 +6,7 @@ Times are timezone-aware UTC.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -15,10 +16,12 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
     StringConstraints,
+    WithJsonSchema,
 )
 
 Side = Literal["buy", "sell"]
@@ -60,13 +63,42 @@ def _finite_json(value: Any) -> Any:
 
 DecimalText = PlainSerializer(decimal_text, return_type=str)
 UtcText = PlainSerializer(utc_text, return_type=str)
+# Decimal text as a request may spell it: ASCII digits, an optional sign, fraction and
+# exponent. Python's Decimal() would also take "1_000", " 1 " and non-ASCII digits;
+# amounts on a confirmation should not.
+DECIMAL_TEXT_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+
+
+def _plain_decimal_text(value: Any) -> Any:
+    if isinstance(value, str) and not re.fullmatch(DECIMAL_TEXT_PATTERN, value):
+        raise ValueError("expected a decimal number such as \"1000.25\"")
+    return value
+
+
 Amount = Annotated[
     Decimal,
-    Field(gt=0, max_digits=38, decimal_places=18, allow_inf_nan=False,
-          json_schema_extra={"type": "string", "examples": ["1000.25"]}),
+    Field(gt=0, max_digits=38, decimal_places=18, allow_inf_nan=False),
+    BeforeValidator(_plain_decimal_text),
     DecimalText,
+    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                              {"type": "string", "pattern": DECIMAL_TEXT_PATTERN}],
+                    "examples": ["1000.25"]}, mode="validation"),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$",
+                    "examples": ["1000.25"]}, mode="serialization"),
 ]
 Attributes = Annotated[dict[str, Any], AfterValidator(_finite_json)]
+
+
+def _date_text(value: Any) -> Any:
+    """Dates arrive as YYYY-MM-DD; lax pydantic would also read 0 as 1970-01-01."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        return value
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value  # already a date: a row from the store
+    raise ValueError("expected a date as YYYY-MM-DD")
+
+
+IsoDate = Annotated[date, BeforeValidator(_date_text)]
 
 
 class TradeTerms(BaseModel):
@@ -80,8 +112,8 @@ class TradeTerms(BaseModel):
     quantity: Amount
     price: Amount
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-    trade_date: date
-    settlement_date: date
+    trade_date: IsoDate
+    settlement_date: IsoDate
     location: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     attributes: Attributes = Field(default_factory=dict)
 

@@ -97,7 +97,8 @@ class Rules(BaseModel):
 
     price_tolerance: PriceTolerance = PriceTolerance(abs=Decimal(0))
     quantity_tolerance: QuantityTolerance = QuantityTolerance(abs=Decimal(0))
-    settlement_date_window_days: int = Field(default=0, ge=0, le=MAX_WINDOW_DAYS)
+    # Strict: lax mode would read false as 0 and "3" as 3.
+    settlement_date_window_days: int = Field(default=0, ge=0, le=MAX_WINDOW_DAYS, strict=True)
     location: Literal["exact", "ignore"] = "exact"
 
     # --- the comparisons (inclusive) --------------------------------------------------

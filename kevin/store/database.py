@@ -17,7 +17,7 @@ import structlog
 import kevin
 from kevin import jsoncodec
 from kevin.dburl import to_asyncpg_dsn, with_database
-from kevin.domain.errors import DatabaseUnavailable
+from kevin.domain.errors import DatabaseUnavailable, ValidationFailed
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +89,8 @@ async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
                 await tx.commit()
     except CONNECTIVITY_ERRORS as e:
         raise DatabaseUnavailable() from e
+    except UNSTORABLE_TEXT as e:
+        raise _unstorable(e) from e
 
 
 @contextlib.asynccontextmanager
@@ -100,6 +102,23 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
                 yield conn
     except CONNECTIVITY_ERRORS as e:
         raise DatabaseUnavailable() from e
+    except UNSTORABLE_TEXT as e:
+        raise _unstorable(e) from e
+
+
+# Text PostgreSQL refuses to store or compare: a NUL character ("\x00" in text, "\u0000"
+# in jsonb). Input decides this, so it is the request's fault (422), wherever the text
+# came from — a body field, an attribute, a query parameter.
+UNSTORABLE_TEXT: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+)
+
+
+def _unstorable(error: BaseException) -> ValidationFailed:
+    return ValidationFailed(
+        "the request contains text that cannot be stored (a NUL character?)",
+        [{"field": "request", "message": str(error).splitlines()[0]}])
 
 
 @contextlib.contextmanager

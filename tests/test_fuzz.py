@@ -1,0 +1,83 @@
+"""Schemathesis against the served /openapi.json of a real `kevin serve`: no 5xx, every
+response conforms to the document (status, content type, headers, body schema), and
+schema-violating requests are refused.
+
+Run once with a participant's key and once with the admin token, so both sides of every
+endpoint are reached. The number of examples is bounded (FUZZ_EXAMPLES per operation and
+phase, override with KEVIN_FUZZ_EXAMPLES); the count of cases that ran is printed.
+
+One check is left out: ``positive_data_acceptance``. It expects every schema-valid
+request to succeed, but this API rightly refuses some for reasons a schema cannot state —
+a stale If-Match (412), a cursor it never issued (422), a trade that belongs to someone
+else (404), a counterparty equal to yourself (422).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.processes import Server, request
+
+pytestmark = pytest.mark.slow
+
+ADMIN_TOKEN = "fuzz-admin"
+FUZZ_EXAMPLES = int(os.environ.get("KEVIN_FUZZ_EXAMPLES", "20"))
+CHECKS = ["--checks", "all", "--exclude-checks", "positive_data_acceptance"]
+# One worker: schemathesis' workers are threads, and CPython 3.11's ast.parse (hypothesis
+# calls it to describe filters) is not thread-safe ("AST constructor recursion depth
+# mismatch").
+
+
+def _schemathesis(url: str, token: str, seed: int, cwd: Path) -> tuple[int, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json",
+         "-H", f"Authorization: Bearer {token}", *CHECKS,
+         "--max-examples", str(FUZZ_EXAMPLES), "--seed", str(seed), "--workers", "1",
+         "--generation-database", "none", "--no-color", "--request-timeout", "10"],
+        capture_output=True, text=True, timeout=240, cwd=cwd,  # it leaves .schemathesis/
+        env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})
+    found = re.search(r"(\d+) generated, (\d+) passed", done.stdout)
+    assert done.returncode == 0 and found, done.stdout[-6000:] + done.stderr[-2000:]
+    assert found.group(1) == found.group(2)
+    return int(found.group(1)), done.stdout
+
+
+async def test_the_api_conforms_to_its_openapi_document_under_fuzzing(db_url, tmp_path):
+    server = Server(tmp_path / "serve.log", KEVIN_DATABASE_URL=db_url,
+                    KEVIN_ADMIN_TOKEN=ADMIN_TOKEN).start()
+    try:
+        await server.wait_ready()
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        keys = {}
+        for name in ("BANKA", "BANKB"):
+            status, body = await request("POST", f"{server.url}/v1/participants",
+                                         json={"name": name}, headers=admin)
+            assert status == 201
+            keys[name] = body["api_key"]
+        # Something to find: a trade of BANKA's, one trade the fuzzer can read back.
+        status, _ = await request(
+            "POST", f"{server.url}/v1/trades", headers={"Authorization": f"Bearer {keys['BANKA']}"},
+            json={"trade_id": "0", "counterparty": "BANKB", "side": "buy", "product": "0",
+                  "quantity": "1", "price": "1", "currency": "AAA",
+                  "trade_date": "2000-01-01", "settlement_date": "2000-01-01"})
+        assert status == 201
+
+        as_participant, _ = await _as_thread(server.url, keys["BANKA"], 1, tmp_path)
+        as_admin, _ = await _as_thread(server.url, ADMIN_TOKEN, 2, tmp_path)
+        print(f"\nschemathesis: {as_participant} cases as a participant, {as_admin} as the "
+              f"admin, {FUZZ_EXAMPLES} examples per operation and phase; all passed")
+        assert "unhandled error" not in server.log()
+        assert await server.stop() == 0
+    finally:
+        await server.stop(9)
+
+
+async def _as_thread(url: str, token: str, seed: int, cwd: Path) -> tuple[int, str]:
+    return await asyncio.to_thread(_schemathesis, url, token, seed, cwd)
