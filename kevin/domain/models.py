@@ -100,6 +100,21 @@ def _date_text(value: Any) -> Any:
 
 IsoDate = Annotated[date, BeforeValidator(_date_text)]
 
+RFC3339_PATTERN = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+                   r"([Zz]|[+-][0-9]{2}:[0-9]{2})")
+
+
+def _instant_text(value: Any) -> Any:
+    """Instants arrive as RFC 3339 text with a zone; lax pydantic would read 0 as 1970."""
+    if isinstance(value, str) and re.fullmatch(RFC3339_PATTERN, value):
+        return value
+    if isinstance(value, datetime):
+        return value
+    raise ValueError("expected an RFC 3339 timestamp with a zone, e.g. 2026-11-21T10:00:00Z")
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_instant_text)]
+
 
 class TradeTerms(BaseModel):
     """The fields a participant states about a trade (everything but its id)."""

@@ -20,7 +20,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from kevin.domain.matching import TradeRef, ref
-from kevin.domain.models import Mismatch, Status, Trade, TradeTerms, UtcText
+from kevin.domain.models import Instant, Mismatch, Status, Trade, TradeTerms, UtcText
 from kevin.domain.rules import Rules
 
 Product = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]{1,32}$")]
@@ -36,9 +36,9 @@ class ReplayRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    since: AwareDatetime
+    since: Instant
     rules: dict[Product, Rules] = Field(default_factory=dict)
-    apply: bool = False
+    apply: bool = Field(default=False, strict=True)  # lax would take 0 and "no"
 
 
 class ReplayMatch(BaseModel):
