@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from kevin.api import admin, alleged, metrics, ops, participants, replays, rules, trades
+from kevin.api import (
+    admin,
+    alleged,
+    batch,
+    metrics,
+    ops,
+    participants,
+    replays,
+    rules,
+    trades,
+)
 from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE
 from kevin.api.errors import request_context
 from kevin.api.http import MAX_BODY
@@ -21,6 +31,7 @@ def create_app(service: Kevin, admin_token: str | None) -> web.Application:
     app[KEY_CACHE] = {}
     app.add_routes(ops.routes)
     app.add_routes(participants.routes)
+    app.add_routes(batch.routes)  # before trades: its path is more specific
     app.add_routes(trades.routes)
     app.add_routes(rules.routes)
     app.add_routes(alleged.routes)

@@ -77,9 +77,10 @@ AUTH = ("401",)
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    from kevin.api import openapi_history, openapi_matching
+    from kevin.api import openapi_batch, openapi_history, openapi_matching
 
-    _, defs = models_json_schema(MODELS + openapi_matching.MODELS + openapi_history.MODELS,
+    _, defs = models_json_schema(MODELS + openapi_matching.MODELS + openapi_history.MODELS
+                                 + openapi_batch.MODELS,
                                  ref_template="#/components/schemas/{model}")
     schemas = defs.get("$defs", {})
     trade_body = {"required": True, **_json(_ref("TradeSubmission"))}
@@ -160,6 +161,7 @@ def openapi_document() -> dict[str, Any]:
     }
     paths.update(openapi_matching.paths())
     paths.update(openapi_history.paths())
+    paths.update(openapi_batch.paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "Kevin", "version": kevin.__version__,

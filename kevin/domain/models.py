@@ -202,7 +202,8 @@ class Trade(TradeTerms):
     replay_id: UUID | None = Field(default=None, exclude=True)
 
     def terms(self) -> TradeTerms:
-        return TradeTerms(**{name: getattr(self, name) for name in TERM_FIELDS})
+        # A trade's fields are valid terms already: not validated again (hot in matching).
+        return TradeTerms.model_construct(**{name: getattr(self, name) for name in TERM_FIELDS})
 
     @property
     def etag(self) -> str:

@@ -23,6 +23,7 @@ from kevin.domain.errors import (
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade, TradeSubmission, TradeTerms, differing_fields
 from kevin.domain.rules import Rules, RulesVersion
+from kevin.engine.batch import LineOutcome, submit_batch
 from kevin.engine.matching import Matcher
 from kevin.store import database, participants
 from kevin.store import matching as match_store
@@ -99,6 +100,11 @@ class Kevin:
         if fields:
             raise ExistsWithDifferentFields(fields)
         return "exists", stored
+
+    async def submit_batch(self, participant: str,
+                           submissions: Sequence[TradeSubmission]) -> list[LineOutcome]:
+        """Submit many trades in one transaction (kevin.engine.batch)."""
+        return await submit_batch(self.pool, participant, submissions)
 
     async def amend(
         self, participant: str, trade_id: str, if_match: int | None, terms: TradeTerms

@@ -1,0 +1,97 @@
+"""``POST /v1/trades/batch``: many trades in one request, as NDJSON, one line each.
+
+Each line stands alone: a line that is not JSON, or not a valid trade, is reported
+``invalid`` with the error a single ``POST /v1/trades`` would have given, and spoils no
+other line. The valid lines are submitted together (kevin.engine.batch): created,
+recognised as idempotent resubmissions (``exists``), or refused as conflicts
+(``exists_with_different_fields``), each matched like a single submission.
+
+Limits: at most 10,000 lines (blank lines are skipped and not counted) and 16 MiB of
+body — this route's own limit, room for 10,000 lines of about 1.6 KiB each; every other
+route keeps 1 MiB. Over either limit the whole request is refused with 413.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from kevin import jsoncodec
+from kevin.api.app_keys import KEVIN
+from kevin.api.http import authenticate, require_participant, validation_details
+from kevin.domain import errors as e
+from kevin.domain.models import TradeSubmission
+from kevin.engine.batch import MAX_LINES
+
+routes = web.RouteTableDef()
+
+CONTENT_TYPE = "application/x-ndjson"
+MAX_BATCH_BODY = 16 * 1024 * 1024
+
+
+def _error(error: e.KevinError) -> dict[str, Any]:
+    return {"error": error.code, "message": error.message, "details": error.details}
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The body, refused with 413 past MAX_BATCH_BODY (read here, not by aiohttp, whose
+    limit for the application is 1 MiB)."""
+    if request.content_length is not None and request.content_length > MAX_BATCH_BODY:
+        raise e.PayloadTooLarge("a batch body is at most 16 MiB")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(256 * 1024):
+        body += chunk
+        if len(body) > MAX_BATCH_BODY:
+            raise e.PayloadTooLarge("a batch body is at most 16 MiB")
+    return bytes(body)
+
+
+def parse_line(raw: bytes, participant: str) -> TradeSubmission | dict[str, Any]:
+    """A line's submission, or the error (contract shape) that makes it invalid."""
+    try:
+        data = jsoncodec.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        return _error(e.MalformedRequest(f"the line is not valid JSON: {error}"))
+    try:
+        submission = TradeSubmission.model_validate(data)
+    except ValidationError as error:
+        return _error(e.ValidationFailed("the line is not a valid trade",
+                                         validation_details(error)))
+    if submission.counterparty == participant:
+        return _error(e.ValidationFailed(
+            "a trade needs another participant as counterparty",
+            [{"field": "counterparty", "message": "must not be yourself"}]))
+    return submission
+
+
+@routes.post("/v1/trades/batch")
+async def submit_batch(request: web.Request) -> web.Response:
+    participant = require_participant(await authenticate(request))
+    if request.content_type != CONTENT_TYPE:
+        raise e.UnsupportedMediaType(
+            f"expected Content-Type {CONTENT_TYPE}, not {request.content_type or 'none'}")
+    lines = [(number, raw) for number, raw in enumerate((await _read_body(request))
+                                                        .split(b"\n"), 1) if raw.strip()]
+    if len(lines) > MAX_LINES:
+        raise e.PayloadTooLarge(f"a batch has at most {MAX_LINES} lines, not {len(lines)}",
+                                {"max_lines": MAX_LINES, "lines": len(lines)})
+    results: list[dict[str, Any]] = []
+    valid: list[tuple[int, TradeSubmission]] = []
+    for number, raw in lines:
+        parsed = parse_line(raw, participant)
+        if isinstance(parsed, TradeSubmission):
+            valid.append((len(results), parsed))
+            results.append({"line": number, "result": None, "trade": None, "error": None})
+        else:
+            results.append({"line": number, "result": "invalid", "trade": None,
+                            "error": parsed})
+    outcomes = await request.app[KEVIN].submit_batch(participant, [s for _, s in valid])
+    for (index, _), outcome in zip(valid, outcomes, strict=True):
+        results[index]["result"] = outcome.result
+        results[index]["trade"] = outcome.trade.model_dump(mode="python") \
+            if outcome.trade is not None else None
+        results[index]["error"] = outcome.error
+    return web.Response(body=jsoncodec.dumps({"results": results}),
+                        content_type="application/json")

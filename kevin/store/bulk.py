@@ -1,0 +1,113 @@
+"""The store's side of bulk submission: the statements of kevin.store.bulk_queries, each
+doing for a whole batch what its single counterpart does for one trade."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import asyncpg
+
+from kevin import jsoncodec
+from kevin.domain.models import Trade
+from kevin.domain.rules import Rules, RulesVersion
+from kevin.store import bulk_queries as q
+from kevin.store.matching import (
+    MATCH_LOCK_CLASS,
+    MATCH_PER_SIDE,
+    MatchKey,
+    _key_args,
+    _rules_from_row,
+    _within_args,
+)
+from kevin.store.trades import NewVersion, trade_from_row
+
+
+def _columns(news: Sequence[NewVersion]) -> list[list[object]]:
+    """One array per INSERT_VERSION parameter (jsonb as text, see bulk_queries)."""
+    columns = [list(column) for column in zip(*(new.args() for new in news), strict=True)]
+    for index in (14, 18):  # attributes, mismatches
+        columns[index] = [jsoncodec.dumps_str(value) for value in columns[index]]
+    return columns
+
+
+async def lock_match_keys(conn: asyncpg.Connection, keys: Iterable[MatchKey]) -> None:
+    """kevin.store.matching.lock_match_keys in one round trip (same ascending order)."""
+    lock_ids = sorted({key.lock_id() for key in keys})
+    if lock_ids:
+        await conn.fetchval(q.LOCK_MATCH_KEYS, MATCH_LOCK_CLASS, lock_ids)
+
+
+async def latest_rules(conn: asyncpg.Connection,
+                       products: Iterable[str]) -> dict[str, RulesVersion]:
+    rows = await conn.fetch(q.SELECT_LATEST_RULES_MANY, sorted(set(products)))
+    return {row["product"]: _rules_from_row(row) for row in rows}
+
+
+async def insert_versions(conn: asyncpg.Connection,
+                          news: Sequence[NewVersion]) -> dict[str, Trade]:
+    """Insert many versions (with their feed rows); those whose (trade, version) exists
+    already are skipped. Returns what was written, by trade_id."""
+    if not news:
+        return {}
+    rows = await conn.fetch(q.INSERT_VERSIONS, *_columns(news))
+    return {row["trade_id"]: trade_from_row(row) for row in rows}
+
+
+async def latest_many(conn: asyncpg.Connection, participant: str,
+                      trade_ids: Iterable[str]) -> dict[str, Trade]:
+    ids = list(trade_ids)
+    if not ids:
+        return {}
+    rows = await conn.fetch(q.SELECT_LATEST_MANY, participant, ids)
+    return {row["trade_id"]: trade_from_row(row) for row in rows}
+
+
+def is_exact(rules: Rules) -> bool:
+    """Whether these rules accept only equal prices, quantities, settlement dates and
+    locations (a product without rules, or every tolerance zero)."""
+    price = rules.price_tolerance
+    return ((price.abs is not None and price.abs == 0)
+            or (price.bps is not None and price.bps == 0)) \
+        and rules.quantity_tolerance.abs == 0 and rules.settlement_date_window_days == 0 \
+        and rules.location == "exact"
+
+
+def _key(trade: Trade) -> tuple[object, ...]:
+    opposite = "buy" if trade.side == "sell" else "sell"
+    return (trade.product, trade.currency, trade.counterparty, trade.participant, opposite,
+            trade.trade_date)
+
+
+def _arrays(rows: Sequence[Sequence[object]]) -> list[list[object]]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+async def candidates_many(
+    conn: asyncpg.Connection, trades: Sequence[tuple[Trade, Rules]]
+) -> list[tuple[list[tuple[Trade, bool]], bool]]:
+    """Per trade (under its rules): its best candidates within tolerance, each with
+    whether a live mismatch list names it; and whether anything agrees with it on the
+    key fields and trade date at all (erring towards yes). See bulk_queries."""
+    found: list[list[tuple[Trade, bool]]] = [[] for _ in trades]
+    exact = [i for i, (_, rules) in enumerate(trades) if is_exact(rules)]
+    tolerant = [i for i, (_, rules) in enumerate(trades) if not is_exact(rules)]
+    if exact:
+        rows = await conn.fetch(q.EXACT_CANDIDATES, *_arrays([
+            (*_key(t), t.trade_id, t.price, t.quantity, t.settlement_date, t.location)
+            for t, _ in (trades[i] for i in exact)]))
+        for row in rows:
+            found[exact[row["batch_ord"] - 1]].append((trade_from_row(row), row["pointed_at"]))
+    if tolerant:
+        rows = await conn.fetch(q.TOLERANT_CANDIDATES, *_arrays([
+            (*_key_args(t, MATCH_PER_SIDE), *_within_args(t, rules))
+            for t, rules in (trades[i] for i in tolerant)]))
+        for row in rows:
+            found[tolerant[row["batch_ord"] - 1]].append(
+                (trade_from_row(row), row["pointed_at"]))
+    alone = [i for i in range(len(trades)) if not found[i]]
+    counterparts: set[int] = set()
+    if alone:
+        rows = await conn.fetch(q.WITH_COUNTERPARTS,
+                                *_arrays([_key(trades[i][0]) for i in alone]))
+        counterparts = {alone[row["ord"] - 1] for row in rows}
+    return [(found[i], bool(found[i]) or i in counterparts) for i in range(len(trades))]

@@ -1,0 +1,171 @@
+"""The statements of bulk submission (``POST /v1/trades/batch``), named: each does for
+many trades in ONE round trip what kevin.store.queries / matching_queries do for one.
+
+Parameters are always bound; a batch travels as one array per column (unnest), which
+asyncpg sends in binary. jsonb travels as text (see queries.APPEND_VERSIONS).
+"""
+
+import re
+
+from kevin.store.matching_queries import MATCH_CANDIDATES
+from kevin.store.queries import TRADE_COLUMNS
+
+_NEW_COLUMNS = """
+    participant, trade_id, version, status, reason, counterparty, side, product,
+    quantity, price, currency, trade_date, settlement_date, location, attributes,
+    match_id, match_counterparty_trade_id, match_counterparty_version, mismatches,
+    rules_version, comment, replay_id, actor, first_submitted_at
+"""
+
+# Version 1 of many trades and their feed rows (queries.INSERT_VERSION, many rows). A
+# trade_id that exists already is skipped (ON CONFLICT on the primary key), exactly as
+# the single insert does; the caller tells those apart by the rows that come back.
+# Rows are inserted in the batch's order, so feed rows (and their written_at) follow it.
+INSERT_VERSIONS = f"""
+WITH new AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],
+        $8::text[], $9::numeric[], $10::numeric[], $11::text[], $12::date[], $13::date[],
+        $14::text[], $15::text[], $16::uuid[], $17::text[], $18::int[], $19::text[],
+        $20::int[], $21::text[], $22::uuid[], $23::text[], $24::timestamptz[]
+    ) WITH ORDINALITY AS n({_NEW_COLUMNS}, ord)
+), version AS (
+    INSERT INTO trades (
+        participant, trade_id, version, latest, status, reason, counterparty, side,
+        product, quantity, price, currency, trade_date, settlement_date, location,
+        attributes, match_id, match_counterparty_trade_id, match_counterparty_version,
+        mismatches, rules_version, comment, replay_id, actor, first_submitted_at
+    )
+    SELECT participant, trade_id, version, true, status, reason, counterparty, side,
+           product, quantity, price, currency, trade_date, settlement_date, location,
+           attributes::jsonb, match_id, match_counterparty_trade_id,
+           match_counterparty_version, mismatches::jsonb, rules_version, comment, replay_id,
+           actor, coalesce(first_submitted_at, clock_timestamp())
+    FROM new
+    ORDER BY ord
+    ON CONFLICT ON CONSTRAINT pk_trades DO NOTHING
+    RETURNING {TRADE_COLUMNS}
+), update AS (
+    INSERT INTO feed (participant, trade_id, version)
+    SELECT participant, trade_id, version FROM version
+)
+SELECT {TRADE_COLUMNS} FROM version
+"""
+
+# The latest versions of some of one participant's trades ($1), by trade_id ($2).
+SELECT_LATEST_MANY = f"""
+SELECT {TRADE_COLUMNS} FROM trades
+WHERE latest AND participant = $1 AND trade_id = ANY($2::text[])
+"""
+
+# matching_queries.LOCK_MATCH_KEY for many keys ($2, lock ids) in one round trip. The
+# aggregate calls the lock function once per row in the array's order, which the caller
+# sorts ascending — the same order lock_match_keys takes them in, so a batch and any
+# other writer needing several keys cannot deadlock.
+LOCK_MATCH_KEYS = """
+SELECT count(pg_advisory_xact_lock($1::int, k)) FROM unnest($2::int[]) AS k
+"""
+
+# The latest rules of several products at once.
+SELECT_LATEST_RULES_MANY = """
+SELECT product, version, body, actor, recorded_at FROM rules
+WHERE product = ANY($1::text[]) AND latest
+"""
+
+# --- candidates ---------------------------------------------------------------------
+#
+# What a batch needs to decide each new trade, in a form a set-based plan can serve:
+#   1. its best candidate within tolerance, if any (the one ``decide`` would match);
+#   2. whether anything agrees with it on the key fields and trade date at all — if so
+#      and (1) found nothing, it mismatches, which the caller leaves to the one-trade-at-
+#      a-time path (this flag may err towards yes: that path decides exactly anyway).
+
+_RESTING = "t.latest AND t.status IN ('unmatched', 'mismatched')"
+
+# Per line: product, currency, the resting side's participant (our counterparty), our
+# participant, the opposite side, trade date.
+_KEY_ARRAYS = "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[]"
+_KEY_ROW = "product, currency, theirs, ours, side, trade_date"
+_KEY_MATCH = f"""
+    {_RESTING} AND t.product = b.product AND t.currency = b.currency
+    AND t.participant = b.theirs AND t.counterparty = b.ours AND t.side = b.side
+    AND t.trade_date = b.trade_date
+"""
+
+# The batch lines (1-based) that have some counterpart on the key fields and trade date.
+# A semi-join the planner can run as one hash join (or index probes) for the batch.
+WITH_COUNTERPARTS = f"""
+SELECT b.ord FROM unnest({_KEY_ARRAYS}) WITH ORDINALITY AS b({_KEY_ROW}, ord)
+WHERE EXISTS (SELECT 1 FROM trades t WHERE {_KEY_MATCH})
+"""
+
+# Whether a live mismatch list names the candidate t (matching_queries.POINTING_AT): if
+# the batch matched it, those trades would need re-evaluating — the caller's cue to
+# leave that line to the one-trade-at-a-time path.
+_POINTED_AT = """
+EXISTS (
+    SELECT 1 FROM trades p
+    WHERE p.latest AND p.status = 'mismatched'
+      AND p.participant = t.counterparty AND p.counterparty = t.participant
+      AND p.mismatches @> jsonb_build_array(
+          jsonb_build_object('counterparty_trade_id', t.trade_id))
+) AS pointed_at
+"""
+
+# Same for both candidate statements: never a pair an operator broke (as _NOT_BROKEN in
+# matching_queries; b.ours / b.trade_id are the new trade).
+_NOT_BROKEN = """
+NOT EXISTS (
+    SELECT 1 FROM broken_pairs bp
+    WHERE (bp.participant_a = b.ours AND bp.trade_id_a = b.trade_id
+           AND bp.participant_b = t.participant AND bp.trade_id_b = t.trade_id)
+       OR (bp.participant_a = t.participant AND bp.trade_id_a = t.trade_id
+           AND bp.participant_b = b.ours AND bp.trade_id_b = b.trade_id)
+)
+"""
+
+# (1) for products matched exactly (no rules, or every tolerance zero): a candidate
+# within tolerance is one equal on price, quantity, settlement date and location, and
+# among equals invariant 7 orders by first submission, then trade_id. An equi-join,
+# served by ix_trades_resting down to the price, one best row per line (DISTINCT ON).
+# Per line, after the key: trade_id, price, quantity, settlement date, location.
+EXACT_CANDIDATES = f"""
+SELECT DISTINCT ON (b.ord) b.ord AS batch_ord, {", ".join(
+    "t." + c.strip() for c in TRADE_COLUMNS.split(","))}, {_POINTED_AT}
+FROM unnest({_KEY_ARRAYS}, $7::text[], $8::numeric[], $9::numeric[], $10::date[],
+            $11::text[])
+    WITH ORDINALITY AS b({_KEY_ROW}, trade_id, price, quantity, settlement_date, location,
+                         ord)
+JOIN trades t ON {_KEY_MATCH}
+    AND t.price = b.price AND t.quantity = b.quantity
+    AND t.settlement_date = b.settlement_date
+    AND t.location IS NOT DISTINCT FROM b.location
+WHERE {_NOT_BROKEN}
+ORDER BY b.ord, t.first_submitted_at, t.trade_id COLLATE "C"
+"""
+
+# (1) for products with tolerances: matching_queries.MATCH_CANDIDATES itself, run per
+# line by LATERAL with its $n replaced by the line's n-th column (b.pn), so the two
+# cannot drift apart. One rewrite: the optional upper price bound becomes a bound
+# against +Infinity, so that with the line's values unknown to the planner (a LATERAL
+# plan is generic) it still bounds the index scan instead of filtering after it.
+# The broken-pairs test inside it names the new trade as $7/$8 (b.p7, b.p8).
+_OPTIONAL_HIGH = "($13::numeric IS NULL OR price <= $13)"
+_BOUNDED_HIGH = "price <= coalesce($13::numeric, 'Infinity'::numeric)"
+assert _OPTIONAL_HIGH in MATCH_CANDIDATES, "MATCH_CANDIDATES changed: update bulk_queries"
+_CANDIDATE_PARAMS = (
+    "text", "text", "text", "text", "text", "date", "text", "text", "numeric", "numeric",
+    "int", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "date", "date",
+    "bool", "text", "timestamptz",
+)
+_ARRAYS = ", ".join(f"${i}::{t}[]" for i, t in enumerate(_CANDIDATE_PARAMS, 1))
+_ROW = ", ".join(f"p{i}" for i in range(1, len(_CANDIDATE_PARAMS) + 1))
+_PER_TRADE = re.sub(r"[$](\d+)", r"b.p\1",
+                    MATCH_CANDIDATES.replace(_OPTIONAL_HIGH, _BOUNDED_HIGH))
+
+TOLERANT_CANDIDATES = f"""
+SELECT b.ord AS batch_ord, t.*, {_POINTED_AT}
+FROM unnest({_ARRAYS}) WITH ORDINALITY AS b({_ROW}, ord)
+CROSS JOIN LATERAL ({_PER_TRADE}) AS t
+ORDER BY b.ord
+"""

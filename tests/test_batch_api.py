@@ -1,0 +1,237 @@
+"""POST /v1/trades/batch: NDJSON lines that each stand alone, matched like single
+submissions, with per-line results in order; and its limits."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+
+from tests.conftest import ADMIN, trade_body
+from tests.matching_checks import check_matching_invariants
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+def ndjson(*lines: Any) -> bytes:
+    """Dicts become JSON lines; bytes and str are sent as they are."""
+    out = []
+    for line in lines:
+        if isinstance(line, dict):
+            out.append(json.dumps(line).encode())
+        else:
+            out.append(line if isinstance(line, bytes) else line.encode())
+    return b"\n".join(out) + b"\n"
+
+
+async def batch(client, headers, *lines: Any, status: int = 200) -> Any:
+    resp = await client.post("/v1/trades/batch", data=io.BytesIO(ndjson(*lines)),
+                             headers={**headers, **NDJSON})
+    assert resp.status == status, await resp.text()
+    return await resp.json()
+
+
+def buy(trade_id: str, **overrides: Any) -> dict[str, Any]:
+    return trade_body(trade_id, **{"counterparty": "BANKA", "side": "buy", "attributes": {},
+                                   **overrides})
+
+
+async def test_mixed_good_and_bad_lines_each_stand_alone(client, banks):
+    a, _ = banks
+    body = await batch(
+        client, a,
+        trade_body("A-1"),
+        "{not json",
+        trade_body("A-2", price="-1"),
+        "",  # blank lines are skipped, not counted
+        trade_body("A-3", counterparty="BANKA"),
+        "[1, 2]",
+        trade_body("A-4", quantity=250),  # a JSON number, parsed exactly
+    )
+    results = body["results"]
+    assert [r["line"] for r in results] == [1, 2, 3, 5, 6, 7]
+    assert [r["result"] for r in results] == [
+        "created", "invalid", "invalid", "invalid", "invalid", "created"]
+    assert results[0]["trade"]["trade_id"] == "A-1" and results[0]["error"] is None
+    assert results[1]["error"]["error"] == "malformed_json" and results[1]["trade"] is None
+    assert results[2]["error"]["error"] == "validation_failed"
+    assert any(d["field"] == "price" for d in results[2]["error"]["details"])
+    assert results[3]["error"]["details"][0]["field"] == "counterparty"
+    assert results[4]["error"]["error"] == "validation_failed"
+    assert results[5]["trade"]["quantity"] == "250"
+    for trade_id, status in (("A-1", 200), ("A-2", 404), ("A-3", 404), ("A-4", 200)):
+        resp = await client.get(f"/v1/trades/{trade_id}", headers=a)
+        assert resp.status == status
+
+
+async def test_idempotent_lines_and_conflicts(client, banks, conn):
+    a, _ = banks
+    first = await batch(client, a, trade_body("A-1"), trade_body("A-2"), trade_body("A-1"),
+                        trade_body("A-2", price="999"))
+    assert [r["result"] for r in first["results"]] == [
+        "created", "created", "exists", "exists_with_different_fields"]
+    assert first["results"][2]["trade"]["version"] == 1
+    conflict = first["results"][3]
+    assert conflict["trade"] is None
+    assert conflict["error"]["error"] == "exists_with_different_fields"
+    assert conflict["error"]["details"] == {"fields": ["price"]}
+    # The same batch again: nothing new is written; the conflict is still one.
+    again = await batch(client, a, trade_body("A-1"), trade_body("A-2"), trade_body("A-1"),
+                        trade_body("A-2", price="999"))
+    assert [r["result"] for r in again["results"]] == [
+        "exists", "exists", "exists", "exists_with_different_fields"]
+    assert await conn.fetchval("SELECT count(*) FROM trades") == 2
+    assert await conn.fetchval("SELECT count(*) FROM feed") == 2
+    # A trade submitted singly is recognised by a batch, and the other way round.
+    resp = await client.post("/v1/trades", json=trade_body("A-3"), headers=a)
+    assert resp.status == 201
+    mixed = await batch(client, a, trade_body("A-3"), trade_body("A-3", location="NYC"))
+    assert [r["result"] for r in mixed["results"]] == ["exists", "exists_with_different_fields"]
+    resp = await client.post("/v1/trades", json=trade_body("A-1"), headers=a)
+    assert resp.status == 200
+
+
+async def test_batches_match_each_other_and_single_submissions(client, banks, conn):
+    a, b = banks
+    sells = [trade_body(f"A-{i}", price=f"{1000 + i}.5") for i in range(20)]
+    rest = await batch(client, a, *sells)
+    assert {r["trade"]["status"] for r in rest["results"]} == {"unmatched"}
+    # A single buy matches a batch's sell; a batch's buys match the rest.
+    resp = await client.post("/v1/trades", json=buy("B-0", price="1000.5"), headers=b)
+    assert (await resp.json())["status"] == "matched"
+    buys = [buy(f"B-{i}", price=f"{1000 + i}.5") for i in range(1, 20)]
+    matched = await batch(client, b, *buys)
+    for i, result in enumerate(matched["results"], 1):
+        trade = result["trade"]
+        assert result["result"] == "created"
+        assert trade["status"] == "matched" and trade["version"] == 2
+        assert trade["match"]["counterparty_trade_id"] == f"A-{i}"
+        assert trade["match"]["counterparty_version"] == 2
+        theirs = await (await client.get(f"/v1/trades/A-{i}", headers=a)).json()
+        assert theirs["status"] == "matched"
+        assert theirs["match"]["match_id"] == trade["match"]["match_id"]
+        assert theirs["match"]["counterparty_trade_id"] == f"B-{i}"
+    assert await check_matching_invariants(conn) == 20
+    # Invariant 5: one feed row per version.
+    assert await conn.fetchval("SELECT count(*) FROM trades") == \
+        await conn.fetchval("SELECT count(*) FROM feed") == 80
+
+
+async def test_a_batch_matches_exactly_as_single_submissions_do(client, api, conn):
+    """The same trades, submitted one by one by two banks and in batches by two others,
+    end in the same states, version for version: mismatches (the one-at-a-time path
+    inside a batch), two lines after one resting trade (a contended candidate),
+    tolerances, another trade date."""
+    heads = {name: await api.participant(name) for name in ("BANKA", "BANKB", "BANKC",
+                                                             "BANKD")}
+    resp = await client.put("/v1/rules/XAU", json={"price_tolerance": {"abs": "0.50"}},
+                            headers=ADMIN)
+    assert resp.status == 200
+
+    def sells(me: str, cp: str) -> list[dict[str, Any]]:
+        return [trade_body("S-1", counterparty=cp, price="1000.00"),
+                trade_body("S-2", counterparty=cp, price="1003.00"),
+                trade_body("S-3", counterparty=cp, price="1010.00"),
+                trade_body("S-4", counterparty=cp, price="1020.00", trade_date="2026-11-19")]
+
+    def buys(me: str, cp: str) -> list[dict[str, Any]]:
+        return [buy("B-1", counterparty=cp, price="1000.40"),   # within tolerance of S-1
+                buy("B-2", counterparty=cp, price="1000.30"),   # S-1 taken: mismatches
+                buy("B-3", counterparty=cp, price="1010.00"),   # exact
+                buy("B-4", counterparty=cp, price="1003.60"),   # 0.60 off S-2: mismatch
+                buy("B-5", counterparty=cp, price="1020.00")]   # S-4 is another day
+
+    for body in sells("BANKA", "BANKB"):
+        resp = await client.post("/v1/trades", json=body, headers=heads["BANKA"])
+        assert resp.status == 201
+    for body in buys("BANKB", "BANKA"):
+        resp = await client.post("/v1/trades", json=body, headers=heads["BANKB"])
+        assert resp.status == 201
+    await batch(client, heads["BANKC"], *sells("BANKC", "BANKD"))
+    result = await batch(client, heads["BANKD"], *buys("BANKD", "BANKC"))
+    assert [r["result"] for r in result["results"]] == ["created"] * 5
+
+    async def state(participant: str) -> dict[str, tuple]:
+        rows = await conn.fetch(
+            "SELECT trade_id, version, status, match_counterparty_trade_id, mismatches "
+            "FROM trades WHERE latest AND participant = $1", participant)
+        return {r["trade_id"]: (r["version"], r["status"], r["match_counterparty_trade_id"],
+                                json.loads(r["mismatches"]) if isinstance(r["mismatches"], str)
+                                else r["mismatches"]) for r in rows}
+
+    assert await state("BANKC") == await state("BANKA")
+    assert await state("BANKD") == await state("BANKB")
+    statuses = {k: v[1] for k, v in (await state("BANKD")).items()}
+    assert statuses == {"B-1": "matched", "B-2": "mismatched", "B-3": "matched",
+                        "B-4": "mismatched", "B-5": "mismatched"}
+    # What the batch answered is each trade's latest version.
+    answered = {r["trade"]["trade_id"]: r["trade"]["version"] for r in result["results"]}
+    assert answered == {k: v[0] for k, v in (await state("BANKD")).items()}
+    await check_matching_invariants(conn)
+
+
+async def test_the_batch_endpoint_is_documented_and_answers_its_schema(client, banks):
+    from kevin.api.openapi_batch import BatchResult
+
+    a, _ = banks
+    body = await batch(client, a, trade_body("A-1"), "nope", trade_body("A-1", price="1"))
+    BatchResult.model_validate(body)  # the served shape is the documented one
+    spec = await (await client.get("/openapi.json")).json()
+    operation = spec["paths"]["/v1/trades/batch"]["post"]
+    assert "application/x-ndjson" in operation["requestBody"]["content"]
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/BatchResult"}
+    assert "BatchResult" in spec["components"]["schemas"]
+
+
+async def test_participants_are_isolated(client, banks):
+    a, b = banks
+    await batch(client, a, trade_body("X-1"))
+    # The same trade_id is BANKB's own, new trade: not BANKA's, not a conflict.
+    other = await batch(client, b, buy("X-1", price="5"))
+    assert other["results"][0]["result"] == "created"
+    assert other["results"][0]["trade"]["participant"] == "BANKB"
+    mine = await (await client.get("/v1/trades/X-1", headers=a)).json()
+    assert mine["price"] == "1000.25" and mine["participant"] == "BANKA"
+
+
+async def test_auth_content_type_and_limits(client, banks):
+    a, _ = banks
+    line = ndjson(trade_body("A-1"))
+    resp = await client.post("/v1/trades/batch", data=line, headers=NDJSON)
+    assert resp.status == 401
+    resp = await client.post("/v1/trades/batch", data=line, headers={**ADMIN, **NDJSON})
+    assert resp.status == 403
+    resp = await client.post("/v1/trades/batch", data=line,
+                             headers={**a, "Content-Type": "application/json"})
+    assert resp.status == 415
+    assert (await resp.json())["error"] == "unsupported_media_type"
+    too_many = b"\n".join(json.dumps(trade_body(f"T-{i}")).encode() for i in range(10_001))
+    resp = await client.post("/v1/trades/batch", data=io.BytesIO(too_many),
+                             headers={**a, **NDJSON})
+    assert resp.status == 413
+    body = await resp.json()
+    assert body["error"] == "payload_too_large" and body["details"]["lines"] == 10_001
+    huge = b'{"pad": "' + b"x" * (16 * 1024 * 1024) + b'"}\n'
+    resp = await client.post("/v1/trades/batch", data=io.BytesIO(huge), headers={**a, **NDJSON})
+    assert resp.status == 413
+    resp = await client.get("/v1/trades/A-1", headers=a)
+    assert resp.status == 404  # nothing of a refused batch is written
+
+
+@pytest.mark.slow
+async def test_ten_thousand_lines_over_one_mebibyte(client, banks, conn):
+    a, b = banks
+    lines = [trade_body(f"A-{i}", price=f"{1000 + i}", attributes={"note": "n" * 100})
+             for i in range(10_000)]
+    body = ndjson(*lines)
+    assert len(body) > 1024 * 1024  # past the 1 MiB of every other route
+    result = await batch(client, a, *lines)
+    assert len(result["results"]) == 10_000
+    assert {r["result"] for r in result["results"]} == {"created"}
+    matched = await batch(client, b, *(buy(f"B-{i}", price=f"{1000 + i}")
+                                       for i in range(0, 10_000, 2)))
+    assert {r["trade"]["status"] for r in matched["results"]} == {"matched"}
+    assert await check_matching_invariants(conn) == 5_000
