@@ -145,3 +145,17 @@ async def test_matches_mismatches_and_the_stp_rate_follow_the_engine(client, ban
     assert value(m, "kevin_mismatches_total") == 1
     assert value(m, "kevin_submissions_total", result="created") == 4
     assert value(m, "kevin_match_rate") == 0.5  # 2 of 4 trades matched straight through
+
+
+async def test_a_batch_counts_each_line(client, banks):
+    from kevin import jsoncodec
+
+    a, _ = banks
+    body = b"\n".join([jsoncodec.dumps(trade_body("A-1")), b"{not json",
+                       jsoncodec.dumps(trade_body("A-2"))])
+    resp = await client.post("/v1/trades/batch", data=body,
+                             headers={**a, "Content-Type": "application/x-ndjson"})
+    assert resp.status == 200, await resp.text()
+    m = await scrape(client)
+    assert value(m, "kevin_submissions_total", result="created") == 2
+    assert value(m, "kevin_submissions_total", result="invalid") == 1

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from kevin import jsoncodec
 from kevin.api import http
 from kevin.api.app import create_app
 from tests.conftest import ADMIN, ADMIN_TOKEN, trade_body
@@ -37,6 +38,7 @@ ISOLATED = {
     ("POST", "/v1/trades"), ("GET", "/v1/trades"), ("GET", "/v1/trades/{trade_id}"),
     ("PUT", "/v1/trades/{trade_id}"), ("DELETE", "/v1/trades/{trade_id}"),
     ("GET", "/v1/trades/{trade_id}/versions"), ("GET", "/v1/alleged"),
+    ("POST", "/v1/trades/batch"),
 }
 ENDPOINTS = PUBLIC | ADMIN_ONLY | ISOLATED
 
@@ -163,6 +165,28 @@ async def test_the_participant_comes_from_the_key_never_the_body(client, three):
     assert resp.status == 422  # an unknown field, not a way to write as someone else
     resp = await client.post("/v1/trades", json=trade_body("A-9"), headers=a)
     assert (await resp.json())["participant"] == "BANKA"
+
+
+async def test_a_batch_writes_only_the_callers_own_trades(client, three, conn):
+    a, b, _ = three
+    await client.post("/v1/trades", json=trade_body("A-1"), headers=a)
+    before = await conn.fetch("SELECT * FROM trades WHERE participant = 'BANKA'")
+    lines = [
+        {**trade_body("A-1", counterparty="BANKC"), "participant": "BANKA"},  # not a field
+        trade_body("A-1", counterparty="BANKC"),  # BANKB's own A-1, not BANKA's
+    ]
+    body = b"\n".join(jsoncodec.dumps(line) for line in lines)
+    resp = await client.post("/v1/trades/batch", data=body,
+                             headers={**b, "Content-Type": "application/x-ndjson"})
+    assert resp.status == 200, await resp.text()
+    results = (await resp.json())["results"]
+    assert [r["result"] for r in results] == ["invalid", "created"]
+    assert results[1]["trade"]["participant"] == "BANKB"
+    assert await conn.fetch("SELECT * FROM trades WHERE participant = 'BANKA'") == before
+    # The admin has no trades of its own to submit.
+    resp = await client.post("/v1/trades/batch", data=body,
+                             headers={**ADMIN, "Content-Type": "application/x-ndjson"})
+    assert resp.status == 403
 
 
 async def test_alleged_shows_only_trades_naming_me(client, three):
