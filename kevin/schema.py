@@ -211,3 +211,6 @@ trades_archive = sa.Table(
     sa.PrimaryKeyConstraint("participant", "trade_id", "version"),
     sa.CheckConstraint("NOT latest", name="never_latest"),
 )
+# As-of over a long archived history in one probe (alembic 0005; see SELECT_AS_OF).
+sa.Index("ix_trades_archive_as_of", trades_archive.c.participant, trades_archive.c.trade_id,
+         trades_archive.c.recorded_at)

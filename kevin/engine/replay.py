@@ -29,6 +29,7 @@ into another product, or force-matched with a trade of another.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -242,7 +243,10 @@ async def _plan(conn: asyncpg.Connection, since: datetime,
     stored_rules = await replay_store.rules_history(conn, products)
     versions = await replay_store.history(conn, products)
     history = split_history(versions, since, await replay_store.broken_pairs(conn))
-    replayed = await simulate(history, rules, stored_rules)
+    # The simulation is pure computation; in a worker thread (with its own event loop) a
+    # long replay does not stall the requests this process is serving meanwhile.
+    replayed = await asyncio.to_thread(
+        lambda: asyncio.run(simulate(history, rules, stored_rules)))
     return Plan(products, changes(history.latest, replayed), history.latest)
 
 
