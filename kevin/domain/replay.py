@@ -11,7 +11,7 @@ matching; the replay works those out afresh. No I/O here.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -32,7 +32,7 @@ PARTICIPANT_REASONS = frozenset({"submitted", "amended", "cancelled"})
 class ReplayRequest(BaseModel):
     """``POST /v1/replays``. ``rules`` names the products to replay and the rules to apply
     to each from ``since`` on; with no rules, every product with activity since then is
-    replayed under its current stored rules."""
+    replayed under the stored rules in force at each moment."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -255,6 +255,3 @@ def changes(before: Mapping[TradeRef, Trade], after: Mapping[TradeRef, Trade]
             out.append((current, after[trade_ref]))
     return out
 
-
-def products_of(rules: Mapping[str, Rules]) -> Sequence[str]:
-    return sorted(rules)
