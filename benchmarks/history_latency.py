@@ -157,7 +157,8 @@ async def main(server_url: str, rows: int, versions: int, repeat: int) -> None:
                 print(f"one trade: {participant}/{trade_id}")
                 await measure(conn, participant, trade_id, instants, versions, repeat, "hot")
 
-                cutoff = START + timedelta(days=1)
+                # After every version (synthetic instants): every non-latest one moves.
+                cutoff = START + timedelta(milliseconds=trades, minutes=versions, days=1)
                 started = time.perf_counter()
                 report = await archive(pool, cutoff)
                 took = time.perf_counter() - started

@@ -105,15 +105,24 @@ WHERE participant = $1 AND trade_id = $2 AND latest
 # trades_archive (alembic 0002), so archived versions stay visible. A version moves between
 # the two in one transaction, so one statement's snapshot sees it exactly once. Latest
 # reads stay on trades alone: a latest version is never archived.
-# Per trade recorded_at grows with the version, so "the highest version recorded by $3"
-# is "the last recorded by $3". Ordered by recorded_at, the archived branch is one probe of
-# ix_trades_archive_as_of however long the history; the hot branch sorts the trade's few
-# hot versions (version breaks a tie of equal timestamps, which clock_timestamp() makes
-# all but impossible).
+# The last version recorded by $3, taken from each table apart and the higher kept.
+# Per trade recorded_at grows with the version, so each branch may use its best index:
+# hot, a backward walk of the primary key from the newest version (a trade keeps few
+# versions hot); archived, one probe of ix_trades_archive_as_of however long the history.
+# (Through the trade_history view the planner would have to pick one order for both.)
 SELECT_AS_OF = f"""
-SELECT {TRADE_COLUMNS} FROM trade_history
-WHERE participant = $1 AND trade_id = $2 AND recorded_at <= $3
-ORDER BY recorded_at DESC, version DESC
+SELECT {TRADE_COLUMNS} FROM (
+    (SELECT {TRADE_COLUMNS} FROM trades
+     WHERE participant = $1 AND trade_id = $2 AND recorded_at <= $3
+     ORDER BY version DESC
+     LIMIT 1)
+    UNION ALL
+    (SELECT {TRADE_COLUMNS} FROM trades_archive
+     WHERE participant = $1 AND trade_id = $2 AND recorded_at <= $3
+     ORDER BY recorded_at DESC, version DESC
+     LIMIT 1)
+) AS candidates
+ORDER BY version DESC
 LIMIT 1
 """
 
