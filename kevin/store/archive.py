@@ -58,6 +58,11 @@ WHERE (t.participant, t.trade_id, t.version)
       = (batch.participant, batch.trade_id, batch.version)
 """  # noqa: S608
 
+# Archiving is a batch job, not a request: a batch may wait for another archiver's turn
+# (ARCHIVE_LOCK) and moves thousands of rows, so it does not live by the pool's per-request
+# statement timeout.
+STATEMENT_TIMEOUT = 600.0
+
 Key = tuple[str, str, int]
 START: Key = ("", "", 0)
 
@@ -74,15 +79,15 @@ async def archive_batch(
     """Move up to ``size`` non-latest versions recorded before ``before`` (and after the
     key ``after``) from trades to trades_archive. Call inside a transaction: the copy and
     the delete commit together or not at all."""
-    await conn.execute(DECLARE_ARCHIVING)
-    rows = await conn.fetch(SELECT_ARCHIVABLE, *after, before, size)
+    await conn.execute(DECLARE_ARCHIVING, timeout=STATEMENT_TIMEOUT)
+    rows = await conn.fetch(SELECT_ARCHIVABLE, *after, before, size, timeout=STATEMENT_TIMEOUT)
     if not rows:
         return Batch(0, None)
     columns = ([r["participant"] for r in rows], [r["trade_id"] for r in rows],
                [r["version"] for r in rows])
-    await conn.execute(COPY_TO_ARCHIVE, *columns)
+    await conn.execute(COPY_TO_ARCHIVE, *columns, timeout=STATEMENT_TIMEOUT)
     try:
-        status = await conn.execute(DELETE_ARCHIVED, *columns)
+        status = await conn.execute(DELETE_ARCHIVED, *columns, timeout=STATEMENT_TIMEOUT)
     except asyncpg.exceptions.RestrictViolationError as e:
         raise ArchiveRefused(
             "a version in this batch is already in trades_archive but was not copied by "

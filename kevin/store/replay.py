@@ -82,25 +82,32 @@ SELECT replay_id, since, rules, actor, applied, recorded_at FROM replays WHERE r
 """
 
 
+# A replay reads whole product histories: an operator's job, not a request, so it does not
+# live by the pool's per-request statement timeout.
+STATEMENT_TIMEOUT = 600.0
+
+
 async def active_products(conn: asyncpg.Connection, since: datetime) -> list[str]:
-    return [r["product"] for r in await conn.fetch(SELECT_ACTIVE_PRODUCTS, since)]
+    return [r["product"] for r in await conn.fetch(SELECT_ACTIVE_PRODUCTS, since,
+                                                             timeout=STATEMENT_TIMEOUT)]
 
 
 async def history(conn: asyncpg.Connection, products: Sequence[str]) -> list[StoredVersion]:
-    rows = await conn.fetch(SELECT_REPLAY_HISTORY, list(products))
+    rows = await conn.fetch(SELECT_REPLAY_HISTORY, list(products), timeout=STATEMENT_TIMEOUT)
     return [StoredVersion(trade_from_row(r), r["txid"], r["tx_started"]) for r in rows]
 
 
 async def broken_pairs(conn: asyncpg.Connection) -> list[tuple[TradeRef, TradeRef]]:
     return [((r["participant_a"], r["trade_id_a"]), (r["participant_b"], r["trade_id_b"]))
-            for r in await conn.fetch(SELECT_BROKEN_PAIRS)]
+            for r in await conn.fetch(SELECT_BROKEN_PAIRS, timeout=STATEMENT_TIMEOUT)]
 
 
 async def linked_products(conn: asyncpg.Connection, products: Sequence[str]) -> list[str]:
     """``products`` and every product their trades can meet, to a fixed point."""
     found = set(products)
     while True:
-        more = {r["product"] for r in await conn.fetch(SELECT_LINKED_PRODUCTS, sorted(found))}
+        more = {r["product"] for r in await conn.fetch(SELECT_LINKED_PRODUCTS, sorted(found),
+                                                      timeout=STATEMENT_TIMEOUT)}
         if more <= found:
             return sorted(found)
         found |= more
@@ -108,7 +115,8 @@ async def linked_products(conn: asyncpg.Connection, products: Sequence[str]) -> 
 
 async def rules_history(conn: asyncpg.Connection, products: Sequence[str]) -> RulesTimeline:
     timeline: RulesTimeline = {}
-    for r in await conn.fetch(SELECT_RULES_HISTORY, list(products)):
+    for r in await conn.fetch(SELECT_RULES_HISTORY, list(products),
+                              timeout=STATEMENT_TIMEOUT):
         timeline.setdefault(r["product"], []).append(
             (r["recorded_at"], r["version"], Rules.model_validate(r["body"])))
     return timeline
