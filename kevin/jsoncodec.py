@@ -4,6 +4,7 @@ the same digits, never through binary floats."""
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -13,10 +14,20 @@ import orjson
 
 def loads(data: str | bytes) -> Any:
     """Parse JSON; every non-integer number becomes a ``Decimal`` (NaN/Infinity too, so
-    that validation, not the parser, refuses them with a field-level message). Integers
-    beyond 64 bits become ``Decimal`` too: orjson writes no wider integer, and the digits
-    must come back as given."""
-    return json.loads(data, parse_float=Decimal, parse_constant=Decimal, parse_int=_int)
+    that validation, not the parser, refuses them with a field-level message). A lone
+    surrogate escape (``"\\ud800"``) is refused with ValueError: it is no Unicode text,
+    so it can be neither stored nor written back as UTF-8. Integers beyond 64 bits become
+    ``Decimal`` too: orjson writes no wider integer, and the digits must come back as
+    given."""
+    value = json.loads(data, parse_float=Decimal, parse_constant=Decimal, parse_int=_int)
+    # Only a body with such an escape needs the walk (a proper pair is one character).
+    if _SURROGATE_ESCAPE.search(data if isinstance(data, bytes) else data.encode(
+            "utf-8", "surrogatepass")):
+        _refuse_lone_surrogates(value)
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _int(text: str) -> int | Decimal:
@@ -25,6 +36,21 @@ def _int(text: str) -> int | Decimal:
         if not -(2**63) <= value < 2**64:
             return value
     return int(text)
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a string holds a lone UTF-16 surrogate escape") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_lone_surrogates(key)
+            _refuse_lone_surrogates(item)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_lone_surrogates(item)
 
 
 def _default(value: Any) -> Any:

@@ -41,6 +41,10 @@ HTTP_CODES = {
 }
 
 
+# A 401 names the scheme to use (RFC 9110 §11.6.1); a 503 says when to try again.
+_ERROR_HEADERS = {401: {"WWW-Authenticate": 'Bearer realm="kevin"'}, 503: {"Retry-After": "1"}}
+
+
 def status_of(error: e.KevinError) -> int:
     for cls in type(error).__mro__:
         if cls in STATUS:
@@ -80,8 +84,8 @@ async def _mapped(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except e.KevinError as error:
         status = status_of(error)
-        headers = {"Retry-After": "1"} if status == 503 else None
-        return error_response(status, error.code, error.message, error.details, headers)
+        return error_response(status, error.code, error.message, error.details,
+                              _ERROR_HEADERS.get(status))
     except web.HTTPException as http:
         if http.status in HTTP_CODES:
             code, message = HTTP_CODES[http.status]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -14,6 +14,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from kevin import jsoncodec
 from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE
 from kevin.domain import errors as e
+from kevin.engine.service import IfMatch
 from kevin.store.participants import hash_key
 
 M = TypeVar("M", bound=BaseModel)
@@ -130,12 +131,14 @@ async def read_model(request: web.Request, model: type[M]) -> M:
     return parse_model(model, await read_json(request))
 
 
-def if_match(request: web.Request) -> int | None:
-    """The version named by If-Match (``"3"``, ``W/"3"`` or ``3``); -1 when unparseable,
-    so it matches no version and the caller answers 412."""
+def if_match(request: web.Request) -> IfMatch:
+    """The version named by If-Match (``"3"``, ``W/"3"`` or ``3``), or ``"*"`` for whatever
+    version is current (RFC 9110); -1 when it names no version, so the caller answers 412."""
     raw = request.headers.get("If-Match")
     if raw is None:
         return None
+    if raw.strip() == "*":
+        return "*"
     # ASCII digits only: str.isdigit() also says yes to "²", which int() refuses.
     found = _IF_MATCH.fullmatch(raw.strip())
     return int(found.group(1) or found.group(2)) if found else -1
@@ -159,11 +162,23 @@ def query_instant(request: web.Request, name: str = "as_of") -> datetime | None:
         instant = _INSTANT.validate_python(raw) if _RFC3339.fullmatch(raw) else None
     except ValidationError:
         instant = None
+    if instant is not None and instant.tzinfo is not None and not _representable(instant):
+        instant = None
     if instant is None or instant.tzinfo is None:
         raise e.ValidationFailed(
             f"{name} must be an RFC 3339 timestamp with a zone",
             [{"field": name, "message": "expected e.g. 2026-11-21T10:00:00Z"}])
     return instant
+
+
+def _representable(instant: datetime) -> bool:
+    """Whether the instant exists in UTC: 0001-01-01T00:00:00+01:00 is a year-0 instant,
+    which neither Python nor the driver can carry."""
+    try:
+        instant.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 from aiohttp import web
 
@@ -23,6 +24,7 @@ from kevin.api.http import (
 )
 from kevin.domain import errors as e
 from kevin.domain.models import (
+    TRADE_ID_PATTERN,
     Status,
     Trade,
     TradeAmendment,
@@ -36,6 +38,18 @@ from kevin.store.trades import PageQuery
 routes = web.RouteTableDef()
 
 STATUSES: tuple[Status, ...] = ("unmatched", "matched", "mismatched", "cancelled")
+
+
+def _trade_id(request: web.Request) -> str:
+    """The trade_id in the path. One that breaks the pattern names no trade anyone could
+    have submitted: 404 like any unknown trade (and no such text reaches the database)."""
+    trade_id = request.match_info["trade_id"]
+    if not _TRADE_ID.fullmatch(trade_id):
+        raise e.NotFound(f"no trade {trade_id!r}")
+    return trade_id
+
+
+_TRADE_ID = re.compile(TRADE_ID_PATTERN)
 
 
 def _trade_response(trade: Trade, status: int = 200) -> web.Response:
@@ -59,7 +73,7 @@ async def submit_trade(request: web.Request) -> web.Response:
 @routes.put("/v1/trades/{trade_id}")
 async def amend_trade(request: web.Request) -> web.Response:
     participant = require_participant(await authenticate(request))
-    trade_id = request.match_info["trade_id"]
+    trade_id = _trade_id(request)
     amendment = parse_model(TradeAmendment, await read_json(request))
     if amendment.trade_id is not None and amendment.trade_id != trade_id:
         raise e.ValidationFailed("trade_id in the body differs from the path",
@@ -76,7 +90,7 @@ async def amend_trade(request: web.Request) -> web.Response:
 async def cancel_trade(request: web.Request) -> web.Response:
     participant = require_participant(await authenticate(request))
     trade = await request.app[KEVIN].cancel(
-        participant, request.match_info["trade_id"], if_match(request))
+        participant, _trade_id(request), if_match(request))
     return _trade_response(trade)
 
 
@@ -84,14 +98,14 @@ async def cancel_trade(request: web.Request) -> web.Response:
 async def get_trade(request: web.Request) -> web.Response:
     participant = acting_participant(request, await authenticate(request))
     trade = await request.app[KEVIN].get(
-        participant, request.match_info["trade_id"], query_instant(request))
+        participant, _trade_id(request), query_instant(request))
     return _trade_response(trade)
 
 
 @routes.get("/v1/trades/{trade_id}/versions")
 async def trade_versions(request: web.Request) -> web.Response:
     participant = acting_participant(request, await authenticate(request))
-    found = await request.app[KEVIN].versions(participant, request.match_info["trade_id"])
+    found = await request.app[KEVIN].versions(participant, _trade_id(request))
     return json_response(TradeVersions(versions=found))
 
 

@@ -48,11 +48,14 @@ class VersionConflict(KevinError):
 
     def __init__(self, current: int, expected: int | None = None) -> None:
         self.current = current
-        super().__init__(
-            f"If-Match names version {expected}, but the current version is {current}"
-            if expected is not None else f"the current version is {current}",
-            {"current_version": current},
-        )
+        if expected is None:
+            message = f"the current version is {current}"
+        elif expected < 0:  # an If-Match that is not an ETag this service issues
+            message = (f'If-Match names no version; send the ETag as given ("{current}" is '
+                       f"the current version)")
+        else:
+            message = f"If-Match names version {expected}, but the current version is {current}"
+        super().__init__(message, {"current_version": current})
 
 
 class PreconditionRequired(KevinError):

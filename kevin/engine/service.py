@@ -32,6 +32,8 @@ from kevin.store.matching import MatchKey
 from kevin.store.trades import NewVersion, PageQuery
 
 SubmitResult = Literal["created", "exists"]
+# What If-Match named: a version, "*" (whatever version is current, RFC 9110), or nothing.
+IfMatch = int | Literal["*"] | None
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +109,7 @@ class Kevin:
         return await submit_batch(self.pool, participant, submissions)
 
     async def amend(
-        self, participant: str, trade_id: str, if_match: int | None, terms: TradeTerms
+        self, participant: str, trade_id: str, if_match: IfMatch, terms: TradeTerms
     ) -> Trade:
         async with database.transaction(self.pool) as conn:
             current = await self._current_for_change(conn, participant, trade_id, if_match)
@@ -117,7 +119,7 @@ class Kevin:
             current = await self._current_for_change(conn, participant, trade_id, if_match)
             return await Matcher(conn, participant).amend(current, terms)
 
-    async def cancel(self, participant: str, trade_id: str, if_match: int | None) -> Trade:
+    async def cancel(self, participant: str, trade_id: str, if_match: IfMatch) -> Trade:
         async with database.transaction(self.pool) as conn:
             current = await self._current_for_change(conn, participant, trade_id, if_match)
             await match_store.lock_match_keys(conn, [MatchKey.of(participant, current.terms())])
@@ -126,7 +128,7 @@ class Kevin:
 
     @staticmethod
     async def _current_for_change(
-        conn: asyncpg.Connection, participant: str, trade_id: str, if_match: int | None
+        conn: asyncpg.Connection, participant: str, trade_id: str, if_match: IfMatch
     ) -> Trade:
         current = await store.latest(conn, participant, trade_id)
         if current is None:
@@ -136,7 +138,7 @@ class Kevin:
         if current.status == "cancelled":
             raise TradeCancelled(f"trade {trade_id} is cancelled",
                                  {"current_version": current.version})
-        if current.version != if_match:
+        if if_match != "*" and current.version != if_match:
             raise VersionConflict(current.version, if_match)
         return current
 
