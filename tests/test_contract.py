@@ -171,6 +171,17 @@ async def test_rfc3339_timestamps_with_any_zone_are_accepted(client, banks):
         resp = await client.get("/v1/trades/A-0001", params={"as_of": spelling}, headers=a)
         assert resp.status == 200, (spelling, await resp.text())
         assert (await resp.json())["version"] == 1
+    # Typed into a URL unencoded, the offset's "+" arrives as a space: still understood.
+    raw = at.astimezone(timezone(timedelta(hours=2))).isoformat()
+    resp = await client.get(f"/v1/trades/A-0001?as_of={raw}", headers=a)
+    assert resp.status == 200, await resp.text()
+
+
+async def test_a_replay_since_beyond_the_calendar_is_422(client):
+    resp = await client.post("/v1/replays", json={"since": "0001-01-01T00:00:00+01:00"},
+                             headers=ADMIN)
+    body = await error_of(resp, 422)
+    assert body["details"][0]["field"] == "since"
 
 
 async def test_timestamps_without_a_zone_or_not_rfc3339_are_422(client, banks):

@@ -113,7 +113,16 @@ def _instant_text(value: Any) -> Any:
     raise ValueError("expected an RFC 3339 timestamp with a zone, e.g. 2026-11-21T10:00:00Z")
 
 
-Instant = Annotated[AwareDatetime, BeforeValidator(_instant_text)]
+def in_utc(value: datetime) -> datetime:
+    """The instant in UTC. 0001-01-01T00:00:00+01:00 is valid RFC 3339 but lies in year 0,
+    which neither Python nor the driver can carry: refused, never a 500."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the instant lies outside the years 1 to 9999 in UTC") from None
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_instant_text), AfterValidator(in_utc)]
 
 
 class TradeTerms(BaseModel):
