@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -33,11 +34,21 @@ class CommandFailed(Exception):
     """A command could not do its job; the message is the one line the user sees."""
 
 
+def tune_garbage_collector() -> None:
+    """Objects alive after start-up (modules, the app) move out of the collector's sight,
+    and young-generation collections run every 50,000 allocations instead of 700: a
+    10,000-line batch allocates millions of short-lived objects, and the default
+    thresholds spent ~45% of its CPU in the collector (README, Performance)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 async def serve(settings: Settings, host: str, port: int) -> None:
     async with database_url(settings) as url:
         pool = await database.create_pool(url)
         try:
             app = create_app(Kevin(pool), settings.admin_token)
+            tune_garbage_collector()
             runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                    shutdown_timeout=HANDLER_GRACE)
             await runner.setup()

@@ -19,15 +19,16 @@ def loads(data: str | bytes) -> Any:
     so it can be neither stored nor written back as UTF-8. Integers beyond 64 bits become
     ``Decimal`` too: orjson writes no wider integer, and the digits must come back as
     given."""
-    value = json.loads(data, parse_float=Decimal, parse_constant=Decimal, parse_int=_int)
+    text = data.decode(json.detect_encoding(data), "surrogatepass") \
+        if isinstance(data, bytes | bytearray) else data
+    value = _DECODER.decode(text)
     # Only a body with such an escape needs the walk (a proper pair is one character).
-    if _SURROGATE_ESCAPE.search(data if isinstance(data, bytes) else data.encode(
-            "utf-8", "surrogatepass")):
+    if _SURROGATE_ESCAPE.search(text):
         _refuse_lone_surrogates(value)
     return value
 
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _int(text: str) -> int | Decimal:
@@ -51,6 +52,11 @@ def _refuse_lone_surrogates(value: Any) -> None:
     elif isinstance(value, list):
         for item in value:
             _refuse_lone_surrogates(item)
+
+
+# One decoder for every call: json.loads(..., parse_float=...) builds a new JSONDecoder
+# each time, a visible cost when every jsonb column of every row read comes through here.
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=Decimal, parse_int=_int)
 
 
 def _default(value: Any) -> Any:

@@ -23,6 +23,10 @@ async def stored(client, banks, conn):
     "UPDATE trades SET latest = true WHERE version = 1",
     # Flipping latest off is allowed only when nothing else changes with it.
     "UPDATE trades SET latest = false, reason = 'cancelled' WHERE version = 2",
+    # ... whatever the column: to NULL, in jsonb, by a rounding-free numeric change.
+    "UPDATE trades SET latest = false, location = NULL WHERE version = 2",
+    "UPDATE trades SET latest = false, attributes = '{\"x\": 1}' WHERE version = 2",
+    "UPDATE trades SET latest = false, quantity = quantity + 0.000001 WHERE version = 2",
     "UPDATE trades SET recorded_at = now() WHERE version = 1",
     "DELETE FROM trades WHERE version = 1",
     "DELETE FROM trades",

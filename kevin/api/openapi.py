@@ -161,7 +161,7 @@ def openapi_document() -> dict[str, Any]:
     }
     paths.update(openapi_matching.paths())
     paths.update(openapi_history.paths())
-    paths.update(openapi_batch.paths())
+    paths.update(openapi_batch.paths(paths))
     return {
         "openapi": "3.1.0",
         "info": {"title": "Kevin", "version": kevin.__version__,

@@ -26,10 +26,13 @@ class BatchResult(BaseModel):
 MODELS: list[tuple[type[BaseModel], str]] = [(BatchResult, "serialization")]
 
 
-def paths() -> dict[str, Any]:
+def paths(existing: dict[str, Any]) -> dict[str, Any]:
+    """The batch path. /v1/trades/batch is also the path of a trade whose trade_id is
+    "batch" (GET, PUT, DELETE there are the trade's), so those operations are listed too."""
     from kevin.api.openapi import _responses
 
-    return {"/v1/trades/batch": {"post": {
+    trade = existing["/v1/trades/{trade_id}"]
+    return {"/v1/trades/batch": {**{m: trade[m] for m in ("get", "put", "delete")}, "post": {
         "summary": (
             "Submit many trades: NDJSON (Content-Type application/x-ndjson), one trade per "
             "line as for POST /v1/trades, at most 10,000 lines (blank lines are skipped) and "
@@ -40,7 +43,9 @@ def paths() -> dict[str, Any]:
             "`exists` (the same body again) or `exists_with_different_fields`. One result "
             "per non-blank line, in order; 413 past either limit, nothing written."),
         "requestBody": {"required": True, "content": {
-            "application/x-ndjson": {"schema": {"type": "string"}}}},
+            # Any bytes are a batch: every line is judged on its own (no type to violate).
+            "application/x-ndjson": {"schema": {
+                "description": "Text: one JSON trade (as for POST /v1/trades) per line"}}}},
         "responses": _responses({"200": ("One result per line", "BatchResult")},
                                 ("401", "403", "413", "415", "503")),
     }}}

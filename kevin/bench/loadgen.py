@@ -156,7 +156,12 @@ def main() -> None:
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is optional
         runner = asyncio.run
-    result = runner(drive(config))
+    if config.get("mode") == "batch":
+        from kevin.bench import batch
+
+        result = runner(batch.drive(config))
+    else:
+        result = runner(drive(config))
     sys.stdout.write(json.dumps(result) + "\n")
 
 

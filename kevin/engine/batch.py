@@ -27,7 +27,7 @@ from uuid import uuid4
 
 import asyncpg
 
-from kevin.domain.errors import ExistsWithDifferentFields
+from kevin.domain.errors import ExistsWithDifferentFields, VersionConflict
 from kevin.domain.matching import Matched, decide, ref
 from kevin.domain.models import (
     TERM_FIELDS,
@@ -36,6 +36,7 @@ from kevin.domain.models import (
     TradeSubmission,
     TradeTerms,
     differing_fields,
+    trusted,
 )
 from kevin.domain.rules import EXACT_RULES, RulesVersion
 from kevin.engine.matching import Matcher
@@ -66,8 +67,7 @@ class LineOutcome:
 
 def terms_of(submission: TradeSubmission) -> TradeTerms:
     """The submission's terms, already validated as part of the submission."""
-    return TradeTerms.model_construct(**{name: getattr(submission, name)
-                                         for name in TERM_FIELDS})
+    return trusted(TradeTerms, {name: getattr(submission, name) for name in TERM_FIELDS})
 
 
 class _Batch:
@@ -88,10 +88,12 @@ class _Batch:
 
     def provisional(self, new: NewVersion) -> Trade:
         """The trade as it will be once inserted, for deciding ahead of the insert."""
-        return Trade.model_construct(
-            **dict(new.terms), trade_id=new.trade_id, participant=self.participant,
-            version=1, status="unmatched", reason="submitted", match=None, mismatches=[],
-            recorded_at=NOT_YET, first_submitted_at=NOT_YET, actor=self.participant)
+        return trusted(Trade, {
+            **new.terms.__dict__, "trade_id": new.trade_id, "participant": self.participant,
+            "version": 1, "status": "unmatched", "match": None, "mismatches": [],
+            "reason": "submitted", "comment": None, "recorded_at": NOT_YET,
+            "actor": self.participant, "first_submitted_at": NOT_YET, "rules_version": None,
+            "replay_id": None})
 
     async def run(self) -> None:
         position = 0
@@ -125,23 +127,29 @@ class _Batch:
             decided.append((index, decision.candidate, version))
             taken.add(ref(decision.candidate))
         run = news[:len(decided)]
-        inserted = await bulk.insert_versions(self.conn, run)
+        # A line that matches is written as version 1 already superseded and version 2
+        # matched (bulk_queries.INSERT_VERSIONS): no flip of a row this batch just wrote.
+        inserted = await bulk.insert_versions(self.conn, run,
+                                              [match is not None for match in decided])
         self.created.update(inserted)
-        matches: list[NewVersion] = []
+        ours: list[NewVersion] = []
+        theirs: list[NewVersion] = []
         for new, match in zip(run, decided, strict=True):
             if match is None or new.trade_id not in inserted:
                 continue  # it rests; or another writer created that trade_id meanwhile
-            ours, theirs, rules_version = inserted[new.trade_id], match[1], match[2]
+            mine, other, rules_version = inserted[new.trade_id], match[1], match[2]
             match_id = uuid4()
-            for leg, other in ((ours, theirs), (theirs, ours)):  # as Matcher.match writes
-                matches.append(store.next_version(
+            for leg, opposite, into in ((mine, other, ours), (other, mine, theirs)):
+                into.append(store.next_version(  # as Matcher.match writes both legs
                     leg, status="matched", reason="matched", actor=self.participant,
                     rules_version=rules_version, comment=None,
-                    match=MatchRef(match_id=match_id, counterparty_trade_id=other.trade_id,
-                                   counterparty_version=other.version + 1)))
-        for written in await store.append_versions(self.conn, matches):
-            if written.participant == self.participant:
-                self.created[written.trade_id] = written
+                    match=MatchRef(match_id=match_id, counterparty_trade_id=opposite.trade_id,
+                                   counterparty_version=opposite.version + 1)))
+        await bulk.append_versions(self.conn, theirs, self.participant)
+        written = await bulk.insert_versions(self.conn, ours)
+        if len(written) != len(ours):  # version 2 of a trade this batch created: unreachable
+            raise VersionConflict(2, 1)
+        self.created.update(written)
         return len(decided)
 
     async def single(self, new: NewVersion) -> None:

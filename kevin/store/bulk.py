@@ -8,9 +8,11 @@ from collections.abc import Iterable, Sequence
 import asyncpg
 
 from kevin import jsoncodec
+from kevin.domain.errors import VersionConflict
 from kevin.domain.models import Trade
 from kevin.domain.rules import Rules, RulesVersion
 from kevin.store import bulk_queries as q
+from kevin.store import queries
 from kevin.store.matching import (
     MATCH_LOCK_CLASS,
     MATCH_PER_SIDE,
@@ -43,14 +45,33 @@ async def latest_rules(conn: asyncpg.Connection,
     return {row["product"]: _rules_from_row(row) for row in rows}
 
 
-async def insert_versions(conn: asyncpg.Connection,
-                          news: Sequence[NewVersion]) -> dict[str, Trade]:
+async def insert_versions(conn: asyncpg.Connection, news: Sequence[NewVersion],
+                          superseded: Sequence[bool] | None = None) -> dict[str, Trade]:
     """Insert many versions (with their feed rows); those whose (trade, version) exists
-    already are skipped. Returns what was written, by trade_id."""
+    already are skipped. ``superseded``: per version, whether it is written already not
+    latest (its successor follows in this transaction). Returns what was written, by
+    trade_id."""
     if not news:
         return {}
-    rows = await conn.fetch(q.INSERT_VERSIONS, *_columns(news))
+    latest = [not s for s in superseded] if superseded is not None else [True] * len(news)
+    rows = await conn.fetch(q.INSERT_VERSIONS, *_columns(news), latest)
     return {row["trade_id"]: trade_from_row(row) for row in rows}
+
+
+async def append_versions(conn: asyncpg.Connection, news: Sequence[NewVersion],
+                          participant: str) -> dict[str, Trade]:
+    """kevin.store.trades.append_versions, returning only ``participant``'s new versions
+    (by trade_id): a batch answers with its own trades, so the counterparties' rows are
+    never turned into models."""
+    if not news:
+        return {}
+    rows = await conn.fetch(queries.APPEND_VERSIONS, *_columns(news))
+    if len(rows) != len(news):
+        done = {(r["participant"], r["trade_id"]) for r in rows}
+        lost = next(new for new in news if (new.participant, new.trade_id) not in done)
+        raise VersionConflict(lost.version - 1, lost.version - 1)
+    return {row["trade_id"]: trade_from_row(row) for row in rows
+            if row["participant"] == participant}
 
 
 async def latest_many(conn: asyncpg.Connection, participant: str,

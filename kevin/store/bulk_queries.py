@@ -17,18 +17,21 @@ _NEW_COLUMNS = """
     rules_version, comment, replay_id, actor, first_submitted_at
 """
 
-# Version 1 of many trades and their feed rows (queries.INSERT_VERSION, many rows). A
-# trade_id that exists already is skipped (ON CONFLICT on the primary key), exactly as
-# the single insert does; the caller tells those apart by the rows that come back.
-# Rows are inserted in the batch's order, so feed rows (and their written_at) follow it.
+# Many versions and their feed rows (queries.INSERT_VERSION, many rows). A version that
+# exists already is skipped (ON CONFLICT on the primary key), exactly as the single
+# insert does; the caller tells those apart by the rows that come back. Rows are
+# inserted in the batch's order, so feed rows (and their written_at) follow it.
+# $25, latest per row: a batch writes a trade it matches as version 1 already superseded
+# (latest false) and version 2 latest, both in this transaction — the state a flip
+# would leave, without the flip's UPDATE (a new row version, the trigger) per trade.
 INSERT_VERSIONS = f"""
 WITH new AS (
     SELECT * FROM unnest(
         $1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],
         $8::text[], $9::numeric[], $10::numeric[], $11::text[], $12::date[], $13::date[],
         $14::text[], $15::text[], $16::uuid[], $17::text[], $18::int[], $19::text[],
-        $20::int[], $21::text[], $22::uuid[], $23::text[], $24::timestamptz[]
-    ) WITH ORDINALITY AS n({_NEW_COLUMNS}, ord)
+        $20::int[], $21::text[], $22::uuid[], $23::text[], $24::timestamptz[], $25::bool[]
+    ) WITH ORDINALITY AS n({_NEW_COLUMNS}, latest, ord)
 ), version AS (
     INSERT INTO trades (
         participant, trade_id, version, latest, status, reason, counterparty, side,
@@ -36,7 +39,7 @@ WITH new AS (
         attributes, match_id, match_counterparty_trade_id, match_counterparty_version,
         mismatches, rules_version, comment, replay_id, actor, first_submitted_at
     )
-    SELECT participant, trade_id, version, true, status, reason, counterparty, side,
+    SELECT participant, trade_id, version, latest, status, reason, counterparty, side,
            product, quantity, price, currency, trade_date, settlement_date, location,
            attributes::jsonb, match_id, match_counterparty_trade_id,
            match_counterparty_version, mismatches::jsonb, rules_version, comment, replay_id,

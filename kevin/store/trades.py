@@ -22,6 +22,7 @@ from kevin.domain.models import (
     Status,
     Trade,
     TradeTerms,
+    trusted,
 )
 from kevin.store import queries as q
 
@@ -65,31 +66,32 @@ def _uuid(value: UUID | None) -> UUID | None:
 
 
 def trade_from_row(row: Mapping[str, Any]) -> Trade:
-    """A stored row as a Trade. Not validated again (model_construct): the row was
+    """A stored row as a Trade. Not validated again (models.trusted): the row was
     written from a validated model and the table's constraints hold it, and validating
     every row read was the largest Python cost of bulk submission in the profile."""
     match = None
     if row["match_id"] is not None:
-        match = MatchRef.model_construct(
-            match_id=_uuid(row["match_id"]),
-            counterparty_trade_id=row["match_counterparty_trade_id"],
-            counterparty_version=row["match_counterparty_version"],
-        )
-    return Trade.model_construct(
-        trade_id=row["trade_id"], participant=row["participant"], version=row["version"],
-        status=row["status"], reason=row["reason"], counterparty=row["counterparty"],
-        side=row["side"], product=row["product"], quantity=row["quantity"],
-        price=row["price"], currency=row["currency"], trade_date=row["trade_date"],
-        settlement_date=row["settlement_date"], location=row["location"],
-        attributes=row["attributes"], match=match,
-        mismatches=[Mismatch.model_construct(
-            counterparty_trade_id=m["counterparty_trade_id"],
-            fields=[MismatchField.model_construct(**f) for f in m["fields"]])
+        match = trusted(MatchRef, {
+            "match_id": _uuid(row["match_id"]),
+            "counterparty_trade_id": row["match_counterparty_trade_id"],
+            "counterparty_version": row["match_counterparty_version"],
+        })
+    return trusted(Trade, {
+        "counterparty": row["counterparty"], "side": row["side"], "product": row["product"],
+        "quantity": row["quantity"], "price": row["price"], "currency": row["currency"],
+        "trade_date": row["trade_date"], "settlement_date": row["settlement_date"],
+        "location": row["location"], "attributes": row["attributes"],
+        "trade_id": row["trade_id"], "participant": row["participant"],
+        "version": row["version"], "status": row["status"], "match": match,
+        "mismatches": [trusted(Mismatch, {
+            "counterparty_trade_id": m["counterparty_trade_id"],
+            "fields": [trusted(MismatchField, dict(f)) for f in m["fields"]]})
             for m in row["mismatches"]],
-        comment=row["comment"], recorded_at=row["recorded_at"], actor=row["actor"],
-        first_submitted_at=row["first_submitted_at"], rules_version=row["rules_version"],
-        replay_id=_uuid(row["replay_id"]),
-    )
+        "reason": row["reason"], "comment": row["comment"],
+        "recorded_at": row["recorded_at"], "actor": row["actor"],
+        "first_submitted_at": row["first_submitted_at"],
+        "rules_version": row["rules_version"], "replay_id": _uuid(row["replay_id"]),
+    })
 
 
 async def insert_version(conn: asyncpg.Connection, new: NewVersion) -> Trade | None:
