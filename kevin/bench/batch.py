@@ -158,10 +158,10 @@ def text(figures: dict[str, Any]) -> str:
     return "\n".join([
         f"batch: {s['requests']} requests of {figures['lines_per_request']} lines "
         f"(sells, then the buys that match them)",
-        f"  COPY ceiling {c['trades_per_s']:>10.1f} trades/s   ({c['what']})",
+        f"  copy ceiling {c['trades_per_s']:>10.1f} trades/s   ({c['what']})",
         f"  service      {s['trades_per_s']:>10.1f} trades/s   request p50 "
         f"{s['request_ms']['p50_ms']:.0f} ms, max {s['request_ms']['max_ms']:.0f} ms; "
         f"{s['matched_lines']} lines matched",
-        f"  ratio        {figures['ratio']} x COPY",
+        f"  ratio        {figures['ratio']} x the copy ceiling",
     ])
 
