@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import structlog
@@ -226,8 +226,16 @@ def _safe(url: str) -> str:
     return f"{scheme}{sep}{userinfo}{at}{hostpart}"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments fail like everything else: one line on stderr, no usage block
+    (argparse's exit status 2 is kept). Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kevin", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="kevin", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_p = commands.add_parser("serve", help="run the HTTP service (migrates first)")
     serve_p.add_argument("--host", help="listen address (KEVIN_HOST, default 127.0.0.1)")

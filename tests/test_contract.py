@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -887,6 +890,21 @@ async def test_admin_break_match_is_200_both_broken_and_never_auto_matched_again
     await error_of(await client.delete(f"/v1/admin/matches/{match_id}", headers=a), 403)
 
 
+# --- Command line and configuration ---------------------------------------------------
+
+
+def test_bad_arguments_fail_with_a_one_line_reason_and_no_traceback():
+    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", ".")}
+    for args in (["serve", "--port", "abc"], ["bogus"], ["participant", "add"],
+                 ["participant", "add", "lower"], ["archive", "--before", "yesterday"],
+                 ["replay", "--since", "2026-11-21T10:00:00"]):
+        done = subprocess.run([sys.executable, "-m", "kevin.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0, args
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in done.stderr, (args, done.stderr)
+
+
 # --- Operations --------------------------------------------------------------------------
 
 
@@ -916,6 +934,20 @@ async def test_openapi_documents_every_route_the_service_answers(client):
     documented = {(path, method) for path, item in spec["paths"].items()
                   for method in item if method != "parameters"}
     assert served - documented == set()
+
+
+async def test_openapi_documents_the_etag_location_and_www_authenticate_headers(client):
+    spec = await (await client.get("/openapi.json")).json()
+    created = spec["paths"]["/v1/trades"]["post"]["responses"]["201"]["headers"]
+    assert {"ETag", "Location"} <= set(created)
+    for method in ("get", "put", "delete"):
+        ok = spec["paths"]["/v1/trades/{trade_id}"][method]["responses"]["200"]
+        assert "ETag" in ok["headers"], method
+    assert "WWW-Authenticate" in spec["paths"]["/v1/trades"]["get"]["responses"]["401"][
+        "headers"]
+    if_match = next(p for p in spec["paths"]["/v1/trades/{trade_id}"]["put"]["parameters"]
+                    if p["name"] == "If-Match")
+    assert '"*"' in if_match["description"]
 
 
 async def test_unknown_routes_and_wrong_methods_answer_in_the_error_shape(client, banks):

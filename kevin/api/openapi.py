@@ -63,9 +63,10 @@ TRADE_ID = _param("trade_id", "path", {"type": "string", "pattern": r"^[A-Za-z0-
 # OpenAPI tools take for a broken API (they expect 400/422). Any value is accepted on the
 # wire; one that names no version ("3" as in the ETag, W/"3" or 3) is refused with 412.
 IF_MATCH = _param("If-Match", "header", {"type": "string"}, False,
-                  'The version the change derives from, as in the ETag: "3". Needed: '
-                  "without it the change is refused with 428; a stale or unreadable "
-                  "version with 412.")
+                  'The version the change derives from, as in the ETag: "3" (W/"3" and 3 '
+                  'are read the same; "*" is whatever version is current, RFC 9110). '
+                  "Needed: without it the change is refused with 428; a stale version, or "
+                  "a value that names no version, with 412 and details.current_version.")
 AS_OF = _param("as_of", "query", {"type": "string", "format": "date-time"}, False,
                "An RFC 3339 instant with a zone; answers as of then (inclusive).")
 PARTICIPANT = _param("participant", "query",
@@ -73,6 +74,52 @@ PARTICIPANT = _param("participant", "query",
                      "Admin only: whose trades to read (empty is the same as absent). A "
                      "participant naming another participant gets 404.")
 AUTH = ("401",)
+
+
+ETAG = {"description": 'The trade\'s current version, "3": send it back as If-Match.',
+        "schema": {"type": "string", "pattern": r'^"[0-9]+"$'}}
+LOCATION = {"description": "The new trade: /v1/trades/{trade_id}.",
+            "schema": {"type": "string"}}
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": {"description": 'Bearer realm="kevin"',
+                                             "schema": {"type": "string"}}}
+
+
+def _trade_headers(paths: dict[str, Any]) -> None:
+    """Every answer carrying one trade says its version in ETag; a new one its Location."""
+    for path in ("/v1/trades", "/v1/trades/{trade_id}"):
+        for method, operation in paths[path].items():
+            if method == "parameters" or (path, method) == ("/v1/trades", "get"):
+                continue
+            for code in ("200", "201"):
+                if code in operation["responses"]:
+                    headers = {"ETag": ETAG, **({"Location": LOCATION} if code == "201" else {})}
+                    operation["responses"][code]["headers"] = headers
+
+
+def _document_401(paths: dict[str, Any]) -> None:
+    for item in paths.values():
+        for method, operation in item.items():
+            if method != "parameters" and "401" in operation.get("responses", {}):
+                operation["responses"]["401"]["headers"] = UNAUTHORIZED_HEADERS
+
+
+DESCRIPTION = """Post-trade confirmation matching on an append-only store.
+
+Conventions (the contract, and what Kevin does where it is silent):
+- JSON in and out, UTF-8; request bodies over 1 MiB are refused with 413 (the NDJSON
+  batch has its own limits). A body that is not JSON (or is empty, or holds a lone UTF-16
+  surrogate escape) is 400; JSON that is not the expected object is 422 (field "body").
+- Decimals are strings in responses; requests accept strings or JSON numbers, parsed
+  exactly as decimals. Non-finite, negative or zero quantity/price is 422.
+- Timestamps in responses are RFC 3339 in UTC with microseconds and "Z"; requests take RFC
+  3339 with any zone (an unencoded "+" before a query offset, read as a space, is taken as
+  "+"). Dates are YYYY-MM-DD.
+- Every error is {"error", "message", "details"}; 422 details are a list of
+  {"field", "message"}. 401 answers carry WWW-Authenticate: Bearer.
+- A trade's version is its ETag; If-Match takes it back for PUT and DELETE.
+- Another participant's trade, or a trade_id outside [A-Za-z0-9._:-]{1,64}, is 404.
+- Unknown query parameters are ignored; an unknown value of a known one is 422.
+"""
 
 
 @functools.cache
@@ -159,15 +206,14 @@ def openapi_document() -> dict[str, Any]:
                                           "503": {"description": "not ready",
                                                   **_json(_ref("ErrorBody"))}}}},
     }
+    _trade_headers(paths)
     paths.update(openapi_matching.paths())
     paths.update(openapi_history.paths())
     paths.update(openapi_batch.paths(paths))
+    _document_401(paths)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Kevin", "version": kevin.__version__,
-                 "description": "Post-trade confirmation matching on an append-only store. "
-                                "Decimals are strings in responses; requests accept strings "
-                                "or JSON numbers, parsed exactly."},
+        "info": {"title": "Kevin", "version": kevin.__version__, "description": DESCRIPTION},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "paths": paths,
