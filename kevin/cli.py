@@ -257,8 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="versions per transaction (default 5000)")
     bench_p = commands.add_parser(
         "bench", help="measure the service against a raw-PostgreSQL ceiling (scratch databases)")
-    bench_p.add_argument("mode", nargs="?", choices=("pairs", "batch", "all"), default="pairs",
-                         help="matched pairs over HTTP (default), bulk ingest, or both")
+    bench_p.add_argument("mode", nargs="?", choices=("pairs", "batch", "all"), default="all",
+                         help="matched pairs over HTTP, bulk ingest, or both (default)")
     bench_p.add_argument("--concurrency", type=int, default=8,
                          help="clients / connections (default 8)")
     bench_p.add_argument("--keys", type=int, default=0,

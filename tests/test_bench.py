@@ -92,3 +92,17 @@ async def test_ceiling_issues_the_engines_statements_for_a_pair(db_url: str) -> 
         await pool.close()
     assert len(engine) >= 6, engine
     assert recorded == engine
+
+
+async def test_bench_batch_against_a_copy_ceiling(server_url: str, tmp_path: Path) -> None:
+    output = tmp_path / "batch.json"
+    done = run_cli("bench", "batch", "--batch-lines", "200", "--batch-requests", "2",
+                   "--output", str(output), timeout=120, KEVIN_DATABASE_URL=server_url)
+    assert done.returncode == 0, done.stderr
+    batch = json.loads(output.read_text())["batch"]
+    assert batch["ceiling"]["trades"] == batch["service"]["trades"] == 400
+    assert batch["service"]["results"] == {"created": 400}
+    assert batch["service"]["matched_lines"] == 200  # every buy matched its sell
+    assert batch["ceiling"]["trades_per_s"] > 0 and batch["ratio"] > 0
+    assert not set(json.loads(output.read_text())["scratch_databases"]) \
+        & set(await _bench_databases(server_url))

@@ -10,6 +10,7 @@ cost of everything Kevin adds on top of PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,22 +47,21 @@ async def run(url: str, *, concurrency: int, duration: float, warmup: float, key
     pool = await database.create_pool(url, min_size=concurrency, max_size=concurrency)
     work = pair_statements()
     tally = Tally()
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+    start = time.perf_counter()
     window = (start + warmup, start + warmup + duration)
 
     async def client(c: int) -> None:
         i = 0
         async with pool.acquire() as conn:
             while True:
-                began = loop.time()
+                began = time.perf_counter()
                 if began >= window[1]:
                     return
                 try:
                     await work(conn, run_id, c, i, keys)
                 except asyncpg.PostgresError:
                     tally.errors += 1
-                done = loop.time()
+                done = time.perf_counter()
                 if window[0] <= began and done <= window[1]:
                     tally.pairs += 1
                     tally.latencies.append(done - began)

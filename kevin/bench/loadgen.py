@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,6 @@ class FeedWatcher:
     all_seen: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def follow(self, session: aiohttp.ClientSession, url: str, token: str) -> None:
-        loop = asyncio.get_running_loop()
         headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
         async with session.get(f"{url}/v1/feed", headers=headers,
                                timeout=aiohttp.ClientTimeout(total=None)) as resp:
@@ -56,7 +56,7 @@ class FeedWatcher:
                 elif line.startswith(b"data:") and event == b"matched":
                     data = orjson.loads(line[5:])
                     key = (data["participant"], data["trade_id"])
-                    self.seen.setdefault(key, loop.time())
+                    self.seen.setdefault(key, time.perf_counter())
                     self.events += 1
                     if self.wanted and key in self.wanted:
                         self.wanted.discard(key)
@@ -80,7 +80,6 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
     keys_of = {w.SELLER: config["seller_key"], w.BUYER: config["buyer_key"]}
     headers = {p: {"Authorization": f"Bearer {k}", "Content-Type": "application/json"}
                for p, k in keys_of.items()}
-    loop = asyncio.get_running_loop()
     pairs: list[Pair] = []
     errors: dict[str, int] = {}
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
@@ -100,20 +99,20 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
                     return None
                 return orjson.loads(payload)
 
-        start = loop.time()
+        start = time.perf_counter()
         window = (start + warmup, start + warmup + duration)
 
         async def client(c: int) -> None:
             i = 0
-            while loop.time() < window[1]:
+            while time.perf_counter() < window[1]:
                 sell, buy = w.pair_terms(run_id, c, i, keys)
                 i += 1
-                began = loop.time()
+                began = time.perf_counter()
                 if await post(w.SELLER, sell) is None:
                     continue
-                sent = loop.time()
+                sent = time.perf_counter()
                 answer = await post(w.BUYER, buy)
-                answered = loop.time()
+                answered = time.perf_counter()
                 if answer is None or not (window[0] <= began and answered <= window[1]):
                     continue
                 pairs.append(Pair((w.SELLER, sell["trade_id"]), (w.BUYER, buy["trade_id"]),

@@ -37,7 +37,7 @@ class BenchFailed(Exception):
 
 @dataclass(frozen=True)
 class Options:
-    mode: str = "pairs"  # pairs | batch | all
+    mode: str = "all"  # pairs | batch | all
     concurrency: int = 8
     keys: int = 0  # distinct match keys; 0 = one per client
     warmup: float = 2.0
