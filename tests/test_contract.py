@@ -993,10 +993,24 @@ async def test_huge_numbers_are_422_never_400_or_500(client, banks):
 
 async def test_text_postgresql_cannot_store_is_422_never_500(client, banks):
     a, _ = banks
-    for body in [trade_body("U-1", location="a\u0000b"),
-                 trade_body("U-2", attributes={"k": "\u0000"}),
-                 trade_body("U-3", attributes={"\u0000": 1})]:
-        await error_of(await client.post("/v1/trades", json=body, headers=a), 422)
+    for field, body in [("location", trade_body("U-1", location="a\u0000b")),
+                        ("attributes", trade_body("U-2", attributes={"k": ["\u0000"]})),
+                        ("attributes", trade_body("U-3", attributes={"\u0000": 1}))]:
+        error = await error_of(await client.post("/v1/trades", json=body, headers=a), 422)
+        assert [d["field"] for d in error["details"]] == [field]
+
+
+async def test_a_batch_line_with_unstorable_text_spoils_no_other_line(client, banks):
+    a, _ = banks
+    lines = [trade_body("K-1"), trade_body("K-2", location="a\u0000b"),
+             trade_body("K-3", attributes={"x": {"y": "\u0000"}})]
+    resp = await client.post("/v1/trades/batch", data=b"\n".join(
+        json.dumps(line).encode() for line in lines),
+        headers={**a, "Content-Type": "application/x-ndjson"})
+    assert resp.status == 200, await resp.text()
+    results = (await resp.json())["results"]
+    assert [r["result"] for r in results] == ["created", "invalid", "invalid"]
+    assert results[1]["error"]["error"] == "validation_failed"
 
 
 async def test_a_lone_surrogate_escape_is_malformed_json_400(client, banks, conn):

@@ -50,12 +50,24 @@ def utc_text(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def storable_text(value: str) -> str:
+    """PostgreSQL cannot store NUL in text or jsonb: refused here, per field, so that one
+    bad line of a batch spoils no other (the database would refuse the whole statement)."""
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL (\\u0000)")
+    return value
+
+
 def _finite_json(value: Any) -> Any:
-    """Attributes are stored as given, but JSON has no NaN or Infinity."""
+    """Attributes are stored as given, but JSON has no NaN or Infinity, and PostgreSQL's
+    jsonb no NUL character."""
     if isinstance(value, Decimal) and not value.is_finite():
         raise ValueError("numbers must be finite")
-    if isinstance(value, dict):
-        for item in value.values():
+    if isinstance(value, str):
+        storable_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            storable_text(key)
             _finite_json(item)
     elif isinstance(value, list):
         for item in value:
@@ -153,7 +165,8 @@ class TradeTerms(BaseModel):
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
     trade_date: IsoDate
     settlement_date: IsoDate
-    location: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    location: Annotated[str, StringConstraints(min_length=1, max_length=64),
+                        AfterValidator(storable_text)] | None = None
     attributes: Attributes = Field(default_factory=dict)
 
 
