@@ -275,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay_p.add_argument("--since", required=True, type=_instant, metavar="T",
                           help="RFC 3339 timestamp with a zone")
     replay_p.add_argument("--rules", metavar="FILE",
-                          help='JSON {"PRODUCT": {rules}}; default: stored rules of every '
-                               "product active since T")
+                          help='JSON {"PRODUCT": {rules}}; default: every product active '
+                               "since T, under the stored rules in force at each moment")
     replay_p.add_argument("--apply", action="store_true",
                           help="write the changes (reason replayed); default: a dry run")
     return parser
