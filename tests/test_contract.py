@@ -496,6 +496,15 @@ async def test_a_trade_id_that_cannot_exist_reads_404(client, banks):
                                            headers={**a, "If-Match": '"1"'}), 404)
 
 
+async def test_trade_ids_are_unique_per_participant_only(client, banks):
+    a, b = banks
+    ours = await client.post("/v1/trades", json=trade_body("SAME-1"), headers=a)
+    theirs = await client.post("/v1/trades", json=mirror("SAME-1", price="1"), headers=b)
+    assert ours.status == theirs.status == 201
+    assert (await (await client.get("/v1/trades/SAME-1", headers=a)).json())["price"] == "1000.25"
+    assert (await (await client.get("/v1/trades/SAME-1", headers=b)).json())["price"] == "1"
+
+
 async def test_the_participant_comes_from_the_key_never_the_body(client, banks):
     a, _ = banks
     resp = await client.post("/v1/trades", json=trade_body(participant="BANKB"), headers=a)
@@ -888,6 +897,35 @@ async def test_admin_break_match_is_200_both_broken_and_never_auto_matched_again
     await error_of(await client.delete(f"/v1/admin/matches/{match_id}", headers=ADMIN), 404)
     await error_of(await client.delete("/v1/admin/matches/not-a-uuid", headers=ADMIN), 404)
     await error_of(await client.delete(f"/v1/admin/matches/{match_id}", headers=a), 403)
+
+
+# --- Replay (admin) ----------------------------------------------------------------------
+
+
+async def test_replay_dry_run_shows_changes_and_apply_writes_replayed_versions(client, banks):
+    a, b = banks
+    since = (await created(client, a, trade_body("A-1", price="1000")))["recorded_at"]
+    assert (await created(client, b, mirror("B-1", price="1000.40")))["status"] == "mismatched"
+    body = {"since": since, "rules": {"XAU": {"price_tolerance": {"abs": "0.50"}}},
+            "apply": False}
+    await error_of(await client.post("/v1/replays", json=body, headers=a), 403)
+    resp = await client.post("/v1/replays", json=body, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    dry = await resp.json()
+    assert isinstance(dry["replay_id"], str)
+    changed = {(c["participant"], c["trade_id"]): c for c in dry["changes"]}
+    assert set(changed) == {("BANKA", "A-1"), ("BANKB", "B-1")}
+    assert {"participant", "trade_id", "before", "after"} <= set(changed["BANKA", "A-1"])
+    assert changed["BANKA", "A-1"]["after"]["status"] == "matched"
+    assert (await (await client.get("/v1/trades/A-1", headers=a)).json())["status"] != "matched"
+    applied = await (await client.post("/v1/replays", json={**body, "apply": True},
+                                       headers=ADMIN)).json()
+    assert {(c["participant"], c["trade_id"]) for c in applied["changes"]} == set(changed)
+    now = await (await client.get("/v1/trades/A-1", headers=a)).json()
+    assert now["status"] == "matched" and now["reason"] == "replayed"
+    history = await (await client.get("/v1/trades/A-1/versions", headers=a)).json()
+    assert [v["version"] for v in history["versions"]] == list(
+        range(1, len(history["versions"]) + 1))  # appended, never rewritten
 
 
 # --- Command line and configuration ---------------------------------------------------
