@@ -30,11 +30,13 @@ into another product, or force-matched with a trade of another.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import uuid
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -79,12 +81,17 @@ def _book_key(trade: Trade) -> BookKey:
 
 
 class Book:
-    """The latest version of every trade in a replay, indexed by match key and side."""
+    """The latest version of every trade in a replay, with the two indexes live matching
+    has in the database: resting trades by match key and side in price order (as
+    ix_trades_resting), and mismatched trades by the trade their list names (as
+    ix_trades_mismatch_targets)."""
 
     def __init__(self, trades: Iterable[Trade] = ()) -> None:
         self.trades: dict[TradeRef, Trade] = {}
-        self._by_key: dict[BookKey, set[TradeRef]] = defaultdict(set)
-        self._by_pair: dict[tuple[str, str], set[TradeRef]] = defaultdict(set)
+        # (price, participant, trade_id) of resting trades, sorted, per key and side.
+        self._resting: dict[BookKey, list[tuple[Decimal, str, str]]] = defaultdict(list)
+        # (participant, counterparty, named trade_id) -> mismatched trades naming it.
+        self._naming: dict[tuple[str, str, str], set[TradeRef]] = defaultdict(set)
         for trade in trades:
             self.put(trade)
 
@@ -94,23 +101,68 @@ class Book:
     def put(self, trade: Trade) -> None:
         old = self.trades.get(ref(trade))
         if old is not None:
-            self._by_key[_book_key(old)].discard(ref(old))
-            self._by_pair[(old.participant, old.counterparty)].discard(ref(old))
+            if old.status in RESTING:
+                entries = self._resting[_book_key(old)]
+                index = bisect.bisect_left(entries, (old.price, *ref(old)))
+                assert entries[index] == (old.price, *ref(old)), "book index out of step"
+                del entries[index]
+            for named in _named(old):
+                self._naming[named].discard(ref(old))
         self.trades[ref(trade)] = trade
-        self._by_key[_book_key(trade)].add(ref(trade))
-        self._by_pair[(trade.participant, trade.counterparty)].add(ref(trade))
+        if trade.status in RESTING:
+            bisect.insort(self._resting[_book_key(trade)], (trade.price, *ref(trade)))
+        for named in _named(trade):
+            self._naming[named].add(ref(trade))
 
-    def of_pair(self, participant: str, counterparty: str) -> list[Trade]:
-        """Every trade ``participant`` has with ``counterparty``, in trade_id order."""
-        return [self.trades[r] for r in sorted(self._by_pair.get((participant, counterparty),
-                                                                  ()))]
+    def naming(self, participant: str, counterparty: str, trade_id: str) -> list[Trade]:
+        """Mismatched trades of ``participant`` with ``counterparty`` whose mismatch list
+        names ``trade_id``, in trade_id order."""
+        refs = self._naming.get((participant, counterparty, trade_id), ())
+        return [self.trades[r] for r in sorted(refs)]
 
-    def opposite(self, trade: Trade) -> list[Trade]:
-        """Live trades of the mirrored participants on the other side of the same product
-        and currency (``decide`` checks the rest)."""
+    def candidates(self, trade: Trade, rules: Rules,
+                   eligible: Callable[[Trade], bool]) -> list[Trade]:
+        """The resting counterparts ``decide`` needs to decide ``trade`` exactly as it
+        would over all of them: every eligible one whose price can be within tolerance
+        (``rules.price_bounds``, a superset), and on each side of the price the eligible
+        ones at the three nearest price levels (the nearest three by invariant 7's order
+        are among them, whichever they are)."""
         other_side = "buy" if trade.side == "sell" else "sell"
-        key = (trade.product, trade.currency, trade.counterparty, trade.participant, other_side)
-        return [self.trades[r] for r in sorted(self._by_key.get(key, ()))]
+        entries = self._resting.get(
+            (trade.product, trade.currency, trade.counterparty, trade.participant, other_side),
+            [])
+        chosen: dict[TradeRef, Trade] = {}
+
+        def take(index: int) -> Trade | None:
+            candidate = self.trades[(entries[index][1], entries[index][2])]
+            if eligible(candidate):
+                chosen[ref(candidate)] = candidate
+                return candidate
+            return None
+
+        low, high = rules.price_bounds(trade.price)
+        first = bisect.bisect_left(entries, (low,))
+        for index in range(first, len(entries)):
+            if high is not None and entries[index][0] > high:
+                break
+            take(index)
+        middle = bisect.bisect_left(entries, (trade.price,))
+        for indexes in (range(middle, len(entries)), range(middle - 1, -1, -1)):
+            levels: list[Decimal] = []
+            for index in indexes:
+                price = entries[index][0]
+                if len(levels) == 3 and price != levels[-1]:
+                    break
+                if take(index) is not None and (not levels or levels[-1] != price):
+                    levels.append(price)
+        return list(chosen.values())
+
+
+def _named(trade: Trade) -> list[tuple[str, str, str]]:
+    if trade.status != "mismatched":
+        return []
+    return [(trade.participant, trade.counterparty, m.counterparty_trade_id)
+            for m in trade.mismatches]
 
 
 class ReplayMatcher(Matcher):
@@ -162,15 +214,18 @@ class ReplayMatcher(Matcher):
         return written
 
     async def find_candidates(self, trade: Trade, rules: Rules) -> list[Trade]:
-        return [c for c in self.book.opposite(trade)
-                if c.status in RESTING and frozenset((ref(c), ref(trade))) not in self.broken]
+        """As kevin.store.matching.find_candidates: resting counterparts (``decide``
+        checks the key fields and the trade date), never a pair an operator broke."""
+        def eligible(candidate: Trade) -> bool:
+            return (candidate.trade_date == trade.trade_date
+                    and frozenset((ref(candidate), ref(trade))) not in self.broken)
+
+        return self.book.candidates(trade, rules, eligible)
 
     async def pointing_at(self, trade: Trade) -> list[Trade]:
         """As kevin.store.matching.POINTING_AT: mismatched trades of the counterparty
         with this participant whose mismatch list names this trade."""
-        return [t for t in self.book.of_pair(trade.counterparty, trade.participant)
-                if t.status == "mismatched"
-                and any(m.counterparty_trade_id == trade.trade_id for m in t.mismatches)]
+        return self.book.naming(trade.counterparty, trade.participant, trade.trade_id)
 
     async def pointing_at_all(self, trades: Sequence[Trade]) -> list[Trade]:
         return [found for trade in trades for found in await self.pointing_at(trade)]
@@ -236,18 +291,32 @@ class Plan:
     current: dict[TradeRef, Trade]
 
 
-async def _plan(conn: asyncpg.Connection, since: datetime,
-                rules: Mapping[str, Rules]) -> Plan:
+@dataclass(frozen=True)
+class Loaded:
+    """What a replay reads: its products, their stored rules, and their history."""
+
+    products: list[str]
+    stored_rules: RulesTimeline
+    history: History
+
+
+async def _load(conn: asyncpg.Connection, since: datetime,
+                rules: Mapping[str, Rules]) -> Loaded:
     named = sorted(rules) if rules else await replay_store.active_products(conn, since)
     products = await replay_store.linked_products(conn, named)
     stored_rules = await replay_store.rules_history(conn, products)
     versions = await replay_store.history(conn, products)
     history = split_history(versions, since, await replay_store.broken_pairs(conn))
+    return Loaded(products, stored_rules, history)
+
+
+async def _plan(loaded: Loaded, rules: Mapping[str, Rules]) -> Plan:
     # The simulation is pure computation; in a worker thread (with its own event loop) a
     # long replay does not stall the requests this process is serving meanwhile.
+    history = loaded.history
     replayed = await asyncio.to_thread(
-        lambda: asyncio.run(simulate(history, rules, stored_rules)))
-    return Plan(products, changes(history.latest, replayed), history.latest)
+        lambda: asyncio.run(simulate(history, rules, loaded.stored_rules)))
+    return Plan(loaded.products, changes(history.latest, replayed), history.latest)
 
 
 def _keys(trades: Iterable[Trade]) -> set[MatchKey]:
@@ -268,7 +337,7 @@ class Replayer:
             # they are compared with cannot disagree. Nothing is written.
             async with database.connection(self.pool) as conn, conn.transaction(
                     isolation="repeatable_read", readonly=True):
-                plan = await _plan(conn, since, rules)
+                plan = await _plan(await _load(conn, since, rules), rules)
             return ReplayResult(
                 replay_id=replay_id, since=since, applied=False, products=plan.products,
                 changes=[ReplayChange(participant=c.participant, trade_id=c.trade_id,
@@ -290,13 +359,13 @@ class Replayer:
                            rules: Mapping[str, Rules]) -> Plan:
         """Plan under the match-key locks of every trade in scope, as live matching
         takes them: nothing changes these trades until we commit. A trade may enter a new
-        key while we lock, so re-plan until the keys are all held."""
+        key while we lock, so re-read until the keys are all held, then simulate once."""
         held: set[MatchKey] = set()
         for _ in range(LOCK_ROUNDS):
-            plan = await _plan(conn, since, rules)
-            needed = _keys(plan.current.values()) - held
+            loaded = await _load(conn, since, rules)
+            needed = _keys(loaded.history.latest.values()) - held
             if not needed:
-                return plan
+                return await _plan(loaded, rules)
             # Keys are taken in ascending lock-id order within a round; across rounds we
             # may take a lower id after a higher one, but only after re-reading, and live
             # writers hold at most the two keys of one trade, so waits stay short.
@@ -318,7 +387,7 @@ async def _write(conn: asyncpg.Connection, plan: Plan, replay_id: UUID,
     each side names the version the other is about to get."""
     changed = {ref(current): (current, replayed) for current, replayed in plan.changes}
     match_ids: dict[frozenset[TradeRef], UUID] = {}
-    written = []
+    news = []
     for trade_ref in sorted(changed):
         current, replayed = changed[trade_ref]
         match = None
@@ -331,7 +400,9 @@ async def _write(conn: asyncpg.Connection, plan: Plan, replay_id: UUID,
             match = MatchRef(match_id=match_ids.setdefault(pair, uuid.uuid4()),
                              counterparty_trade_id=partner_ref[1],
                              counterparty_version=partner[0].version + 1)
-        written.append((current, await store.append_version(
-            conn, current, status=replayed.status, reason="replayed", actor=actor,
-            match=match, mismatches=list(replayed.mismatches), replay_id=replay_id)))
-    return written
+        news.append(store.next_version(
+            current, status=replayed.status, reason="replayed", actor=actor,
+            match=match, mismatches=list(replayed.mismatches), replay_id=replay_id))
+    # All in one statement, each against the version it derives from (invariant 3).
+    written = await store.append_versions(conn, news, timeout=replay_store.STATEMENT_TIMEOUT)
+    return [(changed[ref(w)][0], w) for w in written]

@@ -124,7 +124,8 @@ def _columns(news: Sequence[NewVersion]) -> list[list[Any]]:
     return columns
 
 
-async def append_versions(conn: asyncpg.Connection, news: Sequence[NewVersion]) -> list[Trade]:
+async def append_versions(conn: asyncpg.Connection, news: Sequence[NewVersion],
+                          timeout: float | None = None) -> list[Trade]:
     """Write each new version against the version before it (invariant 3), all in one
     round trip; returned in the order given.
 
@@ -134,7 +135,7 @@ async def append_versions(conn: asyncpg.Connection, news: Sequence[NewVersion]) 
     """
     if not news:
         return []
-    rows = await conn.fetch(q.APPEND_VERSIONS, *_columns(news))
+    rows = await conn.fetch(q.APPEND_VERSIONS, *_columns(news), timeout=timeout)
     if len(rows) == len(news):
         written = {(r["participant"], r["trade_id"]): trade_from_row(r) for r in rows}
         return [written[(new.participant, new.trade_id)] for new in news]

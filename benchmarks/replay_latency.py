@@ -1,0 +1,102 @@
+"""How long a replay takes over a day of trades: dry run and apply.
+
+    python -m benchmarks.replay_latency [--server-url URL] [--trades 10000]
+
+Builds a throwaway database (KEVIN_BENCH_DATABASE_URL, else the local test server),
+submits ``trades`` XAU trades through the service's bulk path — half BANKA's sells, half
+BANKB's buys at prices spread so that exact matching pairs about a third of them — then
+times a dry-run replay from before the first trade under a 0.50 price tolerance, the
+apply of the same replay, and a second dry run (which must find nothing left to change).
+The database is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import random
+import time
+import uuid
+from decimal import Decimal
+
+import asyncpg
+import structlog
+
+from kevin.dburl import to_asyncpg_dsn, with_database
+from kevin.domain.models import TradeSubmission
+from kevin.domain.rules import Rules
+from kevin.engine.replay import Replayer
+from kevin.engine.service import Kevin
+from kevin.store import database
+
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+BATCH = 1000
+
+
+def _line(trade_id: str, side: str, counterparty: str, price: Decimal) -> TradeSubmission:
+    return TradeSubmission.model_validate({
+        "trade_id": trade_id, "counterparty": counterparty, "side": side, "product": "XAU",
+        "quantity": "100", "price": str(price), "currency": "USD",
+        "trade_date": "2026-11-20", "settlement_date": "2026-11-24", "location": "LDN"})
+
+
+async def main(server_url: str, trades: int) -> None:
+    name = f"kevin_bench_replay_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(to_asyncpg_dsn(server_url))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = with_database(server_url, name)
+    try:
+        await database.migrate(url)
+        pool = await database.create_pool(url, min_size=1, max_size=4, command_timeout=600)
+        try:
+            service = Kevin(pool)
+            for participant in ("BANKA", "BANKB"):
+                await service.create_participant(participant)
+            async with pool.acquire() as conn:
+                since = await conn.fetchval("SELECT clock_timestamp()")
+            rng = random.Random(7)
+            started = time.perf_counter()
+            for side, participant, counterparty in (("sell", "BANKA", "BANKB"),
+                                                    ("buy", "BANKB", "BANKA")):
+                lines = [_line(f"{participant[-1]}-{i}", side, counterparty,
+                               Decimal(1000) + Decimal(rng.randrange(0, 300)) / 100)
+                         for i in range(trades // 2)]
+                for at in range(0, len(lines), BATCH):
+                    await service.submit_batch(participant, lines[at:at + BATCH])
+            async with pool.acquire() as conn:
+                versions = await conn.fetchval("SELECT count(*) FROM trade_history")
+                matched = await conn.fetchval(
+                    "SELECT count(*) FROM trades WHERE latest AND status = 'matched'")
+            print(f"PostgreSQL {await _version(pool)}; {trades:,} XAU trades "
+                  f"({versions:,} versions, {matched:,} matched exactly) "
+                  f"built in {time.perf_counter() - started:.1f} s")
+            replayer = Replayer(pool)
+            loose = {"XAU": Rules.model_validate({"price_tolerance": {"abs": "0.50"}})}
+            for label, apply in (("dry run", False), ("apply", True), ("dry run again", False)):
+                started = time.perf_counter()
+                result = await replayer.replay(since, loose, apply=apply, actor="bench")
+                took = time.perf_counter() - started
+                print(f"  {label:13}: {took:6.2f} s, {len(result.changes):,} changes "
+                      f"({trades / took:,.0f} trades replayed/s)")
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def _version(pool: asyncpg.Pool) -> str:
+    async with pool.acquire() as conn:
+        return await conn.fetchval("SHOW server_version")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server-url", default=os.environ.get("KEVIN_BENCH_DATABASE_URL",
+                                                               DEFAULT_SERVER))
+    parser.add_argument("--trades", type=int, default=10_000)
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    asyncio.run(main(args.server_url, args.trades))

@@ -1,0 +1,68 @@
+"""The replay's in-memory book hands ``decide`` a few candidates instead of every resting
+counterpart, as the live candidate query does: the decision must be the same."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from kevin.domain.matching import decide
+from kevin.domain.models import Trade
+from kevin.domain.rules import Rules
+from kevin.engine.replay import Book
+
+T0 = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def _trade(rng: random.Random, i: int, participant: str, side: str) -> Trade:
+    counterparty = "BANKB" if participant == "BANKA" else "BANKA"
+    return Trade.model_validate({
+        "trade_id": f"{participant[-1]}-{i}", "participant": participant, "version": 1,
+        "status": rng.choice(["unmatched", "mismatched", "unmatched", "cancelled"]),
+        "reason": "submitted", "counterparty": counterparty, "side": side,
+        "product": "XAU", "currency": rng.choice(["USD", "USD", "USD", "EUR"]),
+        "quantity": str(rng.choice([100, 100, 101, 105])),
+        "price": str(Decimal(1000) + Decimal(rng.randrange(-400, 400)) / 100),
+        "trade_date": date(2026, 11, rng.choice([19, 20, 20, 20])),
+        "settlement_date": date(2026, 11, rng.choice([23, 24, 25])),
+        "location": rng.choice(["LDN", "NYC", None]),
+        "recorded_at": T0, "first_submitted_at": T0 + timedelta(seconds=rng.randrange(60)),
+    })
+
+
+RULES = [
+    Rules(),
+    Rules.model_validate({"price_tolerance": {"abs": "0.50"}}),
+    Rules.model_validate({"price_tolerance": {"abs": "2"}, "quantity_tolerance": {"abs": "1"},
+                          "settlement_date_window_days": 1, "location": "ignore"}),
+    Rules.model_validate({"price_tolerance": {"bps": "5"}, "location": "ignore"}),
+    Rules.model_validate({"price_tolerance": {"bps": "20000"}}),
+]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_books_candidates_decide_as_all_counterparts_would(seed):
+    rng = random.Random(seed)
+    trades = []
+    for i in range(rng.choice([5, 40, 300])):
+        participant = rng.choice(["BANKA", "BANKB"])
+        side = "sell" if participant == "BANKA" else "buy"
+        trades.append(_trade(rng, i, participant, side))
+    book = Book(trades)
+    broken = {frozenset(((t.participant, t.trade_id), (u.participant, u.trade_id)))
+              for t, u in zip(trades, reversed(trades), strict=True) if rng.random() < 0.05}
+
+    def eligible_for(trade: Trade):
+        return lambda c: (c.trade_date == trade.trade_date and frozenset(
+            ((c.participant, c.trade_id), (trade.participant, trade.trade_id))) not in broken)
+
+    for trade in rng.sample(trades, min(60, len(trades))):
+        for rules in RULES:
+            everyone = [c for c in trades if eligible_for(trade)(c)
+                        and c.status in ("unmatched", "mismatched")]
+            few = book.candidates(trade, rules, eligible_for(trade))
+            assert len(few) <= len(everyone)
+            assert decide(trade, few, rules) == decide(trade, everyone, rules), (seed, rules)
