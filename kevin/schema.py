@@ -154,7 +154,19 @@ feed = sa.Table(
 )
 sa.Index("ix_feed_participant_seq", feed.c.participant, feed.c.seq,
          postgresql_where=feed.c.seq.isnot(None))
-sa.Index("ix_feed_unsequenced", feed.c.id, postgresql_where=feed.c.seq.is_(None))
+# The sequencer's backlog, in the order it hands out seqs (kevin.store.feed_queries).
+sa.Index("ix_feed_unsequenced", feed.c.written_at, feed.c.id,
+         postgresql_where=feed.c.seq.is_(None))
+
+# The NATS relay's durable position: the highest seq JetStream acknowledged, per relay.
+relay_checkpoints = sa.Table(
+    "relay_checkpoints",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.text("clock_timestamp()")),
+)
 
 # Matching rules per product, versioned and append-only like trades.
 rules = sa.Table(

@@ -8,6 +8,7 @@ from kevin.api import (
     admin,
     alleged,
     batch,
+    feed,
     metrics,
     ops,
     participants,
@@ -19,9 +20,12 @@ from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE
 from kevin.api.errors import request_context
 from kevin.api.http import MAX_BODY
 from kevin.engine.service import Kevin
+from kevin.feed.runtime import FeedOptions, install_feed
 
 
-def create_app(service: Kevin, admin_token: str | None) -> web.Application:
+def create_app(
+    service: Kevin, admin_token: str | None, feed_options: FeedOptions | None = None
+) -> web.Application:
     # metrics.observe outermost: it times the whole request and sees the mapped status.
     app = web.Application(client_max_size=MAX_BODY,
                           middlewares=[metrics.observe, request_context])
@@ -37,4 +41,8 @@ def create_app(service: Kevin, admin_token: str | None) -> web.Application:
     app.add_routes(alleged.routes)
     app.add_routes(admin.routes)
     app.add_routes(replays.routes)
+    app.add_routes(feed.routes)
+    # The feed's watch and sequencer run in the background of every app (and so of every
+    # `kevin serve` and every test client); SSE streams end on shutdown.
+    install_feed(app, service.pool, feed_options or FeedOptions())
     return app

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 import kevin
+from kevin.domain.feed import FeedPage, FeedUpdate
 from kevin.domain.models import (
     ErrorBody,
     ParticipantCreate,
@@ -24,6 +25,7 @@ MODELS = [
     (TradeVersions, "serialization"), (TradePage, "serialization"),
     (ParticipantCreate, "validation"), (ParticipantCreated, "serialization"),
     (ErrorBody, "serialization"),
+    (FeedUpdate, "serialization"), (FeedPage, "serialization"),
 ]
 
 ERROR_STATUSES = {
@@ -194,6 +196,33 @@ def openapi_document() -> dict[str, Any]:
                                         (*AUTH, "404", "422", "503")),
             },
         },
+        "/v1/feed": {"get": {
+            "summary": "The match feed: every new version of your trades (the admin: all), "
+                       "in commit order, each with a global, strictly increasing seq. "
+                       "Accept: text/event-stream streams Server-Sent Events (id: seq, "
+                       "event: reason, data: FeedUpdate; comment lines as heartbeats); "
+                       "Accept: application/json returns one FeedPage. At-least-once: "
+                       "apply idempotently on (trade_id, version).",
+            "parameters": [
+                _param("after", "query", {"type": "integer", "minimum": 0}, False,
+                       "Resume after this seq (default 0: from the start)."),
+                _param("Last-Event-ID", "header", {"type": "string", "pattern": "^[0-9]+$"},
+                       False, "SSE resume position; wins over after."),
+                _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
+                       False, "JSON pages: at most this many updates (default 100)."),
+                _param("wait", "query", {"type": "integer", "minimum": 0, "maximum": 30},
+                       False, "JSON pages: long-poll up to this many seconds when empty."),
+                _param("participant", "query", {"type": "string"}, False,
+                       "Admin only: one participant's updates."),
+            ],
+            "responses": {
+                "200": {"description": "A page, or an event stream",
+                        "content": {"application/json": {"schema": _ref("FeedPage")},
+                                    "text/event-stream": {"schema": {"type": "string"}}}},
+                **{code: {"description": ERROR_STATUSES[code], **_json(_ref("ErrorBody"))}
+                   for code in ("401", "403", "422", "503")},
+            },
+        }},
         "/healthz": {"get": {"summary": "The process is up.", "security": [],
                              "responses": {"200": {"description": "up"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format).",

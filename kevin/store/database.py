@@ -8,7 +8,7 @@ import contextlib
 import functools
 import threading
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -71,6 +71,28 @@ async def create_pool(
         raise DatabaseUnavailable(f"cannot connect to the database: {e}") from e
 
 
+# Callbacks run after each transaction() on a pool commits (the feed sequencer's wake-up:
+# in-process, so writers need no NOTIFY, whose commit-time lock would serialise them).
+# Keyed by id(pool): asyncpg pools take no weak references; every hook is removed again
+# by its owner (the app's cleanup), so no entry outlives its pool.
+_commit_hooks: dict[int, list[Callable[[], None]]] = {}
+
+
+def on_commit(pool: asyncpg.Pool, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` (cheap, never raising) after every committed transaction() on
+    ``pool``; returns the function that removes it again."""
+    hooks = _commit_hooks.setdefault(id(pool), [])
+    hooks.append(callback)
+
+    def remove() -> None:
+        if callback in hooks:
+            hooks.remove(callback)
+        if not hooks and _commit_hooks.get(id(pool)) is hooks:
+            del _commit_hooks[id(pool)]
+
+    return remove
+
+
 @contextlib.asynccontextmanager
 async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """One connection, one transaction; a lost database surfaces as DatabaseUnavailable."""
@@ -91,6 +113,8 @@ async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         raise DatabaseUnavailable() from e
     except UNSTORABLE_TEXT as e:
         raise _unstorable(e) from e
+    for hook in _commit_hooks.get(id(pool), ()):
+        hook()
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,45 @@
+"""The feed's values: one update per trade version, as SSE events and JSON pages carry it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from kevin.domain.models import MatchRef, Reason, Status, Trade, UtcText
+
+
+class FeedUpdate(BaseModel):
+    """A new version of a trade, at its place ``seq`` on the feed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    event: Reason  # why the version exists: the version's `reason`
+    trade_id: str
+    participant: str
+    version: int
+    status: Status
+    match: MatchRef | None
+    trade: Trade
+    recorded_at: Annotated[AwareDatetime, UtcText]
+
+    @classmethod
+    def of(cls, seq: int, trade: Trade) -> FeedUpdate:
+        return cls(
+            seq=seq, event=trade.reason, trade_id=trade.trade_id,
+            participant=trade.participant, version=trade.version, status=trade.status,
+            match=trade.match, trade=trade, recorded_at=trade.recorded_at,
+        )
+
+    def body(self) -> dict[str, Any]:
+        """The JSON-ready body (decimals as strings, times in UTC)."""
+        return self.model_dump(mode="python")
+
+
+class FeedPage(BaseModel):
+    """``GET /v1/feed`` as JSON: updates after ``after``; ``last_seq`` is where to resume
+    (the last update's seq, or ``after`` itself when the page is empty)."""
+
+    updates: list[FeedUpdate]
+    last_seq: int

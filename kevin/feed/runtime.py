@@ -1,0 +1,76 @@
+"""The feed inside a server process: the watch, the sequencer, readers, SSE streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from kevin.domain.feed import FeedUpdate
+from kevin.feed.sequencer import Sequencer
+from kevin.feed.watch import FeedWatch
+from kevin.store import database
+from kevin.store import feed as store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class FeedOptions:
+    sequencer: bool = True  # run a sequencer in this process (safe in many at once)
+    heartbeat: float = 15.0  # seconds of silence before an SSE comment line
+    write_timeout: float = 30.0  # an SSE client that takes longer to accept a write is dropped
+    batch: int = 200  # updates per SSE read/write: bounds memory per stream
+    watch_poll: float = 0.5  # fallback poll of the feed head when NOTIFY is missed
+    sequencer_poll: float = 0.1  # fallback poll for writes committed by other processes
+
+
+@dataclass
+class FeedRuntime:
+    pool: asyncpg.Pool
+    options: FeedOptions
+    watch: FeedWatch
+    sequencer: Sequencer | None
+    active_streams: int = 0  # SSE streams open in this process (tests, metrics)
+
+    async def page(self, after: int, participant: str | None, limit: int) -> list[FeedUpdate]:
+        async with database.connection(self.pool) as conn:
+            return await store.updates_after(conn, after, participant, limit)
+
+
+FEED = web.AppKey("feed", FeedRuntime)
+
+
+def install_feed(app: web.Application, pool: asyncpg.Pool, options: FeedOptions) -> None:
+    watch = FeedWatch(pool, options.watch_poll)
+    sequencer = (Sequencer(pool, watch, poll_interval=options.sequencer_poll)
+                 if options.sequencer else None)
+    app[FEED] = FeedRuntime(pool, options, watch, sequencer)
+    app.cleanup_ctx.append(_background)
+    app.on_shutdown.append(_close_streams)
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    feed = app[FEED]
+    feed.watch.closing = False
+    tasks = [asyncio.create_task(feed.watch.run(), name="feed-watch")]
+    if feed.sequencer is not None:
+        tasks.append(asyncio.create_task(feed.sequencer.run(), name="feed-sequencer"))
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _close_streams(app: web.Application) -> None:
+    """on_shutdown: every SSE stream ends cleanly (its loop sees `closing` and returns)."""
+    app[FEED].watch.close()

@@ -1,0 +1,89 @@
+"""FeedWatch: the highest sequenced seq a process knows of, and a way to wait for more.
+
+One per process. It learns the head from three sources: the in-process sequencer
+(immediately), LISTEN on the sequencer's channel (other processes), and a poll of
+max(seq) (the fallback: LISTEN/NOTIFY is a hint — a notification sent while the listener
+was reconnecting is simply lost). Readers never take data from here; they only learn
+*when* to pull again from their own durable position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import structlog
+
+from kevin.store import database
+from kevin.store import feed as store
+from kevin.store.feed_queries import FEED_CHANNEL
+
+log = structlog.get_logger(__name__)
+
+
+class FeedWatch:
+    def __init__(self, pool: asyncpg.Pool, poll_interval: float = 0.5) -> None:
+        self.pool = pool
+        self.poll_interval = poll_interval
+        self.head = 0
+        self.closing = False
+        self._changed = asyncio.Event()
+
+    def advance(self, seq: int) -> None:
+        """The feed reaches at least ``seq`` (committed and visible to every new query)."""
+        if seq > self.head:
+            self.head = seq
+            self._wake()
+
+    def close(self) -> None:
+        """Wake every waiter for good (server shutdown)."""
+        self.closing = True
+        self._wake()
+
+    def _wake(self) -> None:
+        # A fresh Event per generation: waiters hold the one current when they started,
+        # so a wake-up is never missed between a check and a wait.
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_beyond(self, seq: int, seconds: float) -> bool:
+        """Until the head passes ``seq`` (True), or timeout / shutdown (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self.head <= seq and not self.closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+        return self.head > seq and not self.closing
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload.isdigit():
+            self.advance(int(payload))
+
+    async def run(self) -> None:
+        """Listen and poll until cancelled; database blips are logged and retried."""
+        backoff = 0.1
+        while True:
+            try:
+                async with database.connection(self.pool) as conn:
+                    await conn.add_listener(FEED_CHANNEL, self._on_notify)
+                    try:
+                        while not conn.is_closed():
+                            self.advance(await store.max_seq(conn))
+                            backoff = 0.1
+                            await asyncio.sleep(self.poll_interval)
+                    finally:
+                        if not conn.is_closed():
+                            with contextlib.suppress(Exception):
+                                await conn.remove_listener(FEED_CHANNEL, self._on_notify)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # never let a blip end the watch
+                log.warning("feed watch: database unavailable, retrying", error=repr(e),
+                            retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)

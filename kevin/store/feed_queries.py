@@ -1,0 +1,120 @@
+"""Every SQL statement of the match feed (sequencer, readers, relay position), named.
+
+Parameters are always bound ($1, $2, …); no value is ever formatted into SQL text.
+"""
+
+from kevin.store.queries import TRADE_COLUMNS
+
+# Any constant shared by every Kevin process: only one sequencer works at a time, across
+# all processes on the database. The _xact_ form is released by COMMIT/ROLLBACK itself,
+# so a crashed sequencer can never leave the lock behind.
+SEQUENCER_LOCK_KEY = 0x4B6576696E466565  # "KevinFee"
+
+# Channels. Readers LISTEN on FEED_CHANNEL (payload: the new highest seq); the sequencer
+# LISTENs on WRITTEN_CHANNEL. Both are hints that wake a loop early; every loop also
+# polls, because a notification is lost when nobody listens at that instant.
+FEED_CHANNEL = "kevin_feed"
+WRITTEN_CHANNEL = "kevin_feed_written"
+
+TRY_SEQUENCER_LOCK = "SELECT pg_try_advisory_xact_lock($1)"
+
+# A cheap probe (the partial index ix_feed_unsequenced holds only unsequenced rows), so
+# an idle sequencer costs one index lookup per poll and no transaction.
+ANY_UNSEQUENCED = "SELECT EXISTS (SELECT 1 FROM feed WHERE seq IS NULL)"
+
+# The skipped-row remedy: writers insert feed rows with seq NULL in the version's own
+# transaction (no counter, no lock: writers never wait for each other); this statement,
+# run by the single sequencer AFTER those transactions commit, hands out the public seq.
+#
+# * Run under pg_try_advisory_xact_lock(SEQUENCER_LOCK_KEY), taken by an EARLIER statement
+#   of the same transaction, so this statement's snapshot (READ COMMITTED: one per
+#   statement) already sees every seq the previous sequencer committed: max(seq) is
+#   exact, and seqs are handed out strictly increasing across rounds and processes.
+# * Eligible rows: txid < pg_snapshot_xmin(pg_current_snapshot()). Every transaction
+#   older than the snapshot's xmin has finished, so no transaction that is still in
+#   flight can own an eligible row, and any row that commits later gets a larger seq
+#   than all those assigned now. A reader that has seen seq N therefore never later
+#   finds a committed update with a smaller seq (invariant 6): seqs only become visible
+#   when this transaction commits, all at once, and later ones are always larger.
+# * Per-trade order: xids are assigned at a transaction's first write, so version n+1's
+#   transaction may own a SMALLER xid than version n's (it wrote something else first and
+#   then waited for n to commit). Then n+1 can be eligible while n (committed, but with
+#   an xid >= xmin) is not; such a row is held back while an unsequenced smaller version
+#   of the same trade exists that is not itself eligible, so a trade's versions never
+#   appear on the feed out of order.
+# * Order within a round: (written_at, id). written_at is clock_timestamp() at insert,
+#   and version n+1 is only inserted after version n committed, so per trade written_at
+#   grows with the version; id breaks ties between unrelated rows deterministically.
+# * Batches of at most $1 rows keep each round's transaction short; the caller loops
+#   while a round is full. ix_feed_unsequenced_written serves the ordered scan and
+#   uq_feed_participant_trade_id_version the held-back probe.
+SEQUENCE_BATCH = """
+WITH horizon AS (
+    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
+), eligible AS (
+    SELECT f.id, f.written_at
+    FROM feed f, horizon h
+    WHERE f.seq IS NULL
+      AND f.txid < h.xmin
+      AND NOT EXISTS (
+          SELECT 1 FROM feed earlier
+          WHERE earlier.participant = f.participant
+            AND earlier.trade_id = f.trade_id
+            AND earlier.version < f.version
+            AND earlier.seq IS NULL
+            AND earlier.txid >= h.xmin
+      )
+    ORDER BY f.written_at, f.id
+    LIMIT $1
+), top AS (
+    SELECT coalesce(max(seq), 0) AS seq FROM feed
+), numbered AS (
+    SELECT e.id, top.seq + row_number() OVER (ORDER BY e.written_at, e.id) AS seq
+    FROM eligible e, top
+)
+UPDATE feed SET seq = numbered.seq
+FROM numbered
+WHERE feed.id = numbered.id
+RETURNING feed.seq
+"""
+
+# Wake readers in every process; delivered at commit, i.e. only once the seqs are visible.
+# Only the sequencer notifies (writers never do: a NOTIFY takes a database-wide lock at
+# commit, which would serialise every writer's commit; the sequencer is alone anyway).
+NOTIFY_SEQUENCED = "SELECT pg_notify($1, $2)"
+
+MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM feed"
+
+# A reader's page: every update after $1 in seq order, with the version it announces.
+# trade_history (trades UNION ALL trades_archive), so an archived version still resolves
+# for a consumer that resumes from far back; each side is probed by its primary key.
+# Participant reads walk ix_feed_participant_seq; the admin's ($2 NULL) walk uq_feed_seq.
+# Both branches are written out (not `$2 IS NULL OR participant = $2`) so the planner can
+# use the right index for each with a generic plan.
+SELECT_UPDATES_FOR_PARTICIPANT = f"""
+SELECT f.seq, {TRADE_COLUMNS}
+FROM feed f
+JOIN trade_history t USING (participant, trade_id, version)
+WHERE f.participant = $2 AND f.seq > $1
+ORDER BY f.seq
+LIMIT $3
+"""
+
+SELECT_UPDATES_ALL = f"""
+SELECT f.seq, {TRADE_COLUMNS}
+FROM feed f
+JOIN trade_history t USING (participant, trade_id, version)
+WHERE f.seq > $1
+ORDER BY f.seq
+LIMIT $2
+"""
+
+# The relay's durable position: the highest seq whose every update JetStream acknowledged.
+SELECT_RELAY_CHECKPOINT = "SELECT seq FROM relay_checkpoints WHERE name = $1"
+
+# GREATEST: a position only moves forward, even if two relays of the same name overlap.
+UPSERT_RELAY_CHECKPOINT = """
+INSERT INTO relay_checkpoints (name, seq) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE
+SET seq = GREATEST(relay_checkpoints.seq, EXCLUDED.seq), updated_at = clock_timestamp()
+"""
