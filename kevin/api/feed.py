@@ -13,22 +13,24 @@ from kevin.feed.runtime import FEED
 routes = web.RouteTableDef()
 
 MAX_SEQ = 2**63 - 1
-MAX_WAIT = 30
+MAX_WAIT = 5  # seconds; short enough for any proxy or client timeout, re-poll for more
 
 
 def _position(request: web.Request) -> int:
     """Where to resume: Last-Event-ID (a reconnecting EventSource sends it, while its URL
-    still carries the original ?after=) wins over ?after=; 0 means from the start."""
+    still carries the original ?after=) wins over ?after=; 0 means from the start. Both
+    are validated when present."""
+    found: list[int] = []
     for name, raw in (("Last-Event-ID", request.headers.get("Last-Event-ID")),
                       ("after", request.query.get("after"))):
-        if raw is None or raw.strip() == "":
+        if raw is None:
             continue
-        raw = raw.strip()
-        if not raw.isdigit() or int(raw) > MAX_SEQ:
+        text = raw.strip()
+        if not (text.isascii() and text.isdigit()) or int(text) > MAX_SEQ:
             raise e.ValidationFailed(f"{name} must be a feed seq (a non-negative integer)",
                                      [{"field": name, "message": "expected e.g. 1042"}])
-        return int(raw)
-    return 0
+        found.append(int(text))
+    return found[0] if found else 0
 
 
 def _wants_events(request: web.Request) -> bool:

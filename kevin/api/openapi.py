@@ -210,7 +210,7 @@ def openapi_document() -> dict[str, Any]:
                        False, "SSE resume position; wins over after."),
                 _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
                        False, "JSON pages: at most this many updates (default 100)."),
-                _param("wait", "query", {"type": "integer", "minimum": 0, "maximum": 30},
+                _param("wait", "query", {"type": "integer", "minimum": 0, "maximum": 5},
                        False, "JSON pages: long-poll up to this many seconds when empty."),
                 _param("participant", "query", {"type": "string"}, False,
                        "Admin only: one participant's updates."),
