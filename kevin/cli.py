@@ -22,6 +22,7 @@ from aiohttp import web
 from kevin import logs
 from kevin.api.app import create_app
 from kevin.config import ConfigError, Settings
+from kevin.consumer import command as consume_command
 from kevin.domain.errors import KevinError
 from kevin.engine.service import Kevin
 from kevin.runtime import database_url
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "since T, under the stored rules in force at each moment")
     replay_p.add_argument("--apply", action="store_true",
                           help="write the changes (reason replayed); default: a dry run")
+    consume_command.add_parser(commands)
     return parser
 
 
@@ -291,8 +293,19 @@ def run(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, Non
         "archive": lambda: archive_versions(settings, args.before, args.batch_size),
         "replay": lambda: replay(settings, args.since, args.rules, args.apply),
         "bench": lambda: bench(settings, args),
+        "consume": lambda: _feed_client(consume_command.consume(args)),
     }
     return commands[args.command]()
+
+
+async def _feed_client(command: Coroutine[Any, Any, None]) -> None:
+    """The feed's client commands report their own one-line failures."""
+    from kevin.consumer.command import ConsumeFailed
+
+    try:
+        await command
+    except ConsumeFailed as e:
+        raise CommandFailed(str(e)) from e
 
 
 def run_event_loop(main_coroutine: Coroutine[Any, Any, None]) -> None:

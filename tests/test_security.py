@@ -38,7 +38,7 @@ ISOLATED = {
     ("POST", "/v1/trades"), ("GET", "/v1/trades"), ("GET", "/v1/trades/{trade_id}"),
     ("PUT", "/v1/trades/{trade_id}"), ("DELETE", "/v1/trades/{trade_id}"),
     ("GET", "/v1/trades/{trade_id}/versions"), ("GET", "/v1/alleged"),
-    ("POST", "/v1/trades/batch"),
+    ("POST", "/v1/trades/batch"), ("GET", "/v1/feed"),
 }
 ENDPOINTS = PUBLIC | ADMIN_ONLY | ISOLATED
 
@@ -199,6 +199,28 @@ async def test_alleged_shows_only_trades_naming_me(client, three):
         assert (await resp.json())["trades"] == []
     resp = await client.get("/v1/alleged?participant=BANKB", headers=c)
     assert resp.status == 404
+
+
+async def test_the_feed_carries_only_my_own_updates(client, three):
+    from tests.conftest import wait_for
+    from tests.feed_helpers import read_all
+
+    a, b, c = three
+    await client.post("/v1/trades", json=trade_body("A-1"), headers=a)
+    await client.post("/v1/trades", headers=b, json=trade_body(
+        "B-1", counterparty="BANKA", side="buy", attributes={"note": SECRET}))
+
+    async def everything():
+        updates = await read_all(client, ADMIN)
+        return updates if {u["participant"] for u in updates} == {"BANKA", "BANKB"} else None
+
+    await wait_for(everything)
+    mine = await read_all(client, a)
+    assert mine and {u["participant"] for u in mine} == {"BANKA"}
+    assert SECRET not in jsoncodec.dumps(mine).decode()
+    assert await read_all(client, c) == []
+    resp = await client.get("/v1/feed?participant=BANKB", headers=a)
+    assert resp.status == 403
 
 
 async def test_a_match_shows_the_counterpartys_reference_and_nothing_else(client, three):

@@ -1,0 +1,66 @@
+"""``kevin consume``: run a consumer from the command line until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import signal
+from typing import Any
+
+import asyncpg
+
+from kevin.consumer.consumer import STRATEGIES, Callback, Consumer, ConsumerError
+
+
+class ConsumeFailed(Exception):
+    """One line for the user: why the consumer cannot run."""
+
+
+def add_parser(commands: Any) -> None:
+    p = commands.add_parser(
+        "consume", help="follow the feed into your own PostgreSQL, exactly once per version")
+    p.add_argument("--url", required=True, help="the Kevin server, e.g. http://127.0.0.1:8080")
+    p.add_argument("--api-key", default=os.environ.get("KEVIN_API_KEY"),
+                   help="a participant's key or the admin token (default: KEVIN_API_KEY)")
+    p.add_argument("--database-url", required=True,
+                   help="YOUR PostgreSQL (postgresql://user@host/db); tables are created "
+                        "if missing")
+    p.add_argument("--strategy", required=True, choices=STRATEGIES,
+                   help="out-of-order updates: drop-older, or contiguous runs only")
+    p.add_argument("--name", default="default", help="checkpoint name (default: default)")
+    p.add_argument("--callback", metavar="MODULE:FUNCTION",
+                   help="async def f(conn, update) called in the applying transaction")
+
+
+def _load_callback(spec: str | None) -> Callback | None:
+    if not spec:
+        return None
+    module_name, _, attribute = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ConsumeFailed(f"cannot load callback {spec!r}: {e}") from e
+
+
+async def consume(args: argparse.Namespace) -> None:
+    if not args.api_key:
+        raise ConsumeFailed("an API key is needed: --api-key or KEVIN_API_KEY")
+    callback = _load_callback(args.callback)
+    try:
+        pool = await Consumer.create_pool(args.database_url, min_size=1, max_size=4)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        raise ConsumeFailed(f"cannot connect to the consumer database: {e}") from e
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        consumer = Consumer(url=args.url, api_key=args.api_key, pool=pool,
+                            strategy=args.strategy, callback=callback, name=args.name)
+        await consumer.run(stop)
+    except ConsumerError as e:
+        raise ConsumeFailed(str(e)) from e
+    finally:
+        await pool.close()

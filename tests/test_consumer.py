@@ -1,0 +1,251 @@
+"""kevin.consumer against a real server and a real consumer database: any delivery order,
+duplicates and losses end equal to Kevin; contiguous never plays out of order; a consumer
+killed with SIGKILL and restarted neither loses nor doubles an effect."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections import defaultdict
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kevin.consumer import Consumer, Update
+from kevin.dburl import to_asyncpg_dsn
+from tests.conftest import trade_body, wait_for
+from tests.feed_helpers import read_all
+from tests.processes import kevin_env
+
+
+def _key(headers: dict[str, str]) -> str:
+    return headers["Authorization"].split(" ", 1)[1]
+
+
+async def _history(client, headers) -> None:
+    """Six trades of BANKA's with one to four versions each (amends, a cancel)."""
+    for i in range(6):
+        resp = await client.post("/v1/trades", json=trade_body(f"H-{i}", price=f"{100 + i}"),
+                                 headers=headers)
+        assert resp.status == 201
+        for v in range(1, i % 4 + 1):
+            if i == 5 and v == i % 4:
+                resp = await client.delete(f"/v1/trades/H-{i}",
+                                           headers={**headers, "If-Match": f'"{v}"'})
+            else:
+                resp = await client.put(f"/v1/trades/H-{i}",
+                                        json=trade_body(f"H-{i}", price=f"{200 + v}"),
+                                        headers={**headers, "If-Match": f'"{v}"'})
+            assert resp.status == 200, await resp.text()
+
+
+async def _server_versions(client, headers, trade_ids) -> dict[str, list[dict]]:
+    out = {}
+    for trade_id in trade_ids:
+        resp = await client.get(f"/v1/trades/{trade_id}/versions", headers=headers)
+        out[trade_id] = (await resp.json())["versions"]
+    return out
+
+
+def _expected_gaps(held: dict[str, set[int]]) -> list[tuple[str, int, int]]:
+    gaps = []
+    for trade_id, versions in sorted(held.items()):
+        ordered, previous = sorted(versions), 0
+        for v in ordered:
+            if v > previous + 1:
+                gaps.append((trade_id, previous + 1, v - 1))
+            previous = v
+    return gaps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["contiguous", "drop-older"])
+async def test_any_delivery_ends_equal_to_the_server(client, banks, empty_db_url, strategy):
+    a, _ = banks
+    await _history(client, a)
+    updates = await wait_for(lambda: _at_least(client, a, 13))
+    server = await _server_versions(client, a, sorted({u["trade_id"] for u in updates}))
+    url, key, dsn = str(client.make_url("")), _key(a), to_asyncpg_dsn(empty_db_url)
+
+    async def one_example(schedule: list[int]) -> None:
+        played: dict[str, list[int]] = defaultdict(list)
+
+        async def callback(conn: asyncpg.Connection, update: Update) -> None:
+            played[update.trade_id].append(update.version)
+
+        pool = await Consumer.create_pool(dsn, min_size=1, max_size=2)
+        try:
+            await pool.execute("DROP TABLE IF EXISTS kevin_trade_versions, kevin_feed_checkpoints")
+            consumer = Consumer(url=url, api_key=key, pool=pool, strategy=strategy,
+                                callback=callback)
+            await consumer.setup()
+            for i in schedule:  # duplicated, reordered, some never delivered
+                await consumer.apply(Update.from_feed(updates[i]))
+
+            delivered = [updates[i] for i in schedule]
+            held: dict[str, set[int]] = defaultdict(set)
+            if strategy == "contiguous":
+                for u in delivered:
+                    held[u["trade_id"]].add(u["version"])
+                for trade_id, versions in played.items():  # an unbroken run from 1
+                    assert versions == list(range(1, len(versions) + 1))
+                    assert set(versions) <= held[trade_id]
+            else:
+                top: dict[str, int] = {}
+                for u in delivered:
+                    if u["version"] > top.get(u["trade_id"], 0):
+                        top[u["trade_id"]] = u["version"]
+                        held[u["trade_id"]].add(u["version"])
+                for trade_id, versions in played.items():  # strictly newer each time
+                    assert versions == sorted(held[trade_id])
+            found = await consumer.gaps()  # the seed's lead() query, against a model
+            assert [(t, lo, hi) for _, t, lo, hi in found] == _expected_gaps(held)
+            assert await consumer.checkpoint() == max((u["seq"] for u in delivered), default=0)
+
+            await consumer.reconcile()  # read Kevin first: backfill holes and lost tails
+
+            assert await consumer.gaps() == []
+            rows = await pool.fetch("SELECT trade_id, version, latest, trade "
+                                    "FROM kevin_trade_versions ORDER BY trade_id, version")
+            latest = {r["trade_id"]: r for r in rows if r["latest"]}
+            assert set(latest) == set(server)
+            for trade_id, versions in server.items():
+                assert latest[trade_id]["version"] == versions[-1]["version"]
+                assert latest[trade_id]["trade"] == versions[-1]
+                assert [r["version"] for r in rows if r["trade_id"] == trade_id] == [
+                    v["version"] for v in versions]  # history complete after backfill
+                if strategy == "contiguous":  # every transition exactly once, in order
+                    assert played[trade_id] == [v["version"] for v in versions]
+                else:
+                    assert played[trade_id] == sorted(set(played[trade_id]))
+                    assert played[trade_id][-1] == versions[-1]["version"]
+        finally:
+            await pool.close()
+
+    @settings(max_examples=30, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.integers(0, len(updates) - 1), max_size=3 * len(updates)))
+    def prop(schedule: list[int]) -> None:
+        asyncio.run(one_example(schedule))
+
+    # Hypothesis drives a synchronous test: each example gets its own loop in a thread,
+    # while this loop keeps serving the Kevin app the consumer reconciles against.
+    await asyncio.to_thread(prop)
+
+
+async def _at_least(client, headers, n):
+    updates = await read_all(client, headers)
+    return updates if len(updates) >= n else None
+
+
+async def test_following_the_feed_live_and_resuming(client, banks, empty_db_url):
+    a, _ = banks
+    pool = await Consumer.create_pool(to_asyncpg_dsn(empty_db_url), min_size=1, max_size=2)
+    played: list[tuple[str, int]] = []
+
+    async def callback(conn, update):
+        played.append((update.trade_id, update.version))
+
+    def consumer() -> Consumer:
+        return Consumer(url=str(client.make_url("")), api_key=_key(a), pool=pool,
+                        strategy="contiguous", callback=callback)
+
+    async def holds(n):
+        return await pool.fetchval("SELECT count(*) FROM kevin_trade_versions") == n
+
+    try:
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer().run(stop))
+        await client.post("/v1/trades", json=trade_body("L-1"), headers=a)
+        await client.put("/v1/trades/L-1", json=trade_body("L-1", price="7"),
+                         headers={**a, "If-Match": '"1"'})
+        await wait_for(lambda: holds(2))
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        # Written while nobody listens; a new consumer resumes after its checkpoint.
+        await client.post("/v1/trades", json=trade_body("L-2"), headers=a)
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer().run(stop))
+        await wait_for(lambda: holds(3))
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert played == [("L-1", 1), ("L-1", 2), ("L-2", 1)]
+        feed = await read_all(client, a)
+        async with pool.acquire() as conn:
+            checkpoint = await conn.fetchval("SELECT seq FROM kevin_feed_checkpoints")
+        assert checkpoint == feed[-1]["seq"]
+    finally:
+        await pool.close()
+
+
+async def test_a_bad_key_stops_the_consumer(client, banks, empty_db_url):
+    from kevin.consumer import ConsumerError
+
+    pool = await Consumer.create_pool(to_asyncpg_dsn(empty_db_url), min_size=1, max_size=2)
+    try:
+        bad = Consumer(url=str(client.make_url("")), api_key="wrong", pool=pool,
+                       strategy="drop-older")
+        with pytest.raises(ConsumerError, match="401"):
+            await asyncio.wait_for(bad.run(), 10)
+    finally:
+        await pool.close()
+
+
+@pytest.mark.slow
+async def test_sigkilled_consumer_restarts_without_losing_or_doubling(
+        client, banks, empty_db_url, tmp_path):
+    a, _ = banks
+    dsn = to_asyncpg_dsn(empty_db_url)
+    check = await asyncpg.connect(dsn)
+    await check.execute("CREATE TABLE effects (participant text, trade_id text, version int)")
+    argv = [sys.executable, "-m", "kevin.cli", "consume", "--url", str(client.make_url("")),
+            "--database-url", dsn, "--strategy", "contiguous",
+            "--callback", "tests.consumer_hooks:record"]
+    env = kevin_env(KEVIN_API_KEY=_key(a))
+
+    def start() -> subprocess.Popen:
+        with open(tmp_path / "consume.log", "ab") as log:
+            return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
+
+    async def write(n: int) -> None:
+        for i in range(n):
+            resp = await client.post("/v1/trades", json=trade_body(f"K-{i}"), headers=a)
+            assert resp.status == 201
+            if i % 2:
+                resp = await client.put(f"/v1/trades/K-{i}", json=trade_body(f"K-{i}", price="9"),
+                                        headers={**a, "If-Match": '"1"'})
+                assert resp.status == 200
+
+    async def effects(n: int) -> bool:
+        return await check.fetchval("SELECT count(*) FROM effects") >= n
+
+    process = start()
+    try:
+        writing = asyncio.create_task(write(150))  # 225 versions
+        await wait_for(lambda: effects(40), timeout=30)
+        process.send_signal(signal.SIGKILL)  # mid-run: updates keep coming
+        process.wait(10)
+        assert not writing.done()  # it really was killed mid-stream
+        process = start()
+        await asyncio.wait_for(writing, 60)
+        feed = await wait_for(lambda: _at_least(client, a, 225))
+        assert len(feed) == 225
+        await wait_for(lambda: effects(len(feed)), timeout=30)
+        rows = await check.fetch("SELECT trade_id, version, count(*) AS n FROM effects "
+                                 "GROUP BY trade_id, version")
+        assert all(r["n"] == 1 for r in rows)  # nothing doubled
+        assert {(r["trade_id"], r["version"]) for r in rows} == {
+            (u["trade_id"], u["version"]) for u in feed}  # nothing lost
+        assert await check.fetchval("SELECT seq FROM kevin_feed_checkpoints") == feed[-1]["seq"]
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        await check.close()
