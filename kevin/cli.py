@@ -25,6 +25,7 @@ from kevin.config import ConfigError, Settings
 from kevin.consumer import command as consume_command
 from kevin.domain.errors import KevinError
 from kevin.engine.service import Kevin
+from kevin.feed import command as relay_command
 from kevin.runtime import database_url
 from kevin.store import database
 
@@ -281,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_p.add_argument("--apply", action="store_true",
                           help="write the changes (reason replayed); default: a dry run")
     consume_command.add_parser(commands)
+    relay_command.add_parser(commands)
     return parser
 
 
@@ -294,6 +296,7 @@ def run(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, Non
         "replay": lambda: replay(settings, args.since, args.rules, args.apply),
         "bench": lambda: bench(settings, args),
         "consume": lambda: _feed_client(consume_command.consume(args)),
+        "relay": lambda: relay_command.relay(settings, args),
     }
     return commands[args.command]()
 

@@ -1,0 +1,41 @@
+"""``kevin relay nats``: the command line of the JetStream relay."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from typing import Any
+
+from kevin.config import Settings
+from kevin.runtime import database_url
+from kevin.store import database
+
+
+def add_parser(commands: Any) -> None:
+    relay_p = commands.add_parser("relay", help="publish the feed to a message broker")
+    brokers = relay_p.add_subparsers(dest="broker", required=True, metavar="BROKER")
+    nats_p = brokers.add_parser("nats", help="into a NATS JetStream stream")
+    nats_p.add_argument("--url", default="nats://127.0.0.1:4222",
+                        help="the NATS server (default nats://127.0.0.1:4222)")
+    nats_p.add_argument("--stream", default="KEVIN",
+                        help="JetStream stream, created if missing (default KEVIN)")
+    nats_p.add_argument("--subject-prefix", default="kevin.updates",
+                        help="subjects are PREFIX.<participant> (default kevin.updates)")
+    nats_p.add_argument("--name", help="checkpoint name (default nats:<stream>)")
+
+
+async def relay(settings: Settings, args: argparse.Namespace) -> None:
+    from kevin.feed.relay import NatsRelay  # nats-py only for this command
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with database_url(settings) as url:
+        pool = await database.create_pool(url, min_size=1, max_size=4)
+        try:
+            await NatsRelay(pool, args.url, stream=args.stream,
+                            subject_prefix=args.subject_prefix, name=args.name).run(stop)
+        finally:
+            await pool.close()
