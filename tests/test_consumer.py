@@ -211,30 +211,40 @@ async def test_sigkilled_consumer_restarts_without_losing_or_doubling(
         with open(tmp_path / "consume.log", "ab") as log:
             return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
 
-    async def write(n: int) -> None:
-        for i in range(n):
+    enough = asyncio.Event()
+    written = [0]
+
+    async def write() -> None:
+        """Writes until told to stop: the kill below always lands mid-stream."""
+        i = 0
+        while not enough.is_set():
             resp = await client.post("/v1/trades", json=trade_body(f"K-{i}"), headers=a)
             assert resp.status == 201
+            written[0] += 1
             if i % 2:
                 resp = await client.put(f"/v1/trades/K-{i}", json=trade_body(f"K-{i}", price="9"),
                                         headers={**a, "If-Match": '"1"'})
                 assert resp.status == 200
+                written[0] += 1
+            i += 1
 
     async def effects(n: int) -> bool:
         return await check.fetchval("SELECT count(*) FROM effects") >= n
 
     process = start()
     try:
-        writing = asyncio.create_task(write(150))  # 225 versions
-        await wait_for(lambda: effects(40), timeout=30)
+        writing = asyncio.create_task(write())
+        await wait_for(lambda: effects(40), timeout=60)
         process.send_signal(signal.SIGKILL)  # mid-run: updates keep coming
         process.wait(10)
-        assert not writing.done()  # it really was killed mid-stream
+        killed_at = written[0]
         process = start()
-        await asyncio.wait_for(writing, 60)
-        feed = await wait_for(lambda: _at_least(client, a, 225))
-        assert len(feed) == 225
-        await wait_for(lambda: effects(len(feed)), timeout=30)
+        await wait_for(lambda: _written(written, killed_at + 60), timeout=60)
+        enough.set()
+        await asyncio.wait_for(writing, 30)
+        feed = await wait_for(lambda: _at_least(client, a, written[0]))
+        assert len(feed) == written[0]
+        await wait_for(lambda: effects(len(feed)), timeout=60)
         rows = await check.fetch("SELECT trade_id, version, count(*) AS n FROM effects "
                                  "GROUP BY trade_id, version")
         assert all(r["n"] == 1 for r in rows)  # nothing doubled
@@ -249,3 +259,7 @@ async def test_sigkilled_consumer_restarts_without_losing_or_doubling(
             except subprocess.TimeoutExpired:
                 process.kill()
         await check.close()
+
+
+async def _written(written, n):
+    return written[0] >= n
