@@ -144,6 +144,8 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
         "latency_is": ("buy sent -> both matched updates seen on GET /v1/feed" if with_feed
                        else "buy sent -> buy's response (this service has no GET /v1/feed)"),
         "pairs_not_seen_on_feed": unseen if with_feed else None,
+        # The load generator shares the machine: its own CPU is part of the picture.
+        "load_generator_cpu_s": round(time.process_time(), 2),
     }
 
 

@@ -23,7 +23,7 @@ from kevin.domain.errors import (
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade, TradeSubmission, TradeTerms, differing_fields
 from kevin.domain.rules import Rules, RulesVersion
-from kevin.engine.batch import LineOutcome, submit_batch
+from kevin.engine.batch import LineOutcome, submit_batch, terms_of
 from kevin.engine.matching import Matcher
 from kevin.store import database, participants
 from kevin.store import matching as match_store
@@ -69,7 +69,7 @@ class Kevin:
         self, participant: str, submission: TradeSubmission
     ) -> tuple[SubmitResult, Trade]:
         """Create a trade, or recognise an idempotent resubmission of it."""
-        terms = TradeTerms.model_validate(submission.model_dump(exclude={"trade_id"}))
+        terms = terms_of(submission)  # validated with the submission: not again
         new = NewVersion(
             participant=participant, trade_id=submission.trade_id, version=1,
             status="unmatched", reason="submitted", terms=terms, actor=participant,
