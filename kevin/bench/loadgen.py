@@ -121,11 +121,15 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*(client(c) for c in range(concurrency)))
         latencies: list[float] = []
         unseen = 0
+        feed_error = None
         if follower is not None:
             watcher.wanted = {k for p in pairs for k in (p.sell, p.buy)} - set(watcher.seen)
             if watcher.wanted:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(watcher.all_seen.wait(), timeout=15)
+            feed_error = None
+            if follower.done() and not follower.cancelled() and follower.exception():
+                feed_error = repr(follower.exception())
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
                 await follower
@@ -144,6 +148,8 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
         "latency_is": ("buy sent -> both matched updates seen on GET /v1/feed" if with_feed
                        else "buy sent -> buy's response (this service has no GET /v1/feed)"),
         "pairs_not_seen_on_feed": unseen if with_feed else None,
+        "feed_matched_updates_seen": watcher.events if with_feed else None,
+        "feed_error": feed_error if with_feed else None,
         # The load generator shares the machine: its own CPU is part of the picture.
         "load_generator_cpu_s": round(time.process_time(), 2),
     }
