@@ -7,16 +7,14 @@ from datetime import date
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from kevin.domain.models import (
     Amount,
     ParticipantName,
     Side,
-    Status,
     Trade,
     TradeId,
-    UtcText,
 )
 
 Comment = Annotated[str, StringConstraints(max_length=2000)]
@@ -55,12 +53,11 @@ class MatchLegs(BaseModel):
 
 class AllegedTrade(BaseModel):
     """Another participant's trade naming you as counterparty, not matched: their
-    trade_id, participant and economic terms — nothing else of theirs."""
+    trade_id, participant and economic terms — nothing else of theirs (API.md: not their
+    version, status, times or attributes)."""
 
     trade_id: str
     participant: str
-    version: int
-    status: Status
     counterparty: str
     side: Side
     product: str
@@ -70,7 +67,6 @@ class AllegedTrade(BaseModel):
     trade_date: date
     settlement_date: date
     location: str | None
-    recorded_at: Annotated[AwareDatetime, UtcText]
 
     @classmethod
     def of(cls, trade: Trade) -> AllegedTrade:
