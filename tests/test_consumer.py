@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections import defaultdict
 
+import aiohttp
 import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +20,7 @@ from kevin.consumer import Consumer, Update
 from kevin.dburl import to_asyncpg_dsn
 from tests.conftest import trade_body, wait_for
 from tests.feed_helpers import read_all
-from tests.processes import kevin_env
+from tests.processes import Server, kevin_env
 
 
 def _key(headers: dict[str, str]) -> str:
@@ -64,12 +65,55 @@ def _expected_gaps(held: dict[str, set[int]]) -> list[tuple[str, int, int]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["contiguous", "drop-older"])
-async def test_any_delivery_ends_equal_to_the_server(client, banks, empty_db_url, strategy):
-    a, _ = banks
-    await _history(client, a)
-    updates = await wait_for(lambda: _at_least(client, a, 13))
-    server = await _server_versions(client, a, sorted({u["trade_id"] for u in updates}))
-    url, key, dsn = str(client.make_url("")), _key(a), to_asyncpg_dsn(empty_db_url)
+def test_any_delivery_ends_equal_to_the_server(db_url, empty_db_url, strategy, tmp_path):
+    """A sync test on purpose: hypothesis runs in the main thread (CPython 3.11's ast is
+    not thread-safe, and hypothesis parses), each example with its own event loop, against
+    a real `kevin serve` in a subprocess."""
+    server_process = Server(tmp_path / "serve.log", KEVIN_DATABASE_URL=db_url,
+                            KEVIN_ADMIN_TOKEN="t").start()
+    try:
+        url = server_process.url
+        key, updates, server = asyncio.run(_prepare(server_process))
+        _run_examples(url, key, to_asyncpg_dsn(empty_db_url), strategy, updates, server)
+    finally:
+        asyncio.run(server_process.stop())
+
+
+async def _prepare(server_process):
+    await server_process.wait_ready()
+    async with aiohttp.ClientSession(base_url=server_process.url) as session:
+        client = _Client(session)
+        resp = await session.post("/v1/participants", json={"name": "BANKA"},
+                                  headers={"Authorization": "Bearer t"})
+        a = {"Authorization": f"Bearer {(await resp.json())['api_key']}"}
+        await session.post("/v1/participants", json={"name": "BANKB"},
+                           headers={"Authorization": "Bearer t"})
+        await _history(client, a)
+        updates = await wait_for(lambda: _at_least(client, a, 13))
+        server = await _server_versions(client, a, sorted({u["trade_id"] for u in updates}))
+        return _key(a), updates, server
+
+
+class _Client:
+    """The bits of the aiohttp test client the helpers use, over a plain session."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def post(self, path, **kw):
+        return self.session.post(path, **kw)
+
+    def put(self, path, **kw):
+        return self.session.put(path, **kw)
+
+    def delete(self, path, **kw):
+        return self.session.delete(path, **kw)
+
+    def get(self, path, **kw):
+        return self.session.get(path, **kw)
+
+
+def _run_examples(url, key, dsn, strategy, updates, server):
 
     async def one_example(schedule: list[int]) -> None:
         played: dict[str, list[int]] = defaultdict(list)
@@ -132,9 +176,7 @@ async def test_any_delivery_ends_equal_to_the_server(client, banks, empty_db_url
     def prop(schedule: list[int]) -> None:
         asyncio.run(one_example(schedule))
 
-    # Hypothesis drives a synchronous test: each example gets its own loop in a thread,
-    # while this loop keeps serving the Kevin app the consumer reconciles against.
-    await asyncio.to_thread(prop)
+    prop()
 
 
 async def _at_least(client, headers, n):
