@@ -6,6 +6,7 @@ the sentence it breaks. The section comments follow the contract's headings.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -21,7 +22,7 @@ import pytest
 from kevin.api.app import create_app
 from kevin.engine.service import Kevin
 from kevin.store import database
-from tests.conftest import ADMIN, bearer, trade_body
+from tests.conftest import ADMIN, bearer, trade_body, wait_for
 
 JSON = {"Content-Type": "application/json"}
 UTC_MICROS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
@@ -900,6 +901,95 @@ async def test_admin_break_match_is_200_both_broken_and_never_auto_matched_again
     await error_of(await client.delete(f"/v1/admin/matches/{match_id}", headers=ADMIN), 404)
     await error_of(await client.delete("/v1/admin/matches/not-a-uuid", headers=ADMIN), 404)
     await error_of(await client.delete(f"/v1/admin/matches/{match_id}", headers=a), 403)
+
+
+# --- Match feed --------------------------------------------------------------------------
+
+
+FEED_WAIT = 45.0
+
+
+async def _feed(client: Any, headers: dict[str, str], n: int, **params: Any) -> list[dict]:
+    """The JSON feed once it holds at least n updates (seq is assigned after commit)."""
+    async def page() -> list[dict] | None:
+        resp = await client.get("/v1/feed", params=params,
+                                headers={**headers, "Accept": "application/json"})
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+        assert set(body) == {"updates", "last_seq"}
+        return body["updates"] if len(body["updates"]) >= n else None
+
+    # Generous: seq waits for the cluster-wide xmin horizon, which another database's
+    # long transaction on a shared test server can hold back for a while.
+    return await wait_for(page, timeout=FEED_WAIT)
+
+
+async def _sse_events(resp: Any, n: int) -> list[dict[str, str]]:
+    events: list[dict[str, str]] = []
+    fields: dict[str, str] = {}
+    while len(events) < n:
+        line = (await resp.content.readline()).decode().rstrip("\n")
+        if not line:
+            if "data" in fields:
+                events.append(fields)
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+    return events
+
+
+async def test_every_new_version_is_one_update_on_its_participants_feed(client, banks):
+    a, b = banks
+    await created(client, a, trade_body("A-1"))
+    await created(client, b, mirror("B-1"))
+    mine = await _feed(client, a, 2)
+    assert [(u["trade_id"], u["version"]) for u in mine] == [("A-1", 1), ("A-1", 2)]
+    assert {u["participant"] for u in mine} == {"BANKA"}
+    theirs = await _feed(client, b, 2)
+    assert [(u["trade_id"], u["version"]) for u in theirs] == [("B-1", 1), ("B-1", 2)]
+    # The admin feed carries everyone's, each seq global and strictly increasing.
+    everything = await _feed(client, ADMIN, 4)
+    seqs = [u["seq"] for u in everything]
+    assert seqs == sorted(set(seqs)) and len(everything) == 4
+    assert {u["seq"] for u in mine} | {u["seq"] for u in theirs} == set(seqs)
+
+
+async def test_feed_updates_carry_the_contract_fields(client, banks):
+    a, b = banks
+    await created(client, a, trade_body("A-1"))
+    matched = await created(client, b, mirror("B-1"))
+    [_, update] = await _feed(client, b, 2)
+    assert {"seq", "event", "trade_id", "participant", "version", "status", "match", "trade",
+            "recorded_at"} <= set(update)
+    assert update["event"] == "matched" and update["status"] == "matched"
+    assert update["trade"] == matched and update["match"] == matched["match"]
+    assert UTC_MICROS.match(update["recorded_at"])
+
+
+async def test_feed_sse_events_and_resuming_with_last_event_id_or_after(client, banks):
+    a, _ = banks
+    for n in range(3):
+        await created(client, a, trade_body(f"A-{n}"))
+    updates = await _feed(client, a, 3)
+    resp = await client.get("/v1/feed", headers={**a, "Accept": "text/event-stream"})
+    assert resp.status == 200 and resp.content_type == "text/event-stream"
+    events = await asyncio.wait_for(_sse_events(resp, 3), FEED_WAIT)
+    for event, update in zip(events, updates, strict=True):
+        data = json.loads(event["data"])
+        assert int(event["id"]) == data["seq"] == update["seq"]
+        assert event["event"] == data["event"] == "submitted"
+    resp.close()
+    first = str(updates[0]["seq"])
+    for how in ({"headers": {"Last-Event-ID": first}}, {"params": {"after": first}}):
+        resp = await client.get("/v1/feed", params=how.get("params"),
+                                headers={**a, "Accept": "text/event-stream",
+                                         **how.get("headers", {})})
+        [event] = await asyncio.wait_for(_sse_events(resp, 1), FEED_WAIT)
+        assert int(event["id"]) == updates[1]["seq"], how
+        resp.close()
+    page = await _feed(client, a, 1, after=first, limit=1)
+    assert [u["seq"] for u in page] == [updates[1]["seq"]]
 
 
 # --- Replay (admin) ----------------------------------------------------------------------
