@@ -66,3 +66,21 @@ def test_the_books_candidates_decide_as_all_counterparts_would(seed):
             few = book.candidates(trade, rules, eligible_for(trade))
             assert len(few) <= len(everyone)
             assert decide(trade, few, rules) == decide(trade, everyone, rules), (seed, rules)
+
+
+async def test_a_long_replay_is_not_one_runaway_transaction():
+    """Live matching caps evaluations per transaction (a safety net); a replay of more
+    events than that cap is many transactions' worth, not one."""
+    from kevin.domain.replay import History, Submitted
+    from kevin.engine.matching import MAX_EVALUATIONS
+    from kevin.engine.replay import simulate
+
+    rng = random.Random(1)
+    events = []
+    for i in range(MAX_EVALUATIONS + 10):
+        trade = _trade(rng, i, "BANKA", "sell").model_copy(
+            update={"status": "unmatched", "recorded_at": T0 + timedelta(microseconds=i)})
+        events.append(Submitted(trade.recorded_at, trade))
+    replayed = await simulate(History(events=events), {"XAU": Rules()}, {})
+    assert len(replayed) == MAX_EVALUATIONS + 10
+    assert {t.status for t in replayed.values()} == {"unmatched"}

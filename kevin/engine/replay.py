@@ -33,7 +33,7 @@ import asyncio
 import bisect
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -170,12 +170,13 @@ class ReplayMatcher(Matcher):
     rules are the replay's, and broken pairs are remembered in memory."""
 
     def __init__(self, book: Book, rules: Mapping[str, Rules], stored: RulesTimeline,
-                 broken: Collection[frozenset[TradeRef]]) -> None:
+                 broken: set[frozenset[TradeRef]]) -> None:
         super().__init__(None, REPLAY_ACTOR)  # type: ignore[arg-type]  # no connection
         self.book = book
         self.replay_rules = dict(rules)
         self.stored_rules = stored
-        self.broken: set[frozenset[TradeRef]] = set(broken)
+        # Shared, not copied: a pair broken during one event stays broken for the next.
+        self.broken = broken
         self.now: datetime | None = None  # the instant of the event being replayed
 
     async def rules_for(self, product: str) -> tuple[int | None, Rules]:
@@ -252,8 +253,11 @@ async def simulate(history: History, rules: Mapping[str, Rules],
     """Re-run matching over ``history`` under ``rules`` (``stored`` for other products);
     each trade's replayed state."""
     book = Book(history.book.values())
-    matcher = ReplayMatcher(book, rules, stored, history.broken_before)
+    broken = set(history.broken_before)
     for event in history.events:
+        # One matcher per event, as live matching runs one per transaction (its safety
+        # net counts evaluations per matcher); the book and broken pairs carry over.
+        matcher = ReplayMatcher(book, rules, stored, broken)
         matcher.now = event.at
         if isinstance(event, Submitted):
             book.put(event.trade)
