@@ -1,7 +1,8 @@
 """Crash test: `kevin serve` is SIGKILLed three times under HTTP load from a separate
-process and restarted each time. Afterwards every acknowledged (2xx) write exists with
-exactly the content the client was told, `kevin check` is clean, and the feed carries
-every version."""
+process and restarted each time, while `kevin consume` follows the feed into a database
+of its own. Afterwards every acknowledged (2xx) write exists with exactly the content the
+client was told, `kevin check` is clean, the feed carries every version once, in seq
+order, and the consumer that ran throughout holds exactly the server's versions."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ import time
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
+from kevin import jsoncodec
 from kevin.check import check
+from kevin.dburl import to_asyncpg_dsn
 from tests.conftest import wait_for
 from tests.processes import ROOT, Server, kevin_env, request
 
@@ -45,18 +49,30 @@ def _start_load(url: str, keys: list[str], acks: Path, stop: Path,
             cwd=ROOT, env=kevin_env(), stderr=stderr)
 
 
+def _start_consumer(url: str, consumer_db: str, log: Path) -> subprocess.Popen:
+    """`kevin consume` for every participant (the admin token), from the start."""
+    with open(log, "wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kevin.cli", "consume", "--url", url,
+             "--api-key", ADMIN_TOKEN, "--database-url", consumer_db,
+             "--strategy", "contiguous"],
+            cwd=ROOT, env=kevin_env(), stderr=stderr)
+
+
 def _restart(old: Server, log: Path, db_url: str) -> Server:
     server = Server(log, KEVIN_DATABASE_URL=db_url, KEVIN_ADMIN_TOKEN=ADMIN_TOKEN)
     server.port, server.url = old.port, old.url  # the load keeps its URL
     return server.start()
 
 
-async def test_sigkill_under_load_loses_no_acknowledged_write(db_url, conn, tmp_path):
+async def test_sigkill_under_load_loses_no_acknowledged_write(db_url, empty_db_url, conn,
+                                                              tmp_path):
     started = time.monotonic()
     server = Server(tmp_path / "serve-0.log", KEVIN_DATABASE_URL=db_url,
                     KEVIN_ADMIN_TOKEN=ADMIN_TOKEN).start()
     acks, stop = tmp_path / "acks.jsonl", tmp_path / "stop"
     load: subprocess.Popen | None = None
+    consumer: subprocess.Popen | None = None
     try:
         await server.wait_ready()
         keys = []
@@ -65,6 +81,7 @@ async def test_sigkill_under_load_loses_no_acknowledged_write(db_url, conn, tmp_
                                          json={"name": name}, headers=ADMIN)
             assert status == 201
             keys.append(body["api_key"])
+        consumer = _start_consumer(server.url, empty_db_url, tmp_path / "consumer.log")
         load = _start_load(server.url, keys, acks, stop, tmp_path / "load.log")
 
         for kill in range(1, KILLS + 1):
@@ -84,11 +101,11 @@ async def test_sigkill_under_load_loses_no_acknowledged_write(db_url, conn, tmp_
         await _every_ack_is_stored_as_told(server.url, acknowledged)
         report = await check(db_url)
         assert report.ok, report.text()
-        # The feed carries every version: one update each, all given a seq in the end.
-        assert await conn.fetchval("""
-            SELECT count(*) FROM trades t WHERE NOT EXISTS (
-                SELECT 1 FROM feed f WHERE (f.participant, f.trade_id, f.version)
-                                         = (t.participant, t.trade_id, t.version))""") == 0
+        server_versions = await _server_versions(server.url)
+        await _feed_carries_every_version(server.url, set(server_versions))
+        await _consumer_holds(empty_db_url, server_versions)
+        consumer.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(consumer.wait, 15) == 0
         versions = await conn.fetchval("SELECT count(*) FROM trades")
         retried = sum(a["status"] == 200 and a["method"] == "POST" for a in acknowledged)
         print(f"\ncrash: {KILLS} SIGKILLs under load, {len(acknowledged)} acknowledged writes "
@@ -97,8 +114,9 @@ async def test_sigkill_under_load_loses_no_acknowledged_write(db_url, conn, tmp_
         assert await server.stop() == 0
     finally:
         stop.touch()
-        if load is not None and load.poll() is None:
-            load.kill()
+        for process in (load, consumer):
+            if process is not None and process.poll() is None:
+                process.kill()
         await server.stop(signal.SIGKILL)
 
 
@@ -122,3 +140,80 @@ async def _every_ack_is_stored_as_told(url: str, acknowledged: list[dict]) -> No
             stored = histories[key]
             assert [v["version"] for v in stored] == list(range(1, len(stored) + 1))
             assert stored[told["version"] - 1] == told, key
+
+
+Key = tuple[str, str, int]
+
+
+async def _server_versions(url: str) -> dict[Key, dict]:
+    """Every version of every trade, as the API serves it."""
+    found: dict[Key, dict] = {}
+    async with aiohttp.ClientSession(headers=ADMIN) as session:
+        cursor = None
+        while True:
+            params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
+            async with session.get(f"{url}/v1/trades", params=params) as resp:
+                page = await resp.json()
+            for trade in page["trades"]:
+                async with session.get(f"{url}/v1/trades/{trade['trade_id']}/versions",
+                                       params={"participant": trade["participant"]}) as resp:
+                    for version in jsoncodec.loads(await resp.read())["versions"]:
+                        found[(version["participant"], version["trade_id"],
+                               version["version"])] = version
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return found
+
+
+async def _feed_carries_every_version(url: str, versions: set[Key]) -> None:
+    """The admin feed, read from the start in pages: every version exactly once, in
+    strictly increasing seq (waiting for the sequencer to reach the last commits)."""
+    async def read_all() -> list[dict]:
+        updates, after = [], 0
+        async with aiohttp.ClientSession(headers={**ADMIN, "Accept": "application/json"}) as s:
+            while True:
+                async with s.get(f"{url}/v1/feed", params={"after": after, "limit": 1000}) as r:
+                    assert r.status == 200, await r.text()
+                    page = await r.json()
+                if not page["updates"]:
+                    return updates
+                updates += page["updates"]
+                after = page["last_seq"]
+
+    async def complete() -> list[dict] | None:
+        updates = await read_all()
+        return updates if len(updates) >= len(versions) else None
+
+    updates = await wait_for(complete, timeout=30)
+    seqs = [u["seq"] for u in updates]
+    assert seqs == sorted(set(seqs))
+    carried = [(u["participant"], u["trade_id"], u["version"]) for u in updates]
+    assert len(carried) == len(set(carried)) and set(carried) == versions
+
+
+async def _consumer_holds(consumer_db: str, versions: dict[Key, dict]) -> None:
+    """The consumer's table equals the server's versions, body for body, and its latest
+    row per trade is the server's latest version."""
+    db = await asyncpg.connect(to_asyncpg_dsn(consumer_db))
+    try:
+        async def caught_up() -> bool:
+            try:
+                held = await db.fetchval("SELECT count(*) FROM kevin_trade_versions")
+            except asyncpg.UndefinedTableError:
+                return False
+            return held >= len(versions)
+
+        await wait_for(caught_up, timeout=30)
+        rows = await db.fetch("SELECT participant, trade_id, version, latest, trade::text "
+                              "FROM kevin_trade_versions")
+    finally:
+        await db.close()
+    held = {(r["participant"], r["trade_id"], r["version"]): jsoncodec.loads(r["trade"])
+            for r in rows}
+    assert set(held) == set(versions)
+    assert held == versions
+    newest: dict[tuple[str, str], int] = {}
+    for participant, trade_id, version in versions:
+        newest[(participant, trade_id)] = max(version, newest.get((participant, trade_id), 0))
+    assert {(r["participant"], r["trade_id"]): r["version"] for r in rows if r["latest"]} \
+        == newest

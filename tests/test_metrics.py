@@ -164,3 +164,13 @@ async def test_a_batch_counts_each_line(client, banks):
     m = await scrape(client)
     assert value(m, "kevin_submissions_total", result="created") == 2
     assert value(m, "kevin_submissions_total", result="invalid") == 1
+
+
+async def test_open_sse_streams_are_counted(client, banks):
+    a, _ = banks
+    resp = await client.get("/v1/feed", headers={**a, "Accept": "text/event-stream"})
+    assert resp.status == 200
+    try:
+        assert value(await scrape(client), "kevin_feed_sse_streams") == 1
+    finally:
+        resp.close()

@@ -36,6 +36,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from kevin.api.app_keys import KEVIN
 from kevin.api.errors import Handler
 from kevin.domain.errors import DatabaseUnavailable
+from kevin.feed.runtime import FEED
 from kevin.store import database
 from kevin.store.stats import scrape_stats
 
@@ -100,6 +101,8 @@ class Metrics:
         )
         self.feed_last_seq = Gauge("kevin_feed_last_seq", "The highest seq assigned",
                                    registry=r)
+        self.sse_streams = Gauge("kevin_feed_sse_streams",
+                                 "SSE feed streams open in this process", registry=r)
         self.database_up = Gauge(
             "kevin_database_up", "1 if the last scrape could read the database", registry=r)
         self.pool = Gauge("kevin_db_pool_connections", "Connections in the pool by state",
@@ -161,6 +164,9 @@ class Metrics:
         self.pool.labels("in_use").set(size - idle)
         self.pool.labels("idle").set(idle)
         self.pool_max.set(pool.get_max_size())
+        feed = app.get(FEED)
+        if feed is not None:
+            self.sse_streams.set(feed.active_streams)
         try:
             async with asyncio.timeout(SCRAPE_DB_TIMEOUT), database.connection(pool) as conn:
                 stats = await scrape_stats(conn)
