@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from kevin import jsoncodec
 from tests.conftest import ADMIN, trade_body
@@ -233,9 +233,9 @@ async def test_list_paginates_filters_and_answers_as_of(client, banks):
     a, _ = banks
     for i in range(7):
         await client.post("/v1/trades", json=trade_body(f"T-{i}"), headers=a)
-    await client.post("/v1/trades", json=trade_body("G-1", product="XAG"), headers=a)
-    before_cancel = datetime.now(UTC)
-    await asyncio.sleep(0.01)  # the instant must precede the cancel's recorded_at
+    last = await client.post("/v1/trades", json=trade_body("G-1", product="XAG"), headers=a)
+    # The database's own clock: the last submission's instant precedes the cancel's.
+    before_cancel = datetime.fromisoformat((await last.json())["recorded_at"])
     await client.delete("/v1/trades/T-3", headers={**a, "If-Match": '"1"'})
 
     seen, cursor = [], None
