@@ -42,6 +42,16 @@ def run_cli(*args: str, timeout: float = 60, **settings: str | None) -> subproce
         capture_output=True, text=True, timeout=timeout, check=False)
 
 
+async def run_cli_async(db_url: str, *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """`kevin …` on ``db_url`` without blocking the test's event loop."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kevin.cli", *args, env=kevin_env(KEVIN_DATABASE_URL=db_url),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
 class Server:
     """`kevin serve` in a subprocess on a free port."""
 

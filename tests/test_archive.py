@@ -22,6 +22,7 @@ from kevin.engine.archive import ArchiveReport, archive
 from kevin.engine.service import Kevin
 from kevin.store import database
 from tests.conftest import ADMIN, trade_body, wait_for
+from tests.processes import run_cli_async as run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "participant, trade_id, version"
@@ -311,15 +312,6 @@ async def test_archive_has_the_same_columns_as_trades(conn):
 # --- the command line ---------------------------------------------------------------
 
 
-async def run_cli(db_url: str, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, "KEVIN_DATABASE_URL": db_url, "KEVIN_LOG_FORMAT": "json",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kevin.cli", *args, env=env, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 @pytest.mark.slow

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +16,7 @@ from kevin.check import check
 from kevin.engine.archive import archive
 from tests.conftest import ADMIN, trade_body
 from tests.matching_checks import check_matching_invariants
+from tests.processes import run_cli_async as run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 US = timedelta(microseconds=1)
@@ -303,15 +302,6 @@ async def test_replay_apply_races_live_matching_safely(client, banks, conn):
     assert await check_matching_invariants(conn) == 20
 
 
-async def run_cli(db_url: str, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, "KEVIN_DATABASE_URL": db_url, "KEVIN_LOG_FORMAT": "json",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kevin.cli", *args, env=env, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 @pytest.mark.slow
