@@ -113,7 +113,22 @@ async def test_batches_match_each_other_and_single_submissions(client, banks, co
         assert theirs["status"] == "matched"
         assert theirs["match"]["match_id"] == trade["match"]["match_id"]
         assert theirs["match"]["counterparty_trade_id"] == f"B-{i}"
+        # The answer is built from what was written, not read back: it must be the
+        # stored trade to the microsecond.
+        stored = await (await client.get(f"/v1/trades/B-{i}", headers=b)).json()
+        assert trade == stored
     assert await check_matching_invariants(conn) == 20
+    # Version 1 (written superseded) and version 2 of a batch-matched trade come to the
+    # sequencer in version order, and keep the trade's first submission.
+    rows = await conn.fetch(
+        "SELECT f.trade_id, f.version, t.first_submitted_at, t.recorded_at FROM feed f "
+        "JOIN trades t USING (participant, trade_id, version) "
+        "WHERE f.participant = 'BANKB' ORDER BY f.written_at, f.id")
+    for i in range(1, 20):
+        own = [r for r in rows if r["trade_id"] == f"B-{i}"]
+        assert [r["version"] for r in own] == [1, 2]
+        assert own[0]["first_submitted_at"] == own[1]["first_submitted_at"]
+        assert own[0]["recorded_at"] < own[1]["recorded_at"]
     # Invariant 5: one feed row per version.
     assert await conn.fetchval("SELECT count(*) FROM trades") == \
         await conn.fetchval("SELECT count(*) FROM feed") == 80

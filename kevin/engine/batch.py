@@ -27,7 +27,7 @@ from uuid import uuid4
 
 import asyncpg
 
-from kevin.domain.errors import ExistsWithDifferentFields, VersionConflict
+from kevin.domain.errors import ExistsWithDifferentFields
 from kevin.domain.matching import Matched, decide, ref
 from kevin.domain.models import (
     TERM_FIELDS,
@@ -128,28 +128,24 @@ class _Batch:
             taken.add(ref(decision.candidate))
         run = news[:len(decided)]
         # A line that matches is written as version 1 already superseded and version 2
-        # matched (bulk_queries.INSERT_VERSIONS): no flip of a row this batch just wrote.
-        inserted = await bulk.insert_versions(self.conn, run,
-                                              [match is not None for match in decided])
-        self.created.update(inserted)
-        ours: list[NewVersion] = []
-        theirs: list[NewVersion] = []
-        for new, match in zip(run, decided, strict=True):
-            if match is None or new.trade_id not in inserted:
-                continue  # it rests; or another writer created that trade_id meanwhile
-            mine, other, rules_version = inserted[new.trade_id], match[1], match[2]
-            match_id = uuid4()
-            for leg, opposite, into in ((mine, other, ours), (other, mine, theirs)):
-                into.append(store.next_version(  # as Matcher.match writes both legs
-                    leg, status="matched", reason="matched", actor=self.participant,
-                    rules_version=rules_version, comment=None,
-                    match=MatchRef(match_id=match_id, counterparty_trade_id=opposite.trade_id,
-                                   counterparty_version=opposite.version + 1)))
-        await bulk.append_versions(self.conn, theirs, self.participant)
-        written = await bulk.insert_versions(self.conn, ours)
-        if len(written) != len(ours):  # version 2 of a trade this batch created: unreachable
-            raise VersionConflict(2, 1)
+        # matched, in the one statement that writes the run (bulk.insert_new_trades):
+        # no flip of a row this batch just wrote, no second round trip.
+        matches = [None if match is None else
+                   (MatchRef(match_id=uuid4(), counterparty_trade_id=match[1].trade_id,
+                             counterparty_version=match[1].version + 1), match[2])
+                   for match in decided]
+        written = await bulk.insert_new_trades(self.conn, run, matches)
         self.created.update(written)
+        theirs: list[NewVersion] = []
+        for new, match, ours in zip(run, decided, matches, strict=True):
+            if match is None or ours is None or new.trade_id not in written:
+                continue  # it rests; or another writer created that trade_id meanwhile
+            theirs.append(store.next_version(  # as Matcher.match writes the resting leg
+                match[1], status="matched", reason="matched", actor=self.participant,
+                rules_version=match[2], comment=None,
+                match=MatchRef(match_id=ours[0].match_id, counterparty_trade_id=new.trade_id,
+                               counterparty_version=written[new.trade_id].version)))
+        await bulk.append_versions(self.conn, theirs)
         return len(decided)
 
     async def single(self, new: NewVersion) -> None:

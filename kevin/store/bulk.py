@@ -4,15 +4,15 @@ doing for a whole batch what its single counterpart does for one trade."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import asyncpg
 
 from kevin import jsoncodec
 from kevin.domain.errors import VersionConflict
-from kevin.domain.models import Trade
+from kevin.domain.models import MatchRef, Trade
 from kevin.domain.rules import Rules, RulesVersion
 from kevin.store import bulk_queries as q
-from kevin.store import queries
 from kevin.store.matching import (
     MATCH_LOCK_CLASS,
     MATCH_PER_SIDE,
@@ -21,7 +21,7 @@ from kevin.store.matching import (
     _rules_from_row,
     _within_args,
 )
-from kevin.store.trades import NewVersion, trade_from_row
+from kevin.store.trades import NewVersion, trade_from_new, trade_from_row
 
 
 def _columns(news: Sequence[NewVersion]) -> list[list[object]]:
@@ -45,33 +45,43 @@ async def latest_rules(conn: asyncpg.Connection,
     return {row["product"]: _rules_from_row(row) for row in rows}
 
 
-async def insert_versions(conn: asyncpg.Connection, news: Sequence[NewVersion],
-                          superseded: Sequence[bool] | None = None) -> dict[str, Trade]:
-    """Insert many versions (with their feed rows); those whose (trade, version) exists
-    already are skipped. ``superseded``: per version, whether it is written already not
-    latest (its successor follows in this transaction). Returns what was written, by
-    trade_id."""
+async def insert_new_trades(
+    conn: asyncpg.Connection, news: Sequence[NewVersion],
+    matches: Sequence[tuple[MatchRef, int | None] | None],
+) -> dict[str, Trade]:
+    """Insert each new trade's version 1 and, where ``matches`` gives its match (and the
+    rules version that decided it), its version 2 (matched), with their feed rows, in one
+    round trip (bulk_queries.INSERT_NEW_TRADES). A trade_id that exists already is
+    skipped. Returns each written trade's latest version, by trade_id."""
     if not news:
         return {}
-    latest = [not s for s in superseded] if superseded is not None else [True] * len(news)
-    rows = await conn.fetch(q.INSERT_VERSIONS, *_columns(news), latest)
-    return {row["trade_id"]: trade_from_row(row) for row in rows}
+    seconds = [None if m is None else
+               (m[0].match_id, m[0].counterparty_trade_id, m[0].counterparty_version, m[1])
+               for m in matches]
+    rows = await conn.fetch(q.INSERT_NEW_TRADES, *_columns(news),
+                            *_arrays([s or (None, None, None, None) for s in seconds]))
+    by_id = {new.trade_id: (new, second) for new, second in zip(news, matches, strict=True)}
+    written: dict[str, Trade] = {}
+    for row in rows:
+        new, second = by_id[row["trade_id"]]
+        if second is not None:
+            new = replace(new, version=new.version + 1, status="matched", reason="matched",
+                          match=second[0], rules_version=second[1])
+        written[new.trade_id] = trade_from_new(new, row["first_submitted_at"],
+                                               row["recorded_at"])
+    return written
 
 
-async def append_versions(conn: asyncpg.Connection, news: Sequence[NewVersion],
-                          participant: str) -> dict[str, Trade]:
-    """kevin.store.trades.append_versions, returning only ``participant``'s new versions
-    (by trade_id): a batch answers with its own trades, so the counterparties' rows are
-    never turned into models."""
+async def append_versions(conn: asyncpg.Connection, news: Sequence[NewVersion]) -> None:
+    """kevin.store.trades.append_versions without reading the versions back: a batch
+    answers with its own trades, and these are the counterparties'."""
     if not news:
-        return {}
-    rows = await conn.fetch(queries.APPEND_VERSIONS, *_columns(news))
+        return
+    rows = await conn.fetch(q.APPEND_VERSIONS_COUNTED, *_columns(news))
     if len(rows) != len(news):
         done = {(r["participant"], r["trade_id"]) for r in rows}
         lost = next(new for new in news if (new.participant, new.trade_id) not in done)
         raise VersionConflict(lost.version - 1, lost.version - 1)
-    return {row["trade_id"]: trade_from_row(row) for row in rows
-            if row["participant"] == participant}
 
 
 async def latest_many(conn: asyncpg.Connection, participant: str,

@@ -8,7 +8,7 @@ asyncpg sends in binary. jsonb travels as text (see queries.APPEND_VERSIONS).
 import re
 
 from kevin.store.matching_queries import MATCH_CANDIDATES
-from kevin.store.queries import TRADE_COLUMNS
+from kevin.store.queries import APPEND_VERSIONS, TRADE_COLUMNS
 
 _NEW_COLUMNS = """
     participant, trade_id, version, status, reason, counterparty, side, product,
@@ -17,43 +17,77 @@ _NEW_COLUMNS = """
     rules_version, comment, replay_id, actor, first_submitted_at
 """
 
-# Many versions and their feed rows (queries.INSERT_VERSION, many rows). A version that
-# exists already is skipped (ON CONFLICT on the primary key), exactly as the single
-# insert does; the caller tells those apart by the rows that come back. Rows are
-# inserted in the batch's order, so feed rows (and their written_at) follow it.
-# $25, latest per row: a batch writes a trade it matches as version 1 already superseded
-# (latest false) and version 2 latest, both in this transaction — the state a flip
-# would leave, without the flip's UPDATE (a new row version, the trigger) per trade.
-INSERT_VERSIONS = f"""
+# A batch's new trades with their feed rows, in ONE statement: version 1 of each line
+# and, for a line the batch matched, version 2 (matched) as well — version 1 then written
+# already superseded (latest false), the state a flip would leave without the flip's
+# UPDATE. $1..$24 are version 1's columns (as queries.INSERT_VERSION, one array each);
+# $25..$28 version 2's match (match_id, counterparty trade_id and version, rules
+# version), NULL for a line that rests. A trade_id that exists already is skipped (ON
+# CONFLICT on the primary key), and so is its version 2: it is joined to the version 1
+# rows this statement wrote. Version 2 keeps version 1's first_submitted_at.
+# Feed rows go in by (recorded_at, version): a trade's version 2 row is made from its
+# version 1 row's RETURNING, so per trade version 1 gets the earlier written_at, which
+# orders the sequencer (feed_queries.SEQUENCE_BATCH).
+# Only what the caller cannot know comes back, for the latest version of each trade
+# written: a full row would be decoded (jsonb parsed) only to be rebuilt as it was sent.
+INSERT_NEW_TRADES = f"""
 WITH new AS (
     SELECT * FROM unnest(
         $1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],
         $8::text[], $9::numeric[], $10::numeric[], $11::text[], $12::date[], $13::date[],
         $14::text[], $15::text[], $16::uuid[], $17::text[], $18::int[], $19::text[],
-        $20::int[], $21::text[], $22::uuid[], $23::text[], $24::timestamptz[], $25::bool[]
-    ) WITH ORDINALITY AS n({_NEW_COLUMNS}, latest, ord)
-), version AS (
+        $20::int[], $21::text[], $22::uuid[], $23::text[], $24::timestamptz[],
+        $25::uuid[], $26::text[], $27::int[], $28::int[]
+    ) WITH ORDINALITY AS n({_NEW_COLUMNS}, matched_id, matched_trade_id, matched_version,
+                           matched_rules_version, ord)
+), first AS (
     INSERT INTO trades (
         participant, trade_id, version, latest, status, reason, counterparty, side,
         product, quantity, price, currency, trade_date, settlement_date, location,
         attributes, match_id, match_counterparty_trade_id, match_counterparty_version,
         mismatches, rules_version, comment, replay_id, actor, first_submitted_at
     )
-    SELECT participant, trade_id, version, latest, status, reason, counterparty, side,
-           product, quantity, price, currency, trade_date, settlement_date, location,
-           attributes::jsonb, match_id, match_counterparty_trade_id,
-           match_counterparty_version, mismatches::jsonb, rules_version, comment, replay_id,
-           actor, coalesce(first_submitted_at, clock_timestamp())
+    SELECT participant, trade_id, version, matched_id IS NULL, status, reason,
+           counterparty, side, product, quantity, price, currency, trade_date,
+           settlement_date, location, attributes::jsonb, match_id,
+           match_counterparty_trade_id, match_counterparty_version, mismatches::jsonb,
+           rules_version, comment, replay_id, actor,
+           coalesce(first_submitted_at, clock_timestamp())
     FROM new
     ORDER BY ord
     ON CONFLICT ON CONSTRAINT pk_trades DO NOTHING
-    RETURNING {TRADE_COLUMNS}
+    RETURNING participant, trade_id, version, latest, first_submitted_at, recorded_at
+), second AS (
+    INSERT INTO trades (
+        participant, trade_id, version, latest, status, reason, counterparty, side,
+        product, quantity, price, currency, trade_date, settlement_date, location,
+        attributes, match_id, match_counterparty_trade_id, match_counterparty_version,
+        mismatches, rules_version, comment, replay_id, actor, first_submitted_at
+    )
+    SELECT n.participant, n.trade_id, n.version + 1, true, 'matched', 'matched',
+           n.counterparty, n.side, n.product, n.quantity, n.price, n.currency,
+           n.trade_date, n.settlement_date, n.location, n.attributes::jsonb, n.matched_id,
+           n.matched_trade_id, n.matched_version, '[]'::jsonb, n.matched_rules_version,
+           NULL, n.replay_id, n.actor, first.first_submitted_at
+    FROM new n JOIN first USING (participant, trade_id)
+    WHERE n.matched_id IS NOT NULL
+    ORDER BY n.ord
+    RETURNING participant, trade_id, version, latest, first_submitted_at, recorded_at
+), written AS (
+    SELECT * FROM first UNION ALL SELECT * FROM second
 ), update AS (
     INSERT INTO feed (participant, trade_id, version)
-    SELECT participant, trade_id, version FROM version
+    SELECT participant, trade_id, version FROM written ORDER BY recorded_at, version
 )
-SELECT {TRADE_COLUMNS} FROM version
+SELECT trade_id, version, first_submitted_at, recorded_at FROM written WHERE latest
 """
+
+# queries.APPEND_VERSIONS answering only which trades got their version: the versions a
+# batch appends are the counterparties', which its answer never shows.
+_APPENDED_ROWS = f"SELECT {TRADE_COLUMNS} FROM version"
+assert APPEND_VERSIONS.rstrip().endswith(_APPENDED_ROWS), "APPEND_VERSIONS changed"
+APPEND_VERSIONS_COUNTED = APPEND_VERSIONS.rstrip().removesuffix(_APPENDED_ROWS) + \
+    "SELECT participant, trade_id FROM version\n"
 
 # The latest versions of some of one participant's trades ($1), by trade_id ($2).
 SELECT_LATEST_MANY = f"""

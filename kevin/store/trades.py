@@ -94,6 +94,20 @@ def trade_from_row(row: Mapping[str, Any]) -> Trade:
     })
 
 
+def trade_from_new(new: NewVersion, first_submitted_at: datetime,
+                   recorded_at: datetime) -> Trade:
+    """The Trade a NewVersion became once written, given what the database chose for it:
+    a bulk write reads back only those (decoding the rest would rebuild what was sent)."""
+    return trusted(Trade, {
+        **new.terms.__dict__, "trade_id": new.trade_id, "participant": new.participant,
+        "version": new.version, "status": new.status, "match": new.match,
+        "mismatches": list(new.mismatches), "reason": new.reason, "comment": new.comment,
+        "recorded_at": recorded_at, "actor": new.actor,
+        "first_submitted_at": first_submitted_at, "rules_version": new.rules_version,
+        "replay_id": new.replay_id,
+    })
+
+
 async def insert_version(conn: asyncpg.Connection, new: NewVersion) -> Trade | None:
     """Insert a version (and its feed row). None if that (trade, version) already exists."""
     row = await conn.fetchrow(q.INSERT_VERSION, *new.args())
