@@ -66,6 +66,44 @@ async def test_mixed_good_and_bad_lines_each_stand_alone(client, banks):
         assert resp.status == status
 
 
+async def test_values_are_stored_exactly_as_sent(client, banks, conn):
+    """A batch travels to PostgreSQL as JSON (kevin.store.bulk_queries): digits, scale,
+    dates and attributes come back exactly as sent, resting or matched, and as a
+    single submission would have stored them."""
+    a, b = banks
+    odd = {"price": "1000.2500", "quantity": "0.000001", "settlement_date": "2026-12-31",
+           "location": "Zürich \"X\"",
+           "attributes": {"fee": 1.10, "big": 123456789012345678901234567890,
+                          "tiny": "1E-30", "nested": [{"é": None, "ok": True}]}}
+    rest = await batch(client, a, '{"trade_id": "A-odd", "counterparty": "BANKB", '
+                       '"side": "sell", "product": "XAU", "quantity": 0.000001, '
+                       '"price": 1000.2500, "currency": "USD", "trade_date": "2026-11-20", '
+                       '"settlement_date": "2026-12-31", "location": "Zürich \\"X\\"", '
+                       '"attributes": {"fee": 1.10, "big": 123456789012345678901234567890, '
+                       '"tiny": "1E-30", "nested": [{"é": null, "ok": true}]}}')
+    matched = await batch(client, b, buy("B-odd", **odd))
+    for result, headers, trade_id in ((rest, a, "A-odd"), (matched, b, "B-odd")):
+        trade = result["results"][0]["trade"]
+        assert (trade["price"], trade["quantity"]) == ("1000.2500", "0.000001")
+        assert trade["settlement_date"] == "2026-12-31"
+        assert trade["location"] == 'Zürich "X"'
+        # A-odd's answer was its version 1; B-odd's match gave it a version 2 since.
+        version = trade["version"]
+        stored = await (await client.get(f"/v1/trades/{trade_id}/versions",
+                                         headers=headers)).json()
+        assert stored["versions"][version - 1] == trade
+        assert trade["attributes"] == {"fee": 1.10, "nested": [{"é": None, "ok": True}],
+                                        "big": 123456789012345678901234567890,
+                                        "tiny": "1E-30"}
+    assert matched["results"][0]["trade"]["status"] == "matched"
+    raw = await conn.fetchrow(
+        "SELECT price::text, quantity::text, attributes::text FROM trades "
+        "WHERE trade_id = 'A-odd' AND latest")
+    assert (raw["price"], raw["quantity"]) == ("1000.2500", "0.000001")
+    assert '"fee": 1.10' in raw["attributes"]
+    assert "123456789012345678901234567890" in raw["attributes"]
+
+
 async def test_idempotent_lines_and_conflicts(client, banks, conn):
     a, _ = banks
     first = await batch(client, a, trade_body("A-1"), trade_body("A-2"), trade_body("A-1"),

@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import asyncpg
 
-from kevin import jsoncodec
 from kevin.domain.errors import VersionConflict
 from kevin.domain.models import MatchRef, Trade
 from kevin.domain.rules import Rules, RulesVersion
@@ -24,12 +23,10 @@ from kevin.store.matching import (
 from kevin.store.trades import NewVersion, trade_from_new, trade_from_row
 
 
-def _columns(news: Sequence[NewVersion]) -> list[list[object]]:
-    """One array per INSERT_VERSION parameter (jsonb as text, see bulk_queries)."""
-    columns = [list(column) for column in zip(*(new.args() for new in news), strict=True)]
-    for index in (14, 18):  # attributes, mismatches
-        columns[index] = [jsoncodec.dumps_str(value) for value in columns[index]]
-    return columns
+def _lines(rows: Iterable[Sequence[object]]) -> list[Sequence[object]]:
+    """A batch's rows as the one jsonb parameter its statement takes (see bulk_queries):
+    the pool's jsonb codec writes them with kevin.jsoncodec, in one orjson call."""
+    return list(rows)
 
 
 async def lock_match_keys(conn: asyncpg.Connection, keys: Iterable[MatchKey]) -> None:
@@ -55,11 +52,11 @@ async def insert_new_trades(
     skipped. Returns each written trade's latest version, by trade_id."""
     if not news:
         return {}
-    seconds = [None if m is None else
-               (m[0].match_id, m[0].counterparty_trade_id, m[0].counterparty_version, m[1])
-               for m in matches]
-    rows = await conn.fetch(q.INSERT_NEW_TRADES, *_columns(news),
-                            *_arrays([s or (None, None, None, None) for s in seconds]))
+    rows = await conn.fetch(q.INSERT_NEW_TRADES, _lines(
+        (*new.args(), None, None, None, None) if m is None else
+        (*new.args(), m[0].match_id, m[0].counterparty_trade_id, m[0].counterparty_version,
+         m[1])
+        for new, m in zip(news, matches, strict=True)))
     by_id = {new.trade_id: (new, second) for new, second in zip(news, matches, strict=True)}
     written: dict[str, Trade] = {}
     for row in rows:
@@ -77,7 +74,7 @@ async def append_versions(conn: asyncpg.Connection, news: Sequence[NewVersion]) 
     answers with its own trades, and these are the counterparties'."""
     if not news:
         return
-    rows = await conn.fetch(q.APPEND_VERSIONS_COUNTED, *_columns(news))
+    rows = await conn.fetch(q.APPEND_VERSIONS_COUNTED, _lines(new.args() for new in news))
     if len(rows) != len(news):
         done = {(r["participant"], r["trade_id"]) for r in rows}
         lost = next(new for new in news if (new.participant, new.trade_id) not in done)
@@ -109,10 +106,6 @@ def _key(trade: Trade) -> tuple[object, ...]:
             trade.trade_date)
 
 
-def _arrays(rows: Sequence[Sequence[object]]) -> list[list[object]]:
-    return [list(column) for column in zip(*rows, strict=True)]
-
-
 async def candidates_many(
     conn: asyncpg.Connection, trades: Sequence[tuple[Trade, Rules]]
 ) -> list[tuple[list[tuple[Trade, bool]], bool]]:
@@ -123,13 +116,13 @@ async def candidates_many(
     exact = [i for i, (_, rules) in enumerate(trades) if is_exact(rules)]
     tolerant = [i for i, (_, rules) in enumerate(trades) if not is_exact(rules)]
     if exact:
-        rows = await conn.fetch(q.EXACT_CANDIDATES, *_arrays([
+        rows = await conn.fetch(q.EXACT_CANDIDATES, _lines([
             (*_key(t), t.trade_id, t.price, t.quantity, t.settlement_date, t.location)
             for t, _ in (trades[i] for i in exact)]))
         for row in rows:
             found[exact[row["batch_ord"] - 1]].append((trade_from_row(row), row["pointed_at"]))
     if tolerant:
-        rows = await conn.fetch(q.TOLERANT_CANDIDATES, *_arrays([
+        rows = await conn.fetch(q.TOLERANT_CANDIDATES, _lines([
             (*_key_args(t, MATCH_PER_SIDE), *_within_args(t, rules))
             for t, rules in (trades[i] for i in tolerant)]))
         for row in rows:
@@ -139,6 +132,6 @@ async def candidates_many(
     counterparts: set[int] = set()
     if alone:
         rows = await conn.fetch(q.WITH_COUNTERPARTS,
-                                *_arrays([_key(trades[i][0]) for i in alone]))
+                                _lines(_key(trades[i][0]) for i in alone))
         counterparts = {alone[row["ord"] - 1] for row in rows}
     return [(found[i], bool(found[i]) or i in counterparts) for i in range(len(trades))]
