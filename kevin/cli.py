@@ -140,7 +140,7 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
     from kevin.bench.runner import run as run_bench
 
     options = Options(mode=args.mode, concurrency=args.concurrency, keys=args.keys,
-                      warmup=args.warmup, duration=args.duration,
+                      warmup=args.warmup, duration=args.duration, rounds=args.rounds,
                       batch_lines=args.batch_lines, batch_requests=args.batch_requests,
                       output=Path(args.output) if args.output else None)
     try:
@@ -265,8 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="clients / connections (default 8)")
     bench_p.add_argument("--keys", type=int, default=0,
                          help="distinct match keys (default: one per client)")
-    bench_p.add_argument("--warmup", type=float, default=2.0, help="seconds not measured")
-    bench_p.add_argument("--duration", type=float, default=10.0, help="seconds measured")
+    bench_p.add_argument("--warmup", type=float, default=1.0,
+                         help="seconds not measured, per slice (default 1)")
+    bench_p.add_argument("--duration", type=float, default=5.0,
+                         help="seconds measured, per slice (default 5)")
+    bench_p.add_argument("--rounds", type=_positive, default=3,
+                         help="pairs: alternating ceiling and service slices (default 3)")
     bench_p.add_argument("--batch-lines", type=int, default=10_000,
                          help="lines per POST /v1/trades/batch (at most 10,000)")
     bench_p.add_argument("--batch-requests", type=int, default=6,

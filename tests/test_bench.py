@@ -30,7 +30,8 @@ async def _bench_databases(server_url: str) -> list[str]:
 async def test_bench_pairs_writes_figures_and_cleans_up(server_url: str, tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
     done = run_cli("bench", "pairs", "--concurrency", "2", "--warmup", "0.2", "--duration", "1",
-                   "--output", str(output), timeout=120, KEVIN_DATABASE_URL=server_url)
+                   "--rounds", "2", "--output", str(output), timeout=120,
+                   KEVIN_DATABASE_URL=server_url)
     assert done.returncode == 0, done.stderr
     assert "ceiling" in done.stdout and "service" in done.stdout and "ratio" in done.stdout
     figures = json.loads(output.read_text())
@@ -40,6 +41,11 @@ async def test_bench_pairs_writes_figures_and_cleans_up(server_url: str, tmp_pat
     assert pairs["ratio"] == pytest.approx(
         pairs["service"]["pairs_per_s"] / pairs["ceiling"]["pairs_per_s"], abs=0.001)
     assert pairs["service"]["latency"]["p50_ms"] is not None
+    # Two alternating rounds; the totals are their sums over the measured seconds.
+    assert len(pairs["rounds"]) == 2 and pairs["ceiling"]["seconds"] == 2
+    assert pairs["service"]["pairs_per_s"] == pytest.approx(
+        sum(r["service_pairs_per_s"] for r in pairs["rounds"]) / 2, abs=0.1)
+    assert "latencies_s" not in pairs["service"] and "latencies_s" not in pairs["ceiling"]
     assert figures["machine"]["cpus"] >= 1
     assert len(figures["scratch_databases"]) == 2
     assert not set(figures["scratch_databases"]) & set(await _bench_databases(server_url))

@@ -145,6 +145,7 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
         "pairs_per_s": round(len(pairs) / duration, 1),
         "matched_in_response": sum(p.matched_in_response for p in pairs),
         "errors": errors, "latency": w.latency_summary(latencies),
+        "latencies_s": latencies,  # for the runner to merge rounds; not reported
         "latency_is": ("buy sent -> both matched updates seen on GET /v1/feed" if with_feed
                        else "buy sent -> buy's response (this service has no GET /v1/feed)"),
         "pairs_not_seen_on_feed": unseen if with_feed else None,

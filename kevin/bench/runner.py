@@ -40,8 +40,9 @@ class Options:
     mode: str = "all"  # pairs | batch | all
     concurrency: int = 8
     keys: int = 0  # distinct match keys; 0 = one per client
-    warmup: float = 2.0
-    duration: float = 10.0
+    warmup: float = 1.0
+    duration: float = 5.0
+    rounds: int = 3
     batch_lines: int = 10_000
     batch_requests: int = 6
     output: Path | None = None
@@ -190,35 +191,74 @@ async def run_loadgen(config: dict[str, Any], timeout: float) -> dict[str, Any]:
 # --- the modes --------------------------------------------------------------------------
 
 
+def _merged(slices: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Slices of one side (ceiling or service) as one figure: pairs summed over the
+    measured time, latencies pooled."""
+    merged = {k: v for k, v in slices[-1].items() if k != "latencies_s"}
+    pairs = sum(s["pairs"] for s in slices)
+    latencies = [x for s in slices for x in s["latencies_s"]]
+    merged.update(pairs=pairs, seconds=seconds, pairs_per_s=round(pairs / seconds, 1),
+                  latency=w.latency_summary(latencies))
+    if isinstance(merged.get("errors"), int):
+        merged["errors"] = sum(s["errors"] for s in slices)
+    elif isinstance(merged.get("errors"), dict):
+        errors: dict[str, int] = {}
+        for s in slices:
+            for status, n in s["errors"].items():
+                errors[status] = errors.get(status, 0) + n
+        merged["errors"] = errors
+    for key in ("pairs_not_seen_on_feed", "matched_in_response", "feed_matched_updates_seen",
+                "load_generator_cpu_s"):
+        if merged.get(key) is not None:
+            merged[key] = round(sum(s[key] for s in slices), 2)
+    return merged
+
+
 async def bench_pairs(server_url: str, options: Options, workdir: Path) -> dict[str, Any]:
+    """The ceiling and the service in alternating slices (``rounds`` of each, the same
+    length), so that a machine whose speed drifts — a shared one always does — tilts
+    both sides alike; the ratio is of the sums."""
     run_id = secrets.token_hex(3)
     common = {"concurrency": options.concurrency, "duration": options.duration,
-              "warmup": options.warmup, "keys": options.match_keys, "run_id": run_id}
-    async with scratch_database(server_url, "ceiling") as url:
-        ceiling_figures = await ceiling.run(url, **common)
-    async with scratch_database(server_url, "service") as url:
+              "warmup": options.warmup, "keys": options.match_keys}
+    ceilings: list[dict[str, Any]] = []
+    services: list[dict[str, Any]] = []
+    cpu = 0.0
+    async with scratch_database(server_url, "ceiling") as ceiling_url, \
+            scratch_database(server_url, "service") as url:
         keys = await create_participants(url)
         admin_token = secrets.token_urlsafe(16)
         async with ServeProcess(url, admin_token, workdir / "serve.log") as server:
             assert server.process is not None
-            before = proc_figures(server.process.pid)
-            service = await run_loadgen(
-                {**common, "url": server.base, "seller_key": keys[w.SELLER],
-                 "buyer_key": keys[w.BUYER], "admin_token": admin_token},
-                timeout=options.warmup + options.duration + 120)
-            after = proc_figures(server.process.pid)
-        if before and after:
-            cpu = after["cpu_s"] - before["cpu_s"]
-            # CPU per pair is steadier than pairs/s on a shared machine: the figure to
-            # compare when judging a change to the service.
-            measured = service["pairs"] * (options.warmup + options.duration) / options.duration
-            service["server"] = {
-                "rss_mib": after["rss_mib"], "cpu_s": round(cpu, 2),
-                "cpu_ms_per_pair": round(1000 * cpu / measured, 3) if measured else None}
+            for r in range(options.rounds):
+                ceilings.append(await ceiling.run(ceiling_url, **common,
+                                                  run_id=f"{run_id}c{r}"))
+                before = proc_figures(server.process.pid)
+                services.append(await run_loadgen(
+                    {**common, "run_id": f"{run_id}s{r}", "url": server.base,
+                     "seller_key": keys[w.SELLER], "buyer_key": keys[w.BUYER],
+                     "admin_token": admin_token},
+                    timeout=options.warmup + options.duration + 120))
+                after = proc_figures(server.process.pid)
+                if before and after:
+                    cpu += after["cpu_s"] - before["cpu_s"]
+            rss = proc_figures(server.process.pid).get("rss_mib")
+    seconds = options.duration * options.rounds
+    ceiling_figures, service = _merged(ceilings, seconds), _merged(services, seconds)
+    if rss is not None:
+        # CPU per pair is steadier than pairs/s on a shared machine: the figure to
+        # compare when judging a change to the service.
+        measured = service["pairs"] * (options.warmup + options.duration) / options.duration
+        service["server"] = {
+            "rss_mib": rss, "cpu_s": round(cpu, 2),
+            "cpu_ms_per_pair": round(1000 * cpu / measured, 3) if measured else None}
     ratio = service["pairs_per_s"] / ceiling_figures["pairs_per_s"] \
         if ceiling_figures["pairs_per_s"] else None
+    rounds = [{"ceiling_pairs_per_s": c["pairs_per_s"], "service_pairs_per_s": s["pairs_per_s"],
+               "ratio": round(s["pairs_per_s"] / c["pairs_per_s"], 3)
+               if c["pairs_per_s"] else None} for c, s in zip(ceilings, services, strict=True)]
     return {"ceiling": ceiling_figures, "service": service,
-            "ratio": round(ratio, 3) if ratio is not None else None}
+            "ratio": round(ratio, 3) if ratio is not None else None, "rounds": rounds}
 
 
 def machine() -> dict[str, Any]:
@@ -271,8 +311,9 @@ def _ms(value: float | None) -> str:
 def pairs_text(figures: dict[str, Any], options: Options) -> str:
     c, s = figures["ceiling"], figures["service"]
     lines = [
-        f"pairs: {options.concurrency} clients, {options.match_keys} match keys, "
-        f"{options.duration:g} s measured after {options.warmup:g} s warm-up",
+        f"pairs: {options.concurrency} clients, {options.match_keys} match keys; "
+        f"{options.rounds} rounds of ceiling then service, each {options.duration:g} s "
+        f"measured after {options.warmup:g} s warm-up",
         f"  ceiling  {c['pairs_per_s']:>9.1f} pairs/s   p50 {_ms(c['latency']['p50_ms'])}"
         f"   p99 {_ms(c['latency']['p99_ms'])}   ({c['latency_is']})",
         f"  service  {s['pairs_per_s']:>9.1f} pairs/s   p50 {_ms(s['latency']['p50_ms'])}"
@@ -281,6 +322,8 @@ def pairs_text(figures: dict[str, Any], options: Options) -> str:
         + (f"   (server: {s['server']['cpu_ms_per_pair']} CPU ms per pair, "
            f"RSS {s['server']['rss_mib']} MiB)" if "server" in s else ""),
     ]
+    lines.append("  by round  " + ", ".join(
+        f"{r['ratio']}" for r in figures["rounds"]) + "  (service / ceiling)")
     if s.get("errors"):
         lines.append(f"  service errors by status: {s['errors']}")
     if c.get("errors"):
