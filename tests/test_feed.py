@@ -19,6 +19,7 @@ from kevin.feed.sequencer import Sequencer
 from kevin.store import database
 from kevin.store import feed as feed_store
 from kevin.store import trades as store
+from kevin.store.feed_queries import SEQUENCER_LOCK_KEY
 from kevin.store.trades import NewVersion
 from tests.conftest import ADMIN, bearer, trade_body, wait_for
 from tests.feed_helpers import page, read_all, sse_events
@@ -144,6 +145,7 @@ async def test_sequencer_holds_back_a_version_whose_predecessor_is_not_yet_eligi
     ta, tc, tb, seq_conn = [await asyncpg.connect(dsn) for _ in range(4)]
     insert = "INSERT INTO feed (participant, trade_id, version) VALUES ('P', $1, $2)"
     try:
+        assert await feed_store.take_lead(seq_conn)
         txa, txc = ta.transaction(), tc.transaction()
         await txa.start()
         await ta.execute("SELECT pg_current_xact_id()")  # A's xid: the smallest
@@ -177,20 +179,69 @@ async def _sequenced_all(conn):
     return await _all_sequenced(conn)
 
 
-async def test_only_one_sequencer_works_at_a_time(db_url):
+async def test_only_one_sequencer_leads_at_a_time(db_url):
+    """The lead is a session lock: a second session cannot take it while the first
+    lives, and takes it once that session is gone."""
     dsn = to_asyncpg_dsn(db_url)
     holder, other = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
     try:
-        await other.execute("INSERT INTO feed (participant, trade_id, version) VALUES ('P','T',1)")
-        async with holder.transaction():
-            assert (await feed_store.sequence_round(holder, 10)).locked
-            # While the first round's transaction is open, a second sequencer skips.
-            skipped = await feed_store.sequence_round(other, 10)
-            assert not skipped.locked and skipped.assigned == 0
-        assert (await feed_store.sequence_round(other, 10)).locked
+        assert await feed_store.take_lead(holder)
+        assert not await feed_store.take_lead(other)
+        await other.execute("INSERT INTO feed (participant, trade_id, version) "
+                            "VALUES ('P','T',1)")
+        assert (await feed_store.sequence_round(holder, 10)).assigned == 1
+        await holder.close()
+        await wait_for(lambda: feed_store.take_lead(other))
     finally:
         await holder.close()
         await other.close()
+
+
+async def test_a_follower_takes_over_when_the_leader_dies(db_url, conn):
+    """Two sequencers (two processes' worth: two pools): one leads; a follower's writes
+    reach the leader and are sequenced at once, not at the leader's next poll; when the
+    leader's session is killed, sequencing resumes at once and nothing is skipped; and
+    both stop when cancelled (a cancel during the dead connection's cleanup once turned
+    into a retry and hung the shutdown)."""
+    pools = [await database.create_pool(db_url, min_size=1, max_size=3) for _ in range(2)]
+    # A poll too slow to pass the test: the follower's notification must do it.
+    sequencers = [Sequencer(pool, poll_interval=5.0) for pool in pools]
+    tasks = [asyncio.create_task(s.run()) for s in sequencers]
+    try:
+        await wait_for(lambda: _one_leads(sequencers))
+        follower = next(s for s in sequencers if not s.leading)
+        async with database.transaction(follower.pool) as writer:  # pokes the follower
+            await writer.execute("INSERT INTO feed (participant, trade_id, version) "
+                                 "VALUES ('P', 'T-1', 1)")
+        await wait_for(lambda: _all_sequenced(conn), timeout=3)
+        leader_pid = await conn.fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid "
+            "AND objsubid = 1", SEQUENCER_LOCK_KEY)
+        assert leader_pid is not None
+        await conn.execute("SELECT pg_terminate_backend($1)", leader_pid)
+        async with database.transaction(follower.pool) as writer:
+            await writer.execute("INSERT INTO feed (participant, trade_id, version) "
+                                 "VALUES ('P', 'T-2', 1)")
+        # The dead leader hears its session end and tries again at once; whichever of
+        # the two takes the lead sequences T-2 (well before either's 5 s poll).
+        await wait_for(lambda: _all_sequenced(conn), timeout=3)
+        await wait_for(lambda: _one_leads(sequencers))
+        rows = await conn.fetch("SELECT trade_id, seq FROM feed ORDER BY seq")
+        assert [(r["trade_id"], r["seq"]) for r in rows] == [("T-1", 1), ("T-2", 2)]
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for pool in pools:
+            await pool.close()
+
+
+async def _one_leads(sequencers):
+    return sum(s.leading for s in sequencers) == 1
 
 
 @pytest.mark.slow

@@ -9,10 +9,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from kevin.api.app import create_app
 from kevin.api.metrics import Metrics
 from kevin.domain.models import TradeTerms
+from kevin.feed.runtime import FeedOptions
 from kevin.store import database
 from kevin.store import trades as store
 from kevin.store.trades import NewVersion
-from tests.conftest import ADMIN, ADMIN_TOKEN, trade_body
+from tests.conftest import ADMIN, ADMIN_TOKEN, Api, trade_body
 
 
 async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -63,11 +64,12 @@ async def test_latency_is_observed_per_route_template(client, banks):
 
 
 async def test_oldest_unmatched_age_and_feed_backlog_come_from_the_database(
-        client, banks, pool, conn):
-    # Hold the feed sequencer's lock (the app runs one), so the backlog stays put while
-    # it is compared and seqs are assigned by hand below.
-    from kevin.store.feed_queries import SEQUENCER_LOCK_KEY
-    await conn.execute("SELECT pg_advisory_lock($1)", SEQUENCER_LOCK_KEY)
+        service, aiohttp_client, pool, conn):
+    # An app without a sequencer, so the backlog stays put while it is compared and seqs
+    # are assigned by hand below.
+    client = await aiohttp_client(create_app(service, ADMIN_TOKEN,
+                                             FeedOptions(sequencer=False)))
+    banks = [await Api(client).participant(name) for name in ("BANKA", "BANKB")]
     m = await scrape(client)
     assert value(m, "kevin_oldest_unmatched_age_seconds") == 0
     assert value(m, "kevin_database_up") == 1

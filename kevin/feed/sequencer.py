@@ -3,13 +3,18 @@
 Why (DESIGN.md, the skipped-feed-row bug): a seq taken at insert time becomes visible at
 commit time, so a reader tailing ``seq > last`` skips rows that committed late. Here
 writers insert their feed rows with seq NULL and never wait for each other; this loop,
-running in every ``kevin serve`` but working in only one process at a time (an advisory
-lock), assigns seqs to committed rows in batches. The SQL and its reasoning are in
-kevin.store.feed_queries.SEQUENCE_BATCH.
+running in every ``kevin serve``, assigns seqs to committed rows in batches. The SQL and
+its reasoning are in kevin.store.feed_queries.SEQUENCE_BATCH.
+
+One process at a time leads: the one whose connection holds the sequencer's session
+lock. The leader keeps that connection for as long as it leads and runs each round as
+one autocommitted statement on it; it never hands the connection back to the pool (it
+closes it), so the lock can never linger on a pooled connection. The others follow:
+they try for the lead every ``poll_interval`` (a leader that dies loses the lock with its
+session), and after their own commits they tell the leader over LISTEN/NOTIFY.
 
 Wake-ups: every committed transaction() of this process pokes it (database.on_commit);
-a short poll covers writers in other processes. A round that loses the lock to another
-process retries shortly, since that process's round may have started before our commit.
+the leader also wakes on a follower's notification, and polls.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import structlog
 from kevin.feed.watch import FeedWatch
 from kevin.store import database
 from kevin.store import feed as store
+from kevin.store.feed_queries import WRITTEN_CHANNEL
 
 log = structlog.get_logger(__name__)
 
@@ -30,59 +36,95 @@ log = structlog.get_logger(__name__)
 class Sequencer:
     def __init__(
         self, pool: asyncpg.Pool, watch: FeedWatch | None = None, *, batch: int = 5000,
-        poll_interval: float = 0.1, lock_retry: float = 0.01,
+        poll_interval: float = 0.1,
     ) -> None:
         self.pool = pool
         self.watch = watch
         self.batch = batch
         self.poll_interval = poll_interval
-        self.lock_retry = lock_retry
         self._poked = asyncio.Event()
+        self.leading = False
         self.rounds = 0
 
     def poke(self) -> None:
         self._poked.set()
 
     async def run(self) -> None:
-        """Sequence until cancelled. Never raises on database trouble: logs, backs off,
-        retries (a server must not die because its database blinked)."""
+        """Sequence (or follow) until cancelled. Never raises on database trouble: logs,
+        backs off, retries (a server must not die because its database blinked)."""
         remove_hook = database.on_commit(self.pool, self.poke)
         backoff = 0.1
         try:
             while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._poked.wait(), self.poll_interval)
-                self._poked.clear()
                 try:
-                    await self.drain()
+                    async with database.connection(self.pool) as conn:
+                        if await store.take_lead(conn):
+                            try:
+                                await self._lead(conn)
+                            finally:
+                                # The session lock goes with the session: never back
+                                # into the pool with it.
+                                conn.terminate()
+                    await self._follow()
                     backoff = 0.1
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        # A cancel that struck mid-cleanup can surface as the dead
+                        # connection's error instead; it is still a cancel.
+                        raise asyncio.CancelledError() from e
                     log.warning("feed sequencer: round failed, retrying", error=repr(e),
                                 retry_in=backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
-                    self._poked.set()
         finally:
             remove_hook()
 
-    async def drain(self) -> int:
-        """Sequence everything eligible now; returns how many seqs were assigned."""
-        assigned = 0
-        async with database.connection(self.pool) as conn:
-            if not await store.any_unsequenced(conn):
-                return 0
+    async def _lead(self, conn: asyncpg.Connection) -> None:
+        log.info("feed sequencer: leading")
+        self.leading = True
+        await conn.add_listener(WRITTEN_CHANNEL, self._on_written)
+        # A session killed under us: wake now, fail the next round, try again.
+        conn.add_termination_listener(self._on_written)
+        try:
             while True:
-                result = await store.sequence_round(conn, self.batch)
-                self.rounds += 1
-                if not result.locked:
-                    # Another process is sequencing; its snapshot may predate our commit.
-                    await asyncio.sleep(self.lock_retry)
-                    self._poked.set()
-                    return assigned
-                assigned += result.assigned
-                if result.top is not None and self.watch is not None:
-                    self.watch.advance(result.top)
-                if result.assigned < self.batch:
-                    return assigned
+                await self.drain(conn)
+                await self._wait(self.poll_interval)
+        finally:
+            self.leading = False
+
+    async def _follow(self) -> None:
+        """Until the next try for the lead: pass this process's commits on to the leader,
+        one notification for however many commits came together."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.poll_interval
+        while (remaining := deadline - loop.time()) > 0:
+            if await self._wait(remaining):
+                async with database.connection(self.pool) as conn:
+                    await store.tell_leader(conn)
+
+    def _on_written(self, *_: object) -> None:
+        self.poke()
+
+    async def _wait(self, seconds: float) -> bool:
+        """Until poked (True) or ``seconds`` passed (False); a poke is used up."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._poked.wait(), seconds)
+        poked = self._poked.is_set()
+        self._poked.clear()
+        return poked
+
+    async def drain(self, conn: asyncpg.Connection) -> int:
+        """Sequence everything eligible now on the leading ``conn``; how many seqs were
+        assigned."""
+        assigned = 0
+        while True:
+            result = await store.sequence_round(conn, self.batch)
+            self.rounds += 1
+            assigned += result.assigned
+            if result.top is not None and self.watch is not None:
+                self.watch.advance(result.top)
+            if result.assigned < self.batch:
+                return assigned

@@ -16,30 +16,26 @@ from kevin.store.trades import trade_from_row
 class Round:
     """What one sequencer round did."""
 
-    locked: bool  # False: another sequencer holds the lock; nothing was done
     assigned: int = 0
     top: int | None = None  # the highest seq assigned in this round
 
 
-async def any_unsequenced(conn: asyncpg.Connection) -> bool:
-    return bool(await conn.fetchval(q.ANY_UNSEQUENCED))
+async def take_lead(conn: asyncpg.Connection) -> bool:
+    """Try to become the one sequencer (a session-level advisory lock, held until this
+    connection's session ends: the caller never hands a leading connection back)."""
+    return bool(await conn.fetchval(q.TAKE_LEAD, q.SEQUENCER_LOCK_KEY))
 
 
 async def sequence_round(conn: asyncpg.Connection, batch: int) -> Round:
-    """Assign seqs to up to ``batch`` committed updates, in one transaction.
+    """Assign seqs to up to ``batch`` committed updates and wake the readers, in one
+    autocommitted statement. ``conn`` must hold the lead (take_lead) and no transaction."""
+    row = await conn.fetchrow(q.SEQUENCE_BATCH, batch, q.FEED_CHANNEL)
+    return Round(assigned=row["assigned"], top=row["top"])
 
-    The caller owns no transaction; this opens and commits its own, so the assigned seqs
-    (and the notification) become visible together at its commit.
-    """
-    async with conn.transaction():
-        if not await conn.fetchval(q.TRY_SEQUENCER_LOCK, q.SEQUENCER_LOCK_KEY):
-            return Round(locked=False)
-        seqs = await conn.fetch(q.SEQUENCE_BATCH, batch)
-        if not seqs:
-            return Round(locked=True)
-        top = max(r["seq"] for r in seqs)
-        await conn.execute(q.NOTIFY_SEQUENCED, q.FEED_CHANNEL, str(top))
-    return Round(locked=True, assigned=len(seqs), top=top)
+
+async def tell_leader(conn: asyncpg.Connection) -> None:
+    """Wake the leading sequencer (in whichever process) to sequence new writes."""
+    await conn.execute(q.NOTIFY_WRITTEN, q.WRITTEN_CHANNEL)
 
 
 async def max_seq(conn: asyncpg.Connection) -> int:

@@ -5,31 +5,34 @@ Parameters are always bound ($1, $2, …); no value is ever formatted into SQL t
 
 from kevin.store.queries import TRADE_COLUMNS
 
-# Any constant shared by every Kevin process: only one sequencer works at a time, across
-# all processes on the database. The _xact_ form is released by COMMIT/ROLLBACK itself,
-# so a crashed sequencer can never leave the lock behind.
+# Any constant shared by every Kevin process: one sequencer at a time works, across all
+# processes on the database — the one whose session holds this advisory lock (the lead).
+# A session lock is released when its session ends, so a crashed or partitioned leader
+# can never leave it behind; a follower takes over at its next try.
 SEQUENCER_LOCK_KEY = 0x4B6576696E466565  # "KevinFee"
 
-# Channels. Readers LISTEN on FEED_CHANNEL (payload: the new highest seq); the sequencer
-# LISTENs on WRITTEN_CHANNEL. Both are hints that wake a loop early; every loop also
-# polls, because a notification is lost when nobody listens at that instant.
+# Channels. Readers LISTEN on FEED_CHANNEL (payload: the new highest seq); the leading
+# sequencer LISTENs on WRITTEN_CHANNEL, on which followers tell it of their processes'
+# commits. Both are hints that wake a loop early; every loop also polls, because a
+# notification is lost when nobody listens at that instant.
 FEED_CHANNEL = "kevin_feed"
 WRITTEN_CHANNEL = "kevin_feed_written"
 
-TRY_SEQUENCER_LOCK = "SELECT pg_try_advisory_xact_lock($1)"
+TAKE_LEAD = "SELECT pg_try_advisory_lock($1)"
 
-# A cheap probe (the partial index ix_feed_unsequenced holds only unsequenced rows), so
-# an idle sequencer costs one index lookup per poll and no transaction.
-ANY_UNSEQUENCED = "SELECT EXISTS (SELECT 1 FROM feed WHERE seq IS NULL)"
+NOTIFY_WRITTEN = "SELECT pg_notify($1, '')"
 
 # The skipped-row remedy: writers insert feed rows with seq NULL in the version's own
 # transaction (no counter, no lock: writers never wait for each other); this statement,
 # run by the single sequencer AFTER those transactions commit, hands out the public seq.
 #
-# * Run under pg_try_advisory_xact_lock(SEQUENCER_LOCK_KEY), taken by an EARLIER statement
-#   of the same transaction, so this statement's snapshot (READ COMMITTED: one per
-#   statement) already sees every seq the previous sequencer committed: max(seq) is
-#   exact, and seqs are handed out strictly increasing across rounds and processes.
+# * Run by the session holding the lead (TAKE_LEAD, taken by an EARLIER statement), in
+#   autocommit: one statement, one transaction, one round trip per round. Its snapshot
+#   is taken after the lead was, and after this session's previous round committed, so
+#   it sees every seq any sequencer ever committed: max(seq) is exact, and seqs are
+#   handed out strictly increasing across rounds and processes. (The first cut took a
+#   transaction-scoped lock per round: a probe, BEGIN, lock, batch, NOTIFY and COMMIT,
+#   six round trips, a sixth of the server's work under load.)
 # * Eligible rows: txid < pg_snapshot_xmin(pg_current_snapshot()). Every transaction
 #   older than the snapshot's xmin has finished, so no transaction that is still in
 #   flight can own an eligible row, and any row that commits later gets a larger seq
@@ -47,7 +50,12 @@ ANY_UNSEQUENCED = "SELECT EXISTS (SELECT 1 FROM feed WHERE seq IS NULL)"
 #   grows with the version; id breaks ties between unrelated rows deterministically.
 # * Batches of at most $1 rows keep each round's transaction short; the caller loops
 #   while a round is full. ix_feed_unsequenced_written serves the ordered scan and
-#   uq_feed_participant_trade_id_version the held-back probe.
+#   uq_feed_participant_trade_id_version the held-back probe; an idle round finds the
+#   partial index empty and writes nothing.
+# * Readers in every process are woken on $2 (FEED_CHANNEL) with the new highest seq,
+#   delivered at commit, i.e. only once the seqs are visible. Only the sequencer
+#   notifies (writers never do: a NOTIFY takes a database-wide lock at commit, which
+#   would serialise every writer's commit; the sequencer is alone anyway).
 SEQUENCE_BATCH = """
 WITH horizon AS (
     SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
@@ -71,17 +79,16 @@ WITH horizon AS (
 ), numbered AS (
     SELECT e.id, top.seq + row_number() OVER (ORDER BY e.written_at, e.id) AS seq
     FROM eligible e, top
+), assigned AS (
+    UPDATE feed SET seq = numbered.seq
+    FROM numbered
+    WHERE feed.id = numbered.id
+    RETURNING feed.seq
 )
-UPDATE feed SET seq = numbered.seq
-FROM numbered
-WHERE feed.id = numbered.id
-RETURNING feed.seq
+SELECT count(*) AS assigned, max(seq) AS top,
+       CASE WHEN max(seq) IS NOT NULL THEN pg_notify($2, max(seq)::text) END AS notified
+FROM assigned
 """
-
-# Wake readers in every process; delivered at commit, i.e. only once the seqs are visible.
-# Only the sequencer notifies (writers never do: a NOTIFY takes a database-wide lock at
-# commit, which would serialise every writer's commit; the sequencer is alone anyway).
-NOTIFY_SEQUENCED = "SELECT pg_notify($1, $2)"
 
 MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM feed"
 
