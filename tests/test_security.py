@@ -247,6 +247,10 @@ SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|TRUNCATE|COP
 IDENTIFIER_SPLICES = {
     ("kevin/bench/runner.py", "f'CREATE DATABASE \"{name}\"'"),
     ("kevin/bench/runner.py", "f'DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)'"),
+    # Called at import only, with the module's constant column lists and "$1".
+    ("kevin/store/bulk_queries.py",
+     "f'(SELECT {fields}, ord FROM jsonb_array_elements({param}::jsonb) "
+     "WITH ORDINALITY AS e(r, ord))'"),
 }
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from kevin.api import (
@@ -21,6 +25,7 @@ from kevin.api.errors import request_context
 from kevin.api.http import MAX_BODY
 from kevin.engine.service import Kevin
 from kevin.feed.runtime import FeedOptions, install_feed
+from kevin.store.statistics import keep_young_statistics
 
 
 def create_app(
@@ -45,4 +50,16 @@ def create_app(
     # The feed's watch and sequencer run in the background of every app (and so of every
     # `kevin serve` and every test client); SSE streams end on shutdown.
     install_feed(app, service.pool, feed_options or FeedOptions())
+    app.cleanup_ctx.append(_young_statistics)
     return app
+
+
+async def _young_statistics(app: web.Application) -> AsyncIterator[None]:
+    """kevin.store.statistics: a new database's first ANALYZE, not a minute late."""
+    task = asyncio.create_task(keep_young_statistics(app[KEVIN].pool), name="statistics")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
