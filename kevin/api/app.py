@@ -25,7 +25,7 @@ from kevin.api.errors import request_context
 from kevin.api.http import MAX_BODY
 from kevin.engine.service import Kevin
 from kevin.feed.runtime import FeedOptions, install_feed
-from kevin.store.statistics import keep_young_statistics
+from kevin.store.analyze import keep_young_statistics
 
 
 def create_app(
@@ -55,7 +55,7 @@ def create_app(
 
 
 async def _young_statistics(app: web.Application) -> AsyncIterator[None]:
-    """kevin.store.statistics: a new database's first ANALYZE, not a minute late."""
+    """kevin.store.analyze: a new database's first ANALYZE, not a minute late."""
     task = asyncio.create_task(keep_young_statistics(app[KEVIN].pool), name="statistics")
     try:
         yield

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from kevin import jsoncodec
 from kevin.api.app_keys import KEVIN
 from kevin.api.http import authenticate, require_participant, validation_details
+from kevin.api.metrics import OUTCOME
 from kevin.domain import errors as e
 from kevin.domain.models import TradeSubmission
 from kevin.engine.batch import MAX_LINES
@@ -93,5 +94,5 @@ async def submit_batch(request: web.Request) -> web.Response:
         results[index]["trade"] = outcome.trade.model_dump(mode="python") \
             if outcome.trade is not None else None
         results[index]["error"] = outcome.error
-    return web.Response(body=jsoncodec.dumps({"results": results}),
-                        content_type="application/json")
+    request[OUTCOME] = answer = {"results": results}
+    return web.Response(body=jsoncodec.dumps(answer), content_type="application/json")

@@ -1,11 +1,11 @@
-"""A young database's first statistics (kevin.store.statistics)."""
+"""A young database's first statistics (kevin.store.analyze)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 
-from kevin.store import statistics
+from kevin.store import analyze as statistics
 from tests.conftest import wait_for
 
 ROWS = statistics.MIN_CHANGES + 500
