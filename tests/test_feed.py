@@ -240,6 +240,27 @@ async def test_a_follower_takes_over_when_the_leader_dies(db_url, conn):
             await pool.close()
 
 
+async def test_a_cancel_stays_a_cancel_when_the_server_closed_the_connection(pool, conn):
+    """The sequencer's cleanup closes its connection as a cancel passes through. When the
+    server had closed that connection already, asyncpg refused the call, and the error
+    replaced the cancel: the task retried instead of ending, and shutdown hung."""
+    with pytest.raises(asyncio.CancelledError):
+        async with database.connection(pool) as c:
+            pid = await c.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("SELECT pg_terminate_backend($1)", pid)
+            await wait_for(lambda: _gone(conn, pid))
+            with pytest.raises(database.CONNECTIVITY_ERRORS):
+                await c.fetchval("SELECT 1")  # the client learns its session is gone
+            try:
+                raise asyncio.CancelledError()
+            finally:
+                database.terminate(c)
+
+
+async def _gone(conn, pid) -> bool:
+    return not await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
+
+
 async def _one_leads(sequencers):
     return sum(s.leading for s in sequencers) == 1
 

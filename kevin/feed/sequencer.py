@@ -64,17 +64,12 @@ class Sequencer:
                             finally:
                                 # The session lock goes with the session: never back
                                 # into the pool with it.
-                                conn.terminate()
+                                database.terminate(conn)
                     await self._follow()
                     backoff = 0.1
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
-                    task = asyncio.current_task()
-                    if task is not None and task.cancelling():
-                        # A cancel that struck mid-cleanup can surface as the dead
-                        # connection's error instead; it is still a cancel.
-                        raise asyncio.CancelledError() from e
                     log.warning("feed sequencer: round failed, retrying", error=repr(e),
                                 retry_in=backoff)
                     await asyncio.sleep(backoff)

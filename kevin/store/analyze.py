@@ -66,8 +66,5 @@ async def keep_young_statistics(pool: asyncpg.Pool, interval: float = 1.0) -> No
         except asyncio.CancelledError:
             raise
         except Exception as e:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError() from e
             log.warning("statistics: check failed, retrying", error=repr(e))
         await asyncio.sleep(interval)

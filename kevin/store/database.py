@@ -155,8 +155,17 @@ def _dropped_if_broken(conn: asyncpg.Connection) -> Iterator[None]:
     try:
         yield
     except CONNECTIVITY_ERRORS:
-        conn.terminate()
+        terminate(conn)
         raise
+
+
+def terminate(conn: asyncpg.Connection) -> None:
+    """Close a pooled connection at once, whatever state it is in. One the server closed
+    under us is already detached from its pool proxy, and asyncpg refuses the call
+    (InterfaceError): raised from a cleanup, that error would replace the one in flight
+    — a cancel once became a retry that hung a shutdown."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
 
 
 # --- migrations -----------------------------------------------------------------------
