@@ -88,12 +88,7 @@ class _Batch:
 
     def provisional(self, new: NewVersion) -> Trade:
         """The trade as it will be once inserted, for deciding ahead of the insert."""
-        return trusted(Trade, {
-            **new.terms.__dict__, "trade_id": new.trade_id, "participant": self.participant,
-            "version": 1, "status": "unmatched", "match": None, "mismatches": [],
-            "reason": "submitted", "comment": None, "recorded_at": NOT_YET,
-            "actor": self.participant, "first_submitted_at": NOT_YET, "rules_version": None,
-            "replay_id": None})
+        return store.trade_from_new(new, first_submitted_at=NOT_YET, recorded_at=NOT_YET)
 
     async def run(self) -> None:
         position = 0
@@ -138,7 +133,7 @@ class _Batch:
         self.created.update(written)
         theirs: list[NewVersion] = []
         for new, match, ours in zip(run, decided, matches, strict=True):
-            if match is None or ours is None or new.trade_id not in written:
+            if match is None or new.trade_id not in written:
                 continue  # it rests; or another writer created that trade_id meanwhile
             theirs.append(store.next_version(  # as Matcher.match writes the resting leg
                 match[1], status="matched", reason="matched", actor=self.participant,
