@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import gc
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import datetime
@@ -21,7 +22,7 @@ from aiohttp import web
 
 from kevin import logs
 from kevin.api.app import create_app
-from kevin.config import ConfigError, Settings
+from kevin.config import MAX_WORKERS, ConfigError, Settings
 from kevin.consumer import command as consume_command
 from kevin.domain.errors import KevinError
 from kevin.engine.service import Kevin
@@ -45,8 +46,20 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-async def serve(settings: Settings, host: str, port: int) -> None:
-    async with database_url(settings) as url:
+async def serve(settings: Settings, host: str, port: int, workers: int,
+                listen_fd: int | None = None) -> None:
+    """One process serving on host:port; or, with ``workers`` > 1, a supervisor of that
+    many (kevin.workers); or, with ``listen_fd``, one of a supervisor's workers."""
+    if workers > 1 and listen_fd is None:
+        from kevin.workers import WorkersFailed, supervise
+
+        try:
+            await supervise(settings, host, port, workers)
+        except WorkersFailed as e:
+            raise CommandFailed(str(e)) from e
+        return
+    # A worker's supervisor has migrated already (and started any embedded PostgreSQL).
+    async with database_url(settings, migrate=listen_fd is None) as url:
         pool = await database.create_pool(url)
         try:
             app = create_app(Kevin(pool), settings.admin_token)
@@ -55,13 +68,20 @@ async def serve(settings: Settings, host: str, port: int) -> None:
                                    shutdown_timeout=HANDLER_GRACE)
             await runner.setup()
             try:
-                site = web.TCPSite(runner, host, port, reuse_address=True)
+                site: web.BaseSite
+                if listen_fd is None:
+                    site = web.TCPSite(runner, host, port, reuse_address=True)
+                else:
+                    site = web.SockSite(runner, socket.socket(fileno=listen_fd))
                 try:
                     await site.start()
                 except OSError as e:
                     raise CommandFailed(f"cannot listen on {host}:{port}: {e.strerror}") from e
-                log.info("serving", url=f"http://{host}:{port}",
-                         database="embedded" if not settings.database_url else "configured")
+                if listen_fd is None:
+                    log.info("serving", url=f"http://{host}:{port}",
+                             database="embedded" if not settings.database_url else "configured")
+                else:
+                    log.info("worker ready")
                 await _wait_for_stop_signal()
                 log.info("shutting down")
             finally:
@@ -88,11 +108,17 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
 
 
 async def _wait_for_stop_signal() -> None:
+    from kevin.workers import watch_supervisor
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    watcher = asyncio.create_task(watch_supervisor(stop), name="supervisor")
+    try:
+        await stop.wait()
+    finally:
+        watcher.cancel()
     # Already stopping: a repeated SIGTERM (an impatient supervisor, a script sending it
     # twice) must not kill the process half-way through its shutdown. Taken from the loop
     # first, or closing the loop would restore the default action (death by SIGTERM).
@@ -171,6 +197,13 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _worker_count(text: str) -> int:
+    count = _positive(text)
+    if count > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_WORKERS} workers")
+    return count
+
+
 async def archive_versions(settings: Settings, before: datetime, batch_size: int) -> None:
     from kevin.engine.archive import ArchiveReport, archive
 
@@ -242,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p = commands.add_parser("serve", help="run the HTTP service (migrates first)")
     serve_p.add_argument("--host", help="listen address (KEVIN_HOST, default 127.0.0.1)")
     serve_p.add_argument("--port", type=int, help="listen port (KEVIN_PORT, default 8080)")
+    serve_p.add_argument("--workers", type=_worker_count, metavar="N",
+                         help="worker processes sharing the port (KEVIN_WORKERS, default 1; "
+                              "one per core is the usual choice)")
+    # A supervisor's worker: serve on this inherited, already listening socket.
+    serve_p.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     commands.add_parser("migrate", help="bring the schema to head and exit")
     participant_p = commands.add_parser("participant", help="manage participants")
     participant_cmds = participant_p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -292,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, None]:
     commands: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
-        "serve": lambda: serve(settings, args.host or settings.host, args.port or settings.port),
+        "serve": lambda: serve(settings, args.host or settings.host, args.port or settings.port,
+                               args.workers or settings.workers, args.listen_fd),
         "migrate": lambda: migrate(settings),
         "participant": lambda: add_participant(settings, args.name),
         "check": lambda: check_invariants(settings, args.limit),
@@ -330,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        logs.configure(settings.log_format)
+        logs.configure(settings.log_format, worker=getattr(args, "listen_fd", None) is not None)
         run_event_loop(run(args, settings))
     except CheckFailed:
         return 1

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import platformdirs
 
+MAX_WORKERS = 64
+
 
 class ConfigError(Exception):
     """A setting has a value Kevin cannot use."""
@@ -22,6 +24,7 @@ class Settings:
     port: int
     admin_token: str | None
     log_format: str
+    workers: int = 1
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -34,6 +37,14 @@ class Settings:
         log_format = env.get("KEVIN_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
         if log_format not in ("json", "console"):
             raise ConfigError(f"KEVIN_LOG_FORMAT must be json or console, not {log_format!r}")
+        workers_text = env.get("KEVIN_WORKERS", "1")
+        try:
+            workers = int(workers_text)
+        except ValueError:
+            workers = 0
+        if not 1 <= workers <= MAX_WORKERS:
+            raise ConfigError(f"KEVIN_WORKERS must be a number from 1 to {MAX_WORKERS}, "
+                              f"not {workers_text!r}")
         data_dir = env.get("KEVIN_DATA_DIR") or platformdirs.user_data_dir("kevin")
         return cls(
             database_url=env.get("KEVIN_DATABASE_URL") or None,
@@ -42,4 +53,5 @@ class Settings:
             port=port,
             admin_token=env.get("KEVIN_ADMIN_TOKEN") or None,
             log_format=log_format,
+            workers=workers,
         )

@@ -4,17 +4,23 @@ Request-scoped values (request_id, …) ride on contextvars, so every line carri
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from typing import Any
 
 import structlog
 
 
-def configure(log_format: str = "json", level: int = logging.INFO) -> None:
+def configure(log_format: str = "json", level: int = logging.INFO, *,
+              worker: bool = False) -> None:
+    """``worker``: a line of one of ``kevin serve --workers`` processes says which (pid)."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if worker:
+        shared.append(_add_pid)
     renderer: structlog.types.Processor
     if log_format == "console":
         renderer = structlog.dev.ConsoleRenderer()
@@ -35,3 +41,8 @@ def configure(log_format: str = "json", level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _add_pid(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    event["pid"] = os.getpid()
+    return event

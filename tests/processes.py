@@ -55,7 +55,8 @@ async def run_cli_async(db_url: str, *args: str, timeout: float = 60) -> tuple[i
 class Server:
     """`kevin serve` in a subprocess on a free port."""
 
-    def __init__(self, stderr_path: Path, **settings: str | None) -> None:
+    def __init__(self, stderr_path: Path, *serve_args: str, **settings: str | None) -> None:
+        self.serve_args = serve_args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.settings = settings
@@ -65,7 +66,8 @@ class Server:
     def start(self) -> Server:
         with open(self.stderr_path, "ab") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "kevin.cli", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "kevin.cli", "serve", "--port", str(self.port),
+                 *self.serve_args],
                 env=kevin_env(**self.settings), stdout=subprocess.DEVNULL, stderr=stderr)
         return self
 

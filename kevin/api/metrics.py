@@ -12,6 +12,13 @@ counter). Three kinds of figure:
 - figures read at scrape time: the age of the oldest unmatched trade and the feed's
   backlog from the database (each a probe of a small partial index, under a short
   timeout), and the connection pool's usage.
+
+Under ``kevin serve --workers N`` (kevin.workers sets PROMETHEUS_MULTIPROC_DIR) every
+worker writes its figures to that directory and a scrape, whichever worker answers it,
+reads all of them (prometheus_client's multiprocess mode): counters and histograms are
+summed, pool and stream gauges summed over live workers, database figures are the latest
+any worker read. Per-process figures (CPU, memory) are left out there: they would
+describe only the worker that happened to answer.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+import os
 import time
 from typing import Any
 
@@ -32,6 +40,7 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
@@ -45,6 +54,8 @@ from kevin.store.stats import scrape_stats
 log = structlog.get_logger(__name__)
 
 SCRAPE_DB_TIMEOUT = 2.0
+# How a gauge's values from several workers combine (see the module docstring).
+LATEST, SUMMED = "mostrecent", "livesum"
 
 # Routes whose responses carry a trade (or a batch of results) worth counting.
 SUBMIT = ("POST", "/v1/trades")
@@ -66,7 +77,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        ProcessCollector(registry=r)
+        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        if not self.multiprocess:
+            ProcessCollector(registry=r)
         self.requests = Histogram(
             "kevin_http_request_duration_seconds", "HTTP request latency",
             ["route", "method", "status"], registry=r,
@@ -87,53 +100,50 @@ class Metrics:
         self.stp_rate = Gauge(
             "kevin_match_rate",
             "Straight-through processing: trades auto-matched (two per match) over trades "
-            "created, since this process started; NaN before the first trade",
-            registry=r,
+            "created, since the service started; NaN before the first trade",
+            registry=r, multiprocess_mode=LATEST,
         )
         self.oldest_unmatched = Gauge(
             "kevin_oldest_unmatched_age_seconds",
             "Age of the oldest live unmatched or mismatched trade (0 when there is none)",
-            registry=r,
+            registry=r, multiprocess_mode=LATEST,
         )
         self.feed_unsequenced = Gauge(
             "kevin_feed_unsequenced_updates",
             "Feed updates written but not yet given a seq (capped at 100000)", registry=r,
+            multiprocess_mode=LATEST,
         )
         self.feed_lag = Gauge(
             "kevin_feed_lag_seconds",
             "Age of the oldest feed update still waiting for a seq (0 when none waits)",
-            registry=r,
+            registry=r, multiprocess_mode=LATEST,
         )
         self.feed_last_seq = Gauge("kevin_feed_last_seq", "The highest seq assigned",
-                                   registry=r)
-        self.sse_streams = Gauge("kevin_feed_sse_streams",
-                                 "SSE feed streams open in this process", registry=r)
+                                   registry=r, multiprocess_mode=LATEST)
+        self.sse_streams = Gauge("kevin_feed_sse_streams", "SSE feed streams open",
+                                 registry=r, multiprocess_mode=SUMMED)
         self.database_up = Gauge(
-            "kevin_database_up", "1 if the last scrape could read the database", registry=r)
-        self.pool = Gauge("kevin_db_pool_connections", "Connections in the pool by state",
-                          ["state"], registry=r)
-        self.pool_max = Gauge("kevin_db_pool_max_connections", "The pool's maximum size",
-                              registry=r)
+            "kevin_database_up", "1 if the last scrape could read the database", registry=r,
+            multiprocess_mode=LATEST)
+        self.pool = Gauge("kevin_db_pool_connections", "Connections in the pools by state",
+                          ["state"], registry=r, multiprocess_mode=SUMMED)
+        self.pool_max = Gauge("kevin_db_pool_max_connections", "The pools' maximum size",
+                              registry=r, multiprocess_mode=SUMMED)
         for result in ("created", "exists", "exists_with_different_fields", "invalid"):
             self.submissions.labels(result)
         for kind in ("auto", "forced"):
             self.matches.labels(kind)
-        self._created = 0
-        self._auto_matched = 0
 
     # --- outcomes --------------------------------------------------------------------
 
     def submitted(self, result: str) -> None:
         self.submissions.labels(result).inc()
-        if result == "created":
-            self._created += 1
 
     def trade_written(self, trade: dict[str, Any]) -> None:
         """A version the API returned: count the match or mismatch it records."""
         status, reason = trade.get("status"), trade.get("reason")
         if status == "matched" and reason == "matched":
             self.matches.labels("auto").inc()
-            self._auto_matched += 2
         elif status == "mismatched":
             self.mismatches.inc()
 
@@ -152,7 +162,6 @@ class Metrics:
             results = collections.Counter(line.get("result", "invalid") for line in lines)
             for result, n in results.items():
                 self.submissions.labels(result).inc(n)
-            self._created += results["created"]
             for line in lines:
                 if line.get("result") == "created" and line.get("trade"):
                     self.trade_written(line["trade"])
@@ -166,8 +175,10 @@ class Metrics:
 
     async def refresh(self, app: web.Application) -> None:
         """Read the figures that live in the database and the pool."""
-        self.stp_rate.set(min(1.0, self._auto_matched / self._created)
-                          if self._created else math.nan)
+        counted = self.collected()
+        created = counted.get_sample_value("kevin_submissions_total", {"result": "created"})
+        auto = counted.get_sample_value("kevin_matches_total", {"kind": "auto"})
+        self.stp_rate.set(min(1.0, 2 * (auto or 0) / created) if created else math.nan)
         pool = app[KEVIN].pool
         size, idle = pool.get_size(), pool.get_idle_size()
         self.pool.labels("in_use").set(size - idle)
@@ -191,8 +202,16 @@ class Metrics:
         self.feed_lag.set(_age(stats.now, stats.oldest_unsequenced))
         self.feed_last_seq.set(stats.last_seq or 0)
 
+    def collected(self) -> CollectorRegistry:
+        """This process's registry; under workers, one that reads every worker's figures."""
+        if not self.multiprocess:
+            return self.registry
+        every_worker = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every_worker)
+        return every_worker
+
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.collected())
 
 
 def _age(now: Any, then: Any) -> float:

@@ -1,0 +1,150 @@
+"""``kevin serve --workers N``: one listening socket, N worker processes sharing it.
+
+One Python process runs one event loop on one core. The pairs benchmark showed a single
+``kevin serve`` with its loop 67% busy and the machine 15% idle: each of a submission's
+round trips to PostgreSQL waits its turn in the loop's queue, so latency, not CPU, bounded
+the throughput (README, Performance). Workers divide that queue.
+
+The supervisor (this module, in the process the user started) prepares what must happen
+once — the embedded PostgreSQL if there is no KEVIN_DATABASE_URL, the migrations, the
+bound socket, so that a port already in use fails at once with one line — then starts
+the workers: ``python -m kevin.cli serve --listen-fd FD`` with the socket inherited. The
+kernel hands each accepted connection to one of them. Everything shared between workers
+already lives in PostgreSQL: match-key locks, the feed's sequencer (one leader per
+database), the trades themselves.
+
+SIGTERM or SIGINT to the supervisor reaches every worker, which shuts down as a single
+``kevin serve`` does; the supervisor exits 0 once all have. A worker that exits on its own
+stops the others and the supervisor exits 1: a supervisor of processes (systemd,
+Kubernetes) restarts the whole service instead of it running short-handed unnoticed.
+Metrics of all workers are summed through prometheus_client's multiprocess mode
+(kevin.api.metrics), in a directory that lives as long as the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import tempfile
+
+import structlog
+
+from kevin.config import Settings
+from kevin.runtime import database_url
+
+log = structlog.get_logger("kevin")
+
+# A worker gets HANDLER_GRACE twice plus the pool's close (kevin.cli); the supervisor
+# waits that long and a little more before it kills, inside the 10 s a SIGTERM allows.
+WORKER_STOP_TIMEOUT = 8.5
+# How often a worker checks that its supervisor is still there (see watch_supervisor).
+SUPERVISOR_POLL = 1.0
+
+
+class WorkersFailed(Exception):
+    """The service could not be kept running; the message is the user's one line."""
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bound and listening; inheritable by the workers. No SO_REUSEPORT: a second service
+    started on the same port must fail, not silently take half the connections."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as e:
+        # create_server adds the address to strerror; say it once, as kevin.cli does.
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise WorkersFailed(f"cannot listen on {host}:{port}: {reason}") from e
+    sock.set_inheritable(True)
+    return sock
+
+
+async def supervise(settings: Settings, host: str, port: int, workers: int) -> None:
+    """Run ``workers`` worker processes until a stop signal (exit 0) or until one of them
+    exits on its own (WorkersFailed)."""
+    async with database_url(settings) as url:
+        with listening_socket(host, port) as sock, \
+                tempfile.TemporaryDirectory(prefix="kevin-metrics-") as metrics_dir:
+            env = {**os.environ, "KEVIN_DATABASE_URL": url,
+                   "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+                   "KEVIN_SUPERVISOR_PID": str(os.getpid())}
+            children = [await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "kevin.cli", "serve", "--listen-fd", str(sock.fileno()),
+                env=env, pass_fds=(sock.fileno(),)) for _ in range(workers)]
+            log.info("serving", url=f"http://{host}:{port}", workers=[c.pid for c in children],
+                     database="configured" if settings.database_url else "embedded")
+            failed = await _until_stop_or_exit(children)
+            log.info("shutting down")
+            await _stop(children)
+            _forget_dead(metrics_dir, children)
+            if failed is not None:
+                raise WorkersFailed(f"worker {failed.pid} exited with status "
+                                    f"{failed.returncode}; stopped the others")
+
+
+async def _until_stop_or_exit(
+    children: list[asyncio.subprocess.Process],
+) -> asyncio.subprocess.Process | None:
+    """None on SIGTERM/SIGINT; else the first worker that exited."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waits = {asyncio.create_task(c.wait()): c for c in children}
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([stopped, *waits], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # A repeated signal during shutdown must not kill the supervisor half-way.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
+        stopped.cancel()
+        for task in waits:
+            task.cancel()
+    if stopped in done:
+        return None
+    exited = next(waits[t] for t in done if t in waits)
+    log.error("a worker exited; stopping the others", pid=exited.pid,
+              status=exited.returncode)
+    return exited
+
+
+async def _stop(children: list[asyncio.subprocess.Process]) -> None:
+    for child in children:
+        if child.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(WORKER_STOP_TIMEOUT):
+            await asyncio.gather(*(c.wait() for c in children))
+    except TimeoutError:
+        for child in children:
+            if child.returncode is None:
+                log.warning("worker did not stop in time; killing it", pid=child.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    child.kill()
+        await asyncio.gather(*(c.wait() for c in children))
+
+
+def _forget_dead(metrics_dir: str, children: list[asyncio.subprocess.Process]) -> None:
+    from prometheus_client import multiprocess
+
+    for child in children:
+        multiprocess.mark_process_dead(child.pid, metrics_dir)
+
+
+async def watch_supervisor(stop: asyncio.Event) -> None:
+    """In a worker: stop when the supervisor is gone (killed with SIGKILL, it could not
+    stop us), rather than serve on as an orphan nobody will stop."""
+    supervisor = int(os.environ.get("KEVIN_SUPERVISOR_PID", "0"))
+    if not supervisor:
+        return
+    while os.getppid() == supervisor:  # noqa: ASYNC110 - no event tells of a parent's death
+        await asyncio.sleep(SUPERVISOR_POLL)
+    log.error("the supervisor is gone; stopping", supervisor=supervisor)
+    stop.set()

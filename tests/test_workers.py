@@ -1,0 +1,142 @@
+"""`kevin serve --workers N`: one port, N processes. Pairs racing across workers match
+exactly once, /metrics counts every worker's requests, SIGTERM stops them all, and a
+worker or supervisor that dies takes the rest down instead of leaving a half service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, bearer, trade_body, wait_for
+from tests.matching_checks import check_matching_invariants
+from tests.processes import Server, run_cli
+
+pytestmark = pytest.mark.slow
+
+PAIRS = 40
+
+
+def _log_lines(server: Server) -> list[dict[str, Any]]:
+    lines = []
+    for raw in server.log().splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except ValueError:
+            continue
+    return lines
+
+
+def _worker_pids(server: Server) -> list[int]:
+    serving = [line for line in _log_lines(server) if line.get("event") == "serving"]
+    assert serving, server.log()
+    return serving[0]["workers"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def _gone(pids: list[int]) -> bool:
+    return not any(_alive(pid) for pid in pids)
+
+
+async def _workers(db_url: str, tmp_path: Path, count: int = 2) -> Server:
+    server = Server(tmp_path / "serve.log", "--workers", str(count),
+                    KEVIN_DATABASE_URL=db_url, KEVIN_ADMIN_TOKEN=ADMIN_TOKEN).start()
+    await server.wait_ready()
+    return server
+
+
+async def test_pairs_across_workers_match_once_and_metrics_count_every_worker(
+        db_url, conn, tmp_path):
+    keys = {}
+    for name in ("BANKA", "BANKB"):
+        done = run_cli("participant", "add", name, KEVIN_DATABASE_URL=db_url)
+        assert done.returncode == 0, done.stderr
+        keys[name] = bearer(done.stdout.strip())
+    server = await _workers(db_url, tmp_path)
+    workers = _worker_pids(server)
+    try:
+        bodies = [("BANKA", trade_body(f"A-{i:02d}")) for i in range(PAIRS)] + [
+            ("BANKB", trade_body(f"B-{i:02d}", counterparty="BANKA", side="buy"))
+            for i in range(PAIRS)]
+        # A connection per request: the kernel hands each to whichever worker accepts.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def submit(who: str, body: dict[str, Any]) -> int:
+                async with session.post(f"{server.url}/v1/trades", json=body,
+                                        headers=keys[who]) as resp:
+                    return resp.status
+
+            statuses = await asyncio.gather(*(submit(who, body) for who, body in bodies))
+            assert statuses == [201] * (2 * PAIRS), server.log()[-2000:]
+            async with session.get(f"{server.url}/metrics") as resp:
+                metrics = await resp.text()
+        served_by = {line.get("pid") for line in _log_lines(server)
+                     if line.get("event") == "request" and line.get("path") == "/v1/trades"}
+        assert served_by == set(workers), "both workers should have taken submissions"
+        assert f'kevin_submissions_total{{result="created"}} {2 * PAIRS}.0' in metrics
+        assert f'kevin_matches_total{{kind="auto"}} {PAIRS}.0' in metrics
+        assert "kevin_match_rate 1.0" in metrics
+        # Per-process figures would describe only the worker that answered the scrape.
+        assert "process_resident_memory_bytes" not in metrics
+    finally:
+        status = await server.stop(signal.SIGTERM, timeout=10)
+    assert status == 0, server.log()[-2000:]
+    assert await _gone(workers)
+    assert await check_matching_invariants(conn) == PAIRS
+
+
+async def test_a_worker_that_dies_stops_the_service_with_one_line(db_url, tmp_path):
+    server = await _workers(db_url, tmp_path)
+    workers = _worker_pids(server)
+    os.kill(workers[0], signal.SIGKILL)
+    status = await server.stop(signal.SIGCONT, timeout=10)  # only waits: nothing to stop
+    assert status == 1
+    assert f"worker {workers[0]} exited with status -9; stopped the others" in server.log()
+    assert await _gone(workers)
+
+
+async def test_workers_of_a_killed_supervisor_stop_on_their_own(db_url, tmp_path):
+    server = await _workers(db_url, tmp_path)
+    workers = _worker_pids(server)
+    await server.stop(signal.SIGKILL)
+    await wait_for(lambda: _gone(workers), timeout=10)
+
+
+async def test_a_port_in_use_fails_before_any_worker_starts(db_url, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli("serve", "--workers", "2", "--port", str(port),
+                       KEVIN_DATABASE_URL=db_url)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"kevin: cannot listen on 127.0.0.1:{port}: Address already in use")
+    assert "worker ready" not in done.stderr
+
+
+@pytest.mark.parametrize("setting", ["0", "65", "two"])
+def test_bad_worker_counts_fail_with_one_line(setting):
+    done = run_cli("serve", KEVIN_WORKERS=setting)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"kevin: KEVIN_WORKERS must be a number from 1 to 64, not {setting!r}")
+    flag = run_cli("serve", "--workers", setting)
+    assert flag.returncode == 2 and "--workers" in flag.stderr
