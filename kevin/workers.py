@@ -7,9 +7,9 @@ the throughput (README, Performance). Workers divide that queue.
 
 The supervisor (this module, in the process the user started) prepares what must happen
 once — the embedded PostgreSQL if there is no KEVIN_DATABASE_URL, the migrations, the
-bound socket, so that a port already in use fails at once with one line — then starts
-the workers: ``python -m kevin.cli serve --listen-fd FD`` with the socket inherited. The
-kernel hands each accepted connection to one of them. Everything shared between workers
+bound sockets, so that a port already in use fails at once with one line — then starts
+the workers: ``python -m kevin.cli serve --listen-fd FD``, each inheriting its own
+socket on the shared port (see listening_sockets). Everything shared between workers
 already lives in PostgreSQL: match-key locks, the feed's sequencer (one leader per
 database), the trades themselves.
 
@@ -49,32 +49,47 @@ class WorkersFailed(Exception):
     """The service could not be kept running; the message is the user's one line."""
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """Bound and listening; inheritable by the workers. No SO_REUSEPORT: a second service
-    started on the same port must fail, not silently take half the connections."""
+def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """One listening socket per worker, all on host:port with SO_REUSEPORT: the kernel
+    spreads connections over them by address hash. One shared socket would not: whichever
+    worker wakes first accepts, and a burst of 9 keep-alive connections went 9-0 to one
+    worker in 3 tries of 8, leaving the other idle for the connections' whole life.
+
+    SO_REUSEPORT would also let a second service of the same user on the same port take
+    half the connections unnoticed, so a plain bind first proves the port free."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sockets: list[socket.socket] = []
     try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.create_server((host, port), family=family, backlog=1024)
+        socket.create_server((host, port), family=family).close()
+        for _ in range(count):
+            sock = socket.create_server((host, port), family=family, backlog=1024,
+                                        reuse_port=True)
+            sockets.append(sock)
+            sock.set_inheritable(True)
     except OSError as e:
+        for sock in sockets:
+            sock.close()
         # create_server adds the address to strerror; say it once, as kevin.cli does.
         reason = os.strerror(e.errno) if e.errno else str(e)
         raise WorkersFailed(f"cannot listen on {host}:{port}: {reason}") from e
-    sock.set_inheritable(True)
-    return sock
+    return sockets
 
 
 async def supervise(settings: Settings, host: str, port: int, workers: int) -> None:
     """Run ``workers`` worker processes until a stop signal (exit 0) or until one of them
     exits on its own (WorkersFailed)."""
     async with database_url(settings) as url:
-        with listening_socket(host, port) as sock, \
+        sockets = listening_sockets(host, port, workers)
+        with contextlib.ExitStack() as open_sockets, \
                 tempfile.TemporaryDirectory(prefix="kevin-metrics-") as metrics_dir:
+            for sock in sockets:
+                open_sockets.enter_context(sock)
             env = {**os.environ, "KEVIN_DATABASE_URL": url,
                    "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
                    "KEVIN_SUPERVISOR_PID": str(os.getpid())}
             children = [await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "kevin.cli", "serve", "--listen-fd", str(sock.fileno()),
-                env=env, pass_fds=(sock.fileno(),)) for _ in range(workers)]
+                env=env, pass_fds=(sock.fileno(),)) for sock in sockets]
             log.info("serving", url=f"http://{host}:{port}", workers=[c.pid for c in children],
                      database="configured" if settings.database_url else "embedded")
             failed = await _until_stop_or_exit(children)
