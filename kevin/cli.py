@@ -168,6 +168,7 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
     options = Options(mode=args.mode, concurrency=args.concurrency, keys=args.keys,
                       warmup=args.warmup, duration=args.duration, rounds=args.rounds,
                       batch_lines=args.batch_lines, batch_requests=args.batch_requests,
+                      **({"workers": args.workers} if args.workers else {}),
                       output=Path(args.output) if args.output else None)
     try:
         await run_bench(settings, options)
@@ -313,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="lines per POST /v1/trades/batch (at most 10,000)")
     bench_p.add_argument("--batch-requests", type=int, default=6,
                          help="batch requests per run")
+    bench_p.add_argument("--workers", type=_worker_count, metavar="N",
+                         help="kevin serve --workers for the service (default: one per core)")
     bench_p.add_argument("--output", metavar="FILE", help="write the figures as JSON")
     replay_p = commands.add_parser(
         "replay", help="re-run matching since T under other rules; --apply writes it")

@@ -30,10 +30,11 @@ async def _bench_databases(server_url: str) -> list[str]:
 async def test_bench_pairs_writes_figures_and_cleans_up(server_url: str, tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
     done = run_cli("bench", "pairs", "--concurrency", "2", "--warmup", "0.2", "--duration", "1",
-                   "--rounds", "2", "--output", str(output), timeout=120,
+                   "--rounds", "2", "--workers", "2", "--output", str(output), timeout=120,
                    KEVIN_DATABASE_URL=server_url)
     assert done.returncode == 0, done.stderr
     assert "ceiling" in done.stdout and "service" in done.stdout and "ratio" in done.stdout
+    assert "kevin serve --workers 2" in done.stdout
     figures = json.loads(output.read_text())
     pairs = figures["pairs"]
     assert pairs["ceiling"]["pairs"] > 0 and pairs["ceiling"]["errors"] == 0
@@ -47,6 +48,8 @@ async def test_bench_pairs_writes_figures_and_cleans_up(server_url: str, tmp_pat
         sum(r["service_pairs_per_s"] for r in pairs["rounds"]) / 2, abs=0.1)
     assert "latencies_s" not in pairs["service"] and "latencies_s" not in pairs["ceiling"]
     assert figures["machine"]["cpus"] >= 1
+    # The server's CPU and memory are the supervisor's and both workers'.
+    assert figures["options"]["workers"] == 2 and pairs["service"]["server"]["processes"] == 3
     assert len(figures["scratch_databases"]) == 2
     assert not set(figures["scratch_databases"]) & set(await _bench_databases(server_url))
 

@@ -130,9 +130,9 @@ async def bench(server_url: str, options: Any, workdir: Path) -> dict[str, Any]:
     from kevin.bench.runner import (
         ServeProcess,
         create_participants,
-        proc_figures,
         run_loadgen,
         scratch_database,
+        tree_figures,
     )
 
     run_id = secrets.token_hex(3)
@@ -141,13 +141,14 @@ async def bench(server_url: str, options: Any, workdir: Path) -> dict[str, Any]:
         ceiling = await copy_ceiling(url, run_id, lines, requests)
     async with scratch_database(server_url, "batch") as url:
         keys = await create_participants(url)
-        async with ServeProcess(url, secrets.token_urlsafe(16), workdir / "batch.log") as server:
+        async with ServeProcess(url, secrets.token_urlsafe(16), workdir / "batch.log",
+                                options.workers) as server:
             assert server.process is not None
             service = await run_loadgen(
                 {"mode": "batch", "url": server.base, "run_id": run_id, "lines": lines,
                  "requests": requests, "seller_key": keys[w.SELLER],
                  "buyer_key": keys[w.BUYER]}, timeout=900)
-            service["server"] = proc_figures(server.process.pid)
+            service["server"] = tree_figures(server.process.pid)
     ratio = service["trades_per_s"] / ceiling["trades_per_s"]
     return {"ceiling": ceiling, "service": service, "ratio": round(ratio, 3),
             "lines_per_request": lines}

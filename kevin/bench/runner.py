@@ -15,7 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import asyncpg
 
 from kevin.bench import ceiling
 from kevin.bench import workload as w
-from kevin.config import Settings
+from kevin.config import MAX_WORKERS, Settings
 from kevin.dburl import to_asyncpg_dsn, with_database
 from kevin.engine.service import Kevin
 from kevin.runtime import database_url
@@ -45,6 +45,8 @@ class Options:
     rounds: int = 3
     batch_lines: int = 10_000
     batch_requests: int = 6
+    # kevin serve's processes: one per core, as the README advises for production.
+    workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, MAX_WORKERS))
     output: Path | None = None
 
     @property
@@ -96,6 +98,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def tree_figures(pid: int) -> dict[str, float]:
+    """proc_figures summed over a process and its children (a supervisor and its workers)."""
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, IndexError):
+                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    if int(stat[1]) == pid:
+                        pids.append(int(entry.name))
+    figures = [f for f in map(proc_figures, pids) if f]
+    if not figures:
+        return {}
+    return {"rss_mib": round(sum(f["rss_mib"] for f in figures), 1),
+            "cpu_s": round(sum(f["cpu_s"] for f in figures), 2), "processes": len(figures)}
+
+
 def proc_figures(pid: int) -> dict[str, float]:
     """RSS (MiB) and CPU seconds of a process, from /proc (Linux); {} elsewhere."""
     try:
@@ -122,7 +141,8 @@ def kevin_env(**settings: str) -> dict[str, str]:
 class ServeProcess:
     """``kevin serve`` on a free port of 127.0.0.1, on the given database."""
 
-    def __init__(self, url: str, admin_token: str, log_path: Path) -> None:
+    def __init__(self, url: str, admin_token: str, log_path: Path, workers: int = 1) -> None:
+        self.workers = workers
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = kevin_env(KEVIN_DATABASE_URL=url, KEVIN_ADMIN_TOKEN=admin_token,
@@ -135,7 +155,8 @@ class ServeProcess:
         try:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "kevin.cli", "serve", "--port", str(self.port),
-                env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=log)
+                "--workers", str(self.workers), env=self.env,
+                stdout=asyncio.subprocess.DEVNULL, stderr=log)
         finally:
             log.close()
         await self._wait_ready()
@@ -228,21 +249,23 @@ async def bench_pairs(server_url: str, options: Options, workdir: Path) -> dict[
             scratch_database(server_url, "service") as url:
         keys = await create_participants(url)
         admin_token = secrets.token_urlsafe(16)
-        async with ServeProcess(url, admin_token, workdir / "serve.log") as server:
+        async with ServeProcess(url, admin_token, workdir / "serve.log",
+                                options.workers) as server:
             assert server.process is not None
             for r in range(options.rounds):
                 ceilings.append(await ceiling.run(ceiling_url, **common,
                                                   run_id=f"{run_id}c{r}"))
-                before = proc_figures(server.process.pid)
+                before = tree_figures(server.process.pid)
                 services.append(await run_loadgen(
                     {**common, "run_id": f"{run_id}s{r}", "url": server.base,
                      "seller_key": keys[w.SELLER], "buyer_key": keys[w.BUYER],
                      "admin_token": admin_token},
                     timeout=options.warmup + options.duration + 120))
-                after = proc_figures(server.process.pid)
+                after = tree_figures(server.process.pid)
                 if before and after:
                     cpu += after["cpu_s"] - before["cpu_s"]
-            rss = proc_figures(server.process.pid).get("rss_mib")
+            at_end = tree_figures(server.process.pid)
+    rss = at_end.get("rss_mib")
     seconds = options.duration * options.rounds
     ceiling_figures, service = _merged(ceilings, seconds), _merged(services, seconds)
     if rss is not None:
@@ -250,7 +273,7 @@ async def bench_pairs(server_url: str, options: Options, workdir: Path) -> dict[
         # compare when judging a change to the service.
         measured = service["pairs"] * (options.warmup + options.duration) / options.duration
         service["server"] = {
-            "rss_mib": rss, "cpu_s": round(cpu, 2),
+            "rss_mib": rss, "processes": at_end["processes"], "cpu_s": round(cpu, 2),
             "cpu_ms_per_pair": round(1000 * cpu / measured, 3) if measured else None}
     ratio = service["pairs_per_s"] / ceiling_figures["pairs_per_s"] \
         if ceiling_figures["pairs_per_s"] else None
@@ -313,7 +336,7 @@ def pairs_text(figures: dict[str, Any], options: Options) -> str:
     lines = [
         f"pairs: {options.concurrency} clients, {options.match_keys} match keys; "
         f"{options.rounds} rounds of ceiling then service, each {options.duration:g} s "
-        f"measured after {options.warmup:g} s warm-up",
+        f"measured after {options.warmup:g} s warm-up; kevin serve --workers {options.workers}",
         f"  ceiling  {c['pairs_per_s']:>9.1f} pairs/s   p50 {_ms(c['latency']['p50_ms'])}"
         f"   p99 {_ms(c['latency']['p99_ms'])}   ({c['latency_is']})",
         f"  service  {s['pairs_per_s']:>9.1f} pairs/s   p50 {_ms(s['latency']['p50_ms'])}"
