@@ -28,6 +28,8 @@ from kevin.bench import workload as w
 from kevin.bench.batch import batch_lines
 from kevin.bench.runner import ServeProcess, create_participants, scratch_database
 
+SETTLE = 2.0
+
 
 def memory(pid: int) -> dict[str, float]:
     fields = {}
@@ -69,6 +71,9 @@ async def run(args: argparse.Namespace) -> None:
                                   f"{memory(pid)} MiB", flush=True)
                 print(f"after {batches * 2 * args.lines} trades: {memory(pid)} MiB "
                       f"(VmRSS now, VmHWM peak); {os.cpu_count()} CPUs", flush=True)
+                # The server hands freed heap back shortly after a batch (kevin.heap).
+                await asyncio.sleep(SETTLE)
+                print(f"{SETTLE:g} s later, idle: {memory(pid)} MiB", flush=True)
 
 
 def main() -> None:

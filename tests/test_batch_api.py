@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN, trade_body
+from tests.conftest import ADMIN, trade_body, wait_for
 from tests.matching_checks import check_matching_invariants
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -288,3 +288,19 @@ async def test_ten_thousand_lines_over_one_mebibyte(client, banks, conn):
                                        for i in range(0, 10_000, 2)))
     assert {r["trade"]["status"] for r in matched["results"]} == {"matched"}
     assert await check_matching_invariants(conn) == 5_000
+
+
+async def test_a_batch_hands_its_freed_heap_back_once_answered(client, banks, monkeypatch):
+    from kevin import heap
+
+    assert heap._TRIM is not None, "glibc's malloc_trim should be found on Linux"
+    trimmed: list[float] = []
+    monkeypatch.setattr(heap, "trim", lambda: trimmed.append(1.0))
+    answer = await batch(client, banks[0], trade_body("A-1"))
+    assert answer["results"][0]["result"] == "created"
+    assert trimmed == []  # not while the request's objects are still alive
+
+    async def called() -> bool:
+        return bool(trimmed)
+
+    await wait_for(called, timeout=5)

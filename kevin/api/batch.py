@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from kevin import jsoncodec
+from kevin import heap, jsoncodec
 from kevin.api.app_keys import KEVIN
 from kevin.api.http import authenticate, require_participant, validation_details
 from kevin.api.metrics import OUTCOME
@@ -95,4 +95,5 @@ async def submit_batch(request: web.Request) -> web.Response:
             if outcome.trade is not None else None
         results[index]["error"] = outcome.error
     request[OUTCOME] = answer = {"results": results}
+    heap.trim_soon()
     return web.Response(body=jsoncodec.dumps(answer), content_type="application/json")
