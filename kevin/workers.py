@@ -56,7 +56,11 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     worker in 3 tries of 8, leaving the other idle for the connections' whole life.
 
     SO_REUSEPORT would also let a second service of the same user on the same port take
-    half the connections unnoticed, so a plain bind first proves the port free."""
+    half the connections unnoticed, so a plain bind first proves the port free. Linux
+    spreads connections over the sockets; BSD and macOS hand them all to one, so there
+    workers add processes but not capacity."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise WorkersFailed("--workers needs SO_REUSEPORT (Linux); run one process here")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sockets: list[socket.socket] = []
     try:

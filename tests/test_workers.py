@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import pytest
 from tests.conftest import ADMIN_TOKEN, bearer, trade_body, wait_for
 from tests.matching_checks import check_matching_invariants
 from tests.processes import Server, run_cli
+from tests.test_serve_embedded import _postgres_running
 
 pytestmark = pytest.mark.slow
 
@@ -140,3 +143,26 @@ def test_bad_worker_counts_fail_with_one_line(setting):
         f"kevin: KEVIN_WORKERS must be a number from 1 to 64, not {setting!r}")
     flag = run_cli("serve", "--workers", setting)
     assert flag.returncode == 2 and "--workers" in flag.stderr
+
+
+async def test_workers_share_the_supervisors_embedded_postgresql(tmp_path):
+    # Not under tmp_path: see tests/test_serve_embedded.py.
+    data_dir = Path(tempfile.mkdtemp(prefix="kevin-embedded-")) / "data"
+    server = Server(tmp_path / "serve.log", "--workers", "2", KEVIN_DATABASE_URL=None,
+                    KEVIN_DATA_DIR=str(data_dir), KEVIN_ADMIN_TOKEN=ADMIN_TOKEN).start()
+    try:
+        await server.wait_ready()
+        workers = _worker_pids(server)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{server.url}/v1/participants", json={"name": "BANKA"},
+                                    headers=bearer(ADMIN_TOKEN)) as resp:
+                assert resp.status == 201
+                key = (await resp.json())["api_key"]
+            async with session.post(f"{server.url}/v1/trades", json=trade_body(),
+                                    headers=bearer(key)) as resp:
+                assert resp.status == 201
+    finally:
+        assert await server.stop(signal.SIGTERM) == 0, server.log()[-2000:]
+    assert await _gone(workers)
+    assert not _postgres_running(data_dir), "the supervisor stops the embedded server"
+    shutil.rmtree(data_dir.parent, ignore_errors=True)
