@@ -99,7 +99,6 @@ async def supervise(settings: Settings, host: str, port: int, workers: int) -> N
             failed = await _until_stop_or_exit(children)
             log.info("shutting down")
             await _stop(children)
-            _forget_dead(metrics_dir, children)
             if failed is not None:
                 raise WorkersFailed(f"worker {failed.pid} exited with status "
                                     f"{failed.returncode}; stopped the others")
@@ -148,13 +147,6 @@ async def _stop(children: list[asyncio.subprocess.Process]) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     child.kill()
         await asyncio.gather(*(c.wait() for c in children))
-
-
-def _forget_dead(metrics_dir: str, children: list[asyncio.subprocess.Process]) -> None:
-    from prometheus_client import multiprocess
-
-    for child in children:
-        multiprocess.mark_process_dead(child.pid, metrics_dir)
 
 
 async def watch_supervisor(stop: asyncio.Event) -> None:
