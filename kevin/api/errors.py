@@ -69,10 +69,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
-    try:
-        response = await _mapped(request, handler)
-    finally:
-        pass
+    response = await _mapped(request, handler)
     response.headers["X-Request-ID"] = request_id
     log.info("request", method=request.method, path=request.path, status=response.status,
              duration_ms=round((time.perf_counter() - started) * 1000, 3))
