@@ -16,9 +16,10 @@ counter). Three kinds of figure:
 Under ``kevin serve --workers N`` (kevin.workers sets PROMETHEUS_MULTIPROC_DIR) every
 worker writes its figures to that directory and a scrape, whichever worker answers it,
 reads all of them (prometheus_client's multiprocess mode): counters and histograms are
-summed, pool and stream gauges summed over live workers, database figures are the latest
-any worker read. Per-process figures (CPU, memory) are left out there: they would
-describe only the worker that happened to answer.
+summed, pool and stream gauges summed over live workers (each worker's pool figure as of
+the last scrape it answered), database figures are the latest any worker read.
+Per-process figures (CPU, memory) are left out there: they would describe only the
+worker that happened to answer.
 """
 
 from __future__ import annotations
