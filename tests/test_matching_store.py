@@ -117,7 +117,7 @@ async def test_the_candidate_queries_walk_the_resting_index(pool):
                       settlement_date=date(2026, 11, 24), location="LDN")
         rules = Rules.model_validate({"price_tolerance": {"bps": "5"}})
         args = [*match_store._key_args(probe, 1), *match_store._within_args(probe, rules)]
-        queries = [(q.CANDIDATES, [*args, match_store.NEAREST_PER_SIDE]),  # what runs live
+        queries = [(q.CANDIDATES, args),  # what runs live
                    (q.MATCH_CANDIDATES, args), (q.NEAREST_CANDIDATES, args[:11])]
         # A prepared statement may switch to a generic plan after five runs: check both.
         for mode, (sql, params) in itertools.product(

@@ -27,7 +27,7 @@ from kevin import jsoncodec
 from kevin.bench import workload as w
 from kevin.store import matching_queries as mq
 from kevin.store import queries as q
-from kevin.store.matching import MATCH_LOCK_CLASS, MATCH_PER_SIDE, NEAREST_PER_SIDE, MatchKey
+from kevin.store.matching import MATCH_LOCK_CLASS, MATCH_PER_SIDE, MatchKey
 
 QUANTITY = Decimal(100)
 
@@ -52,7 +52,7 @@ def _candidate_args(participant: str, counterparty: str, side: str, trade_id: st
     return (product, "USD", counterparty, participant, opposite, w.TRADE_DATE, participant,
             trade_id, price, QUANTITY, MATCH_PER_SIDE, price, price, Decimal(0), None,
             QUANTITY, QUANTITY, w.SETTLEMENT_DATE, w.SETTLEMENT_DATE, False, "LDN",
-            first_submitted_at, NEAREST_PER_SIDE)
+            first_submitted_at)
 
 
 async def _leg(conn: asyncpg.Connection, participant: str, counterparty: str, side: str,

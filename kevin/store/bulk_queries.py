@@ -204,20 +204,15 @@ ORDER BY b.ord, t.first_submitted_at, t.trade_id COLLATE "C"
 
 # (1) for products with tolerances: matching_queries.MATCH_CANDIDATES itself, run per
 # line by LATERAL with its $n replaced by the line's n-th column (b.pn), so the two
-# cannot drift apart. One rewrite: the optional upper price bound becomes a bound
-# against +Infinity, so that with the line's values unknown to the planner (a LATERAL
-# plan is generic) it still bounds the index scan instead of filtering after it.
+# cannot drift apart. A LATERAL plan is generic, which MATCH_CANDIDATES's upper price
+# bound allows for (it bounds the index scan whatever $13 is).
 # The broken-pairs test inside it names the new trade as $7/$8 (b.p7, b.p8).
-_OPTIONAL_HIGH = "($13::numeric IS NULL OR price <= $13)"
-_BOUNDED_HIGH = "price <= coalesce($13::numeric, 'Infinity'::numeric)"
-assert _OPTIONAL_HIGH in MATCH_CANDIDATES, "MATCH_CANDIDATES changed: update bulk_queries"
 _CANDIDATE_PARAMS = (
     "text", "text", "text", "text", "text", "date", "text", "text", "numeric", "numeric",
     "int", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "date", "date",
     "bool", "text", "timestamptz",
 )
-_PER_TRADE = re.sub(r"[$](\d+)", r"b.p\1",
-                    MATCH_CANDIDATES.replace(_OPTIONAL_HIGH, _BOUNDED_HIGH))
+_PER_TRADE = re.sub(r"[$](\d+)", r"b.p\1", MATCH_CANDIDATES)
 
 TOLERANT_CANDIDATES = f"""
 SELECT b.ord AS batch_ord, t.*, {_POINTED_AT}

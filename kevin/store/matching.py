@@ -16,6 +16,7 @@ from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade, TradeTerms
 from kevin.domain.rules import Rules, RulesVersion
 from kevin.store import matching_queries as q
+from kevin.store.matching_queries import NEAREST_PER_SIDE as NEAREST_PER_SIDE
 from kevin.store.trades import trade_from_row
 
 # Namespaces (first key of the two-int advisory lock form) for Kevin's own locks.
@@ -69,7 +70,6 @@ def _lock_id(text: str) -> int:
 # --- candidates ------------------------------------------------------------------------
 
 MATCH_PER_SIDE = 1
-NEAREST_PER_SIDE = 3
 
 
 def _key_args(trade: Trade, per_side: int) -> list[Any]:
@@ -98,7 +98,7 @@ async def find_candidates(conn: asyncpg.Connection, trade: Trade, rules: Rules) 
     each side (for the mismatch list). Never a pair an operator broke. Index-driven: the
     cost depends on the trades near this price, not on the depth of the book."""
     rows = await conn.fetch(q.CANDIDATES, *_key_args(trade, MATCH_PER_SIDE),
-                            *_within_args(trade, rules), NEAREST_PER_SIDE)
+                            *_within_args(trade, rules))
     return [trade_from_row(r) for r in rows]
 
 
