@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
@@ -27,6 +26,7 @@ from kevin.consumer import command as consume_command
 from kevin.domain.errors import KevinError
 from kevin.engine.service import Kevin
 from kevin.feed import command as relay_command
+from kevin.lifecycle import cancel_and_wait, stop_signals
 from kevin.runtime import database_url
 from kevin.store import database
 
@@ -108,22 +108,15 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
 
 
 async def _wait_for_stop_signal() -> None:
+    """Until SIGINT or SIGTERM, or until a worker's supervisor is gone."""
     from kevin.workers import watch_supervisor
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.create_task(watch_supervisor(stop), name="supervisor")
-    try:
-        await stop.wait()
-    finally:
-        watcher.cancel()
-    # Already stopping: a repeated SIGTERM (an impatient supervisor, a script sending it
-    # twice) must not kill the process half-way through its shutdown. Taken from the loop
-    # first, or closing the loop would restore the default action (death by SIGTERM).
-    loop.remove_signal_handler(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with stop_signals() as stop:
+        watcher = asyncio.create_task(watch_supervisor(stop), name="supervisor")
+        try:
+            await stop.wait()
+        finally:
+            await cancel_and_wait([watcher])
 
 
 async def migrate(settings: Settings) -> None:

@@ -34,6 +34,7 @@ import tempfile
 import structlog
 
 from kevin.config import Settings
+from kevin.lifecycle import cancel_and_wait, stop_signals
 from kevin.runtime import database_url
 
 log = structlog.get_logger("kevin")
@@ -108,22 +109,14 @@ async def _until_stop_or_exit(
     children: list[asyncio.subprocess.Process],
 ) -> asyncio.subprocess.Process | None:
     """None on SIGTERM/SIGINT; else the first worker that exited."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    waits = {asyncio.create_task(c.wait()): c for c in children}
-    stopped = asyncio.create_task(stop.wait())
-    try:
-        done, _ = await asyncio.wait([stopped, *waits], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        # A repeated signal during shutdown must not kill the supervisor half-way.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, signal.SIG_IGN)
-        stopped.cancel()
-        for task in waits:
-            task.cancel()
+    with stop_signals() as stop:
+        waits = {asyncio.create_task(c.wait()): c for c in children}
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait([stopped, *waits],
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait([stopped, *waits])
     if stopped in done:
         return None
     exited = next(waits[t] for t in done if t in waits)

@@ -298,7 +298,6 @@ async def test_a_batch_hands_its_freed_heap_back_once_answered(client, banks, mo
     monkeypatch.setattr(heap, "trim", lambda: trimmed.append(1.0))
     answer = await batch(client, banks[0], trade_body("A-1"))
     assert answer["results"][0]["result"] == "created"
-    assert trimmed == []  # not while the request's objects are still alive
 
     async def called() -> bool:
         return bool(trimmed)

@@ -16,6 +16,7 @@ from kevin.dburl import to_asyncpg_dsn
 from kevin.domain.models import TradeTerms
 from kevin.feed.runtime import FEED, FeedOptions
 from kevin.feed.sequencer import Sequencer
+from kevin.lifecycle import cancel_and_wait
 from kevin.store import database
 from kevin.store import feed as feed_store
 from kevin.store import trades as store
@@ -231,11 +232,7 @@ async def test_a_follower_takes_over_when_the_leader_dies(db_url, conn):
         rows = await conn.fetch("SELECT trade_id, seq FROM feed ORDER BY seq")
         assert [(r["trade_id"], r["seq"]) for r in rows] == [("T-1", 1), ("T-2", 2)]
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
         for pool in pools:
             await pool.close()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -25,6 +24,7 @@ from kevin.api.errors import request_context
 from kevin.api.http import MAX_BODY
 from kevin.engine.service import Kevin
 from kevin.feed.runtime import FeedOptions, install_feed
+from kevin.lifecycle import cancel_and_wait
 from kevin.store.analyze import keep_young_statistics
 
 
@@ -60,6 +60,4 @@ async def _young_statistics(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])

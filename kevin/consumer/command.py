@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import os
-import signal
 from typing import Any
 
 import asyncpg
 
 from kevin.consumer.consumer import STRATEGIES, Callback, Consumer, ConsumerError
+from kevin.lifecycle import stop_signals
 
 
 class ConsumeFailed(Exception):
@@ -52,14 +51,11 @@ async def consume(args: argparse.Namespace) -> None:
         pool = await Consumer.create_pool(args.database_url, min_size=1, max_size=4)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         raise ConsumeFailed(f"cannot connect to the consumer database: {e}") from e
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
         consumer = Consumer(url=args.url, api_key=args.api_key, pool=pool,
                             strategy=args.strategy, callback=callback, name=args.name)
-        await consumer.run(stop)
+        with stop_signals() as stop:
+            await consumer.run(stop)
     except ConsumerError as e:
         raise ConsumeFailed(str(e)) from e
     finally:

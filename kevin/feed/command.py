@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import signal
 from typing import Any
 
 from kevin.config import Settings
+from kevin.lifecycle import stop_signals
 from kevin.runtime import database_url
 from kevin.store import database
 
@@ -38,14 +37,11 @@ def add_parser(commands: Any) -> None:
 async def relay(settings: Settings, args: argparse.Namespace) -> None:
     from kevin.feed.relay import NatsRelay  # nats-py only for this command
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     async with database_url(settings) as url:
         pool = await database.create_pool(url, min_size=1, max_size=4)
         try:
-            await NatsRelay(pool, args.url, stream=args.stream,
-                            subject_prefix=args.subject_prefix, name=args.name).run(stop)
+            with stop_signals() as stop:
+                await NatsRelay(pool, args.url, stream=args.stream,
+                                subject_prefix=args.subject_prefix, name=args.name).run(stop)
         finally:
             await pool.close()

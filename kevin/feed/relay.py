@@ -35,6 +35,7 @@ from kevin import jsoncodec
 from kevin.domain.feed import FeedUpdate
 from kevin.feed.sequencer import Sequencer
 from kevin.feed.watch import FeedWatch
+from kevin.lifecycle import cancel_and_wait
 from kevin.store import database
 from kevin.store import feed as store
 
@@ -91,11 +92,7 @@ class NatsRelay:
                         await asyncio.wait_for(stop.wait(), backoff)
                     backoff = min(backoff * 2, 10.0)
         finally:
-            for task in background:
-                task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(background)
             if nc is not None and not nc.is_closed:
                 with contextlib.suppress(Exception):
                     await nc.drain()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ from aiohttp import web
 from kevin.domain.feed import FeedUpdate
 from kevin.feed.sequencer import Sequencer
 from kevin.feed.watch import FeedWatch
+from kevin.lifecycle import cancel_and_wait
 from kevin.store import database
 from kevin.store import feed as store
 
@@ -64,11 +64,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
 
 
 async def _close_streams(app: web.Application) -> None:
