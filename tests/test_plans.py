@@ -4,8 +4,10 @@ PostgreSQL plans a prepared statement for its parameters the first five times, t
 one generic plan if that looks no dearer. The candidate search once could not bound its
 index scan by a price whose value it did not know, so with statistics its generic plan
 always looked dearer and every submission re-planned the whole UNION (README,
-Performance, change 15). This drives the statement on one connection and reads
-pg_prepared_statements of that very session."""
+Performance, change 15); the append of a match's versions and the mismatch-list check
+guessed 10 rows from their arrays in a generic plan and counted 2 in a custom one, and
+were re-planned every time too (change 16). This drives the statements on one
+connection and reads pg_prepared_statements of that very session."""
 
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ import pytest
 from kevin.domain.models import TradeSubmission
 from kevin.engine.service import Kevin
 from kevin.store import database
+from kevin.store import trades as store
+from kevin.store.matching_queries import POINTING_AT_ANY
+from kevin.store.queries import APPEND_MANY_VERSIONS, APPEND_VERSIONS
 from tests.conftest import trade_body
 
 pytestmark = pytest.mark.slow
@@ -24,7 +29,13 @@ RESTING = 3_000
 PAIRS = 12
 
 
-async def test_the_candidate_search_keeps_a_generic_plan_on_analyzed_tables(db_url):
+def _plans(rows: list[dict[str, object]], statement: str) -> dict[str, object]:
+    found = [r for r in rows if r["statement"] == statement]
+    assert len(found) == 1, [r["statement"][:60] for r in rows]
+    return found[0]
+
+
+async def test_the_submission_statements_keep_a_generic_plan_on_analyzed_tables(db_url):
     pool = await database.create_pool(db_url, min_size=1, max_size=1)
     try:
         kevin = Kevin(pool)
@@ -43,13 +54,27 @@ async def test_the_candidate_search_keeps_a_generic_plan_on_analyzed_tables(db_u
             _, matched = await kevin.submit("BANKB", TradeSubmission.model_validate(buy))
             assert matched.status == "matched"
         async with pool.acquire() as conn:
-            plans = [dict(r) for r in await conn.fetch(
-                "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements "
-                "WHERE statement LIKE '%WITH within AS MATERIALIZED%' "
-                "AND statement NOT LIKE '%pg_prepared_statements%'")]  # not this query
+            # A replay-sized append on the same session: planned for its own size.
+            resting = [await store.latest(conn, "BANKA", f"R-{i}") for i in range(50)]
+            async with conn.transaction():
+                written = await store.append_versions(conn, [store.next_version(
+                    t, status="cancelled", reason="cancelled", actor="BANKA")
+                    for t in resting if t is not None])
+            assert len(written) == 50
+            rows = [dict(r) for r in await conn.fetch(
+                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")]
     finally:
         await pool.close()
     # Two searches per pair; PostgreSQL's first five are always custom.
-    assert len(plans) == 1, plans
-    assert plans[0]["custom_plans"] <= 5, plans
-    assert plans[0]["generic_plans"] >= 2 * PAIRS - 5, plans
+    search = [r for r in rows if "WITH within AS MATERIALIZED" in r["statement"]
+              and "pg_prepared_statements" not in r["statement"]]  # not this query
+    assert len(search) == 1, search
+    assert search[0]["custom_plans"] <= 5, search
+    assert search[0]["generic_plans"] >= 2 * PAIRS - 5, search
+    # One append of both legs and one mismatch-list check per pair.
+    for statement in (APPEND_VERSIONS, POINTING_AT_ANY):
+        plans = _plans(rows, statement)
+        assert plans["custom_plans"] <= 5, plans
+        assert plans["generic_plans"] >= PAIRS - 5, plans
+    many = _plans(rows, APPEND_MANY_VERSIONS)
+    assert (many["custom_plans"], many["generic_plans"]) == (1, 0), many

@@ -3,7 +3,7 @@
 Parameters are always bound ($1, $2, …); column lists are constants.
 """
 
-from kevin.store.queries import TRADE_COLUMNS
+from kevin.store.queries import LIMIT_TO_ARRAYS, TRADE_COLUMNS
 
 # --- serialising matching per match key ------------------------------------------------
 
@@ -120,10 +120,13 @@ ORDER BY participant, trade_id
 # and trade_id, one entry per trade) — e.g. both legs of a new match in one round trip.
 # LATERAL runs POINTING_AT's index-driven lookup once per entry; rows come back per entry
 # in the order given, then by (participant, trade_id), as separate calls would return them.
+# LIMIT_TO_ARRAYS keeps one generic plan (queries.py says why).
 POINTING_AT_ANY = f"""
-SELECT pointing.* FROM
-    unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
+SELECT pointing.* FROM (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
         AS target(participant, counterparty, trade_id, ord)
+    {LIMIT_TO_ARRAYS}
+) AS target
 CROSS JOIN LATERAL (
     SELECT {TRADE_COLUMNS} FROM trades
     WHERE latest AND status = 'mismatched'
