@@ -7,6 +7,8 @@ process. Reads its configuration as JSON on stdin; prints its figures as JSON on
 A pair: POST the sell, then POST the buy with identical terms. Its latency runs from the
 moment the buy is sent until both matched updates have been seen on the admin's
 ``GET /v1/feed`` event stream — or, on a service without a feed, until the buy's response.
+The stream starts after ``feed_after``, the feed's head when the slice began: a live
+consumer, not one catching up on the earlier slices' updates.
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ class FeedWatcher:
     wanted: set[tuple[str, str]] = field(default_factory=set)
     all_seen: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def follow(self, session: aiohttp.ClientSession, url: str, token: str) -> None:
+    async def follow(self, session: aiohttp.ClientSession, url: str, token: str,
+                     after: int) -> None:
         headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
-        async with session.get(f"{url}/v1/feed", headers=headers,
+        async with session.get(f"{url}/v1/feed?after={after}", headers=headers,
                                timeout=aiohttp.ClientTimeout(total=None)) as resp:
             resp.raise_for_status()
             event = None
@@ -88,7 +91,8 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
         follower = None
         with_feed = await has_feed(session, url, config["admin_token"])
         if with_feed:
-            follower = asyncio.create_task(watcher.follow(session, url, config["admin_token"]))
+            follower = asyncio.create_task(watcher.follow(
+                session, url, config["admin_token"], config.get("feed_after", 0)))
 
         async def post(participant: str, body: dict[str, Any]) -> dict[str, Any] | None:
             async with session.post(f"{url}/v1/trades", data=orjson.dumps(body),

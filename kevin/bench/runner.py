@@ -29,6 +29,7 @@ from kevin.dburl import to_asyncpg_dsn, with_database
 from kevin.engine.service import Kevin
 from kevin.runtime import database_url
 from kevin.store import database
+from kevin.store import feed as feed_store
 
 
 class BenchFailed(Exception):
@@ -90,6 +91,16 @@ async def create_participants(url: str) -> dict[str, str]:
         return {name: await service.create_participant(name) for name in (w.SELLER, w.BUYER)}
     finally:
         await pool.close()
+
+
+async def feed_head(url: str) -> int:
+    """The highest seq assigned so far: where a slice's feed follower starts, so that it
+    does not stream the earlier slices' updates again (in the service's CPU, and its own)."""
+    conn = await asyncpg.connect(to_asyncpg_dsn(url))
+    try:
+        return await feed_store.max_seq(conn)
+    finally:
+        await conn.close()
 
 
 def free_port() -> int:
@@ -259,7 +270,7 @@ async def bench_pairs(server_url: str, options: Options, workdir: Path) -> dict[
                 services.append(await run_loadgen(
                     {**common, "run_id": f"{run_id}s{r}", "url": server.base,
                      "seller_key": keys[w.SELLER], "buyer_key": keys[w.BUYER],
-                     "admin_token": admin_token},
+                     "admin_token": admin_token, "feed_after": await feed_head(url)},
                     timeout=options.warmup + options.duration + 120))
                 after = tree_figures(server.process.pid)
                 if before and after:
