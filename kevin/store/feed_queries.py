@@ -48,10 +48,15 @@ NOTIFY_WRITTEN = "SELECT pg_notify($1, '')"
 # * Order within a round: (written_at, id). written_at is clock_timestamp() at insert,
 #   and version n+1 is only inserted after version n committed, so per trade written_at
 #   grows with the version; id breaks ties between unrelated rows deterministically.
+# * Held back is a window over the unsequenced rows (is any smaller version of the same
+#   trade among them unfinished?), not a join: no plan can make it quadratic. It was a
+#   NOT EXISTS probe, and the plan PostgreSQL kept from the sequencer's first rounds on a
+#   near-empty feed joined the backlog with itself (a nested loop filtering every pair):
+#   after a 10,000-line batch one round ran for 46 s on a whole core, the feed stalled.
 # * Batches of at most $1 rows keep each round's transaction short; the caller loops
-#   while a round is full. ix_feed_unsequenced_written serves the ordered scan and
-#   uq_feed_participant_trade_id_version the held-back probe; an idle round finds the
-#   partial index empty and writes nothing.
+#   while a round is full. ix_feed_unsequenced serves the scan of the backlog (the rows
+#   with seq NULL: a handful, but for the moments after a large batch); an idle round
+#   finds the partial index empty and writes nothing.
 # * Readers in every process are woken on $2 (FEED_CHANNEL) with the new highest seq,
 #   delivered at commit, i.e. only once the seqs are visible. Only the sequencer
 #   notifies (writers never do: a NOTIFY takes a database-wide lock at commit, which
@@ -59,20 +64,17 @@ NOTIFY_WRITTEN = "SELECT pg_notify($1, '')"
 SEQUENCE_BATCH = """
 WITH horizon AS (
     SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
-), eligible AS (
-    SELECT f.id, f.written_at
+), unsequenced AS (
+    SELECT f.id, f.written_at, f.txid < h.xmin AS finished,
+           coalesce(bool_or(f.txid >= h.xmin) OVER (
+               PARTITION BY f.participant, f.trade_id ORDER BY f.version
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false) AS held_back
     FROM feed f, horizon h
     WHERE f.seq IS NULL
-      AND f.txid < h.xmin
-      AND NOT EXISTS (
-          SELECT 1 FROM feed earlier
-          WHERE earlier.participant = f.participant
-            AND earlier.trade_id = f.trade_id
-            AND earlier.version < f.version
-            AND earlier.seq IS NULL
-            AND earlier.txid >= h.xmin
-      )
-    ORDER BY f.written_at, f.id
+), eligible AS (
+    SELECT id, written_at FROM unsequenced
+    WHERE finished AND NOT held_back
+    ORDER BY written_at, id
     LIMIT $1
 ), top AS (
     SELECT coalesce(max(seq), 0) AS seq FROM feed
