@@ -200,8 +200,10 @@ async def test_following_the_feed_live_and_resuming(client, banks, empty_db_url)
         return await pool.fetchval("SELECT count(*) FROM kevin_trade_versions") == n
 
     try:
+        first = consumer()
+        await first.setup()  # its tables exist before holds() reads them (run() races it)
         stop = asyncio.Event()
-        task = asyncio.create_task(consumer().run(stop))
+        task = asyncio.create_task(first.run(stop))
         await client.post("/v1/trades", json=trade_body("L-1"), headers=a)
         await client.put("/v1/trades/L-1", json=trade_body("L-1", price="7"),
                          headers={**a, "If-Match": '"1"'})
