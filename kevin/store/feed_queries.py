@@ -48,15 +48,20 @@ NOTIFY_WRITTEN = "SELECT pg_notify($1, '')"
 # * Order within a round: (written_at, id). written_at is clock_timestamp() at insert,
 #   and version n+1 is only inserted after version n committed, so per trade written_at
 #   grows with the version; id breaks ties between unrelated rows deterministically.
-# * Held back is a window over the unsequenced rows (is any smaller version of the same
-#   trade among them unfinished?), not a join: no plan can make it quadratic. It was a
-#   NOT EXISTS probe, and the plan PostgreSQL kept from the sequencer's first rounds on a
-#   near-empty feed joined the backlog with itself (a nested loop filtering every pair):
-#   after a 10,000-line batch one round ran for 46 s on a whole core, the feed stalled.
+# * Held back is a window over the backlog (is any smaller version of the same trade in
+#   it unfinished?), not a join: no plan can make it quadratic. It was a NOT EXISTS
+#   probe, and the plan PostgreSQL kept from the sequencer's first rounds on a near-empty
+#   feed joined the backlog with itself (a nested loop filtering every pair): after a
+#   10,000-line batch one round ran for 46 s on a whole core, and the feed stalled.
+# * The window sees the oldest 4 x $1 unsequenced rows by (written_at, id), never the
+#   whole backlog (a million rows after an outage: too long a sort for every round).
+#   That is exact for every row it sees: a trade's smaller versions were written
+#   earlier, so they are in the window too. A row past it waits for a later round: it is
+#   delayed, never skipped nor reordered, and only while the rows ahead of it are held
+#   by transactions still in flight.
 # * Batches of at most $1 rows keep each round's transaction short; the caller loops
-#   while a round is full. ix_feed_unsequenced serves the scan of the backlog (the rows
-#   with seq NULL: a handful, but for the moments after a large batch); an idle round
-#   finds the partial index empty and writes nothing.
+#   while a round is full. ix_feed_unsequenced serves the ordered scan of the backlog;
+#   an idle round finds the partial index empty and writes nothing.
 # * Readers in every process are woken on $2 (FEED_CHANNEL) with the new highest seq,
 #   delivered at commit, i.e. only once the seqs are visible. Only the sequencer
 #   notifies (writers never do: a NOTIFY takes a database-wide lock at commit, which
@@ -64,13 +69,17 @@ NOTIFY_WRITTEN = "SELECT pg_notify($1, '')"
 SEQUENCE_BATCH = """
 WITH horizon AS (
     SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
+), backlog AS (
+    SELECT id, written_at, participant, trade_id, version, txid FROM feed
+    WHERE seq IS NULL
+    ORDER BY written_at, id
+    LIMIT $1 * 4
 ), unsequenced AS (
-    SELECT f.id, f.written_at, f.txid < h.xmin AS finished,
-           coalesce(bool_or(f.txid >= h.xmin) OVER (
-               PARTITION BY f.participant, f.trade_id ORDER BY f.version
+    SELECT b.id, b.written_at, b.txid < h.xmin AS finished,
+           coalesce(bool_or(b.txid >= h.xmin) OVER (
+               PARTITION BY b.participant, b.trade_id ORDER BY b.version
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false) AS held_back
-    FROM feed f, horizon h
-    WHERE f.seq IS NULL
+    FROM backlog b, horizon h
 ), eligible AS (
     SELECT id, written_at FROM unsequenced
     WHERE finished AND NOT held_back
