@@ -6,7 +6,8 @@ Creates one scratch database per depth on the server (dropped at the end unless 
 bulk-loads resting trades (BANKB buys from BANKA: the same product, currency, participants and side
 as the counterpart of every measured trade, so the whole book shares one match key, the
 worst case for the candidate query) straight into `trades` and `feed` with
-generate_series, then submits the matching leg (BANKA's sell at the price of one resting
+generate_series (their updates already published: a book that deep is not a feed backlog,
+and the in-process sequencer must not spend the measurement catching up), then submits the matching leg (BANKA's sell at the price of one resting
 buy) over HTTP to an in-process Kevin, one request at a time, in rounds that alternate
 between the depths (so a noisy neighbour slows both alike), and reports p50/p99.
 
@@ -62,7 +63,8 @@ WITH loaded AS (
     FROM generate_series($1::int, $2::int) g
     RETURNING participant, trade_id, version
 )
-INSERT INTO feed (participant, trade_id, version) SELECT * FROM loaded
+INSERT INTO feed (participant, trade_id, version, seq)
+SELECT participant, trade_id, version, $1 + row_number() OVER () - 1 FROM loaded
 """
 
 
