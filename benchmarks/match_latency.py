@@ -3,13 +3,14 @@
     PYTHONPATH=. python benchmarks/match_latency.py [--url postgresql://postgres@127.0.0.1:5432/postgres]
 
 Creates one scratch database per depth on the server (dropped at the end unless --keep),
-bulk-loads resting trades (BANKB buys from BANKA: the same product, currency, participants and side
-as the counterpart of every measured trade, so the whole book shares one match key, the
-worst case for the candidate query) straight into `trades` and `feed` with
-generate_series (their updates already published: a book that deep is not a feed backlog,
-and the in-process sequencer must not spend the measurement catching up), then submits the matching leg (BANKA's sell at the price of one resting
-buy) over HTTP to an in-process Kevin, one request at a time, in rounds that alternate
-between the depths (so a noisy neighbour slows both alike), and reports p50/p99.
+bulk-loads resting trades (BANKB buys from BANKA: the same product, currency, participants
+and side as the counterpart of every measured trade, so the whole book shares one match
+key, the worst case for the candidate query) straight into `trades` and `feed` with
+generate_series (their updates already published: a book that deep is not a feed
+backlog, and the in-process sequencer must not spend the measurement catching up), then
+submits the matching leg (BANKA's sell at the price of one resting buy) over HTTP to an
+in-process Kevin, one request at a time, in rounds that alternate between the depths (so
+a noisy neighbour slows both alike), and reports p50/p99.
 
 The book has the same price density at both depths (one trade per 0.001), so the rows
 within tolerance are the same; what grows is only the depth. Matching must cost the same:
