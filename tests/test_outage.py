@@ -230,3 +230,26 @@ async def test_a_frozen_database_means_503_within_the_statement_timeout(own):
     await _nothing_lost(pg.url, load)
     print(f"\nfrozen database: {sum(o.status == 503 for o in during)} answered 503 while "
           f"frozen (slowest {slowest:.2f} s), first 201 {recovered:.2f} s after it thawed")
+
+
+async def test_a_statement_given_up_on_stops_in_the_database_too(db_url, conn):
+    """Kevin terminates a connection whose statement timed out; the backend must notice
+    and stop, not run on with its locks (a sequencer round once ran 46 s that way,
+    holding the sequencer's lead). Runs on the shared server: nothing is stopped."""
+    from kevin.domain.errors import DatabaseUnavailable
+    from kevin.store import database
+
+    pool = await database.create_pool(db_url, min_size=1, max_size=1)
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            async with database.connection(pool) as pooled:
+                await pooled.fetchval("SELECT pg_sleep(60), 'given up on'", timeout=0.5)
+    finally:
+        await pool.close()
+
+    async def stopped() -> bool:
+        return not await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%''given up on''%' "
+            "AND pid <> pg_backend_pid()")
+
+    await wait_for(stopped, timeout=10)

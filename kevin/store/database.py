@@ -41,11 +41,24 @@ ACQUIRE_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 5.0
 
 
+# A statement whose client gave up must not run on. On a timeout Kevin terminates the
+# connection at once (_dropped_if_broken), which also drops asyncpg's own cancel request;
+# the backend then ran the statement to its end, holding its locks: once a sequencer
+# round for 46 s, and with it the sequencer's lead, so no process could take over and the
+# feed stood still. With this the backend looks for its client every second and, gone,
+# stops (PostgreSQL 14+; a server on a system without the kernel events it needs refuses
+# the setting, and goes without).
+CLIENT_CHECK = "SET client_connection_check_interval = '1s'"
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
         await conn.set_type_codec(
             name, encoder=jsoncodec.dumps_str, decoder=jsoncodec.loads, schema="pg_catalog"
         )
+    if conn.get_server_version() >= (14, 0):
+        with contextlib.suppress(asyncpg.InvalidParameterValueError):
+            await conn.execute(CLIENT_CHECK)
 
 
 async def _release_connection(conn: asyncpg.Connection) -> None:
