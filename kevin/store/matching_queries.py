@@ -150,8 +150,16 @@ WHERE product = $1 AND latest
 # take a lock of their own (RULES_LOCK_CLASS), not the match key's: a rules change racing
 # a submission lands before or after it either way. One row always; rules columns NULL
 # when the product has none.
+# It also keeps the rest of the submission's transaction on generic plans (set_config,
+# transaction-local): on a deep book PostgreSQL again judged the candidate search's generic
+# plan dearer than a custom one, and planned that UNION anew for every submission (3-4 ms
+# of a 9 ms submission with 1,000,000 resting, against 0.9 ms for running the generic
+# plan; README, Performance, change 19). A submission's statements are key lookups and
+# index-bounded scans whose generic plans are sound (tests/test_plans.py); a replay, whose
+# large appends want plans for their size, never runs this statement.
 LOCK_MATCH_KEY_AND_RULES = """
 SELECT pg_advisory_xact_lock($1::int, $2::int) AS locked,
+       set_config('plan_cache_mode', 'force_generic_plan', true) AS plans,
        r.product, r.version, r.body, r.actor, r.recorded_at
 FROM (VALUES (1)) AS one (x)
 LEFT JOIN rules r ON r.product = $3 AND r.latest
