@@ -3,7 +3,7 @@
 Parameters are always bound ($1, $2, …); column lists are constants.
 """
 
-from kevin.store.queries import LIMIT_TO_ARRAYS, TRADE_COLUMNS
+from kevin.store.queries import TRADE_COLUMNS
 
 # --- serialising matching per match key ------------------------------------------------
 
@@ -120,13 +120,10 @@ ORDER BY participant, trade_id
 # and trade_id, one entry per trade) — e.g. both legs of a new match in one round trip.
 # LATERAL runs POINTING_AT's index-driven lookup once per entry; rows come back per entry
 # in the order given, then by (participant, trade_id), as separate calls would return them.
-# LIMIT_TO_ARRAYS keeps one generic plan (queries.py says why).
 POINTING_AT_ANY = f"""
-SELECT pointing.* FROM (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
+SELECT pointing.* FROM
+    unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
         AS target(participant, counterparty, trade_id, ord)
-    {LIMIT_TO_ARRAYS}
-) AS target
 CROSS JOIN LATERAL (
     SELECT {TRADE_COLUMNS} FROM trades
     WHERE latest AND status = 'mismatched'
@@ -154,9 +151,11 @@ WHERE product = $1 AND latest
 # transaction-local): on a deep book PostgreSQL again judged the candidate search's generic
 # plan dearer than a custom one, and planned that UNION anew for every submission (3-4 ms
 # of a 9 ms submission with 1,000,000 resting, against 0.9 ms for running the generic
-# plan; README, Performance, change 19). A submission's statements are key lookups and
-# index-bounded scans whose generic plans are sound (tests/test_plans.py); a replay, whose
-# large appends want plans for their size, never runs this statement.
+# plan; README, Performance, change 19), and, at any depth, the append of a match's
+# versions and the mismatch-list check (a generic plan guesses 10 rows from an unnest of
+# array parameters, a custom one counts 2; change 16). A submission's statements are key
+# lookups and index-bounded scans whose generic plans are sound (tests/test_plans.py); a
+# replay, whose large appends want plans for their size, never runs this statement.
 LOCK_MATCH_KEY_AND_RULES = """
 SELECT pg_advisory_xact_lock($1::int, $2::int) AS locked,
        set_config('plan_cache_mode', 'force_generic_plan', true) AS plans,

@@ -34,16 +34,6 @@ WITH version AS (
 SELECT {TRADE_COLUMNS} FROM version
 """
 
-# Every row of an unnest of parameter arrays, said so the planner can use it. PostgreSQL
-# re-plans a prepared statement for its parameters (a custom plan) unless its one generic
-# plan looks no dearer. For a generic plan it guesses 10 rows from an unnest of an array
-# parameter, for a custom one it counts them (1 or 2 here): the generic plan always looked
-# 5-10x dearer, so once the tables had statistics every submission re-planned these
-# statements (0.25-0.45 ms of PostgreSQL CPU per matched pair, README, Performance). A
-# LIMIT it cannot evaluate it takes as 10% of the rows: 1, and the generic plan is kept.
-# The arrays are of equal length, so the limit never cuts a row.
-LIMIT_TO_ARRAYS = "LIMIT cardinality($1::text[])"
-
 # Invariant 3: the new version may only be written against the version it derives from.
 # If another transaction flipped it first, this waits for that one to commit, re-checks
 # `latest` on the row it left, and matches nothing: the caller sees 0 rows, not an error.
@@ -64,7 +54,6 @@ RETURNING version
 #   deleted by this statement, so version n+1 can be inserted as latest in the same one.
 # * jsonb travels as text (attributes, mismatches): asyncpg would read a Python list
 #   inside an array parameter as another array dimension.
-# * LIMIT_TO_ARRAYS changes no result; it keeps the plan generic (see there).
 APPEND_VERSIONS = f"""
 WITH new AS (
     SELECT * FROM unnest(
@@ -77,7 +66,6 @@ WITH new AS (
         quantity, price, currency, trade_date, settlement_date, location, attributes,
         match_id, match_counterparty_trade_id, match_counterparty_version, mismatches,
         rules_version, comment, replay_id, actor, first_submitted_at, ord)
-    {LIMIT_TO_ARRAYS}
 ), flipped AS (
     UPDATE trades SET latest = false
     FROM new
@@ -107,13 +95,6 @@ WITH new AS (
 )
 SELECT {TRADE_COLUMNS} FROM version
 """
-
-# A replay appends thousands of versions at once, and for that many the generic plan made
-# for a few (a nested loop over both CTEs) would be quadratic: past FEW_VERSIONS the same
-# statement without the limit, planned for its parameters every time.
-FEW_VERSIONS = 4
-APPEND_MANY_VERSIONS = APPEND_VERSIONS.replace(f"    {LIMIT_TO_ARRAYS}\n", "")
-assert APPEND_MANY_VERSIONS != APPEND_VERSIONS
 
 SELECT_LATEST = f"""
 SELECT {TRADE_COLUMNS} FROM trades

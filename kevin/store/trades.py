@@ -149,8 +149,7 @@ async def append_versions(conn: asyncpg.Connection, news: Sequence[NewVersion],
     """
     if not news:
         return []
-    statement = q.APPEND_VERSIONS if len(news) <= q.FEW_VERSIONS else q.APPEND_MANY_VERSIONS
-    rows = await conn.fetch(statement, *_columns(news), timeout=timeout)
+    rows = await conn.fetch(q.APPEND_VERSIONS, *_columns(news), timeout=timeout)
     if len(rows) == len(news):
         written = {(r["participant"], r["trade_id"]): trade_from_row(r) for r in rows}
         return [written[(new.participant, new.trade_id)] for new in news]
