@@ -1,4 +1,4 @@
-"""``kevin check``: verify DESIGN.md's invariants 1-6 on a live database.
+"""``kevin check``: verify the invariants 1-6 of docs/design.md on a live database.
 
 The SQL lives in ``kevin.store.invariants``; this module runs it and words the report.
 Invariant 3 (a version is written only against the one it derives from) leaves its trace

@@ -41,7 +41,7 @@ def tune_garbage_collector() -> None:
     """Objects alive after start-up (modules, the app) move out of the collector's sight,
     and young-generation collections run every 50,000 allocations instead of 700: a
     10,000-line batch allocates millions of short-lived objects, and the default
-    thresholds spent ~45% of its CPU in the collector (README, Performance)."""
+    thresholds spent ~45% of its CPU in the collector (docs/performance.md)."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
 
@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_p = participant_cmds.add_parser("add", help="create a participant and print its API key")
     add_p.add_argument("name", help="participant name, [A-Z0-9_]{1,32}")
     check_p = commands.add_parser(
-        "check", help="verify the invariants (DESIGN.md 1-6) on the live database")
+        "check", help="verify the invariants (docs/design.md 1-6) on the live database")
     check_p.add_argument("--limit", type=int, default=100,
                          help="report at most this many violations per invariant")
     archive_p = commands.add_parser(
@@ -352,7 +352,7 @@ async def _feed_client(command: Coroutine[Any, Any, None]) -> None:
 
 def run_event_loop(main_coroutine: Coroutine[Any, Any, None]) -> None:
     """uvloop where it is installed: its transports cost less per socket write and read,
-    the largest single cost of a submission in the profile (README, Performance)."""
+    the largest single cost of a submission in the profile (docs/performance.md)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows

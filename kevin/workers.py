@@ -3,7 +3,7 @@
 One Python process runs one event loop on one core. The pairs benchmark showed a single
 ``kevin serve`` with its loop 67% busy and the machine 15% idle: each of a submission's
 round trips to PostgreSQL waits its turn in the loop's queue, so latency, not CPU, bounded
-the throughput (README, Performance). Workers divide that queue.
+the throughput (docs/performance.md). Workers divide that queue.
 
 The supervisor (this module, in the process the user started) prepares what must happen
 once — the embedded PostgreSQL if there is no KEVIN_DATABASE_URL, the migrations, the

@@ -8,7 +8,7 @@ import asyncpg
 
 
 async def check_matching_invariants(conn: asyncpg.Connection) -> int:
-    """DESIGN.md invariant 4 and the mutual-pointer rule; returns the number of matches.
+    """docs/design.md, invariant 4 and the mutual-pointer rule; returns the number of matches.
 
     - every live match joins exactly two latest trades, mirrored participants, opposite
       sides, each naming the other's trade_id and latest version;

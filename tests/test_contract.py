@@ -1,4 +1,4 @@
-"""The HTTP contract (../shared/API.md), rule by rule, through HTTP against real PostgreSQL.
+"""The HTTP contract (docs/api.md), rule by rule, through HTTP against real PostgreSQL.
 
 One focused test per statement of the contract, named after it, so a red test points at
 the sentence it breaks. The section comments follow the contract's headings.

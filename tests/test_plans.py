@@ -3,8 +3,8 @@
 PostgreSQL plans a prepared statement for its parameters the first five times, then keeps
 one generic plan if that looks no dearer. The candidate search once could not bound its
 index scan by a price whose value it did not know, so with statistics its generic plan
-always looked dearer and every submission re-planned the whole UNION (README,
-Performance, change 15); on a deeper book it did again, and so did the append of a match's
+always looked dearer and every submission re-planned the whole UNION (docs/performance.md,
+change 15); on a deeper book it did again, and so did the append of a match's
 versions and the mismatch-list check, whatever the depth (changes 16, 19): a submission
 now runs on generic plans throughout. This drives the statements on one connection and
 reads pg_prepared_statements of that very session."""

@@ -8,10 +8,10 @@ is idempotent on (participant, trade_id, version), so a retry after any crash is
   connection), so a crash either keeps all three or none — nothing lost, nothing doubled;
 * a resumed stream starts after the checkpoint (``Last-Event-ID``), and a duplicate
   delivery hits the primary key and changes nothing;
-* versions that never arrived are found by the seed's gap query (lead()) and fetched from
-  Kevin (``GET /v1/trades/{id}/versions``) — read Kevin first when in doubt.
+* versions that never arrived are found by a gap query (lead(), queries.GAPS) and
+  fetched from Kevin (``GET /v1/trades/{id}/versions``) — read Kevin first when in doubt.
 
-Two strategies for out-of-order updates, after the seed:
+Two strategies for out-of-order updates:
 
 ``drop-older``  apply a version only if it is newer than the one held; older ones are
                 dropped (the callback sees each trade's versions strictly increasing, maybe
@@ -178,7 +178,7 @@ class Consumer:
     # --- finding and filling gaps -----------------------------------------------------
 
     async def gaps(self) -> list[tuple[str, str, int, int]]:
-        """Missing version ranges (participant, trade_id, from, to), by the seed's query."""
+        """Missing version ranges (participant, trade_id, from, to): consumer.queries.GAPS."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(q.GAPS)
         return [(r["participant"], r["trade_id"], r["missing_from"], r["missing_to"])

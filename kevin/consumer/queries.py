@@ -6,7 +6,7 @@ with it rather than in kevin.store. Every statement is named here.
 Tables (created with CREATE ... IF NOT EXISTS by ``Consumer.setup()``):
 
 ``kevin_trade_versions`` — one row per (participant, trade_id, version) received; the
-primary key is the seed's idempotency guard: a duplicate delivery is a no-op.
+primary key is the idempotency guard: a duplicate delivery is a no-op.
 ``latest`` marks the version the consumer has applied as current (at most one per trade,
 a partial unique index); ``applied`` marks versions played out through the callback.
 
@@ -87,7 +87,7 @@ WHERE participant = $1 AND trade_id = $2 AND version = $3
 RETURNING participant, trade_id, version, seq, event, status, trade
 """
 
-# The seed's gap detection: lead() looks at the next version we hold for the same trade;
+# Gap detection: lead() looks at the next version we hold for the same trade;
 # a next_version more than one ahead means versions in between never arrived. The second
 # branch looks behind the first row for the edge case where version 1 never arrived.
 # Each row is a missing range [missing_from, missing_to]. If any rows come back, we are

@@ -53,7 +53,7 @@ class MatchLegs(BaseModel):
 
 class AllegedTrade(BaseModel):
     """Another participant's trade naming you as counterparty, not matched: their
-    trade_id, participant and economic terms — nothing else of theirs (API.md: not their
+    trade_id, participant and economic terms — nothing else of theirs (docs/api.md: not their
     version, status, times or attributes)."""
 
     trade_id: str

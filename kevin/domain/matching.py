@@ -99,7 +99,7 @@ def out_of_tolerance(trade: Trade, resting: Trade, rules: Rules) -> list[str]:
 
 
 def candidate_order(trade: Trade, candidate: Trade) -> tuple[Decimal, Decimal, datetime, str]:
-    """DESIGN.md invariant 7: smallest price difference, then smallest quantity
+    """docs/design.md invariant 7: smallest price difference, then smallest quantity
     difference, then earliest first submission, then trade_id."""
     with localcontext(EXACT):
         return (

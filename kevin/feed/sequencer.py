@@ -1,6 +1,6 @@
 """The feed sequencer: hands out the public ``seq`` after the writers committed.
 
-Why (DESIGN.md, the skipped-feed-row bug): a seq taken at insert time becomes visible at
+Why (docs/design.md, the skipped feed row): a seq taken at insert time becomes visible at
 commit time, so a reader tailing ``seq > last`` skips rows that committed late. Here
 writers insert their feed rows with seq NULL and never wait for each other; this loop,
 running in every ``kevin serve``, assigns seqs to committed rows in batches. The SQL and
