@@ -21,7 +21,12 @@ def loads(data: str | bytes) -> Any:
     given."""
     text = data.decode(json.detect_encoding(data), "surrogatepass") \
         if isinstance(data, bytes | bytearray) else data
-    value = _DECODER.decode(text)
+    try:
+        value = _DECODER.decode(text)
+    except RecursionError:
+        # Arrays and objects nested past the interpreter's recursion limit (about a
+        # thousand deep): malformed for Kevin, like any other JSON it cannot read.
+        raise ValueError("arrays and objects are nested too deeply") from None
     # Only a body with such an escape needs the walk (a proper pair is one character).
     if _SURROGATE_ESCAPE.search(text):
         _refuse_lone_surrogates(value)

@@ -120,6 +120,8 @@ Conventions (the contract, and what Kevin does where it is silent):
   {"field", "message"}. 401 answers carry WWW-Authenticate: Bearer.
 - A trade's version is its ETag; If-Match takes it back for PUT and DELETE.
 - Another participant's trade, or a trade_id outside [A-Za-z0-9._:-]{1,64}, is 404.
+  A new trade's trade_id must hold a character other than a dot ("." and ".." are path
+  segments HTTP clients rewrite): ids of dots alone are refused with 422.
 - Unknown query parameters are ignored; an unknown value of a known one is 422.
 """
 

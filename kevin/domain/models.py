@@ -34,9 +34,15 @@ Reason = Literal[
 ]
 
 TRADE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+# A new trade's id has a character other than a dot: HTTP clients rewrite "." and ".."
+# path segments (RFC 3986 §5.2.4), so /v1/trades/../versions could never reach it.
+NEW_TRADE_ID_PATTERN = r"^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
 PARTICIPANT_PATTERN = r"^[A-Z0-9_]{1,32}$"
 
+# TradeId names a trade that may exist (ids of only dots were once accepted);
+# NewTradeId is what a submission may use.
 TradeId = Annotated[str, StringConstraints(pattern=TRADE_ID_PATTERN)]
+NewTradeId = Annotated[str, StringConstraints(pattern=NEW_TRADE_ID_PATTERN, max_length=64)]
 ParticipantName = Annotated[str, StringConstraints(pattern=PARTICIPANT_PATTERN)]
 
 
@@ -186,7 +192,7 @@ def differing_fields(a: TradeTerms, b: TradeTerms) -> list[str]:
 class TradeSubmission(TradeTerms):
     """``POST /v1/trades``: a new trade, or an idempotent resubmission of one."""
 
-    trade_id: TradeId
+    trade_id: NewTradeId
 
 
 class TradeAmendment(TradeTerms):
