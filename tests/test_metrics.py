@@ -31,6 +31,11 @@ def value(samples, name: str, **labels: str) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
 
 
+async def test_the_stp_rate_is_zero_not_nan_before_the_first_trade(client):
+    m = await scrape(client)
+    assert value(m, "kevin_match_rate") == 0
+
+
 async def test_submissions_are_counted_by_result(client, banks):
     a, _ = banks
     await client.post("/v1/trades", json=trade_body(), headers=a)

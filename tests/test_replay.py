@@ -129,16 +129,18 @@ async def test_replaying_the_rules_in_force_changes_nothing(client, banks, conn)
     reasons = {r["reason"] for r in await conn.fetch("SELECT reason FROM trades")}
     assert {"forced", "broken", "amended", "cancelled", "mismatched"} <= reasons
     written = await counts(conn)
+    dry_runs = 0
     for since in [before_all, *marks, await db_now(conn)]:
         result = await replay(client, since, {"XAU": XAU_RULES})
         assert result["changes"] == [], (since, result["changes"])
         assert result["applied"] is False and result["products"] == ["XAU"]
         # No rules given: every product active since then, under its stored rules.
         assert (await replay(client, since))["changes"] == []
+        dry_runs += 2
     applied = await replay(client, before_all, {"XAU": XAU_RULES}, apply=True)
     assert applied["changes"] == [] and applied["applied"] is True
     trades, feed, replays = await counts(conn)
-    assert (trades, feed) == written[:2] and replays == written[2] + 1
+    assert (trades, feed) == written[:2] and replays == written[2] + dry_runs + 1
 
 
 async def test_dry_run_shows_and_apply_writes_the_changes_of_looser_rules(
@@ -162,11 +164,20 @@ async def test_dry_run_shows_and_apply_writes_the_changes_of_looser_rules(
     assert first["after"] == {"status": "matched", "version": None, "mismatches": [],
                               "match": {"counterparty_trade_id": "B-1", "match_id": None,
                                         "counterparty_version": None}}
-    assert await counts(conn) == written  # a dry run writes nothing at all
+    # A dry run writes no version and no feed update, only its own record (applied: false).
+    assert await counts(conn) == (written[0], written[1], written[2] + 1)
     assert await get(client, a, "A-1") == a1
+    resp = await client.get(f"/v1/replays/{dry['replay_id']}", headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    record = await resp.json()
+    assert record["replay_id"] == dry["replay_id"] and record["applied"] is False
+    assert record["actor"] == "admin" and record["rules"]["XAU"]["price_tolerance"] == {
+        "abs": "0.25"}
+    assert datetime.fromisoformat(record["since"]) == datetime.fromisoformat(since)
     # Deterministic: the same replay again gives the same answer.
     again = await replay(client, since, loose)
     assert again["changes"] == dry["changes"] and again["replay_id"] != dry["replay_id"]
+    written = await counts(conn)
 
     applied = await replay(client, since, loose, apply=True)
     assert applied["applied"] is True
@@ -323,8 +334,8 @@ async def test_cli_replay_dry_run_and_apply(client, banks, conn, db_url, tmp_pat
     applied = json.loads(out)
     assert applied["applied"] is True
     assert (await get(client, a, "A-1"))["reason"] == "replayed"
-    record = await conn.fetchrow("SELECT actor, applied FROM replays")
-    assert record["applied"] is True and record["actor"] == "cli"
+    records = await conn.fetch("SELECT actor, applied FROM replays ORDER BY recorded_at")
+    assert [(r["actor"], r["applied"]) for r in records] == [("cli", False), ("cli", True)]
     rules.write_text("{not json")
     code, _, err = await run_cli(db_url, "replay", "--since", since, "--rules", str(rules))
     assert code != 0 and err.startswith("kevin: ") and len(err.strip().splitlines()) == 1

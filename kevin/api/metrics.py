@@ -101,7 +101,7 @@ class Metrics:
         self.stp_rate = Gauge(
             "kevin_match_rate",
             "Straight-through processing: trades auto-matched (two per match) over trades "
-            "created, since the service started; NaN before the first trade",
+            "created, since the service started; 0 before the first trade",
             registry=r, multiprocess_mode=LATEST,
         )
         self.oldest_unmatched = Gauge(
@@ -179,7 +179,8 @@ class Metrics:
         counted = self.collected()
         created = counted.get_sample_value("kevin_submissions_total", {"result": "created"})
         auto = counted.get_sample_value("kevin_matches_total", {"kind": "auto"})
-        self.stp_rate.set(min(1.0, 2 * (auto or 0) / created) if created else math.nan)
+        # 0 before the first trade: NaN would break alert rules and dashboards that compare it.
+        self.stp_rate.set(min(1.0, 2 * (auto or 0) / created) if created else 0.0)
         pool = app[KEVIN].pool
         size, idle = pool.get_size(), pool.get_idle_size()
         self.pool.labels("in_use").set(size - idle)

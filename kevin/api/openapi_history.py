@@ -30,18 +30,20 @@ def paths() -> dict[str, Any]:
                 "replayed under the stored rules in force at each moment — which changes "
                 "nothing unless matching has gone wrong. `changes` lists each trade whose "
                 "matching state (status, whom it is matched with, mismatches) would differ "
-                "from its current version. A dry run (`apply: false`, the default) writes "
-                "nothing and its replay_id is not kept. `apply: true` appends one version per "
-                "changed trade (reason `replayed`, never rewriting history) under the same "
-                "locks as live matching, and records the replay (GET /v1/replays/{id})."),
+                "from its current version. A dry run (`apply: false`, the default) changes "
+                "no trade; it is recorded (`applied: false`, GET /v1/replays/{id}). "
+                "`apply: true` appends one version per changed trade (reason `replayed`, "
+                "never rewriting history) under the same locks as live matching, and is "
+                "recorded too (`applied: true`)."),
             "requestBody": {"required": True, **_json(_ref("ReplayRequest"))},
             "responses": _responses({"200": ("The changes", "ReplayResult")},
                                     ("400", "401", "403", "412", "413", "415", "422", "503")),
         }},
         "/v1/replays/{replay_id}": {"get": {
-            "summary": "An applied replay: its rules, since, who ran it and when (admin).",
+            "summary": ("A replay, dry run or applied (`applied`): its rules, since, who ran "
+                        "it and when (admin)."),
             "parameters": [_param("replay_id", "path", {"type": "string", "format": "uuid"},
-                                  True, "The replay_id an applied replay returned.")],
+                                  True, "The replay_id a replay returned.")],
             "responses": _responses({"200": ("The replay", "ReplayRecord")},
                                     ("401", "403", "404", "503")),
         }},

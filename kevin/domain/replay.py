@@ -101,7 +101,8 @@ class ReplayResult(BaseModel):
 
 
 class ReplayRecord(BaseModel):
-    """A row of the replays table: every applied replay, which rules, who, when."""
+    """A row of the replays table: every replay, dry run (``applied`` false) or applied,
+    which rules, who, when."""
 
     replay_id: UUID
     since: Annotated[AwareDatetime, UtcText]

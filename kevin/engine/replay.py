@@ -342,6 +342,9 @@ class Replayer:
             async with database.connection(self.pool) as conn, conn.transaction(
                     isolation="repeatable_read", readonly=True):
                 plan = await _plan(await _load(conn, since, rules), rules)
+            # Kept as a record too (applied: false), so its replay_id can be fetched.
+            async with database.transaction(self.pool) as conn:
+                await replay_store.record(conn, replay_id, since, dict(rules), actor, False)
             return ReplayResult(
                 replay_id=replay_id, since=since, applied=False, products=plan.products,
                 changes=[ReplayChange(participant=c.participant, trade_id=c.trade_id,
