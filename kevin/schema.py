@@ -226,3 +226,35 @@ trades_archive = sa.Table(
 # As-of over a long archived history in one probe (alembic 0005; see SELECT_AS_OF).
 sa.Index("ix_trades_archive_as_of", trades_archive.c.participant, trades_archive.c.trade_id,
          trades_archive.c.recorded_at)
+
+# Matching profiles: tolerances a pair of participants agreed, for one product or "*".
+# Versioned and append-only like rules (the only UPDATE flips `latest`, by trigger); a
+# DELETE appends a `retired` version. participant_a < participant_b: one spelling per pair.
+profiles = sa.Table(
+    "profiles",
+    metadata,
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("latest", sa.Boolean, nullable=False),
+    sa.Column("retired", sa.Boolean, nullable=False),
+    sa.Column("participant_a", sa.Text, sa.ForeignKey("participants.name"), nullable=False),
+    sa.Column("participant_b", sa.Text, sa.ForeignKey("participants.name"), nullable=False),
+    sa.Column("product", sa.Text, nullable=False),
+    sa.Column("body", pg.JSONB, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.text("clock_timestamp()")),
+    sa.PrimaryKeyConstraint("name", "version"),
+    sa.CheckConstraint("version >= 1", name="version_positive"),
+    sa.CheckConstraint("participant_a < participant_b", name="pair_ordered"),
+)
+sa.Index("ix_profiles_one_latest", profiles.c.name, unique=True,
+         postgresql_where=profiles.c.latest)
+# At most one live profile claims a (pair, product): the database refuses a second, also
+# when two writers of different names race (the loser's insert fails: 409).
+sa.Index("ix_profiles_one_claim", profiles.c.participant_a, profiles.c.participant_b,
+         profiles.c.product, unique=True,
+         postgresql_where=sa.text("latest AND NOT retired"))
+# As-of reads of a pair's profiles (replay, kevin check: what was in force at an instant).
+sa.Index("ix_profiles_pair_as_of", profiles.c.participant_a, profiles.c.participant_b,
+         profiles.c.product, profiles.c.recorded_at)

@@ -15,6 +15,7 @@ from kevin.api import (
     metrics,
     ops,
     participants,
+    profiles,
     replays,
     rules,
     trades,
@@ -43,6 +44,7 @@ def create_app(
     app.add_routes(batch.routes)  # before trades: its path is more specific
     app.add_routes(trades.routes)
     app.add_routes(rules.routes)
+    app.add_routes(profiles.routes)
     app.add_routes(alleged.routes)
     app.add_routes(admin.routes)
     app.add_routes(replays.routes)

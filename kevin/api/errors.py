@@ -25,6 +25,7 @@ STATUS: dict[type[e.KevinError], int] = {
     e.TradeCancelled: 409,
     e.Conflict: 409,
     e.CannotMatch: 409,
+    e.ProfileClaimed: 409,
     e.VersionConflict: 412,
     e.PayloadTooLarge: 413,
     e.UnsupportedMediaType: 415,

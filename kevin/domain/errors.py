@@ -128,3 +128,9 @@ class CannotMatch(KevinError):
     """These trades cannot be matched."""
 
     code = "cannot_match"
+
+
+class ProfileClaimed(KevinError):
+    """Another live profile already claims this pair of participants and product."""
+
+    code = "profile_claimed"

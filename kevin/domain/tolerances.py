@@ -28,6 +28,8 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
+    ValidationError,
     field_validator,
     model_serializer,
     model_validator,
@@ -60,6 +62,16 @@ MAX_DAYS = 3660
 
 AmountFormName = Literal["exact", "ignore", "abs", "bps", "pct", "range"]
 _RELATIVE_UNIT = {"bps": BPS, "pct": PCT}
+_AMOUNT = TypeAdapter(Amount)
+
+
+def _amount(key: str, value: Any) -> Decimal:
+    """One amount of a form, its error naming the key the user wrote (not ours)."""
+    try:
+        return _AMOUNT.validate_python(value)
+    except ValidationError as error:
+        raise ValueError(f"{key}: {error.errors()[0]['msg']}") from None
+
 _AMOUNT_KEYS = ("abs", "bps", "pct", "range")
 
 
@@ -107,8 +119,11 @@ class AmountTolerance(BaseModel):
             bounds = data["range"]
             if not isinstance(bounds, dict) or set(bounds) != {"below", "above"}:
                 raise ValueError('range is {"below": x, "above": y}')
-            return {"form": "range", "below": bounds["below"], "above": bounds["above"]}
-        return {"form": form, "amount": data[form], "max_abs": data.get("max_abs")}
+            return {"form": "range", "below": _amount("range.below", bounds["below"]),
+                    "above": _amount("range.above", bounds["above"])}
+        cap = data.get("max_abs")
+        return {"form": form, "amount": _amount(form, data[form]),
+                "max_abs": None if cap is None else _amount("max_abs", cap)}
 
     @model_validator(mode="after")
     def _complete(self) -> AmountTolerance:
@@ -219,6 +234,34 @@ def _relative_bounds(value: Decimal, amount: Decimal,
 
 
 EXACT_AMOUNT = AmountTolerance(form="exact")
+
+# The public JSON forms, for the OpenAPI document (the models parse them into an internal
+# shape that is nobody's business).
+_DECIMAL = {"type": ["string", "number"], "pattern": r"^[0-9]+(\.[0-9]+)?$",
+            "examples": ["0.50"]}
+_AMOUNT_SCHEMA: dict[str, Any] = {
+    "description": AmountTolerance.__doc__,
+    "oneOf": [
+        {"enum": ["exact", "ignore"]},
+        {"type": "object", "properties": {"abs": _DECIMAL}, "required": ["abs"],
+         "additionalProperties": False},
+        *({"type": "object", "properties": {unit: _DECIMAL, "max_abs": _DECIMAL},
+           "required": [unit], "additionalProperties": False} for unit in ("bps", "pct")),
+        {"type": "object", "additionalProperties": False, "required": ["range"],
+         "properties": {"range": {"type": "object", "additionalProperties": False,
+                                  "required": ["below", "above"],
+                                  "properties": {"below": _DECIMAL, "above": _DECIMAL}}}},
+    ],
+}
+
+
+def _public_schema(schema: dict[str, Any]) -> Any:
+    def get(cls: type, core_schema: Any, handler: Any) -> dict[str, Any]:
+        return schema
+    return classmethod(get)
+
+
+AmountTolerance.__get_pydantic_json_schema__ = _public_schema(_AMOUNT_SCHEMA)  # type: ignore[assignment,method-assign]
 
 
 # --- calendars ---------------------------------------------------------------------------
@@ -345,6 +388,21 @@ class DateTolerance(BaseModel):
 
 
 EXACT_DATE = DateTolerance(days=0)
+DateTolerance.__get_pydantic_json_schema__ = _public_schema({  # type: ignore[assignment,method-assign]
+    "description": DateTolerance.__doc__,
+    "oneOf": [
+        {"enum": ["exact", "ignore"]},
+        {"type": "object", "additionalProperties": False, "required": ["days"],
+         "properties": {"days": {"type": "integer", "minimum": 0, "maximum": MAX_DAYS}}},
+        {"type": "object", "additionalProperties": False,
+         "required": ["business_days", "calendar"],
+         "properties": {"business_days": {"type": "integer", "minimum": 0,
+                                          "maximum": MAX_BUSINESS_DAYS},
+                        "calendar": {"type": "string", "examples": ["GB", "US-NY", "XLON"],
+                                     "description": "a calendar of the holidays library: "
+                                     "a country, a country-subdivision or a market"}}},
+    ],
+})
 
 LocationName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
@@ -409,6 +467,17 @@ class LocationTolerance(BaseModel):
 
 
 EXACT_LOCATION = LocationTolerance(mode="exact")
+LocationTolerance.__get_pydantic_json_schema__ = _public_schema({  # type: ignore[assignment,method-assign]
+    "description": LocationTolerance.__doc__,
+    "oneOf": [
+        {"enum": ["exact", "ignore"]},
+        {"type": "object", "additionalProperties": False, "required": ["equivalent"],
+         "properties": {"equivalent": {
+             "type": "array", "minItems": 1,
+             "items": {"type": "array", "minItems": 2, "uniqueItems": True,
+                       "items": {"type": "string", "minLength": 1, "maxLength": 64}}}}},
+    ],
+})
 
 TOLERANCE_FIELDS = ("price", "quantity", "settlement_date", "location")
 

@@ -23,6 +23,7 @@ from kevin.domain.errors import (
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade, TradeSubmission, TradeTerms, differing_fields
 from kevin.domain.rules import Rules, RulesVersion
+from kevin.engine.agreements import Agreements
 from kevin.engine.batch import LineOutcome, submit_batch, terms_of
 from kevin.engine.matching import Matcher
 from kevin.store import database, participants
@@ -52,6 +53,8 @@ class Kevin:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        # Matching profiles and proposals (kevin.engine.agreements).
+        self.agreements = Agreements(pool)
 
     # --- participants ----------------------------------------------------------------
 
