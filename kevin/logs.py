@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import structlog
+from structlog.types import EventDict
 
 
 def configure(log_format: str = "json", level: int = logging.INFO, *,
@@ -43,6 +44,6 @@ def configure(log_format: str = "json", level: int = logging.INFO, *,
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def _add_pid(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _add_pid(_logger: Any, _method: str, event: EventDict) -> EventDict:
     event["pid"] = os.getpid()
     return event

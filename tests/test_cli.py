@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from kevin.dburl import to_asyncpg_dsn
-from kevin.store.participants import hash_key
+from kevin.domain.keys import hash_key
 from tests.processes import run_cli
 
 

@@ -23,10 +23,10 @@ from kevin.api import (
 from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE
 from kevin.api.errors import request_context
 from kevin.api.http import MAX_BODY
+from kevin.engine.health import keep_young_statistics
 from kevin.engine.service import Kevin
 from kevin.feed.runtime import FeedOptions, install_feed
 from kevin.lifecycle import cancel_and_wait
-from kevin.store.analyze import keep_young_statistics
 
 
 def create_app(
@@ -57,7 +57,7 @@ def create_app(
 
 
 async def _young_statistics(app: web.Application) -> AsyncIterator[None]:
-    """kevin.store.analyze: a new database's first ANALYZE, not a minute late."""
+    """A new database's first ANALYZE, not a minute late (kevin.engine.health)."""
     task = asyncio.create_task(keep_young_statistics(app[KEVIN].pool), name="statistics")
     try:
         yield

@@ -14,9 +14,9 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from kevin import jsoncodec
 from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE
 from kevin.domain import errors as e
+from kevin.domain.keys import hash_key
 from kevin.domain.models import Instant
 from kevin.engine.service import IfMatch
-from kevin.store.participants import hash_key
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -29,7 +29,7 @@ import collections
 import math
 import os
 import time
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import structlog
@@ -47,16 +47,15 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from kevin.api.app_keys import KEVIN
 from kevin.api.errors import Handler
-from kevin.domain.errors import DatabaseUnavailable
+from kevin.engine.health import scrape
 from kevin.feed.runtime import FEED
-from kevin.store import database
-from kevin.store.stats import scrape_stats
 
 log = structlog.get_logger(__name__)
 
 SCRAPE_DB_TIMEOUT = 2.0
 # How a gauge's values from several workers combine (see the module docstring).
-LATEST, SUMMED = "mostrecent", "livesum"
+LATEST: Literal["mostrecent"] = "mostrecent"
+SUMMED: Literal["livesum"] = "livesum"
 
 # Routes whose responses carry a trade (or a batch of results) worth counting.
 SUBMIT = ("POST", "/v1/trades")
@@ -189,11 +188,8 @@ class Metrics:
         feed = app.get(FEED)
         if feed is not None:
             self.sse_streams.set(feed.active_streams)
-        try:
-            async with asyncio.timeout(SCRAPE_DB_TIMEOUT), database.connection(pool) as conn:
-                stats = await scrape_stats(conn)
-        except (DatabaseUnavailable, TimeoutError, *database.CONNECTIVITY_ERRORS) as e:
-            log.warning("metrics could not read the database", error=str(e))
+        stats = await scrape(pool, SCRAPE_DB_TIMEOUT)
+        if stats is None:
             self.database_up.set(0)
             for gauge in (self.oldest_unmatched, self.feed_unsequenced, self.feed_lag):
                 gauge.set(math.nan)
@@ -254,7 +250,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             body = request.get(OUTCOME)
             if body is None:
                 try:
-                    body = orjson.loads(response.body) if response.body else {}
+                    raw = response.body
+                    body = orjson.loads(raw) if isinstance(raw, bytes) and raw else {}
                 except (orjson.JSONDecodeError, TypeError):
                     body = {}
             if isinstance(body, dict):

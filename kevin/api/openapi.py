@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 import kevin
 from kevin.domain.feed import FeedPage, FeedUpdate
@@ -20,7 +21,7 @@ from kevin.domain.models import (
     TradeVersions,
 )
 
-MODELS = [
+MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (TradeSubmission, "validation"), (TradeAmendment, "validation"), (Trade, "serialization"),
     (TradeVersions, "serialization"), (TradePage, "serialization"),
     (ParticipantCreate, "validation"), (ParticipantCreated, "serialization"),

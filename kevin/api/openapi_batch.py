@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
 
 from kevin.domain.models import ErrorBody, Trade
 
@@ -23,7 +24,7 @@ class BatchResult(BaseModel):
     results: list[BatchLineResult]
 
 
-MODELS: list[tuple[type[BaseModel], str]] = [(BatchResult, "serialization")]
+MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [(BatchResult, "serialization")]
 
 
 def paths(existing: dict[str, Any]) -> dict[str, Any]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
 
 from kevin.domain.replay import ReplayRecord, ReplayRequest, ReplayResult
 
-MODELS: list[tuple[type[BaseModel], str]] = [
+MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (ReplayRequest, "validation"), (ReplayResult, "serialization"),
     (ReplayRecord, "serialization"),
 ]

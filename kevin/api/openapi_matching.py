@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
 
 from kevin.domain.match_models import AllegedPage, BreakMatch, ForceMatch, MatchLegs
 from kevin.domain.rules import RulesUpdate, RulesVersion
 
-MODELS: list[tuple[type[BaseModel], str]] = [
+MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (RulesUpdate, "validation"), (RulesVersion, "serialization"), (AllegedPage, "serialization"),
     (ForceMatch, "validation"), (BreakMatch, "validation"), (MatchLegs, "serialization"),
 ]

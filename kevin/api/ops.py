@@ -9,7 +9,7 @@ from kevin.api.errors import error_response
 from kevin.api.http import json_response
 from kevin.api.openapi import openapi_document
 from kevin.domain.errors import DatabaseUnavailable
-from kevin.store import database
+from kevin.engine.health import schema_state
 
 routes = web.RouteTableDef()
 
@@ -21,16 +21,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    head = database.head_revision()
     try:
-        async with database.connection(request.app[KEVIN].pool) as conn:
-            revision = await database.schema_revision(conn)
+        schema = await schema_state(request.app[KEVIN].pool)
     except DatabaseUnavailable:
         return error_response(503, "not_ready", "the database is unreachable")
-    if revision != head:
+    if not schema.at_head:
         return error_response(503, "not_ready", "the schema is not at head",
-                              {"revision": revision, "head": head})
-    return json_response({"status": "ready", "revision": revision})
+                              {"revision": schema.revision, "head": schema.head})
+    return json_response({"status": "ready", "revision": schema.revision})
 
 
 @routes.get("/openapi.json")

@@ -18,6 +18,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,6 +163,7 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     config = json.load(sys.stdin)
+    runner: Callable[..., Any]
     try:
         import uvloop
 

@@ -251,7 +251,7 @@ async def bench_pairs(server_url: str, options: Options, workdir: Path) -> dict[
     length), so that a machine whose speed drifts — a shared one always does — tilts
     both sides alike; the ratio is of the sums."""
     run_id = secrets.token_hex(3)
-    common = {"concurrency": options.concurrency, "duration": options.duration,
+    common: dict[str, Any] = {"concurrency": options.concurrency, "duration": options.duration,
               "warmup": options.warmup, "keys": options.match_keys}
     ceilings: list[dict[str, Any]] = []
     services: list[dict[str, Any]] = []

