@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
 
 from kevin.domain.profiles import Profile, ProfilePage, ProfileVersion
 
-MODELS: list[tuple[type[BaseModel], str]] = [
+MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (Profile, "validation"), (ProfileVersion, "serialization"), (ProfilePage, "serialization"),
 ]
 

@@ -8,7 +8,7 @@ profile for the product, the pair's ``"*"`` profile, the product's rules, exact.
 from __future__ import annotations
 
 import re
-from datetime import time
+from datetime import time as clock_time  # a Cutoff has a field named time
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -77,9 +77,9 @@ class Cutoff(BaseModel):
         holiday_calendar(name)  # raises ValueError naming it
         return name
 
-    def local_time(self) -> time:
+    def local_time(self) -> clock_time:
         hours, minutes = self.time.split(":")
-        return time(int(hours), int(minutes))
+        return clock_time(int(hours), int(minutes))
 
 
 class Profile(BaseModel):

@@ -261,7 +261,7 @@ def _public_schema(schema: dict[str, Any]) -> Any:
     return classmethod(get)
 
 
-AmountTolerance.__get_pydantic_json_schema__ = _public_schema(_AMOUNT_SCHEMA)  # type: ignore[assignment,method-assign]
+AmountTolerance.__get_pydantic_json_schema__ = _public_schema(_AMOUNT_SCHEMA)  # type: ignore[method-assign]
 
 
 # --- calendars ---------------------------------------------------------------------------
@@ -388,7 +388,7 @@ class DateTolerance(BaseModel):
 
 
 EXACT_DATE = DateTolerance(days=0)
-DateTolerance.__get_pydantic_json_schema__ = _public_schema({  # type: ignore[assignment,method-assign]
+DateTolerance.__get_pydantic_json_schema__ = _public_schema({  # type: ignore[method-assign]
     "description": DateTolerance.__doc__,
     "oneOf": [
         {"enum": ["exact", "ignore"]},
@@ -467,7 +467,7 @@ class LocationTolerance(BaseModel):
 
 
 EXACT_LOCATION = LocationTolerance(mode="exact")
-LocationTolerance.__get_pydantic_json_schema__ = _public_schema({  # type: ignore[assignment,method-assign]
+LocationTolerance.__get_pydantic_json_schema__ = _public_schema({  # type: ignore[method-assign]
     "description": LocationTolerance.__doc__,
     "oneOf": [
         {"enum": ["exact", "ignore"]},
