@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        logs.configure(settings.log_format, worker=getattr(args, "listen_fd", None) is not None)
+        logs.configure(settings.log_format, worker=getattr(args, "listen_fd", None) is not None,
+                       secrets=[settings.admin_token])
         run_event_loop(run(args, settings))
     except CheckFailed:
         return 1
