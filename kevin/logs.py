@@ -27,7 +27,7 @@ import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 from structlog.types import EventDict
 
-from kevin.store.participants import KEY_PREFIX
+from kevin.domain.keys import KEY_PREFIX
 
 REDACTED = "[redacted]"
 
@@ -82,7 +82,7 @@ def quiet_malformed_requests(record: logging.LogRecord) -> bool:
     return True
 
 
-# An API key (kevin.store.participants.new_key) wherever it appears, even cut short.
+# An API key (kevin.domain.keys.new_key) wherever it appears, even cut short.
 _API_KEY = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]+")
 # The credential in an Authorization header, or after the Bearer scheme, up to the end of
 # the word (a quote, a backslash escape, a comma or a brace ends it too).
