@@ -258,3 +258,19 @@ sa.Index("ix_profiles_one_claim", profiles.c.participant_a, profiles.c.participa
 # As-of reads of a pair's profiles (replay, kevin check: what was in force at an instant).
 sa.Index("ix_profiles_pair_as_of", profiles.c.participant_a, profiles.c.participant_b,
          profiles.c.product, profiles.c.recorded_at)
+# Web workbench sessions (alembic 0009): a browser's login, kept server-side so every
+# `kevin serve` process sees it. The cookie carries a random token; only its SHA-256 is
+# stored. credential_hash is the hash of the API key (or admin token) that logged in, so
+# a session ends with its credential. participant is NULL for the admin.
+ui_sessions = sa.Table(
+    "ui_sessions",
+    metadata,
+    sa.Column("session_hash", sa.LargeBinary, primary_key=True),
+    sa.Column("participant", sa.Text, sa.ForeignKey("participants.name"), nullable=True),
+    sa.Column("credential_hash", sa.LargeBinary, nullable=False),
+    sa.Column("csrf_token", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.text("clock_timestamp()")),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("ix_ui_sessions_expires_at", ui_sessions.c.expires_at)

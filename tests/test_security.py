@@ -40,7 +40,15 @@ ISOLATED = {
     ("GET", "/v1/trades/{trade_id}/versions"), ("GET", "/v1/alleged"),
     ("POST", "/v1/trades/batch"), ("GET", "/v1/feed"),
 }
-ENDPOINTS = PUBLIC | ADMIN_ONLY | ISOLATED
+# The web workbench's pages and forms: a session from /ui/login, and the same isolation
+# (tests/test_ui.py: a participant cannot see or act on another's trade; CSRF on every form).
+WORKBENCH = {
+    ("GET", "/ui"), ("GET", "/ui/"), ("GET", "/ui/login"), ("POST", "/ui/login"),
+    ("POST", "/ui/logout"), ("GET", "/ui/static"), ("GET", "/ui/exceptions"),
+    ("GET", "/ui/trades/{trade_id}"), ("POST", "/ui/trades/{trade_id}/cancel"),
+    ("POST", "/ui/admin/force-match"), ("POST", "/ui/admin/break"), ("POST", "/ui/bulk"),
+}
+ENDPOINTS = PUBLIC | ADMIN_ONLY | ISOLATED | WORKBENCH
 
 
 def test_every_endpoint_is_covered(service):

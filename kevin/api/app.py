@@ -20,13 +20,15 @@ from kevin.api import (
     rules,
     trades,
 )
-from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE
+from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE, WORKBENCH
 from kevin.api.errors import request_context
 from kevin.api.http import MAX_BODY
 from kevin.engine.health import keep_young_statistics
 from kevin.engine.service import Kevin
+from kevin.engine.workbench import Workbench
 from kevin.feed.runtime import FeedOptions, install_feed
 from kevin.lifecycle import cancel_and_wait
+from kevin.ui import install_workbench
 
 
 def create_app(
@@ -39,6 +41,7 @@ def create_app(
     app[KEVIN] = service
     app[ADMIN_TOKEN] = admin_token
     app[KEY_CACHE] = {}
+    app[WORKBENCH] = Workbench(service.pool, admin_token)
     app.add_routes(ops.routes)
     app.add_routes(participants.routes)
     app.add_routes(batch.routes)  # before trades: its path is more specific
@@ -49,6 +52,7 @@ def create_app(
     app.add_routes(admin.routes)
     app.add_routes(replays.routes)
     app.add_routes(feed.routes)
+    install_workbench(app)  # the web pages under /ui/
     # The feed's watch and sequencer run in the background of every app (and so of every
     # `kevin serve` and every test client); SSE streams end on shutdown.
     install_feed(app, service.pool, feed_options or FeedOptions())

@@ -13,6 +13,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from kevin import jsoncodec
 from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE
+from kevin.api.session import COOKIE, api_session
 from kevin.domain import errors as e
 from kevin.domain.keys import hash_key
 from kevin.domain.models import Instant
@@ -36,6 +37,10 @@ KEY_CACHE_SIZE = 10_000
 
 
 async def authenticate(request: web.Request) -> Principal:
+    """The caller, from its Bearer header, or else from a workbench session cookie
+    (kevin.api.session: unsafe methods then need the session's CSRF token too)."""
+    if "Authorization" not in request.headers and COOKIE in request.cookies:
+        return Principal((await api_session(request)).participant)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()

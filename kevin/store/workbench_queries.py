@@ -1,0 +1,84 @@
+"""The web workbench's statements: sessions and the exceptions lists.
+
+Parameters are always bound; the column list is a constant.
+"""
+
+from kevin.store.queries import TRADE_COLUMNS
+
+INSERT_SESSION = """
+INSERT INTO ui_sessions (session_hash, participant, credential_hash, csrf_token, expires_at)
+VALUES ($1, $2, $3, $4, clock_timestamp() + $5::interval)
+RETURNING expires_at
+"""
+
+# A participant's session holds only while its key still exists (the join); the admin's
+# credential is checked by the caller against the configured token.
+SELECT_SESSION = """
+SELECT s.participant, s.credential_hash, s.csrf_token, s.expires_at
+FROM ui_sessions AS s
+LEFT JOIN api_keys AS k ON k.key_hash = s.credential_hash
+WHERE s.session_hash = $1
+  AND s.expires_at > clock_timestamp()
+  AND (s.participant IS NULL OR k.participant = s.participant)
+"""
+
+DELETE_SESSION = "DELETE FROM ui_sessions WHERE session_hash = $1"
+
+DELETE_EXPIRED_SESSIONS = "DELETE FROM ui_sessions WHERE expires_at <= clock_timestamp()"
+
+# The filters every exceptions tab shares: $1 whose book (NULL: the admin's every book),
+# $2 product, $3 the other party, $4 first submitted before this instant (age).
+# For the alleged tab "whose" is the counterparty named and "the other party" the
+# participant that submitted the trade.
+_OWN = """
+  AND ($1::text IS NULL OR participant = $1)
+  AND ($2::text IS NULL OR product = $2)
+  AND ($3::text IS NULL OR counterparty = $3)
+  AND ($4::timestamptz IS NULL OR first_submitted_at <= $4)
+"""
+_ALLEGED = """
+  AND counterparty = $1
+  AND ($2::text IS NULL OR product = $2)
+  AND ($3::text IS NULL OR participant = $3)
+  AND ($4::timestamptz IS NULL OR first_submitted_at <= $4)
+"""
+# Matched today: the matching version was recorded since midnight UTC ($5).
+_TODAY = "AND recorded_at >= $5"
+
+# Oldest first: the trades nearest (or past) their cut-off lead each list. The limit is
+# the last parameter.
+SELECT_MISMATCHED = f"""
+SELECT {TRADE_COLUMNS} FROM trades
+WHERE latest AND status = 'mismatched' {_OWN}
+ORDER BY first_submitted_at, participant, trade_id LIMIT $5
+"""
+SELECT_UNMATCHED = f"""
+SELECT {TRADE_COLUMNS} FROM trades
+WHERE latest AND status = 'unmatched' {_OWN}
+ORDER BY first_submitted_at, participant, trade_id LIMIT $5
+"""
+SELECT_ALLEGED = f"""
+SELECT {TRADE_COLUMNS} FROM trades
+WHERE latest AND status IN ('unmatched', 'mismatched') {_ALLEGED}
+ORDER BY first_submitted_at, participant, trade_id LIMIT $5
+"""
+SELECT_MATCHED_TODAY = f"""
+SELECT {TRADE_COLUMNS} FROM trades
+WHERE latest AND status = 'matched' {_OWN} {_TODAY}
+ORDER BY recorded_at DESC, participant, trade_id LIMIT $6
+"""
+
+# The counts on the tabs, under the same filters. Each count is bounded ($6): a tab says
+# "1000+" rather than counting a million-row book on every live refresh.
+COUNT_TABS = f"""
+SELECT
+  (SELECT count(*) FROM (SELECT 1 FROM trades
+     WHERE latest AND status = 'mismatched' {_OWN} LIMIT $6) AS m) AS mismatched,
+  (SELECT count(*) FROM (SELECT 1 FROM trades
+     WHERE latest AND status = 'unmatched' {_OWN} LIMIT $6) AS u) AS unmatched,
+  (SELECT count(*) FROM (SELECT 1 FROM trades
+     WHERE $1::text IS NOT NULL AND latest AND status IN ('unmatched', 'mismatched')
+     {_ALLEGED} LIMIT $6) AS a) AS alleged,
+  (SELECT count(*) FROM (SELECT 1 FROM trades
+     WHERE latest AND status = 'matched' {_OWN} {_TODAY} LIMIT $6) AS t) AS matched_today
+"""

@@ -1,0 +1,494 @@
+"""The workbench's pages and form actions.
+
+Thin like the JSON API: parse, authorise from the session, call the same engine
+operations (kevin.engine.service.Kevin), render. A participant's session sees and does
+exactly what its key may; the admin's what the admin token may. Every form carries the
+session's CSRF token, checked before anything else is read from it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+import aiohttp_jinja2
+import structlog
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from kevin.api.admin import ADMIN_ACTOR
+from kevin.api.app_keys import KEVIN, WORKBENCH
+from kevin.api.errors import status_of
+from kevin.api.session import COOKIE, CSRF_HEADER, cookie_session, csrf_matches
+from kevin.domain import errors as e
+from kevin.domain.models import PARTICIPANT_PATTERN, TRADE_ID_PATTERN, Reason, Trade
+from kevin.engine.service import Kevin
+from kevin.engine.workbench import COUNT_BOUND, TABS, ExceptionsQuery, Session
+from kevin.feed.runtime import FEED
+
+log = structlog.get_logger(__name__)
+
+routes = web.RouteTableDef()
+
+LOGIN_CSRF_COOKIE = "kevin_login_csrf"
+TAB_LABELS = {"mismatched": "Mismatched", "unmatched": "Unmatched", "alleged": "Alleged",
+              "matched_today": "Matched today"}
+AGES = {"": None, "1h": timedelta(hours=1), "4h": timedelta(hours=4),
+        "1d": timedelta(days=1), "3d": timedelta(days=3)}
+AGE_LABELS = {"": "any age", "1h": "older than 1 hour", "4h": "older than 4 hours",
+              "1d": "older than 1 day", "3d": "older than 3 days"}
+BULK_ACTIONS = {"cancel": "Cancel", "force_match": "Force-match with the named trade",
+                "break": "Break the match"}
+BULK_LIMIT = 500
+# Every kind of feed event a page listens for (an SSE event's name is the version's reason).
+FEED_EVENTS = list(typing.get_args(Reason))
+
+_TRADE_ID = re.compile(TRADE_ID_PATTERN)
+_PARTICIPANT = re.compile(PARTICIPANT_PATTERN)
+_PRODUCT = re.compile(r"[A-Za-z0-9._/-]{1,32}")
+
+# The pages load only their own files: no inline script, no other origin.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+class LoginRequired(Exception):
+    """No live session: a page sends the browser to the login form."""
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def page_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors as pages (not JSON), and the security headers on every answer."""
+    try:
+        response = await handler(request)
+    except LoginRequired:
+        if request.method == "GET" and "HX-Request" not in request.headers:
+            target = urlencode({"next": request.path_qs})
+            response = see_other(f"/ui/login?{target}")
+        else:
+            response = _error_page(request, 401, "Your session has ended",
+                                   "Log in again to continue.")
+            # htmx: replace the whole page with the login form rather than a fragment.
+            response.headers["HX-Redirect"] = "/ui/login"
+    except e.KevinError as error:
+        status = status_of(error)
+        response = _error_page(request, status, _TITLES.get(status, "Not possible"),
+                               error.message)
+    except web.HTTPException as http:
+        if http.status < 400:
+            raise
+        response = _error_page(request, http.status, http.reason, http.text or "")
+    if not request.path.startswith("/ui/static/"):
+        response.headers.update(SECURITY_HEADERS)
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+_TITLES = {401: "Not logged in", 403: "Not allowed", 404: "Not found", 409: "Not possible",
+           412: "Changed meanwhile", 422: "Not valid", 503: "Database unavailable"}
+
+
+def _error_page(request: web.Request, status: int, title: str, message: str) -> web.Response:
+    return aiohttp_jinja2.render_template(
+        "error.html", request, {"title": title, "message": message, "session": None,
+                                "partial": "HX-Request" in request.headers}, status=status)
+
+
+def see_other(location: str) -> web.Response:
+    """303: after a form post, the browser loads the result with a GET."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+async def to_workbench(request: web.Request) -> web.StreamResponse:
+    return see_other("/ui/")
+
+
+# --- sessions -------------------------------------------------------------------------
+
+
+async def require_session(request: web.Request) -> Session:
+    session = await cookie_session(request)
+    if session is None:
+        raise LoginRequired()
+    return session
+
+
+async def read_form(request: web.Request, session: Session) -> MultiDictProxy[Any]:
+    """The posted form, once its CSRF token is the session's (or the header htmx sends)."""
+    form = await request.post()
+    sent = form.get("csrf_token") or request.headers.get(CSRF_HEADER)
+    if not csrf_matches(session, sent if isinstance(sent, str) else None):
+        raise e.Forbidden("this form's CSRF token is missing or out of date: "
+                          "reload the page and try again")
+    return form
+
+
+def _text(form: MultiDictProxy[Any], name: str, limit: int = 1000) -> str:
+    value = form.get(name, "")
+    if not isinstance(value, str):
+        raise e.ValidationFailed(f"{name} must be text", [{"field": name, "message": "text"}])
+    if len(value) > limit:
+        raise e.ValidationFailed(f"{name} is too long", [{"field": name,
+                                                          "message": f"at most {limit}"}])
+    return value.strip()
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of the workbench: never another site (an open redirect)."""
+    if target and target.startswith("/ui/") and not target.startswith("//"):
+        return target
+    return "/ui/"
+
+
+@routes.get("/login")
+async def login_form(request: web.Request) -> web.Response:
+    return _login_page(request, None, 200)
+
+
+def _login_page(request: web.Request, message: str | None, status: int) -> web.Response:
+    # The login form has no session yet: its CSRF token is a cookie of its own, which the
+    # post must repeat (another site can make a browser post, but not read the cookie).
+    token = secrets.token_urlsafe(32)
+    response = aiohttp_jinja2.render_template(
+        "login.html", request,
+        {"session": None, "csrf_token": token, "message": message,
+         "next": _safe_next(request.query.get("next"))}, status=status)
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict",
+                        path="/ui/login", secure=request.secure, max_age=3600)
+    return response
+
+
+@routes.post("/login")
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    sent, expected = form.get("csrf_token"), request.cookies.get(LOGIN_CSRF_COOKIE)
+    if not (isinstance(sent, str) and expected
+            and secrets.compare_digest(sent.encode(), expected.encode())):
+        return _login_page(request, "The form had expired: please try again.", 403)
+    try:
+        token, session = await request.config_dict[WORKBENCH].login(_text(form, "api_key"))
+    except e.Unauthorized as error:
+        return _login_page(request, error.message, 401)
+    log.info("workbench login", participant=session.participant or "admin")
+    response = see_other(_safe_next(_text(form, "next")))
+    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
+                        secure=request.secure,
+                        max_age=int((session.expires_at - datetime.now(UTC)).total_seconds()))
+    response.del_cookie(LOGIN_CSRF_COOKIE, path="/ui/login")
+    return response
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.StreamResponse:
+    session = await require_session(request)
+    await read_form(request, session)
+    await request.config_dict[WORKBENCH].logout(request.cookies[COOKIE])
+    response = see_other("/ui/login")
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+# --- pages ----------------------------------------------------------------------------
+
+
+def _page(request: web.Request, template: str, session: Session,
+          context: dict[str, Any], status: int = 200) -> web.Response:
+    """A whole page, or only its live region when htmx asks (``HX-Request``)."""
+    context = {**context, "session": session, "now": datetime.now(UTC),
+               "feed_events": FEED_EVENTS, "count_bound": COUNT_BOUND,
+               "partial": "HX-Request" in request.headers}
+    return aiohttp_jinja2.render_template(template, request, context, status=status)
+
+
+def _feed_url(request: web.Request, participant: str | None) -> str:
+    """Where the page's EventSource starts: after what this render has already seen."""
+    query = {"after": str(max(request.config_dict[FEED].watch.head, 0))}
+    if participant is not None:
+        query["participant"] = participant
+    return "/v1/feed?" + urlencode(query)
+
+
+def _book(request: web.Request, session: Session, required: bool) -> str | None:
+    """Whose trades a page is about: the participant's own; for the admin
+    ``?participant=`` (required where a page is about one trade)."""
+    named = request.query.get("participant") or None
+    if named is not None and not _PARTICIPANT.fullmatch(named):
+        raise e.ValidationFailed("participant is not a participant name", [])
+    if not session.is_admin:
+        if named not in (None, session.participant):
+            raise e.NotFound("no such trade")
+        return session.participant
+    if required and named is None:
+        raise e.ValidationFailed("the admin must name a participant", [])
+    return named
+
+
+def _filter(request: web.Request, name: str, pattern: re.Pattern[str]) -> str | None:
+    value = request.query.get(name, "").strip() or None
+    if value is not None and not pattern.fullmatch(value):
+        raise e.ValidationFailed(f"{name} is not valid", [{"field": name,
+                                                           "message": pattern.pattern}])
+    return value
+
+
+@routes.get("/")
+async def home(request: web.Request) -> web.StreamResponse:
+    await require_session(request)
+    return see_other("/ui/exceptions")
+
+
+@routes.get("/exceptions")
+async def exceptions(request: web.Request) -> web.Response:
+    session = await require_session(request)
+    tab = request.query.get("tab") or "mismatched"
+    if tab not in TABS:
+        raise e.ValidationFailed("unknown tab", [{"field": "tab", "message": ", ".join(TABS)}])
+    age_key = request.query.get("age", "")
+    if age_key not in AGES:
+        raise e.ValidationFailed("unknown age", [{"field": "age", "message": ", ".join(AGES)}])
+    book = _book(request, session, required=False)
+    age_limit = AGES[age_key]
+    query = ExceptionsQuery(
+        tab=tab, participant=book, product=_filter(request, "product", _PRODUCT),
+        other=_filter(request, "counterparty", _PARTICIPANT),
+        submitted_before=datetime.now(UTC) - age_limit if age_limit else None)
+    trades, counts = await request.config_dict[WORKBENCH].exceptions(query)
+    filters = {"tab": tab, "product": query.product or "", "counterparty": query.other or "",
+               "age": age_key, "participant": book or "" if session.is_admin else ""}
+    actions = (["force_match", "break"] if session.is_admin else ["cancel"])
+    return _page(request, "exceptions.html", session, {
+        "tab": tab, "tabs": TAB_LABELS, "counts": counts, "trades": trades,
+        "limit": query.limit, "filters": filters, "ages": AGE_LABELS, "book": book,
+        "tab_link": lambda t: "/ui/exceptions?" + urlencode({**filters, "tab": t}),
+        "feed_url": _feed_url(request, book), "bulk_actions": {
+            a: BULK_ACTIONS[a] for a in actions},
+        "trade_link": _trade_link(session),
+    })
+
+
+def _trade_link(session: Session) -> Callable[[Trade], str | None]:
+    """The trade page of a row, where the viewer may open it (not another's trade)."""
+    def link(trade: Trade) -> str | None:
+        if session.is_admin:
+            return f"/ui/trades/{trade.trade_id}?" + urlencode(
+                {"participant": trade.participant})
+        if trade.participant == session.participant:
+            return f"/ui/trades/{trade.trade_id}"
+        return None
+    return link
+
+
+def _trade_id(request: web.Request) -> str:
+    trade_id = request.match_info["trade_id"]
+    if not _TRADE_ID.fullmatch(trade_id):
+        raise e.NotFound(f"no trade {trade_id!r}")
+    return trade_id
+
+
+def _as_of(request: web.Request) -> datetime | None:
+    """``?as_of=``: RFC 3339, or a ``datetime-local`` input's value read as UTC."""
+    raw = request.query.get("as_of", "").strip()
+    if not raw:
+        return None
+    try:
+        instant = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise e.ValidationFailed("as_of must be a date and time, e.g. 2026-11-21T10:00:00Z",
+                                 [{"field": "as_of", "message": "a date and time"}]) from None
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+
+
+@routes.get("/trades/{trade_id}")
+async def trade_page(request: web.Request) -> web.Response:
+    session = await require_session(request)
+    participant = _book(request, session, required=True)
+    assert participant is not None
+    trade_id = _trade_id(request)
+    kevin: Kevin = request.config_dict[KEVIN]
+    versions = await kevin.versions(participant, trade_id)
+    latest = versions[-1]
+    as_of = _as_of(request)
+    shown: Trade | None = latest
+    if as_of is not None:
+        shown = next((v for v in reversed(versions) if v.recorded_at <= as_of), None)
+    return _page(request, "trade.html", session, {
+        "trade": latest, "shown": shown, "versions": list(reversed(versions)),
+        "as_of": as_of, "participant": participant,
+        "self_link": f"/ui/trades/{trade_id}" + (
+            "?" + urlencode({"participant": participant}) if session.is_admin else ""),
+        "counterparty_link": (
+            (lambda t: f"/ui/trades/{t}?" + urlencode({"participant": latest.counterparty}))
+            if session.is_admin else None),
+        "feed_url": _feed_url(request, participant),
+        "suggested": _suggested_counterparty_trade(latest),
+    })
+
+
+def _suggested_counterparty_trade(trade: Trade) -> str:
+    """The counterparty trade a force-match would most likely name: the nearest miss."""
+    return trade.mismatches[0].counterparty_trade_id if trade.mismatches else ""
+
+
+def _back_to_trade(participant: str, trade_id: str, admin: bool) -> web.Response:
+    query = "?" + urlencode({"participant": participant}) if admin else ""
+    return see_other(f"/ui/trades/{trade_id}{query}")
+
+
+def _version(form: MultiDictProxy[Any]) -> int:
+    raw = _text(form, "version", 18)
+    if not raw.isascii() or not raw.isdigit():
+        raise e.ValidationFailed("version must be the version shown", [])
+    return int(raw)
+
+
+@routes.post("/trades/{trade_id}/cancel")
+async def cancel(request: web.Request) -> web.StreamResponse:
+    session = await require_session(request)
+    form = await read_form(request, session)
+    if session.participant is None:
+        raise e.Forbidden("trades are cancelled by their participant, not the admin")
+    trade_id = _trade_id(request)
+    await request.config_dict[KEVIN].cancel(session.participant, trade_id, _version(form))
+    return _back_to_trade(session.participant, trade_id, False)
+
+
+def _require_admin(session: Session) -> None:
+    if not session.is_admin:
+        raise e.Forbidden("this needs the admin")
+
+
+def _form_participant(form: MultiDictProxy[Any], name: str) -> str:
+    value = _text(form, name, 32)
+    if not _PARTICIPANT.fullmatch(value):
+        raise e.ValidationFailed(f"{name} is not a participant name", [])
+    return value
+
+
+def _form_trade_id(form: MultiDictProxy[Any], name: str) -> str:
+    value = _text(form, name, 64)
+    if not _TRADE_ID.fullmatch(value):
+        raise e.ValidationFailed(f"{name} is not a trade id", [])
+    return value
+
+
+@routes.post("/admin/force-match")
+async def force_match(request: web.Request) -> web.StreamResponse:
+    session = await require_session(request)
+    form = await read_form(request, session)
+    _require_admin(session)
+    participant, trade_id = _form_participant(form, "participant"), _form_trade_id(
+        form, "trade_id")
+    legs = [(participant, trade_id), (_form_participant(form, "counterparty"),
+                                      _form_trade_id(form, "counterparty_trade_id"))]
+    await request.config_dict[KEVIN].force_match(
+        legs, _text(form, "comment") or None, ADMIN_ACTOR)
+    return _back_to_trade(participant, trade_id, True)
+
+
+@routes.post("/admin/break")
+async def break_match(request: web.Request) -> web.StreamResponse:
+    session = await require_session(request)
+    form = await read_form(request, session)
+    _require_admin(session)
+    participant, trade_id = _form_participant(form, "participant"), _form_trade_id(
+        form, "trade_id")
+    try:
+        match_id = UUID(_text(form, "match_id", 64))
+    except ValueError:
+        raise e.NotFound("no such match") from None
+    await request.config_dict[KEVIN].break_match(
+        match_id, _text(form, "comment") or None, ADMIN_ACTOR)
+    return _back_to_trade(participant, trade_id, True)
+
+
+# --- bulk actions ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    participant: str
+    trade_id: str
+    ok: bool
+    message: str
+    trade: Trade | None = None
+
+
+async def _one(kevin: Kevin, session: Session, action: str, selected: str,
+               comment: str | None) -> Outcome:
+    """One engine operation for one selected trade (``PARTICIPANT/TRADE_ID/VERSION``)."""
+    participant, _, rest = selected.partition("/")
+    trade_id, _, version_text = rest.rpartition("/")
+    if not (_PARTICIPANT.fullmatch(participant) and _TRADE_ID.fullmatch(trade_id)
+            and version_text.isascii() and version_text.isdigit()):
+        return Outcome(participant, trade_id or rest, False, "not a trade of this list")
+    version = int(version_text)
+    try:
+        if not session.is_admin and participant != session.participant:
+            raise e.NotFound(f"no trade {trade_id}")
+        if action == "cancel":
+            if session.participant is None:
+                raise e.Forbidden("trades are cancelled by their participant")
+            done = await kevin.cancel(participant, trade_id, version)
+            return Outcome(participant, trade_id, True, "cancelled", done)
+        current = await kevin.get(participant, trade_id)
+        if current.version != version:
+            raise e.VersionConflict(current.version, version)
+        if action == "force_match":
+            if not current.mismatches:
+                raise e.Conflict("no counterparty trade is named: open the trade to pick one")
+            other = (current.counterparty, current.mismatches[0].counterparty_trade_id)
+            first, _ = await kevin.force_match(
+                [(participant, trade_id), other], comment, ADMIN_ACTOR)
+            return Outcome(participant, trade_id, True,
+                           f"matched with {other[0]} {other[1]}", first)
+        if current.match is None or current.status != "matched":
+            raise e.Conflict(f"trade {trade_id} is {current.status}, not matched")
+        legs = await kevin.break_match(current.match.match_id, comment, ADMIN_ACTOR)
+        mine = next(t for t in legs if (t.participant, t.trade_id) == (participant, trade_id))
+        return Outcome(participant, trade_id, True, "match broken", mine)
+    except e.VersionConflict as conflict:
+        return Outcome(participant, trade_id, False,
+                       f"changed since the list was shown ({conflict.message})")
+    except e.KevinError as error:
+        return Outcome(participant, trade_id, False, error.message)
+
+
+@routes.post("/bulk")
+async def bulk(request: web.Request) -> web.Response:
+    session = await require_session(request)
+    form = await read_form(request, session)
+    action = _text(form, "action", 32)
+    allowed = ("force_match", "break") if session.is_admin else ("cancel",)
+    if action not in allowed:
+        raise e.ValidationFailed("choose an action", [{"field": "action",
+                                                       "message": ", ".join(allowed)}])
+    selected = [s for s in form.getall("selected", []) if isinstance(s, str)]
+    if not selected:
+        raise e.ValidationFailed("select at least one trade", [])
+    if len(selected) > BULK_LIMIT:
+        raise e.ValidationFailed(f"select at most {BULK_LIMIT} trades at once", [])
+    comment = _text(form, "comment") or None
+    kevin = request.config_dict[KEVIN]
+    # One engine operation per trade, one after another: each commits or fails alone,
+    # as the same request to the JSON API would.
+    outcomes = [await _one(kevin, session, action, s, comment) for s in selected]
+    log.info("workbench bulk action", action=action, trades=len(outcomes),
+             failed=sum(not o.ok for o in outcomes))
+    return _page(request, "bulk.html", session, {
+        "action": BULK_ACTIONS[action], "outcomes": outcomes,
+        "trade_link": _trade_link(session)})

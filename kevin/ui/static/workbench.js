@@ -1,0 +1,106 @@
+// The workbench's only script: live refresh from the feed, selection helpers.
+// Loaded from the workbench itself (no inline script: the Content-Security-Policy).
+(function () {
+  "use strict";
+
+  // A mark that survives only as long as the page does: tests use it to prove that an
+  // update arrived without a reload.
+  window.kevinPageId = window.kevinPageId || String(Math.random()).slice(2);
+
+  function liveStatus(text) {
+    var el = document.getElementById("live-status");
+    if (el) el.textContent = text;
+  }
+
+  // Values a person is typing survive a live refresh of the region around them.
+  function keptValues(region) {
+    var kept = {};
+    region.querySelectorAll("textarea[id], input[id]:not([type=hidden])").forEach(function (el) {
+      kept[el.id] = el.type === "checkbox" ? el.checked : el.value;
+    });
+    var selected = [];
+    document.querySelectorAll("input[name=selected]:checked").forEach(function (el) {
+      selected.push(el.value);
+    });
+    return {byId: kept, selected: selected};
+  }
+
+  function restore(kept) {
+    Object.keys(kept.byId).forEach(function (id) {
+      var el = document.getElementById(id);
+      if (!el) return;
+      if (el.type === "checkbox") el.checked = kept.byId[id]; else el.value = kept.byId[id];
+    });
+    document.querySelectorAll("input[name=selected]").forEach(function (el) {
+      if (kept.selected.indexOf(el.value) >= 0) el.checked = true;
+    });
+  }
+
+  function startFeed() {
+    var body = document.body;
+    var feedUrl = body.dataset.feed;
+    var regionId = body.dataset.liveRegion;
+    if (!feedUrl || !regionId || !window.EventSource) return;
+    var names = JSON.parse(body.dataset.feedEvents || "[]");
+    var onlyTrade = body.dataset.trade || null;  // a trade page: its own updates only
+    var pending = null;
+    var running = false;
+    var again = false;
+
+    function refresh() {
+      pending = null;
+      if (running) { again = true; return; }
+      var region = document.getElementById(regionId);
+      if (!region) return;
+      running = true;
+      var kept = keptValues(region);
+      htmx.ajax("GET", window.location.href, {target: "#" + regionId, swap: "outerHTML"})
+        .then(function () {
+          restore(kept);
+          document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
+        })
+        .finally(function () {
+          running = false;
+          if (again) { again = false; refresh(); }
+        });
+    }
+
+    function onUpdate(event) {
+      if (onlyTrade) {
+        var update = JSON.parse(event.data);
+        if (update.participant + "/" + update.trade_id !== onlyTrade) return;
+      }
+      // Updates come in bursts (a match writes two versions): one refresh per burst.
+      if (!pending) pending = window.setTimeout(refresh, 150);
+    }
+
+    var source = new EventSource(feedUrl);
+    names.forEach(function (name) { source.addEventListener(name, onUpdate); });
+    source.onmessage = onUpdate;  // an update kind this page does not know by name
+    source.onopen = function () { liveStatus("Live"); body.dataset.live = "open"; };
+    source.onerror = function () {
+      liveStatus(source.readyState === EventSource.CLOSED ? "Offline: reload the page" : "Reconnecting…");
+      body.dataset.live = "error";
+    };
+    window.addEventListener("pagehide", function () { source.close(); });
+  }
+
+  function keepTabInFilters(event) {
+    var live = document.getElementById("live-region");
+    var tab = document.querySelector("form.filters input[name=tab]");
+    if (live && tab && live.dataset.tab) tab.value = live.dataset.tab;
+  }
+
+  document.addEventListener("change", function (event) {
+    if (event.target && event.target.id === "select-all") {
+      document.querySelectorAll("input[name=selected]").forEach(function (el) {
+        el.checked = event.target.checked;
+      });
+    }
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    startFeed();
+    document.body.addEventListener("htmx:afterSettle", keepTabInFilters);
+  });
+})();

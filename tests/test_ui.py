@@ -1,0 +1,410 @@
+"""The web workbench over HTTP (no browser): sessions, CSRF, who sees what, the pages'
+content and every action going through the engine. The browser scenarios are in
+test_ui_browser.py."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from kevin.store.participants import hash_key
+from tests.conftest import ADMIN, ADMIN_TOKEN, trade_body
+from tests.ui_helpers import Browser, csrf_of, login
+
+STATIC = Path(__file__).parent.parent / "kevin" / "ui" / "static"
+HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"
+
+
+def buy(trade_id: str = "B-1", **overrides):
+    return trade_body(trade_id, **{"counterparty": "BANKA", "side": "buy",
+                                   "attributes": {}, **overrides})
+
+
+async def submit(client, headers, body) -> dict:
+    resp = await client.post("/v1/trades", json=body, headers=headers)
+    assert resp.status in (200, 201), await resp.text()
+    return await resp.json()
+
+
+async def latest(client, headers, trade_id) -> dict:
+    resp = await client.get(f"/v1/trades/{trade_id}", headers=headers)
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def mismatched_pair(client, a, b, suffix: str = "1", product: str = "XAU") -> None:
+    """A-n (BANKA sells) and B-n (BANKB buys at another price): mismatched both sides."""
+    resp = await client.put(f"/v1/rules/{product}",
+                            json={"price_tolerance": {"abs": "0.50"}}, headers=ADMIN)
+    assert resp.status == 200
+    await submit(client, a, trade_body(f"A-{suffix}", product=product))
+    theirs = await submit(client, b, buy(f"B-{suffix}", price="1003.00", product=product))
+    assert theirs["status"] == "mismatched"
+
+
+# --- login, sessions, CSRF -----------------------------------------------------------
+
+
+async def test_login_sets_a_strict_httponly_cookie_for_a_session_stored_server_side(
+        client, banks, api, conn):
+    key = (await client.post("/v1/participants", json={"name": "BANKC"}, headers=ADMIN))
+    api_key = (await key.json())["api_key"]
+    resp = await login(client, api_key)
+    assert resp.status == 303 and resp.headers["Location"] == "/ui/exceptions"
+    header = next(v for v in resp.headers.getall("Set-Cookie") if "kevin_session=" in v)
+    attributes = {part.strip().split("=")[0].lower() for part in header.split(";")}
+    assert {"httponly", "samesite", "max-age", "path"} <= attributes
+    assert "SameSite=Strict" in header
+    token = resp.cookies["kevin_session"].value
+    row = await conn.fetchrow("SELECT * FROM ui_sessions")
+    # Only the hash of the cookie's token is stored, never the token or the key.
+    assert bytes(row["session_hash"]) == hash_key(token)
+    assert bytes(row["credential_hash"]) == hash_key(api_key)
+    assert row["participant"] == "BANKC"
+    assert token.encode() not in str(dict(row)).encode()
+    lifetime = row["expires_at"] - row["created_at"]
+    assert 7.9 * 3600 < lifetime.total_seconds() <= 8 * 3600
+
+
+async def test_a_wrong_key_logs_nobody_in(client, banks, conn):
+    resp = await login(client, "kv_not-a-key")
+    assert resp.status == 401
+    assert "kevin_session" not in resp.cookies
+    assert "not valid" in await resp.text()
+    assert await conn.fetchval("SELECT count(*) FROM ui_sessions") == 0
+
+
+async def test_the_login_form_without_its_csrf_token_is_refused(client, banks, conn):
+    resp = await client.post("/ui/login", data={"api_key": ADMIN_TOKEN},
+                             allow_redirects=False)
+    assert resp.status == 403
+    assert "kevin_session" not in resp.cookies
+    assert await conn.fetchval("SELECT count(*) FROM ui_sessions") == 0
+
+
+async def test_login_never_redirects_off_the_workbench(client, banks):
+    form = await client.get("/ui/login?next=//evil.example/x")
+    token = csrf_of(await form.text())
+    resp = await client.post("/ui/login", allow_redirects=False, data={
+        "csrf_token": token, "api_key": ADMIN_TOKEN, "next": "https://evil.example/"})
+    assert resp.status == 303 and resp.headers["Location"] == "/ui/"
+
+
+async def test_pages_without_a_session_send_the_browser_to_the_login(client, banks):
+    resp = await client.get("/ui/exceptions?tab=unmatched", allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/ui/login?next=%2Fui%2Fexceptions%3Ftab%3Dunmatched"
+    resp = await client.post("/ui/bulk", data={"action": "cancel"}, allow_redirects=False)
+    assert resp.status == 401
+
+
+async def test_the_json_api_and_the_feed_accept_the_session_cookie(client, banks):
+    a, b = banks
+    await submit(client, a, trade_body("A-1"))
+    await submit(client, b, buy("B-9", product="XAG"))
+    browser = await Browser.login(client, a["Authorization"].split()[1])
+    resp = await browser.get("/v1/trades")
+    assert resp.status == 200
+    assert [t["trade_id"] for t in (await resp.json())["trades"]] == ["A-1"]
+    resp = await browser.get("/v1/trades/B-9?participant=BANKB")
+    assert resp.status == 404  # exactly what BANKA's key may see
+    feed = await browser.get("/v1/feed?after=0", headers={"Accept": "application/json"})
+    assert feed.status == 200
+    assert [(u["participant"], u["trade_id"]) for u in (await feed.json())["updates"]] == [
+        ("BANKA", "A-1")]
+
+
+async def test_a_cookie_authenticated_unsafe_api_request_needs_the_csrf_header(
+        client, banks):
+    a, _ = banks
+    browser = await Browser.login(client, a["Authorization"].split()[1])
+    refused = await client.post("/v1/trades", json=trade_body("A-7"), headers=browser.cookie)
+    assert refused.status == 403
+    assert (await refused.json())["details"] == {"header": "X-CSRF-Token"}
+    wrong = await client.post("/v1/trades", json=trade_body("A-7"),
+                              headers={**browser.cookie, "X-CSRF-Token": "guess"})
+    assert wrong.status == 403
+    assert (await latest_or_none(client, a, "A-7")) is None
+    done = await client.post("/v1/trades", json=trade_body("A-7"),
+                             headers={**browser.cookie, "X-CSRF-Token": browser.csrf})
+    assert done.status == 201
+
+
+async def latest_or_none(client, headers, trade_id):
+    resp = await client.get(f"/v1/trades/{trade_id}", headers=headers)
+    return None if resp.status == 404 else await resp.json()
+
+
+async def test_a_form_post_without_the_csrf_token_is_refused(client, banks):
+    a, _ = banks
+    await submit(client, a, trade_body("A-1"))
+    browser = await Browser.login(client, a["Authorization"].split()[1])
+    resp = await browser.post_form("/ui/trades/A-1/cancel", {"version": "1"}, csrf=False)
+    assert resp.status == 403
+    assert "CSRF" in await resp.text()
+    resp = await browser.post_form("/ui/trades/A-1/cancel",
+                                   {"version": "1", "csrf_token": "forged"}, csrf=False)
+    assert resp.status == 403
+    assert (await latest(client, a, "A-1"))["status"] == "unmatched"
+
+
+async def test_logout_ends_the_session(client, banks, conn):
+    a, _ = banks
+    browser = await Browser.login(client, a["Authorization"].split()[1])
+    resp = await browser.post_form("/ui/logout", {})
+    assert resp.status == 303 and resp.headers["Location"] == "/ui/login"
+    assert 'kevin_session=""' in resp.headers["Set-Cookie"]
+    assert await conn.fetchval("SELECT count(*) FROM ui_sessions") == 0
+    # The old cookie opens nothing any more: not the pages, not the API, not the feed.
+    assert (await browser.get("/ui/exceptions")).status == 303
+    assert (await browser.get("/v1/trades")).status == 401
+    assert (await browser.get("/v1/feed", headers={"Accept": "application/json"})).status == 401
+
+
+async def test_an_expired_session_is_refused(client, banks, conn):
+    a, _ = banks
+    browser = await Browser.login(client, a["Authorization"].split()[1])
+    assert (await browser.get("/v1/trades")).status == 200
+    await conn.execute("UPDATE ui_sessions SET expires_at = clock_timestamp()")
+    assert (await browser.get("/v1/trades")).status == 401
+    assert (await browser.get("/ui/exceptions")).status == 303
+
+
+async def test_an_admin_session_ends_when_the_admin_token_changes(client, banks):
+    from kevin.api.app_keys import WORKBENCH
+
+    browser = await Browser.login(client, ADMIN_TOKEN)
+    assert (await browser.get("/v1/trades")).status == 200
+    client.server.app[WORKBENCH].admin_token = "a-new-token"
+    assert (await browser.get("/v1/trades")).status == 401
+
+
+# --- who sees what ---------------------------------------------------------------------
+
+
+async def test_a_participant_cannot_see_or_act_on_another_participants_trade(client, banks):
+    a, b = banks
+    await mismatched_pair(client, a, b)
+    bank_b = await Browser.login(client, b["Authorization"].split()[1])
+    for path in ("/ui/trades/A-1", "/ui/trades/A-1?participant=BANKA"):
+        resp = await bank_b.get(path)
+        assert resp.status == 404, path
+        assert "1000.25" not in await resp.text()
+    cancel = await bank_b.post_form("/ui/trades/A-1/cancel", {"version": "2"})
+    assert cancel.status == 404
+    force = await bank_b.post_form("/ui/admin/force-match", {
+        "participant": "BANKA", "trade_id": "A-1", "counterparty": "BANKB",
+        "counterparty_trade_id": "B-1", "comment": ""})
+    assert force.status == 403
+    bulk = await bank_b.post_form("/ui/bulk", [("action", "cancel"),
+                                               ("selected", "BANKA/A-1/2")])
+    assert bulk.status == 200
+    assert "no trade A-1" in await bulk.text()
+    # Its own alleged list shows A-1 (it is alleged against BANKB), but links nowhere.
+    alleged = await bank_b.page("/ui/exceptions?tab=alleged")
+    assert 'id="row-BANKA-A-1"' in alleged and "/ui/trades/A-1" not in alleged
+    assert (await latest(client, a, "A-1"))["status"] == "mismatched"
+
+
+# --- the exceptions page ----------------------------------------------------------------
+
+
+async def test_the_exceptions_tabs_count_and_filter(client, banks):
+    a, b = banks
+    await mismatched_pair(client, a, b, "1")
+    await submit(client, a, trade_body("A-2", product="XAG"))
+    await submit(client, a, trade_body("A-3", product="XAG", price="5"))
+    await submit(client, b, buy("B-3", product="XAG", price="5"))  # matched today
+    await submit(client, b, buy("B-4", product="XPT"))  # alleged against BANKA
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+
+    page = await bank_a.page("/ui/exceptions")
+    # Alleged: what BANKB says it traded with BANKA, not matched (B-1 and B-4).
+    assert _counts(page) == {"mismatched": 1, "unmatched": 1, "alleged": 2,
+                             "matched_today": 1}
+    assert 'id="row-BANKA-A-1"' in page and "A-2" not in page
+    assert '<span class="field">price</span>' in page
+    page = await bank_a.page("/ui/exceptions?tab=unmatched&product=XAU")
+    assert _counts(page)["unmatched"] == 0 and _counts(page)["mismatched"] == 1
+    page = await bank_a.page("/ui/exceptions?tab=unmatched&product=XAG")
+    assert 'id="row-BANKA-A-2"' in page
+    page = await bank_a.page("/ui/exceptions?tab=alleged")
+    assert 'id="row-BANKB-B-4"' in page
+    page = await bank_a.page("/ui/exceptions?tab=matched_today")
+    assert 'id="row-BANKA-A-3"' in page
+    page = await bank_a.page("/ui/exceptions?tab=mismatched&counterparty=BANKC")
+    assert _counts(page)["mismatched"] == 0
+    # Age: nothing here is older than an hour (the engine's filter is tested below).
+    page = await bank_a.page("/ui/exceptions?tab=unmatched&age=1h")
+    assert _counts(page)["unmatched"] == 0 and 'id="row-BANKA-A-2"' not in page
+    # The admin sees every book, or one.
+    admin = await Browser.login(client, ADMIN_TOKEN)
+    page = await admin.page("/ui/exceptions")
+    assert _counts(page)["mismatched"] == 2  # A-1 and B-1
+    page = await admin.page("/ui/exceptions?participant=BANKB&tab=alleged")
+    assert 'id="row-BANKA-A-2"' in page
+    # htmx asks for the live region alone.
+    part = await bank_a.get("/ui/exceptions?tab=unmatched", headers={"HX-Request": "true"})
+    text = await part.text()
+    assert text.lstrip().startswith('<div id="live-region"') and "<html" not in text
+
+
+async def test_the_age_filter_is_on_first_submission(client, banks):
+    from kevin.api.app_keys import WORKBENCH
+    from kevin.engine.workbench import ExceptionsQuery
+
+    a, _ = banks
+    await submit(client, a, trade_body("A-2"))
+    workbench = client.server.app[WORKBENCH]
+    now = datetime.now(UTC)
+    for before, expected in ((now + timedelta(minutes=1), ["A-2"]),
+                             (now - timedelta(hours=1), [])):
+        trades, counts = await workbench.exceptions(ExceptionsQuery(
+            tab="unmatched", participant="BANKA", submitted_before=before))
+        assert [t.trade_id for t in trades] == expected
+        assert counts["unmatched"] == len(expected)
+
+
+async def test_bad_filters_are_a_clear_page_not_a_500(client, banks):
+    a, _ = banks
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    for query in ("tab=nope", "age=2y", "product=%27%3B--", "counterparty=lower"):
+        resp = await bank_a.get(f"/ui/exceptions?{query}")
+        assert resp.status == 422, query
+        assert resp.content_type == "text/html"
+
+
+def _counts(page: str) -> dict[str, int]:
+    import re
+
+    return {tab: int(count) for tab, count in re.findall(
+        r'id="tab-(\w+)"[^>]*>[^<]*<span class="count" data-count="(\d+)"', page)}
+
+
+# --- the trade page and its actions -------------------------------------------------------
+
+
+async def test_the_trade_page_shows_the_timeline_the_differences_and_an_as_of_view(
+        client, banks):
+    a, b = banks
+    await mismatched_pair(client, a, b)
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    page = await bank_a.page("/ui/trades/A-1")
+    assert 'id="trade-status">mismatched' in page
+    # Ours, theirs and the tolerance, side by side.
+    assert ("<th scope=\"row\">price</th><td>1000.25</td><td>1003.00</td><td>0.50</td>"
+            in page)
+    assert 'id="version-1"' in page and 'id="version-2"' in page
+    assert '<span class="actor">BANKA</span>' in page  # who wrote version 1
+    assert 'id="cancel-form"' in page and 'force-form' not in page
+    versions = (await (await client.get("/v1/trades/A-1/versions", headers=a)).json())
+    first = versions["versions"][0]["recorded_at"]
+    page = await bank_a.page(f"/ui/trades/A-1?as_of={first}")
+    assert "it was version 1" in page
+    assert "No differences recorded" in page
+    page = await bank_a.page("/ui/trades/A-1?as_of=2000-01-01T00:00:00")
+    assert "did not exist yet" in page
+
+
+async def test_a_participant_cancels_from_the_trade_page_with_the_version_it_saw(
+        client, banks):
+    a, _ = banks
+    await submit(client, a, trade_body("A-1"))
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    resp = await bank_a.post_form("/ui/trades/A-1/cancel", {"version": "7"})
+    assert resp.status == 412
+    assert (await latest(client, a, "A-1"))["status"] == "unmatched"
+    resp = await bank_a.post_form("/ui/trades/A-1/cancel", {"version": "1"})
+    assert resp.status == 303 and resp.headers["Location"] == "/ui/trades/A-1"
+    done = await latest(client, a, "A-1")
+    assert done["status"] == "cancelled" and done["reason"] == "cancelled"
+
+
+async def test_the_admin_force_matches_then_breaks_with_comments(client, banks):
+    a, b = banks
+    await mismatched_pair(client, a, b)
+    admin = await Browser.login(client, ADMIN_TOKEN)
+    page = await admin.page("/ui/trades/A-1?participant=BANKA")
+    assert 'id="force-form"' in page and 'value="B-1"' in page  # the nearest miss
+    resp = await admin.post_form("/ui/admin/force-match", {
+        "participant": "BANKA", "trade_id": "A-1", "counterparty": "BANKB",
+        "counterparty_trade_id": "B-1", "comment": "agreed by phone"})
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/ui/trades/A-1?participant=BANKA"
+    ours = await latest(client, a, "A-1")
+    assert ours["status"] == "matched" and ours["reason"] == "forced"
+    assert ours["comment"] == "agreed by phone"
+    page = await admin.page("/ui/trades/A-1?participant=BANKA")
+    assert 'id="break-form"' in page and "“agreed by phone”" in page
+    resp = await admin.post_form("/ui/admin/break", {
+        "participant": "BANKA", "trade_id": "A-1",
+        "match_id": ours["match"]["match_id"], "comment": "wrong leg"})
+    assert resp.status == 303
+    for headers, trade_id in ((a, "A-1"), (b, "B-1")):
+        broken = await latest(client, headers, trade_id)
+        assert broken["reason"] == "broken" and broken["comment"] == "wrong leg"
+        assert broken["status"] != "matched"
+
+
+async def test_bulk_cancel_reports_each_trade(client, banks):
+    a, _ = banks
+    for n in (1, 2, 3):
+        await submit(client, a, trade_body(f"A-{n}"))
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    resp = await bank_a.post_form("/ui/bulk", [
+        ("action", "cancel"), ("selected", "BANKA/A-1/1"), ("selected", "BANKA/A-2/1"),
+        ("selected", "BANKA/A-3/5"), ("selected", "BANKA/A-404/1")],
+        headers={"HX-Request": "true"})
+    assert resp.status == 200
+    text = await resp.text()
+    assert "<html" not in text and "Cancel: 2 done, 2 failed" in text
+    assert "changed since the list was shown" in text and "no trade A-404" in text
+    statuses = [(await latest(client, a, f"A-{n}"))["status"] for n in (1, 2, 3)]
+    assert statuses == ["cancelled", "cancelled", "unmatched"]
+
+
+async def test_admin_bulk_force_match_and_break(client, banks):
+    a, b = banks
+    await mismatched_pair(client, a, b, "1", "XAU")
+    await mismatched_pair(client, a, b, "2", "XAG")  # another book: no cross-talk
+    admin = await Browser.login(client, ADMIN_TOKEN)
+    shown = [await latest(client, a, f"A-{n}") for n in (1, 2)]
+    resp = await admin.post_form("/ui/bulk", [
+        ("action", "force_match"), ("comment", "month end"),
+        *[("selected", f"BANKA/{t['trade_id']}/{t['version']}") for t in shown]])
+    text = await resp.text()
+    assert "2 done, 0 failed" in text, text
+    matched = [await latest(client, a, f"A-{n}") for n in (1, 2)]
+    assert [t["reason"] for t in matched] == ["forced", "forced"]
+    assert {t["comment"] for t in matched} == {"month end"}
+    resp = await admin.post_form("/ui/bulk", [
+        ("action", "break"), ("selected", f"BANKA/A-1/{matched[0]['version']}"),
+        ("selected", "BANKB/B-1/1")])
+    text = await resp.text()
+    assert "1 done, 1 failed" in text
+    assert (await latest(client, a, "A-1"))["reason"] == "broken"
+    # A participant's session may not use the admin's actions.
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    resp = await bank_a.post_form("/ui/bulk", [
+        ("action", "break"), ("selected", f"BANKA/A-2/{matched[1]['version']}")])
+    assert resp.status == 422
+    assert (await latest(client, a, "A-2"))["status"] == "matched"
+
+
+# --- the page's own files ---------------------------------------------------------------
+
+
+async def test_the_vendored_htmx_is_served_pinned_and_nothing_comes_from_elsewhere(
+        client, banks):
+    resp = await client.get("/ui/static/htmx-2.0.11.min.js")
+    assert resp.status == 200
+    assert hashlib.sha256(await resp.read()).hexdigest() == HTMX_SHA256
+    assert (STATIC / "htmx-LICENSE.txt").read_text().startswith("Zero-Clause BSD")
+    admin = await Browser.login(client, ADMIN_TOKEN)
+    page = await admin.get("/ui/exceptions")
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY"
+    text = await page.text()
+    assert "http://" not in text and "https://" not in text
+    assert "<script>" not in text  # no inline script: the policy would refuse it
