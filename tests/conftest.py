@@ -26,6 +26,13 @@ from kevin.store import database
 ADMIN_TOKEN = "test-admin-token"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that reaches PostgreSQL is out of the quick loop (`-m "not slow"`)."""
+    for item in items:
+        if "server_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     configured = os.environ.get("KEVIN_TEST_DATABASE_URL")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
 from kevin.dburl import to_asyncpg_dsn
 from kevin.domain.keys import hash_key
@@ -49,6 +50,7 @@ def test_bad_arguments_and_settings_fail_with_one_line(db_url):
         run_cli("migrate", KEVIN_DATABASE_URL="mysql://nope"))
 
 
+@pytest.mark.slow  # CLI subprocesses that wait for a connection to fail
 def test_unreachable_database_fails_with_one_line():
     line = _one_line_error(
         run_cli("migrate", KEVIN_DATABASE_URL="postgresql://postgres@127.0.0.1:1/kevin"))

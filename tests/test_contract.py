@@ -1024,6 +1024,7 @@ async def test_replay_dry_run_shows_changes_and_apply_writes_replayed_versions(c
 # --- Command line and configuration ---------------------------------------------------
 
 
+@pytest.mark.slow  # a dozen CLI subprocesses
 def test_bad_arguments_fail_with_a_one_line_reason_and_no_traceback():
     env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", ".")}
     for args in (["serve", "--port", "abc"], ["bogus"], ["participant", "add"],

@@ -4,54 +4,10 @@ alleged trades and operator overrides."""
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
-from tests.conftest import ADMIN, trade_body
+from tests.conftest import ADMIN
 from tests.matching_checks import check_matching_invariants
-
-
-def sell(trade_id: str = "A-1", **overrides: Any) -> dict[str, Any]:
-    """BANKA sells to BANKB."""
-    return trade_body(trade_id, **overrides)
-
-
-def buy(trade_id: str = "B-1", **overrides: Any) -> dict[str, Any]:
-    """BANKB buys from BANKA: the mirror of `sell()`."""
-    return trade_body(trade_id, **{"counterparty": "BANKA", "side": "buy",
-                                   "attributes": {}, **overrides})
-
-
-async def post(client, headers, body) -> dict[str, Any]:
-    resp = await client.post("/v1/trades", json=body, headers=headers)
-    assert resp.status in (200, 201), await resp.text()
-    return await resp.json()
-
-
-async def get(client, headers, trade_id) -> dict[str, Any]:
-    resp = await client.get(f"/v1/trades/{trade_id}", headers=headers)
-    assert resp.status == 200, await resp.text()
-    return await resp.json()
-
-
-async def versions(client, headers, trade_id) -> list[dict[str, Any]]:
-    resp = await client.get(f"/v1/trades/{trade_id}/versions", headers=headers)
-    return (await resp.json())["versions"]
-
-
-async def put_rules(client, product: str = "XAU", **body: Any) -> dict[str, Any]:
-    resp = await client.put(f"/v1/rules/{product}", json=body, headers=ADMIN)
-    assert resp.status == 200, await resp.text()
-    return await resp.json()
-
-
-def assert_matched(ours: dict, theirs: dict) -> None:
-    assert ours["status"] == theirs["status"] == "matched"
-    assert ours["match"]["match_id"] == theirs["match"]["match_id"]
-    assert ours["match"]["counterparty_trade_id"] == theirs["trade_id"]
-    assert ours["match"]["counterparty_version"] == theirs["version"]
-    assert theirs["match"]["counterparty_trade_id"] == ours["trade_id"]
-    assert theirs["match"]["counterparty_version"] == ours["version"]
-
+from tests.support import assert_matched, buy, get, post, put_rules, sell, versions
 
 # --- matching on submission --------------------------------------------------------------
 

@@ -14,49 +14,13 @@ import pytest
 
 from kevin.check import check
 from kevin.engine.archive import archive
-from tests.conftest import ADMIN, trade_body
+from tests.conftest import ADMIN
 from tests.matching_checks import check_matching_invariants
 from tests.processes import run_cli_async as run_cli
+from tests.support import amend, buy, cancel, get, post, sell
 
 ROOT = Path(__file__).resolve().parents[1]
 US = timedelta(microseconds=1)
-
-
-def sell(trade_id: str, **overrides: Any) -> dict[str, Any]:
-    return trade_body(trade_id, **overrides)
-
-
-def buy(trade_id: str, **overrides: Any) -> dict[str, Any]:
-    return trade_body(trade_id, **{"counterparty": "BANKA", "side": "buy", "attributes": {},
-                                   **overrides})
-
-
-async def post(client, headers, body) -> dict[str, Any]:
-    resp = await client.post("/v1/trades", json=body, headers=headers)
-    assert resp.status in (200, 201), await resp.text()
-    return await resp.json()
-
-
-async def get(client, headers, trade_id) -> dict[str, Any]:
-    resp = await client.get(f"/v1/trades/{trade_id}", headers=headers)
-    assert resp.status == 200, await resp.text()
-    return await resp.json()
-
-
-async def amend(client, headers, body) -> dict[str, Any]:
-    current = await get(client, headers, body["trade_id"])
-    resp = await client.put(f"/v1/trades/{body['trade_id']}", json=body,
-                            headers={**headers, "If-Match": f'"{current["version"]}"'})
-    assert resp.status == 200, await resp.text()
-    return await resp.json()
-
-
-async def cancel(client, headers, trade_id) -> dict[str, Any]:
-    current = await get(client, headers, trade_id)
-    resp = await client.delete(f"/v1/trades/{trade_id}",
-                               headers={**headers, "If-Match": f'"{current["version"]}"'})
-    assert resp.status == 200, await resp.text()
-    return await resp.json()
 
 
 async def replay(client, since: str, rules: dict[str, Any] | None = None,
