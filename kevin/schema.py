@@ -49,7 +49,10 @@ participants = sa.Table(
     sa.Column("name", sa.Text, primary_key=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
               server_default=sa.text("clock_timestamp()")),
+    # ISO 9362, in its 11-character form: SWIFT MT300 and FpML name parties by BIC.
+    sa.Column("bic", sa.Text, nullable=True, unique=True),
     sa.CheckConstraint("name ~ '^[A-Z0-9_]{1,32}$'", name="name_format"),
+    sa.CheckConstraint("bic ~ '^[A-Z]{6}[A-Z0-9]{2}[A-Z0-9]{3}$'", name="bic_format"),
 )
 
 # Keys are random 256-bit tokens, so a plain SHA-256 is a sound one-way hash here (no

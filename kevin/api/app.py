@@ -12,6 +12,7 @@ from kevin.api import (
     alleged,
     batch,
     feed,
+    formats,
     metrics,
     ops,
     participants,
@@ -45,6 +46,7 @@ def create_app(
     app.add_routes(ops.routes)
     app.add_routes(participants.routes)
     app.add_routes(batch.routes)  # before trades: its path is more specific
+    app.add_routes(formats.routes)  # so is /v1/trades/import
     app.add_routes(trades.routes)
     app.add_routes(rules.routes)
     app.add_routes(profiles.routes)

@@ -36,7 +36,7 @@ def _error(error: e.KevinError) -> dict[str, Any]:
     return {"error": error.code, "message": error.message, "details": error.details}
 
 
-async def _read_body(request: web.Request) -> bytes:
+async def read_batch_body(request: web.Request) -> bytes:
     """The body, refused with 413 past MAX_BATCH_BODY (read here, not by aiohttp, whose
     limit for the application is 1 MiB)."""
     if request.content_length is not None and request.content_length > MAX_BATCH_BODY:
@@ -73,7 +73,7 @@ async def submit_batch(request: web.Request) -> web.Response:
     if request.content_type != CONTENT_TYPE:
         raise e.UnsupportedMediaType(
             f"expected Content-Type {CONTENT_TYPE}, not {request.content_type or 'none'}")
-    lines = [(number, raw) for number, raw in enumerate((await _read_body(request))
+    lines = [(number, raw) for number, raw in enumerate((await read_batch_body(request))
                                                         .split(b"\n"), 1) if raw.strip()]
     if len(lines) > MAX_LINES:
         raise e.PayloadTooLarge(f"a batch has at most {MAX_LINES} lines, not {len(lines)}",

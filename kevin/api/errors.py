@@ -12,6 +12,8 @@ from aiohttp import web
 
 from kevin import jsoncodec
 from kevin.domain import errors as e
+from kevin.formats.fx import NotRepresentable
+from kevin.formats.records import MalformedRecord, UnreadableFile
 
 log = structlog.get_logger("kevin.http")
 
@@ -30,6 +32,9 @@ STATUS: dict[type[e.KevinError], int] = {
     e.PayloadTooLarge: 413,
     e.UnsupportedMediaType: 415,
     e.ValidationFailed: 422,
+    UnreadableFile: 422,
+    MalformedRecord: 422,
+    NotRepresentable: 422,
     e.PreconditionRequired: 428,
     e.DatabaseUnavailable: 503,
 }

@@ -40,7 +40,7 @@ routes = web.RouteTableDef()
 STATUSES: tuple[Status, ...] = ("unmatched", "matched", "mismatched", "cancelled")
 
 
-def _trade_id(request: web.Request) -> str:
+def trade_id_in_path(request: web.Request) -> str:
     """The trade_id in the path. One that breaks the pattern names no trade anyone could
     have submitted: 404 like any unknown trade (and no such text reaches the database)."""
     trade_id = request.match_info["trade_id"]
@@ -73,7 +73,7 @@ async def submit_trade(request: web.Request) -> web.Response:
 @routes.put("/v1/trades/{trade_id}")
 async def amend_trade(request: web.Request) -> web.Response:
     participant = require_participant(await authenticate(request))
-    trade_id = _trade_id(request)
+    trade_id = trade_id_in_path(request)
     amendment = parse_model(TradeAmendment, await read_json(request))
     if amendment.trade_id is not None and amendment.trade_id != trade_id:
         raise e.ValidationFailed("trade_id in the body differs from the path",
@@ -90,7 +90,7 @@ async def amend_trade(request: web.Request) -> web.Response:
 async def cancel_trade(request: web.Request) -> web.Response:
     participant = require_participant(await authenticate(request))
     trade = await request.app[KEVIN].cancel(
-        participant, _trade_id(request), if_match(request))
+        participant, trade_id_in_path(request), if_match(request))
     return _trade_response(trade)
 
 
@@ -98,14 +98,14 @@ async def cancel_trade(request: web.Request) -> web.Response:
 async def get_trade(request: web.Request) -> web.Response:
     participant = acting_participant(request, await authenticate(request))
     trade = await request.app[KEVIN].get(
-        participant, _trade_id(request), query_instant(request))
+        participant, trade_id_in_path(request), query_instant(request))
     return _trade_response(trade)
 
 
 @routes.get("/v1/trades/{trade_id}/versions")
 async def trade_versions(request: web.Request) -> web.Response:
     participant = acting_participant(request, await authenticate(request))
-    found = await request.app[KEVIN].versions(participant, _trade_id(request))
+    found = await request.app[KEVIN].versions(participant, trade_id_in_path(request))
     return json_response(TradeVersions(versions=found))
 
 

@@ -23,9 +23,12 @@ from kevin.domain.errors import (
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade, TradeSubmission, TradeTerms, differing_fields
 from kevin.domain.rules import Rules, RulesVersion
+from kevin.engine import imports
 from kevin.engine.agreements import Agreements
 from kevin.engine.batch import LineOutcome, submit_batch, terms_of
+from kevin.engine.imports import ImportOutcome
 from kevin.engine.matching import Matcher
+from kevin.formats.records import Operation
 from kevin.store import database, participants
 from kevin.store import matching as match_store
 from kevin.store import trades as store
@@ -61,6 +64,21 @@ class Kevin:
     async def create_participant(self, name: str) -> str:
         async with database.transaction(self.pool) as conn:
             return await participants.create(conn, name)
+
+    async def set_bic(self, name: str, bic: str | None) -> None:
+        """Register a participant's BIC (11-character form); None removes it."""
+        async with database.transaction(self.pool) as conn:
+            await participants.set_bic(conn, name, bic)
+
+    async def bics(self, names: Sequence[str]) -> dict[str, str | None]:
+        """The BIC of each named participant (None: none registered)."""
+        async with database.connection(self.pool) as conn:
+            return {name: await participants.bic_of(conn, name) for name in names}
+
+    async def participants_by_bic(self, bics: Sequence[str]) -> dict[str, str]:
+        """BIC (11-character form) → the participant registered with it."""
+        async with database.connection(self.pool) as conn:
+            return await participants.by_bic(conn, list(bics))
 
     async def participant_for_key(self, api_key: str) -> str | None:
         async with database.connection(self.pool) as conn:
@@ -110,6 +128,12 @@ class Kevin:
                            submissions: Sequence[TradeSubmission]) -> list[LineOutcome]:
         """Submit many trades in one transaction (kevin.engine.batch)."""
         return await submit_batch(self.pool, participant, submissions)
+
+    async def import_records(
+        self, participant: str, records: Sequence[tuple[Operation, TradeSubmission]]
+    ) -> list[ImportOutcome]:
+        """Records of an imported file, each like a batch line (kevin.engine.imports)."""
+        return await imports.import_records(self, participant, records)
 
     async def amend(
         self, participant: str, trade_id: str, if_match: IfMatch, terms: TradeTerms

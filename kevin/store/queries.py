@@ -171,3 +171,11 @@ INSERT_API_KEY = "INSERT INTO api_keys (key_hash, participant) VALUES ($1, $2)"
 SELECT_KEY_PARTICIPANT = "SELECT participant FROM api_keys WHERE key_hash = $1"
 
 SELECT_PARTICIPANT = "SELECT name FROM participants WHERE name = $1"
+
+# The participant's row is the lock: a BIC taken by another participant fails on the
+# unique constraint (uq_participants_bic), mapped to a conflict by the caller.
+UPDATE_PARTICIPANT_BIC = "UPDATE participants SET bic = $2 WHERE name = $1 RETURNING name"
+
+SELECT_PARTICIPANT_BIC = "SELECT bic FROM participants WHERE name = $1"
+
+SELECT_PARTICIPANTS_BY_BIC = "SELECT bic, name FROM participants WHERE bic = ANY($1::text[])"

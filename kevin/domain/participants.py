@@ -1,0 +1,39 @@
+"""A participant's public identity beyond its name: its BIC (ISO 9362), by which standard
+messages (SWIFT MT300, FpML) name the parties to a trade."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+
+# SWIFT's field format for a BIC: 4!a2!a2!c[3!c] (institution, country, location, branch).
+BIC_PATTERN = r"^[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}([A-Z0-9]{3})?$"
+_BIC = re.compile(BIC_PATTERN)
+
+
+def bic11(value: str) -> str:
+    """The 11-character form: a BIC8 names the head office, whose branch code is XXX."""
+    return value if len(value) == 11 else value + "XXX"
+
+
+def parse_bic(value: str) -> str | None:
+    """``value`` as a BIC in its 11-character form, or None when it is no BIC."""
+    return bic11(value) if _BIC.fullmatch(value) else None
+
+
+Bic = Annotated[str, StringConstraints(pattern=BIC_PATTERN), AfterValidator(bic11)]
+
+
+class ParticipantUpdate(BaseModel):
+    """``PUT /v1/participants/{name}``: the participant's BIC (null removes it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bic: Bic | None
+
+
+class Participant(BaseModel):
+    name: str
+    bic: str | None
