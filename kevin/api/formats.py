@@ -126,12 +126,13 @@ async def confirmation(request: web.Request) -> web.Response:
     kind = _format(request, tuple(CONFIRMATIONS))
     trade = await request.app[KEVIN].get(participant, trade_id_in_path(request))
     bics = await request.app[KEVIN].bics([participant, trade.counterparty])
-    missing = [name for name, bic in bics.items() if bic is None]
-    if missing:
+    ours, theirs = bics[participant], bics[trade.counterparty]
+    if ours is None or theirs is None:
+        missing = [name for name, bic in bics.items() if bic is None]
         raise e.Conflict(f"no BIC registered for {', '.join(missing)}; the admin registers "
                          "one with PUT /v1/participants/{name}", {"participants": missing})
     content_type, render = CONFIRMATIONS[kind]
-    body = render(trade, bics[participant], bics[trade.counterparty])
+    body = render(trade, ours, theirs)
     return web.Response(body=body.encode() if isinstance(body, str) else body,
                         content_type=content_type, charset="utf-8",
                         headers={"ETag": trade.etag})

@@ -264,4 +264,5 @@ def render(trade: Any, own_bic: str, their_bic: str) -> bytes:
         party = sub(root, "party", id=party_id)
         sub(party, "partyId", bic, partyIdScheme=BIC_SCHEME)
     ElementTree.indent(root)
-    return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+    document: bytes = ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+    return document
