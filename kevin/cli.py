@@ -40,8 +40,9 @@ class CommandFailed(Exception):
 def tune_garbage_collector() -> None:
     """Objects alive after start-up (modules, the app) move out of the collector's sight,
     and young-generation collections run every 50,000 allocations instead of 700: a
-    10,000-line batch allocates millions of short-lived objects, and the default
-    thresholds spent ~45% of its CPU in the collector (docs/performance.md)."""
+    10,000-line batch allocates millions of short-lived objects, and with the default
+    thresholds the collector would spend much of the batch's CPU walking objects that
+    are about to die anyway (docs/performance.md, change 7)."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
 
@@ -352,7 +353,7 @@ async def _feed_client(command: Coroutine[Any, Any, None]) -> None:
 
 def run_event_loop(main_coroutine: Coroutine[Any, Any, None]) -> None:
     """uvloop where it is installed: its transports cost less per socket write and read,
-    the largest single cost of a submission in the profile (docs/performance.md)."""
+    a submission's largest single cost (docs/performance.md, change 3)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows

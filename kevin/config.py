@@ -1,4 +1,4 @@
-"""Settings from the environment (see the README's Configuration section)."""
+"""Settings from the environment (the README's Configuration section, docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Giving the heap a large request freed back to the operating system.
 
 A 10,000-line batch builds its answer, the rows it writes and their models at once:
-~150 MiB of short-lived objects. Python frees them, but glibc's malloc keeps the freed
-pages for reuse, so the server's resident size stays at the batch's high-water mark
-for good (238 MiB after a million trades, the target being 250 MB).
+well over a hundred MiB of short-lived objects. Python frees them, but glibc's malloc
+keeps the freed pages for reuse, so without this the server's resident size would stay
+at the largest batch's high-water mark for good.
 ``malloc_trim(0)`` hands free pages back (whole pages inside the heap too, since glibc
 2.8), which the next batch takes again in a few milliseconds. Where the C library has no
 malloc_trim (musl, macOS) this does nothing.

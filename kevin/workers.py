@@ -1,9 +1,9 @@
 """``kevin serve --workers N``: one listening socket, N worker processes sharing it.
 
-One Python process runs one event loop on one core. The pairs benchmark showed a single
-``kevin serve`` with its loop 67% busy and the machine 15% idle: each of a submission's
-round trips to PostgreSQL waits its turn in the loop's queue, so latency, not CPU, bounded
-the throughput (docs/performance.md). Workers divide that queue.
+One Python process runs one event loop on one core. Each of a submission's round trips
+to PostgreSQL waits its turn in that loop's queue, so with one process latency, not CPU,
+bounds the throughput while the machine still has cores to spare (docs/performance.md,
+change 13). Workers divide that queue.
 
 The supervisor (this module, in the process the user started) prepares what must happen
 once — the embedded PostgreSQL if there is no KEVIN_DATABASE_URL, the migrations, the

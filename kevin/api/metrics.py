@@ -64,7 +64,7 @@ AMEND = ("PUT", "/v1/trades/{trade_id}")
 FORCE = ("POST", "/v1/admin/matches")
 OBSERVED = {SUBMIT, BATCH, AMEND, FORCE}
 # A handler may leave its answer here as Python values, so that observe need not parse
-# back what it just wrote (a batch's answer is megabytes: ~5% of its CPU).
+# back what it just wrote (a batch's answer is megabytes).
 OUTCOME = web.RequestKey("outcome", dict)
 
 # How a refused single submission is counted, by status.

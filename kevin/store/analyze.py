@@ -5,9 +5,8 @@ it, an ANALYZE of a table it reads among others. A new database has no statistic
 autovacuum analyzes a new table only when it first gets round to it (autovacuum_naptime,
 a minute by default). Meanwhile Kevin's statements are planned for near-empty tables
 (sequential scans, hash joins over a whole table) and keep those plans while the tables
-grow: in ``kevin bench`` a feed page and a sequencer round went from under a millisecond
-to 15-20 ms within 30 seconds, and the service's pairs/s fell by half from one 5-second
-slice to the fourth. So the busy tables are analyzed once each, as soon as they hold a
+grow, each execution costing more as they do (docs/performance.md, change 11). So the
+busy tables are analyzed once each, as soon as they hold a
 few thousand rows; from then on autovacuum keeps their statistics as it always does.
 """
 

@@ -44,11 +44,11 @@ COMMAND_TIMEOUT = 5.0
 
 # A statement whose client gave up must not run on. On a timeout Kevin terminates the
 # connection at once (_dropped_if_broken), which also drops asyncpg's own cancel request;
-# the backend then ran the statement to its end, holding its locks: once a sequencer
-# round for 46 s, and with it the sequencer's lead, so no process could take over and the
-# feed stood still. With this the backend looks for its client every second and, gone,
-# stops (PostgreSQL 14+; a server on a system without the kernel events it needs refuses
-# the setting, and goes without).
+# the backend would run the statement to its end, holding its locks — for a sequencer
+# round, the sequencer's lead too, so no process could take over and the feed would stand
+# still. With this the backend looks for its client every second and, gone, stops
+# (PostgreSQL 14+; a server on a system without the kernel events it needs refuses the
+# setting, and goes without).
 CLIENT_CHECK = "SET client_connection_check_interval = '1s'"
 
 

@@ -30,9 +30,9 @@ NOTIFY_WRITTEN = "SELECT pg_notify($1, '')"
 #   autocommit: one statement, one transaction, one round trip per round. Its snapshot
 #   is taken after the lead was, and after this session's previous round committed, so
 #   it sees every seq any sequencer ever committed: max(seq) is exact, and seqs are
-#   handed out strictly increasing across rounds and processes. (The first cut took a
-#   transaction-scoped lock per round: a probe, BEGIN, lock, batch, NOTIFY and COMMIT,
-#   six round trips, a sixth of the server's work under load.)
+#   handed out strictly increasing across rounds and processes. A transaction-scoped
+#   lock per round would cost six round trips (probe, BEGIN, lock, batch, NOTIFY,
+#   COMMIT) where this costs one.
 # * Eligible rows: txid < pg_snapshot_xmin(pg_current_snapshot()). Every transaction
 #   older than the snapshot's xmin has finished, so no transaction that is still in
 #   flight can own an eligible row, and any row that commits later gets a larger seq
@@ -49,10 +49,10 @@ NOTIFY_WRITTEN = "SELECT pg_notify($1, '')"
 #   and version n+1 is only inserted after version n committed, so per trade written_at
 #   grows with the version; id breaks ties between unrelated rows deterministically.
 # * Held back is a window over the backlog (is any smaller version of the same trade in
-#   it unfinished?), not a join: no plan can make it quadratic. It was a NOT EXISTS
-#   probe, and the plan PostgreSQL kept from the sequencer's first rounds on a near-empty
-#   feed joined the backlog with itself (a nested loop filtering every pair): after a
-#   10,000-line batch one round ran for 46 s on a whole core, and the feed stalled.
+#   it unfinished?), not a join: no plan can make it quadratic. A NOT EXISTS probe
+#   would be planned in the sequencer's first rounds, on a near-empty feed, and that
+#   kept plan joins the backlog with itself (a nested loop filtering every pair), which
+#   after a large batch stalls the feed (docs/performance.md, change 18).
 # * The window sees the oldest 4 x $1 unsequenced rows by (written_at, id), never the
 #   whole backlog (a million rows after an outage: too long a sort for every round).
 #   That is exact for every row it sees: a trade's smaller versions were written
