@@ -153,11 +153,11 @@ async def test_finding_who_points_at_a_trade_uses_the_mismatch_index(pool):
                        product="XAU", quantity=Decimal(100), price=Decimal(1000),
                        currency="USD", trade_date=date(2026, 11, 20),
                        settlement_date=date(2026, 11, 24))
-        found = await match_store.pointing_at(conn, target)
+        found = await match_store.naming(conn, target)
         assert [t.trade_id for t in found] == ["B-777"]
         # A prepared statement may switch to a generic plan after five runs: check both.
         for mode in ("force_custom_plan", "force_generic_plan"):
             await conn.execute(f"SET plan_cache_mode = {mode}")
-            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {q.POINTING_AT}", "BANKB",
+            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {q.NAMING}", "BANKB",
                                        "BANKA", "A-777")
             assert "ix_trades_mismatch_targets" in jsoncodec.dumps(plan).decode(), (mode, plan)

@@ -18,7 +18,7 @@ import pytest
 from kevin.domain.models import TradeSubmission
 from kevin.engine.service import Kevin
 from kevin.store import database
-from kevin.store.matching_queries import POINTING_AT_ANY
+from kevin.store.matching_queries import NAMING_ANY
 from kevin.store.queries import APPEND_VERSIONS
 from tests.conftest import trade_body
 
@@ -64,5 +64,5 @@ async def test_the_submission_statements_keep_a_generic_plan_on_analyzed_tables(
               and "pg_prepared_statements" not in r["statement"]]  # not this query
     assert len(search) == 1, search
     for plans, executions in ((search[0], 2 * PAIRS), (_plans(rows, APPEND_VERSIONS), PAIRS),
-                              (_plans(rows, POINTING_AT_ANY), PAIRS)):
+                              (_plans(rows, NAMING_ANY), PAIRS)):
         assert (plans["custom_plans"], plans["generic_plans"]) == (0, executions), plans

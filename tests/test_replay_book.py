@@ -10,9 +10,9 @@ from decimal import Decimal
 import pytest
 
 from kevin.domain.matching import decide
+from kevin.domain.memory_book import MemoryBook
 from kevin.domain.models import Trade
 from kevin.domain.rules import Rules
-from kevin.engine.replay import Book
 
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -51,9 +51,9 @@ def test_the_books_candidates_decide_as_all_counterparts_would(seed):
         participant = rng.choice(["BANKA", "BANKB"])
         side = "sell" if participant == "BANKA" else "buy"
         trades.append(_trade(rng, i, participant, side))
-    book = Book(trades)
     broken = {frozenset(((t.participant, t.trade_id), (u.participant, u.trade_id)))
               for t, u in zip(trades, reversed(trades), strict=True) if rng.random() < 0.05}
+    book = MemoryBook(trades, broken=broken)
 
     def eligible_for(trade: Trade):
         return lambda c: (c.trade_date == trade.trade_date and frozenset(
@@ -63,7 +63,7 @@ def test_the_books_candidates_decide_as_all_counterparts_would(seed):
         for rules in RULES:
             everyone = [c for c in trades if eligible_for(trade)(c)
                         and c.status in ("unmatched", "mismatched")]
-            few = book.candidates(trade, rules, eligible_for(trade))
+            few = book.counterparts(trade, rules)
             assert len(few) <= len(everyone)
             assert decide(trade, few, rules) == decide(trade, everyone, rules), (seed, rules)
 

@@ -6,7 +6,7 @@ The engine, for a pair (kevin.engine.service.Kevin.submit → kevin.engine.match
   each leg   LOCK_MATCH_KEY_AND_RULES · INSERT_VERSION · CANDIDATES (within tolerance,
              else the nearest: the sell finds neither)
   the buy    matched: APPEND_VERSIONS (both legs' flips, versions and feed rows) ·
-             POINTING_AT_ANY (mismatch lists naming either must be re-evaluated)
+             NAMING_ANY (mismatch lists naming either must be re-evaluated)
 
 Only the engine's transaction control (BEGIN/COMMIT per leg) is left out: the ceiling
 commits once per pair. tests/test_bench.py records
@@ -95,5 +95,5 @@ async def pair(conn: asyncpg.Connection, run_id: str, client: int, i: int, keys:
             _insert_args(w.SELLER, sell_id, 2, "matched", "matched", w.BUYER, "sell", product,
                          price, attributes, sell["first_submitted_at"], (match_id, buy_id, 2)),
         ]))
-        await conn.fetch(mq.POINTING_AT_ANY, [w.SELLER, w.BUYER], [w.BUYER, w.SELLER],
+        await conn.fetch(mq.NAMING_ANY, [w.SELLER, w.BUYER], [w.BUYER, w.SELLER],
                          [buy_id, sell_id])

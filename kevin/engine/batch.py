@@ -42,6 +42,7 @@ from kevin.domain.rules import EXACT_RULES, RulesVersion
 from kevin.engine.matching import Matcher
 from kevin.store import bulk, database
 from kevin.store import trades as store
+from kevin.store.book import PostgresBook
 from kevin.store.matching import MatchKey
 from kevin.store.trades import NewVersion
 
@@ -149,10 +150,9 @@ class _Batch:
         created = await store.insert_version(self.conn, new)
         if created is None:
             return  # another writer created that trade_id meanwhile: it exists
-        matcher = Matcher(self.conn, self.participant)
-        for product, found in self.stored_rules.items():
-            matcher.know_rules(product, found)
-        self.created[new.trade_id] = await matcher.submitted(created)
+        book = PostgresBook(self.conn, rules=self.stored_rules)
+        book.remember(created)
+        self.created[new.trade_id] = await Matcher(book, self.participant).submitted(created)
 
 
 async def submit_batch(

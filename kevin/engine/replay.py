@@ -2,8 +2,8 @@
 difference.
 
 The replay runs the live matcher itself — ``kevin.engine.matching.Matcher``, which decides
-with the pure ``kevin.domain.matching.decide`` — over an in-memory book instead of the
-database (``ReplayMatcher`` overrides only where the matcher reads or writes). So a replay
+with the pure ``kevin.domain.matching.decide`` — over an in-memory book
+(``kevin.domain.memory_book.MemoryBook``) instead of the database. So a replay
 and live matching cannot disagree about what the same trades under the same rules give,
 and replaying with the rules that were in force changes nothing.
 
@@ -30,21 +30,19 @@ into another product, or force-matched with a trade of another.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import uuid
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from kevin.domain.errors import CannotMatch, NotFound, VersionConflict
-from kevin.domain.matching import RESTING, TradeRef, ref
-from kevin.domain.models import MatchRef, Reason, Trade
+from kevin.domain.book import RulesInForce
+from kevin.domain.errors import CannotMatch, NotFound
+from kevin.domain.matching import TradeRef, ref
+from kevin.domain.memory_book import MemoryBook, RulesLookup
+from kevin.domain.models import MatchRef, Trade
 from kevin.domain.replay import (
     Amended,
     Broken,
@@ -61,7 +59,8 @@ from kevin.domain.replay import (
     rules_at,
     split_history,
 )
-from kevin.domain.rules import EXACT_RULES, Rules
+from kevin.domain.rules import Rules
+from kevin.domain.versions import DecidedBy
 from kevin.engine.matching import Matcher
 from kevin.store import database
 from kevin.store import matching as match_store
@@ -73,173 +72,22 @@ REPLAY_ACTOR = "replay"
 # How often apply re-reads the scope to lock match keys that appeared meanwhile.
 LOCK_ROUNDS = 5
 
-BookKey = tuple[str, str, str, str, str]  # product, currency, participant, counterparty, side
 
+def replay_rules(book: MemoryBook, rules: Mapping[str, Rules],
+                 stored: RulesTimeline) -> RulesLookup:
+    """The rules in force during a replay: the replay's for the products it names, else
+    those stored and in force at the instant of the event being replayed (``book.now``)."""
+    def lookup(trade: Trade) -> RulesInForce:
+        product = trade.product
+        if product in rules:
+            return RulesInForce(rules[product], DecidedBy("replay", product, None))
+        assert book.now is not None
+        found = rules_at(stored, product, book.now)
+        if found is None or found[0] is None:
+            return RulesInForce.exact(product)
+        return RulesInForce.product_rules(product, found[0], found[1])
 
-def _book_key(trade: Trade) -> BookKey:
-    return trade.product, trade.currency, trade.participant, trade.counterparty, trade.side
-
-
-class Book:
-    """The latest version of every trade in a replay, with the two indexes live matching
-    has in the database: resting trades by match key and side in price order (as
-    ix_trades_resting), and mismatched trades by the trade their list names (as
-    ix_trades_mismatch_targets)."""
-
-    def __init__(self, trades: Iterable[Trade] = ()) -> None:
-        self.trades: dict[TradeRef, Trade] = {}
-        # (price, participant, trade_id) of resting trades, sorted, per key and side.
-        self._resting: dict[BookKey, list[tuple[Decimal, str, str]]] = defaultdict(list)
-        # (participant, counterparty, named trade_id) -> mismatched trades naming it.
-        self._naming: dict[tuple[str, str, str], set[TradeRef]] = defaultdict(set)
-        for trade in trades:
-            self.put(trade)
-
-    def get(self, trade_ref: TradeRef) -> Trade | None:
-        return self.trades.get(trade_ref)
-
-    def put(self, trade: Trade) -> None:
-        old = self.trades.get(ref(trade))
-        if old is not None:
-            if old.status in RESTING:
-                entries = self._resting[_book_key(old)]
-                index = bisect.bisect_left(entries, (old.price, *ref(old)))
-                assert entries[index] == (old.price, *ref(old)), "book index out of step"
-                del entries[index]
-            for named in _named(old):
-                self._naming[named].discard(ref(old))
-        self.trades[ref(trade)] = trade
-        if trade.status in RESTING:
-            bisect.insort(self._resting[_book_key(trade)], (trade.price, *ref(trade)))
-        for named in _named(trade):
-            self._naming[named].add(ref(trade))
-
-    def naming(self, participant: str, counterparty: str, trade_id: str) -> list[Trade]:
-        """Mismatched trades of ``participant`` with ``counterparty`` whose mismatch list
-        names ``trade_id``, in trade_id order."""
-        refs = self._naming.get((participant, counterparty, trade_id), ())
-        return [self.trades[r] for r in sorted(refs)]
-
-    def candidates(self, trade: Trade, rules: Rules,
-                   eligible: Callable[[Trade], bool]) -> list[Trade]:
-        """The resting counterparts ``decide`` needs to decide ``trade`` exactly as it
-        would over all of them: every eligible one whose price can be within tolerance
-        (``rules.price_bounds``, a superset), and on each side of the price the eligible
-        ones at the three nearest price levels (the nearest three by invariant 7's order
-        are among them, whichever they are)."""
-        other_side = "buy" if trade.side == "sell" else "sell"
-        entries = self._resting.get(
-            (trade.product, trade.currency, trade.counterparty, trade.participant, other_side),
-            [])
-        chosen: dict[TradeRef, Trade] = {}
-
-        def take(index: int) -> Trade | None:
-            candidate = self.trades[(entries[index][1], entries[index][2])]
-            if eligible(candidate):
-                chosen[ref(candidate)] = candidate
-                return candidate
-            return None
-
-        low, high = rules.price_bounds(trade.price)
-        first = bisect.bisect_left(entries, (low,))
-        for index in range(first, len(entries)):
-            if high is not None and entries[index][0] > high:
-                break
-            take(index)
-        middle = bisect.bisect_left(entries, (trade.price,))
-        for indexes in (range(middle, len(entries)), range(middle - 1, -1, -1)):
-            levels: list[Decimal] = []
-            for index in indexes:
-                price = entries[index][0]
-                if len(levels) == 3 and price != levels[-1]:
-                    break
-                if take(index) is not None and (not levels or levels[-1] != price):
-                    levels.append(price)
-        return list(chosen.values())
-
-
-def _named(trade: Trade) -> list[tuple[str, str, str]]:
-    if trade.status != "mismatched":
-        return []
-    return [(trade.participant, trade.counterparty, m.counterparty_trade_id)
-            for m in trade.mismatches]
-
-
-class ReplayMatcher(Matcher):
-    """The live matcher over an in-memory book: reads and writes go to the book, the
-    rules are the replay's, and broken pairs are remembered in memory."""
-
-    def __init__(self, book: Book, rules: Mapping[str, Rules], stored: RulesTimeline,
-                 broken: set[frozenset[TradeRef]]) -> None:
-        super().__init__(None, REPLAY_ACTOR)  # type: ignore[arg-type]  # no connection
-        self.book = book
-        self.replay_rules = dict(rules)
-        self.stored_rules = stored
-        # Shared, not copied: a pair broken during one event stays broken for the next.
-        self.broken = broken
-        self.now: datetime | None = None  # the instant of the event being replayed
-
-    async def rules_for(self, product: str) -> tuple[int | None, Rules]:
-        """The replay's rules for the product, else those stored and in force then."""
-        if product in self.replay_rules:
-            return None, self.replay_rules[product]
-        assert self.now is not None
-        return rules_at(self.stored_rules, product, self.now) or (None, EXACT_RULES)
-
-    async def latest(self, trade_ref: TradeRef) -> Trade | None:
-        return self.book.get(trade_ref)
-
-    async def append(self, derived_from: Trade, *, status: str, reason: Reason,
-                     **changes: Any) -> Trade:
-        """As kevin.store.trades.append_version: version n+1 against version n, the terms
-        carried over unless given, the match state stated anew."""
-        current = self.book.get(ref(derived_from))
-        if current is None or current.version != derived_from.version:
-            raise VersionConflict(current.version if current else derived_from.version,
-                                  derived_from.version)
-        terms = changes.pop("terms", None) or derived_from.terms()
-        written = Trade.model_validate({
-            **terms.model_dump(), "trade_id": derived_from.trade_id,
-            "participant": derived_from.participant, "version": derived_from.version + 1,
-            "status": status, "reason": reason, "match": changes.pop("match", None),
-            "mismatches": list(changes.pop("mismatches", ())),
-            "comment": changes.pop("comment", None),
-            "rules_version": changes.pop("rules_version", None),
-            "replay_id": changes.pop("replay_id", None),
-            "recorded_at": derived_from.recorded_at, "actor": self.actor,
-            "first_submitted_at": derived_from.first_submitted_at,
-        })
-        if changes:
-            raise TypeError(f"unexpected fields for a version: {sorted(changes)}")
-        self.book.put(written)
-        return written
-
-    async def find_candidates(self, trade: Trade, rules: Rules) -> list[Trade]:
-        """As kevin.store.matching.find_candidates: resting counterparts (``decide``
-        checks the key fields and the trade date), never a pair an operator broke."""
-        def eligible(candidate: Trade) -> bool:
-            return (candidate.trade_date == trade.trade_date
-                    and frozenset((ref(candidate), ref(trade))) not in self.broken)
-
-        return self.book.candidates(trade, rules, eligible)
-
-    async def pointing_at(self, trade: Trade) -> list[Trade]:
-        """As kevin.store.matching.POINTING_AT: mismatched trades of the counterparty
-        with this participant whose mismatch list names this trade."""
-        return self.book.naming(trade.counterparty, trade.participant, trade.trade_id)
-
-    async def pointing_at_all(self, trades: Sequence[Trade]) -> list[Trade]:
-        return [found for trade in trades for found in await self.pointing_at(trade)]
-
-    async def append_all(self, changes: Sequence[tuple[Trade, dict[str, Any]]]) -> list[Trade]:
-        return [await self.append(derived_from, **fields) for derived_from, fields in changes]
-
-    async def record_broken_pair(self, first: Trade, second: Trade, match_id: UUID,
-                                 comment: str | None) -> None:
-        self.broken.add(frozenset((ref(first), ref(second))))
-
-    async def _evaluate_with_retry(self, trade_ref: TradeRef, primary: bool) -> None:
-        await self._evaluate(trade_ref, primary)  # nobody else writes to this book
+    return lookup
 
 
 def _matched_with(a: Trade | None, b: Trade | None) -> bool:
@@ -252,13 +100,13 @@ async def simulate(history: History, rules: Mapping[str, Rules],
                    stored: RulesTimeline) -> dict[TradeRef, Trade]:
     """Re-run matching over ``history`` under ``rules`` (``stored`` for other products);
     each trade's replayed state."""
-    book = Book(history.book.values())
-    broken = set(history.broken_before)
+    book = MemoryBook(history.book.values(), broken=history.broken_before)
+    book.rules = replay_rules(book, rules, stored)
     for event in history.events:
         # One matcher per event, as live matching runs one per transaction (its safety
-        # net counts evaluations per matcher); the book and broken pairs carry over.
-        matcher = ReplayMatcher(book, rules, stored, broken)
-        matcher.now = event.at
+        # net counts evaluations per matcher); the book and its broken pairs carry over.
+        matcher = Matcher(book, REPLAY_ACTOR)
+        book.now = event.at
         if isinstance(event, Submitted):
             book.put(event.trade)
             await matcher.submitted(event.trade)
@@ -284,7 +132,7 @@ async def simulate(history: History, rules: Mapping[str, Rules],
                 assert first is not None and second is not None
                 await matcher.break_match([first, second], event.comment)
             else:
-                matcher.broken.add(frozenset(event.legs))
+                book.broken.add(frozenset(event.legs))
     return book.trades
 
 

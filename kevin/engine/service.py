@@ -32,6 +32,7 @@ from kevin.formats.records import Operation
 from kevin.store import database, participants
 from kevin.store import matching as match_store
 from kevin.store import trades as store
+from kevin.store.book import PostgresBook
 from kevin.store.matching import MatchKey
 from kevin.store.trades import NewVersion, PageQuery
 
@@ -108,9 +109,10 @@ class Kevin:
                         # No savepoint per evaluation (two round trips each): a lost
                         # version race, which the key lock makes all but impossible,
                         # rolls back this whole submission, retried below.
-                        matcher = Matcher(conn, participant, savepoints=False)
-                        matcher.know_rules(terms.product, rules)
-                        return "created", await matcher.submitted(created)
+                        book = PostgresBook(conn, rules={terms.product: rules},
+                                            savepoints=False)
+                        book.remember(created)
+                        return "created", await Matcher(book, participant).submitted(created)
                     stored = await store.latest(conn, participant, submission.trade_id)
                 break
             except VersionConflict:
@@ -144,14 +146,14 @@ class Kevin:
             await match_store.lock_match_keys(conn, [MatchKey.of(participant, current.terms()),
                                                      MatchKey.of(participant, terms)])
             current = await self._current_for_change(conn, participant, trade_id, if_match)
-            return await Matcher(conn, participant).amend(current, terms)
+            return await Matcher(PostgresBook(conn), participant).amend(current, terms)
 
     async def cancel(self, participant: str, trade_id: str, if_match: IfMatch) -> Trade:
         async with database.transaction(self.pool) as conn:
             current = await self._current_for_change(conn, participant, trade_id, if_match)
             await match_store.lock_match_keys(conn, [MatchKey.of(participant, current.terms())])
             current = await self._current_for_change(conn, participant, trade_id, if_match)
-            return await Matcher(conn, participant).cancel(current)
+            return await Matcher(PostgresBook(conn), participant).cancel(current)
 
     @staticmethod
     async def _current_for_change(
@@ -202,7 +204,7 @@ class Kevin:
                 raise Conflict("a leg was amended meanwhile; try again",
                                {"legs": [{"participant": t.participant, "trade_id": t.trade_id,
                                           "version": t.version} for t in (first, second)]})
-            return await Matcher(conn, actor).force(first, second, comment)
+            return await Matcher(PostgresBook(conn), actor).force(first, second, comment)
 
     async def break_match(self, match_id: UUID, comment: str | None, actor: str) -> list[Trade]:
         """Break a live match; the pair is never matched automatically again."""
@@ -213,7 +215,7 @@ class Kevin:
             legs = await match_store.live_match(conn, match_id)  # again, under the locks
             if len(legs) != 2:
                 raise NotFound(f"no live match {match_id}")
-            return await Matcher(conn, actor).break_match(legs, comment)
+            return await Matcher(PostgresBook(conn), actor).break_match(legs, comment)
 
     @staticmethod
     async def _leg(conn: asyncpg.Connection, leg: TradeRef) -> Trade:

@@ -20,7 +20,7 @@ from kevin.store.matching import (
     _rules_from_row,
     _within_args,
 )
-from kevin.store.trades import NewVersion, trade_from_new, trade_from_row
+from kevin.store.trades import NewVersion, trade_from_new, trade_from_row, version_args
 
 
 def _lines(rows: Iterable[Sequence[object]]) -> list[Sequence[object]]:
@@ -53,8 +53,8 @@ async def insert_new_trades(
     if not news:
         return {}
     rows = await conn.fetch(q.INSERT_NEW_TRADES, _lines(
-        (*new.args(), None, None, None, None) if m is None else
-        (*new.args(), m[0].match_id, m[0].counterparty_trade_id, m[0].counterparty_version,
+        (*version_args(new), None, None, None, None) if m is None else
+        (*version_args(new), m[0].match_id, m[0].counterparty_trade_id, m[0].counterparty_version,
          m[1])
         for new, m in zip(news, matches, strict=True)))
     by_id = {new.trade_id: (new, second) for new, second in zip(news, matches, strict=True)}
@@ -74,7 +74,7 @@ async def append_versions(conn: asyncpg.Connection, news: Sequence[NewVersion]) 
     answers with its own trades, and these are the counterparties'."""
     if not news:
         return
-    rows = await conn.fetch(q.APPEND_VERSIONS_COUNTED, _lines(new.args() for new in news))
+    rows = await conn.fetch(q.APPEND_VERSIONS_COUNTED, _lines(version_args(new) for new in news))
     if len(rows) != len(news):
         done = {(r["participant"], r["trade_id"]) for r in rows}
         lost = next(new for new in news if (new.participant, new.trade_id) not in done)

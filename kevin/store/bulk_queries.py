@@ -158,7 +158,7 @@ SELECT b.ord FROM {_lines(_KEY_COLUMNS)} AS b
 WHERE EXISTS (SELECT 1 FROM trades t WHERE {_KEY_MATCH})
 """
 
-# Whether a live mismatch list names the candidate t (matching_queries.POINTING_AT): if
+# Whether a live mismatch list names the candidate t (matching_queries.NAMING): if
 # the batch matched it, those trades would need re-evaluating — the caller's cue to
 # leave that line to the one-trade-at-a-time path.
 _POINTED_AT = """

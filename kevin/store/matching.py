@@ -102,18 +102,24 @@ async def find_candidates(conn: asyncpg.Connection, trade: Trade, rules: Rules) 
     return [trade_from_row(r) for r in rows]
 
 
-async def pointing_at(conn: asyncpg.Connection, trade: Trade) -> list[Trade]:
+async def find_candidates_many(conn: asyncpg.Connection,
+                               trades: Sequence[tuple[Trade, Rules]]) -> list[list[Trade]]:
+    """``find_candidates`` for each trade (under its rules), in order."""
+    return [await find_candidates(conn, trade, rules) for trade, rules in trades]
+
+
+async def naming(conn: asyncpg.Connection, trade: Trade) -> list[Trade]:
     """Live mismatched trades whose mismatch list names ``trade`` (as it was)."""
-    rows = await conn.fetch(q.POINTING_AT, trade.counterparty, trade.participant,
+    rows = await conn.fetch(q.NAMING, trade.counterparty, trade.participant,
                             trade.trade_id)
     return [trade_from_row(r) for r in rows]
 
 
-async def pointing_at_any(conn: asyncpg.Connection, trades: Sequence[Trade]) -> list[Trade]:
-    """``pointing_at`` for each of ``trades``, in one round trip, in that order."""
+async def naming_any(conn: asyncpg.Connection, trades: Sequence[Trade]) -> list[Trade]:
+    """``naming`` for each of ``trades``, in one round trip, in that order."""
     if not trades:
         return []
-    rows = await conn.fetch(q.POINTING_AT_ANY, [t.counterparty for t in trades],
+    rows = await conn.fetch(q.NAMING_ANY, [t.counterparty for t in trades],
                             [t.participant for t in trades], [t.trade_id for t in trades])
     return [trade_from_row(r) for r in rows]
 

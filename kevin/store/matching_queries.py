@@ -108,7 +108,7 @@ WHERE NOT EXISTS (SELECT 1 FROM within)
 # must be re-evaluated when it matches elsewhere, is amended or cancelled. Served by the
 # GIN index ix_trades_mismatch_targets (jsonb_path_ops supports @>), so its cost does
 # not grow with the number of resting trades.
-POINTING_AT = f"""
+NAMING = f"""
 SELECT {TRADE_COLUMNS} FROM trades
 WHERE latest AND status = 'mismatched'
   AND participant = $1 AND counterparty = $2
@@ -116,11 +116,11 @@ WHERE latest AND status = 'mismatched'
 ORDER BY participant, trade_id
 """
 
-# POINTING_AT for several trades at once ($1, $2, $3: arrays of participant, counterparty
+# NAMING for several trades at once ($1, $2, $3: arrays of participant, counterparty
 # and trade_id, one entry per trade) — e.g. both legs of a new match in one round trip.
-# LATERAL runs POINTING_AT's index-driven lookup once per entry; rows come back per entry
+# LATERAL runs NAMING's index-driven lookup once per entry; rows come back per entry
 # in the order given, then by (participant, trade_id), as separate calls would return them.
-POINTING_AT_ANY = f"""
+NAMING_ANY = f"""
 SELECT pointing.* FROM
     unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
         AS target(participant, counterparty, trade_id, ord)

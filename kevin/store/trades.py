@@ -5,7 +5,7 @@ here."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -14,50 +14,27 @@ import asyncpg
 
 from kevin import jsoncodec
 from kevin.domain.errors import VersionConflict
-from kevin.domain.models import (
-    MatchRef,
-    Mismatch,
-    MismatchField,
-    Reason,
-    Status,
-    Trade,
-    TradeTerms,
-    trusted,
-)
+from kevin.domain.models import MatchRef, Mismatch, MismatchField, Trade, trusted
+from kevin.domain.versions import NewVersion as NewVersion
+from kevin.domain.versions import next_version as next_version
+from kevin.domain.versions import written
 from kevin.store import queries as q
 
 
-@dataclass(frozen=True)
-class NewVersion:
-    """Everything needed to write one version of a trade."""
-
-    participant: str
-    trade_id: str
-    version: int
-    status: Status
-    reason: Reason
-    terms: TradeTerms
-    actor: str
-    match: MatchRef | None = None
-    mismatches: Sequence[Mismatch] = field(default_factory=tuple)
-    rules_version: int | None = None
-    comment: str | None = None
-    replay_id: UUID | None = None
-    first_submitted_at: datetime | None = None
-
-    def args(self) -> tuple[Any, ...]:
-        t, m = self.terms, self.match
-        return (
-            self.participant, self.trade_id, self.version, self.status, self.reason,
-            t.counterparty, t.side, t.product, t.quantity, t.price, t.currency,
-            t.trade_date, t.settlement_date, t.location, t.attributes,
-            m.match_id if m else None,
-            m.counterparty_trade_id if m else None,
-            m.counterparty_version if m else None,
-            [x.model_dump() for x in self.mismatches],
-            self.rules_version, self.comment, self.replay_id, self.actor,
-            self.first_submitted_at,
-        )
+def version_args(new: NewVersion) -> tuple[Any, ...]:
+    """A version's columns in the order INSERT_VERSION and APPEND_VERSIONS take them."""
+    t, m = new.terms, new.match
+    return (
+        new.participant, new.trade_id, new.version, new.status, new.reason,
+        t.counterparty, t.side, t.product, t.quantity, t.price, t.currency,
+        t.trade_date, t.settlement_date, t.location, t.attributes,
+        m.match_id if m else None,
+        m.counterparty_trade_id if m else None,
+        m.counterparty_version if m else None,
+        [x.model_dump() for x in new.mismatches],
+        new.rules_version, new.comment, new.replay_id, new.actor,
+        new.first_submitted_at,
+    )
 
 
 def _uuid(value: UUID | None) -> UUID | None:
@@ -98,41 +75,18 @@ def trade_from_new(new: NewVersion, first_submitted_at: datetime,
                    recorded_at: datetime) -> Trade:
     """The Trade a NewVersion became once written, given what the database chose for it:
     a bulk write reads back only those (decoding the rest would rebuild what was sent)."""
-    return trusted(Trade, {
-        **new.terms.__dict__, "trade_id": new.trade_id, "participant": new.participant,
-        "version": new.version, "status": new.status, "match": new.match,
-        "mismatches": list(new.mismatches), "reason": new.reason, "comment": new.comment,
-        "recorded_at": recorded_at, "actor": new.actor,
-        "first_submitted_at": first_submitted_at, "rules_version": new.rules_version,
-        "replay_id": new.replay_id,
-    })
+    return written(new, first_submitted_at, recorded_at)
 
 
 async def insert_version(conn: asyncpg.Connection, new: NewVersion) -> Trade | None:
     """Insert a version (and its feed row). None if that (trade, version) already exists."""
-    row = await conn.fetchrow(q.INSERT_VERSION, *new.args())
+    row = await conn.fetchrow(q.INSERT_VERSION, *version_args(new))
     return trade_from_row(row) if row is not None else None
-
-
-def next_version(derived_from: Trade, **changes: Any) -> NewVersion:
-    """Version n+1 of a trade: unspecified fields carry over from ``derived_from`` except
-    the match state, which each version states anew."""
-    return NewVersion(
-        participant=derived_from.participant,
-        trade_id=derived_from.trade_id,
-        version=derived_from.version + 1,
-        status=changes.pop("status"),
-        reason=changes.pop("reason"),
-        terms=changes.pop("terms", None) or derived_from.terms(),
-        actor=changes.pop("actor"),
-        first_submitted_at=derived_from.first_submitted_at,
-        **changes,
-    )
 
 
 def _columns(news: Sequence[NewVersion]) -> list[list[Any]]:
     """APPEND_VERSIONS's parameters: one array per column (jsonb as text, see there)."""
-    columns = [list(column) for column in zip(*(new.args() for new in news), strict=True)]
+    columns = [list(column) for column in zip(*(version_args(new) for new in news), strict=True)]
     for index in (14, 18):  # attributes, mismatches
         columns[index] = [jsoncodec.dumps_str(value) for value in columns[index]]
     return columns

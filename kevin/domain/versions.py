@@ -1,0 +1,81 @@
+"""A version about to be written: what matching decides and every book appends.
+
+Pure values. How a version becomes a row (column order, JSON) is the store's business
+(kevin.store.trades.version_args); an in-memory book turns it into a ``Trade`` at once
+(``written``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from kevin.domain.models import MatchRef, Mismatch, Reason, Status, Trade, TradeTerms, trusted
+
+
+@dataclass(frozen=True)
+class DecidedBy:
+    """What decided a match or a mismatch: ``kind`` is ``exact`` (no rules),
+    ``rules`` (a product's rules, ``name`` the product) or whatever a lookup of rules in
+    force adds (a matching profile); ``version`` the version of that definition."""
+
+    kind: str
+    name: str
+    version: int | None
+
+    def as_json(self) -> dict[str, object]:
+        return {"kind": self.kind, "name": self.name, "version": self.version}
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """Everything needed to write one version of a trade."""
+
+    participant: str
+    trade_id: str
+    version: int
+    status: Status
+    reason: Reason
+    terms: TradeTerms
+    actor: str
+    match: MatchRef | None = None
+    mismatches: Sequence[Mismatch] = field(default_factory=tuple)
+    rules_version: int | None = None
+    comment: str | None = None
+    replay_id: UUID | None = None
+    first_submitted_at: datetime | None = None
+    # Carried for the books that record it; the trades table keeps ``rules_version``.
+    decided_by: DecidedBy | None = None
+
+
+def next_version(derived_from: Trade, **changes: Any) -> NewVersion:
+    """Version n+1 of a trade: unspecified fields carry over from ``derived_from`` except
+    the match state, which each version states anew."""
+    return NewVersion(
+        participant=derived_from.participant,
+        trade_id=derived_from.trade_id,
+        version=derived_from.version + 1,
+        status=changes.pop("status"),
+        reason=changes.pop("reason"),
+        terms=changes.pop("terms", None) or derived_from.terms(),
+        actor=changes.pop("actor"),
+        first_submitted_at=derived_from.first_submitted_at,
+        **changes,
+    )
+
+
+def written(new: NewVersion, first_submitted_at: datetime | None,
+            recorded_at: datetime) -> Trade:
+    """The Trade a NewVersion becomes once written, given what the writer chose for the
+    two instants (a database its clock; an in-memory book the event's time)."""
+    return trusted(Trade, {
+        **new.terms.__dict__, "trade_id": new.trade_id, "participant": new.participant,
+        "version": new.version, "status": new.status, "match": new.match,
+        "mismatches": list(new.mismatches), "reason": new.reason, "comment": new.comment,
+        "recorded_at": recorded_at, "actor": new.actor,
+        "first_submitted_at": first_submitted_at, "rules_version": new.rules_version,
+        "replay_id": new.replay_id,
+    })

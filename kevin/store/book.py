@@ -1,0 +1,117 @@
+"""The PostgreSQL book: what kevin.engine.matching.Matcher reads and writes inside one
+transaction, as SQL (kevin.store.matching_queries, kevin.store.queries).
+
+The caller holds the match-key locks of everything the matcher may touch, so what this
+book has read stays true until the transaction ends: it keeps the latest version of
+every trade it read or wrote and answers again from memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from uuid import UUID
+
+import asyncpg
+
+from kevin.domain.book import RulesInForce
+from kevin.domain.errors import VersionConflict
+from kevin.domain.matching import TradeRef, ref
+from kevin.domain.models import Trade
+from kevin.domain.rules import Rules, RulesVersion
+from kevin.domain.versions import NewVersion
+from kevin.store import matching as match_store
+from kevin.store import trades as store
+
+
+def in_force(product: str, found: RulesVersion | None) -> RulesInForce:
+    """A product's stored rules as the rules in force (exact when it has none)."""
+    if found is None:
+        return RulesInForce.exact(product)
+    return RulesInForce.product_rules(product, found.version, found.rules())
+
+
+class PostgresBook:
+    """The book of one transaction (``conn``).
+
+    ``rules``: rules the caller already read in this transaction, by product (None: the
+    product has none), e.g. with the match-key lock (lock_match_key_and_rules).
+    ``savepoints``: each evaluation runs in a savepoint, so one that loses a version race
+    is undone and retried alone. Without (a new submission: two round trips fewer per
+    evaluation), VersionConflict ends the transaction and the caller retries all of it.
+    """
+
+    def __init__(self, conn: asyncpg.Connection, *,
+                 rules: Mapping[str, RulesVersion | None] | None = None,
+                 savepoints: bool = True) -> None:
+        self.conn = conn
+        self.savepoints = savepoints
+        self._rules = {product: in_force(product, found)
+                       for product, found in (rules or {}).items()}
+        self._latest: dict[TradeRef, Trade] = {}
+
+    def remember(self, trade: Trade) -> None:
+        """``trade`` is the latest version of its trade (the caller just wrote it)."""
+        self._latest[ref(trade)] = trade
+
+    async def latest(self, trade: TradeRef) -> Trade | None:
+        if trade not in self._latest:
+            found = await store.latest(self.conn, *trade)
+            if found is None:
+                return None
+            self._latest[trade] = found
+        return self._latest[trade]
+
+    async def rules_in_force(self, trade: Trade) -> RulesInForce:
+        product = trade.product
+        if product not in self._rules:
+            self._rules[product] = in_force(
+                product, await match_store.latest_rules(self.conn, product))
+        return self._rules[product]
+
+    async def candidates(self, trade: Trade, rules: Rules) -> list[Trade]:
+        found = await match_store.find_candidates(self.conn, trade, rules)
+        for candidate in found:  # fresh from the database, under our lock
+            self._latest[ref(candidate)] = candidate
+        return found
+
+    async def candidates_many(self, trades: Sequence[tuple[Trade, Rules]]
+                              ) -> list[list[Trade]]:
+        found = await match_store.find_candidates_many(self.conn, trades)
+        for candidates in found:
+            for candidate in candidates:
+                self._latest[ref(candidate)] = candidate
+        return found
+
+    async def naming(self, trades: Sequence[Trade]) -> list[Trade]:
+        found = await match_store.naming_any(self.conn, trades)
+        for trade in found:
+            self._latest.setdefault(ref(trade), trade)
+        return found
+
+    async def append_versions(self, versions: Sequence[NewVersion]) -> list[Trade]:
+        written = await store.append_versions(self.conn, versions)
+        for trade in written:
+            self._latest[ref(trade)] = trade
+        return written
+
+    async def record_broken_pair(self, first: Trade, second: Trade, match_id: UUID,
+                                 comment: str | None) -> None:
+        await match_store.record_broken_pair(self.conn, ref(first), ref(second), match_id,
+                                             comment)
+
+    def evaluation(self) -> AbstractAsyncContextManager[None]:
+        return self._savepoint()
+
+    @asynccontextmanager
+    async def _savepoint(self) -> AsyncIterator[None]:
+        try:
+            async with self.conn.transaction():
+                yield
+        except VersionConflict:
+            self._latest.clear()  # what was read in the undone part may be gone
+            raise
+
+    @property
+    def undoes_evaluations(self) -> bool:
+        return self.savepoints
