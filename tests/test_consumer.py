@@ -146,7 +146,7 @@ def _run_examples(url, key, dsn, strategy, updates, server):
                         held[u["trade_id"]].add(u["version"])
                 for trade_id, versions in played.items():  # strictly newer each time
                     assert versions == sorted(held[trade_id])
-            found = await consumer.gaps()  # the seed's lead() query, against a model
+            found = await consumer.gaps()  # the lead() gap query, against a model
             assert [(t, lo, hi) for _, t, lo, hi in found] == _expected_gaps(held)
             assert await consumer.checkpoint() == max((u["seq"] for u in delivered), default=0)
 
