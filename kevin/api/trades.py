@@ -33,7 +33,7 @@ from kevin.domain.models import (
     TradeTerms,
     TradeVersions,
 )
-from kevin.store.trades import PageQuery
+from kevin.domain.queries import PageQuery
 
 routes = web.RouteTableDef()
 

@@ -6,7 +6,7 @@ what-if runs, tests). Over PostgreSQL the caller holds the match-key locks of ev
 involved (kevin.store.matching.lock_match_keys) for the whole transaction, so nothing
 else changes the matching state of these keys meanwhile: every decision sees the latest
 committed state, and two concurrent submissions of opposite sides can neither both rest
-nor both match something else (DESIGN.md invariant 4, also across `kevin serve`
+nor both match something else (docs/design.md invariant 4, also across `kevin serve`
 processes).
 
 The decisions themselves come from the pure ``kevin.domain.matching.decide``.

@@ -22,6 +22,7 @@ from kevin.domain.errors import (
 )
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade, TradeSubmission, TradeTerms, differing_fields
+from kevin.domain.queries import PageQuery
 from kevin.domain.rules import Rules, RulesVersion
 from kevin.engine import imports
 from kevin.engine.agreements import Agreements
@@ -34,7 +35,7 @@ from kevin.store import matching as match_store
 from kevin.store import trades as store
 from kevin.store.book import PostgresBook
 from kevin.store.matching import MatchKey
-from kevin.store.trades import NewVersion, PageQuery
+from kevin.store.trades import NewVersion
 
 SubmitResult = Literal["created", "exists"]
 # What If-Match named: a version, "*" (whatever version is current, RFC 9110), or nothing.

@@ -5,7 +5,6 @@ here."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -15,6 +14,7 @@ import asyncpg
 from kevin import jsoncodec
 from kevin.domain.errors import VersionConflict
 from kevin.domain.models import MatchRef, Mismatch, MismatchField, Trade, trusted
+from kevin.domain.queries import PageQuery
 from kevin.domain.versions import NewVersion as NewVersion
 from kevin.domain.versions import next_version as next_version
 from kevin.domain.versions import written
@@ -137,16 +137,6 @@ async def as_of(
 
 async def versions(conn: asyncpg.Connection, participant: str, trade_id: str) -> list[Trade]:
     return [trade_from_row(r) for r in await conn.fetch(q.SELECT_VERSIONS, participant, trade_id)]
-
-
-@dataclass(frozen=True)
-class PageQuery:
-    participant: str | None
-    status: str | None = None
-    product: str | None = None
-    after: tuple[str, str] = ("", "")
-    limit: int = 100
-    as_of: datetime | None = None
 
 
 async def page(conn: asyncpg.Connection, query: PageQuery) -> list[Trade]:
