@@ -22,7 +22,7 @@ from kevin.api import (
     trades,
 )
 from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE, WORKBENCH
-from kevin.api.errors import request_context
+from kevin.api.errors import echo_request_id, request_context
 from kevin.api.http import MAX_BODY
 from kevin.engine.health import keep_young_statistics
 from kevin.engine.service import Kevin
@@ -39,6 +39,7 @@ def create_app(
     app = web.Application(client_max_size=MAX_BODY,
                           middlewares=[metrics.observe, request_context])
     metrics.install(app)
+    app.on_response_prepare.append(echo_request_id)
     app[KEVIN] = service
     app[ADMIN_TOKEN] = admin_token
     app[KEY_CACHE] = {}

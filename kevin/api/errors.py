@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,7 @@ from aiohttp import web
 
 from kevin import jsoncodec
 from kevin.domain import errors as e
+from kevin.feed.sse import CLIENT_CLOSED
 from kevin.formats.fx import NotRepresentable
 from kevin.formats.records import MalformedRecord, UnreadableFile
 
@@ -68,16 +70,43 @@ def error_response(status: int, code: str, message: str, details: Any = None,
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+REQUEST_ID = web.RequestKey("request_id", str)
+# A client's X-Request-ID is kept when it is printable ASCII of at most 128 characters
+# (it is echoed in a header and on every log line: no control bytes, no megabytes), and
+# replaced by a fresh one otherwise.
+_CLIENT_REQUEST_ID = re.compile(r"[ -~]{1,128}")
+
+
+def request_id_for(request: web.Request) -> str:
+    sent = request.headers.get("X-Request-ID")
+    if sent is not None and _CLIENT_REQUEST_ID.fullmatch(sent):
+        return sent
+    return uuid.uuid4().hex
+
+
+async def echo_request_id(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response says its request id, a stream's too (its
+    headers leave long before its handler returns)."""
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers["X-Request-ID"] = request_id
+
+
+def reported_status(response: web.StreamResponse) -> int:
+    """The status logs and metrics report: 499 for a stream whose client went away."""
+    return 499 if response.get(CLIENT_CLOSED) else response.status
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A request id on every log line; one access line per request; errors mapped."""
-    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    request_id = request[REQUEST_ID] = request_id_for(request)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
     response = await _mapped(request, handler)
-    response.headers["X-Request-ID"] = request_id
-    log.info("request", method=request.method, path=request.path, status=response.status,
+    log.info("request", method=request.method, path=request.path,
+             status=reported_status(response),
              duration_ms=round((time.perf_counter() - started) * 1000, 3))
     return response
 

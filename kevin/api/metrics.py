@@ -46,7 +46,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from kevin.api.app_keys import KEVIN
-from kevin.api.errors import Handler
+from kevin.api.errors import Handler, reported_status
 from kevin.engine.health import scrape
 from kevin.feed.runtime import FEED
 
@@ -232,7 +232,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     response: web.StreamResponse | None = None
     try:
         response = await handler(request)
-        status = response.status
+        status = reported_status(response)
         return response
     except web.HTTPException as http:
         status = http.status

@@ -124,6 +124,8 @@ Conventions (the contract, and what Kevin does where it is silent):
   A new trade's trade_id must hold a character other than a dot ("." and ".." are path
   segments HTTP clients rewrite): ids of dots alone are refused with 422.
 - Unknown query parameters are ignored; an unknown value of a known one is 422.
+- Every response (an event stream's too) carries X-Request-ID: the client's own when it
+  is printable ASCII of at most 128 characters, otherwise a fresh one.
 """
 
 
@@ -205,7 +207,9 @@ def openapi_document() -> dict[str, Any]:
                        "Accept: text/event-stream streams Server-Sent Events (id: seq, "
                        "event: reason, data: FeedUpdate; comment lines as heartbeats); "
                        "Accept: application/json returns one FeedPage. At-least-once: "
-                       "apply idempotently on (trade_id, version).",
+                       "apply idempotently on (trade_id, version). A stream is sent at its "
+                       "client's pace; a client that accepts nothing for 30 s is "
+                       "disconnected and resumes with Last-Event-ID.",
             "parameters": [
                 _param("after", "query", {"type": "integer", "minimum": 0}, False,
                        "Resume after this seq (default 0: from the start)."),

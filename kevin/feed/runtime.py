@@ -25,7 +25,9 @@ class FeedOptions:
     sequencer: bool = True  # run a sequencer in this process (safe in many at once)
     heartbeat: float = 15.0  # seconds of silence before an SSE comment line
     write_timeout: float = 30.0  # an SSE client that takes longer to accept a write is dropped
-    batch: int = 200  # updates per SSE read/write: bounds memory per stream
+    batch: int = 200  # at most this many updates per SSE page
+    page_bytes: int = 128 * 1024  # ...and about this many bytes of them: memory per stream
+    client_check: float = 1.0  # seconds: how soon a quiet SSE stream notices its client left
     watch_poll: float = 0.5  # fallback poll of the feed head when NOTIFY is missed
     sequencer_poll: float = 0.1  # fallback poll for writes committed by other processes
 

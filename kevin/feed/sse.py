@@ -1,10 +1,19 @@
 """Server-Sent Events: one feed stream, from a durable position, with bounded memory.
 
-Memory per stream is bounded by one batch of updates plus the transport's buffer: each
-batch is written with ``await response.write()``, which waits while the socket's buffer is
-above its high-water mark, and the next batch is read only after that. A client that
-accepts nothing for ``write_timeout`` seconds is dropped (its connection aborted), so a
-stalled client costs a bounded amount of memory for a bounded time.
+What one stream holds is bounded in bytes, whatever its client does:
+
+- a page read from the database is at most ``page_bytes`` of updates (pages shrink to fit
+  the largest update the stream has seen; ``batch`` rows at most);
+- it is written in chunks of ``CHUNK`` bytes, each with ``await response.write()``, which
+  waits while the transport's buffer is above its high-water mark; the next chunk (and the
+  next page) waits for that. A client that reads slowly is sent updates at its own pace:
+  its lag is a position in the database, not bytes in this process;
+- a client that accepts nothing for ``write_timeout`` seconds is dropped (its connection
+  aborted) and resumes with ``Last-Event-ID`` when it comes back.
+
+A client that disconnects is noticed within ``client_check`` seconds even on a quiet
+feed, and its stream ends as a client's doing (``CLIENT_CLOSED``: 499 in metrics and
+logs), not as a server error.
 """
 
 from __future__ import annotations
@@ -22,6 +31,12 @@ from kevin.feed.runtime import FeedRuntime
 log = structlog.get_logger(__name__)
 
 HEARTBEAT = b": heartbeat\n\n"
+CHUNK = 64 * 1024  # bytes per write: aiohttp drains the transport past 64 KiB
+FIRST_PAGE = 16  # rows, until the stream knows how large its updates are
+
+# The stream ended because its client went away: the request's status is 499 (nginx's
+# "client closed request"), not the 200 its headers said.
+CLIENT_CLOSED = web.ResponseKey("client_closed", bool)
 
 
 def encode(update: FeedUpdate) -> bytes:
@@ -40,6 +55,11 @@ async def _write(response: web.StreamResponse, data: bytes, seconds: float) -> N
         raise ClientTooSlow() from None
 
 
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 async def stream(
     request: web.Request, feed: FeedRuntime, after: int, participant: str | None
 ) -> web.StreamResponse:
@@ -55,29 +75,52 @@ async def stream(
     try:
         await _write(response, b"retry: 1000\n: connected\n\n", options.write_timeout)
         last_write = loop.time()
+        limit = min(FIRST_PAGE, options.batch)
+        largest = 0  # bytes: the largest update this stream has sent
+        read_at: int | None = None  # the head as of the last page that came back short
         while not watch.closing:
+            if _client_gone(request):
+                response[CLIENT_CLOSED] = True
+                break
             # The head is read BEFORE the query: every seq up to it is committed, so the
-            # query sees them all and, if the page is short, we may wait for a newer head.
+            # query sees them all and, if the page is short, nothing new exists until the
+            # head moves past it.
             head = watch.head
-            updates = await feed.page(after, participant, options.batch)
-            if updates:
-                await _write(response, b"".join(encode(u) for u in updates),
-                             options.write_timeout)
-                after = updates[-1].seq
-                last_write = loop.time()
-                if len(updates) == options.batch:
-                    continue
+            if head != read_at:
+                updates = await feed.page(after, participant, limit)
+                if len(updates) < limit:
+                    read_at = head
+                if updates:
+                    chunk: list[bytes] = []
+                    size = 0
+                    for update in updates:
+                        event = encode(update)
+                        largest = max(largest, len(event))
+                        chunk.append(event)
+                        size += len(event)
+                        if size >= CHUNK:
+                            await _write(response, b"".join(chunk), options.write_timeout)
+                            chunk, size = [], 0
+                    if chunk:
+                        await _write(response, b"".join(chunk), options.write_timeout)
+                    after = updates[-1].seq
+                    del updates, chunk
+                    last_write = loop.time()
+                    limit = max(1, min(options.batch, options.page_bytes // largest))
+                    if read_at != head:
+                        continue  # a full page: there may be more right away
             silence = options.heartbeat - (loop.time() - last_write)
             if silence <= 0:
                 await _write(response, HEARTBEAT, options.write_timeout)
                 last_write = loop.time()
                 continue
-            await watch.wait_beyond(max(head, 0), silence)
+            await watch.wait_beyond(max(head, 0), min(silence, options.client_check))
     except ClientTooSlow:
         log.info("feed: dropping a client that stopped reading", after=after)
         if request.transport is not None:
             request.transport.abort()
-        return response
+    except ConnectionError:
+        response[CLIENT_CLOSED] = True  # gone in the middle of a write
     except DatabaseUnavailable:
         # Headers are sent, so no 503 is possible: end the stream; the client resumes
         # with Last-Event-ID from where it got to.
