@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 
 import aiohttp
 import pytest
 
 from kevin.api.app import create_app
-from tests.conftest import ADMIN_TOKEN, wait_for
-from tests.processes import Server
+from tests.conftest import ADMIN_TOKEN, trade_body, wait_for
+from tests.processes import Server, request
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SSE = {**AUTH, "Accept": "text/event-stream"}
@@ -86,3 +87,74 @@ async def test_an_incoming_request_id_is_kept_only_when_printable_and_short(
     resp = await client.get("/v1/feed", headers=SSE)
     assert re.fullmatch(r"[0-9a-f]{32}", resp.headers["X-Request-ID"])
     resp.close()
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def _stalled_stream(port: int) -> socket.socket:
+    """An SSE client that connects and never reads: a small receive buffer, so the
+    server's writes back up at once."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    await asyncio.get_running_loop().sock_sendall(
+        sock, b"GET /v1/feed HTTP/1.1\r\nHost: kevin\r\nAccept: text/event-stream\r\n"
+              b"Authorization: Bearer " + ADMIN_TOKEN.encode() + b"\r\n\r\n")
+    return sock
+
+
+@pytest.mark.slow
+async def test_stalled_sse_streams_hold_bounded_memory(db_url, tmp_path):
+    """50 clients stop reading a feed of ~7 MB each: the server's memory stays within
+    50 MiB of what it was before they came, and it keeps answering promptly."""
+    server = await _serve(db_url, tmp_path)
+    socks: list[socket.socket] = []
+    try:
+        status, body = await request("POST", f"{server.url}/v1/participants",
+                                     json={"name": "BANKA"}, headers=AUTH)
+        assert status == 201
+        bank = {"Authorization": f"Bearer {body['api_key']}"}
+        big = {"blob": "x" * 60_000}  # a trade just under the 64 KiB limit
+        async with aiohttp.ClientSession() as session:
+            for i in range(120):
+                async with session.post(f"{server.url}/v1/trades", headers=bank,
+                                        json=trade_body(f"BIG-{i}", attributes=big)) as r:
+                    assert r.status == 201, await r.text()
+
+        async def sequenced() -> bool:
+            return (await _metric(server.url, "kevin_feed_last_seq") or 0) >= 120
+        await wait_for(sequenced)
+        assert server.process is not None
+        pid = server.process.pid
+        idle = _rss_mib(pid)
+        socks = [await _stalled_stream(server.port) for _ in range(50)]
+
+        async def streams(n: float) -> bool:
+            return await _metric(server.url, "kevin_feed_sse_streams") == n
+        await wait_for(lambda: streams(50))
+        # The streams stall within a moment; sample the server's memory for some seconds
+        # (well inside the 30 s after which a stalled client is dropped).
+        loop = asyncio.get_running_loop()
+        peak, slowest, until = idle, 0.0, loop.time() + 8
+        while loop.time() < until:
+            peak = max(peak, _rss_mib(pid))
+            started = loop.time()
+            status, _ = await request("GET", f"{server.url}/readyz")
+            assert status == 200
+            slowest = max(slowest, loop.time() - started)
+            await asyncio.sleep(0.25)
+        print(f"RSS idle {idle:.0f} MiB, peak with 50 stalled streams {peak:.0f} MiB, "
+              f"slowest /readyz {slowest:.3f} s")
+        assert peak - idle < 50, (idle, peak)
+        assert slowest < 2.0  # 3 s and more when each stream buffered its whole backlog
+    finally:
+        for sock in socks:
+            sock.close()
+        assert await server.stop() == 0

@@ -2,8 +2,9 @@
 
 What one stream holds is bounded in bytes, whatever its client does:
 
-- a page read from the database is at most ``page_bytes`` of updates (pages shrink to fit
-  the largest update the stream has seen; ``batch`` rows at most);
+- a page read from the database is about ``page_bytes`` of updates: pages start at one
+  row and at most double from one to the next, up to ``batch`` rows, and shrink to fit
+  the largest update the stream has seen;
 - it is written in chunks of ``CHUNK`` bytes, each with ``await response.write()``, which
   waits while the transport's buffer is above its high-water mark; the next chunk (and the
   next page) waits for that. A client that reads slowly is sent updates at its own pace:
@@ -32,7 +33,6 @@ log = structlog.get_logger(__name__)
 
 HEARTBEAT = b": heartbeat\n\n"
 CHUNK = 64 * 1024  # bytes per write: aiohttp drains the transport past 64 KiB
-FIRST_PAGE = 16  # rows, until the stream knows how large its updates are
 
 # The stream ended because its client went away: the request's status is 499 (nginx's
 # "client closed request"), not the 200 its headers said.
@@ -55,6 +55,23 @@ async def _write(response: web.StreamResponse, data: bytes, seconds: float) -> N
         raise ClientTooSlow() from None
 
 
+def _chunks(events: list[bytes]) -> list[tuple[bytes, int]]:
+    """The events joined into writes of about ``CHUNK`` bytes, each with the size of its
+    largest event."""
+    out: list[tuple[bytes, int]] = []
+    group: list[bytes] = []
+    size = 0
+    for event in events:
+        group.append(event)
+        size += len(event)
+        if size >= CHUNK:
+            out.append((b"".join(group), max(map(len, group))))
+            group, size = [], 0
+    if group:
+        out.append((b"".join(group), max(map(len, group))))
+    return out
+
+
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
@@ -75,7 +92,7 @@ async def stream(
     try:
         await _write(response, b"retry: 1000\n: connected\n\n", options.write_timeout)
         last_write = loop.time()
-        limit = min(FIRST_PAGE, options.batch)
+        limit = 1
         largest = 0  # bytes: the largest update this stream has sent
         read_at: int | None = None  # the head as of the last page that came back short
         while not watch.closing:
@@ -91,22 +108,18 @@ async def stream(
                 if len(updates) < limit:
                     read_at = head
                 if updates:
-                    chunk: list[bytes] = []
-                    size = 0
-                    for update in updates:
-                        event = encode(update)
-                        largest = max(largest, len(event))
-                        chunk.append(event)
-                        size += len(event)
-                        if size >= CHUNK:
-                            await _write(response, b"".join(chunk), options.write_timeout)
-                            chunk, size = [], 0
-                    if chunk:
-                        await _write(response, b"".join(chunk), options.write_timeout)
                     after = updates[-1].seq
-                    del updates, chunk
+                    # Only the encoded bytes wait for a slow client, not the rows as well.
+                    chunks = _chunks([encode(u) for u in updates])
+                    del updates
+                    largest = max(largest, *(size for _, size in chunks))
+                    while chunks:
+                        data, _ = chunks.pop(0)
+                        await _write(response, data, options.write_timeout)
+                        del data
                     last_write = loop.time()
-                    limit = max(1, min(options.batch, options.page_bytes // largest))
+                    limit = max(1, min(options.batch, 2 * limit,
+                                       options.page_bytes // largest))
                     if read_at != head:
                         continue  # a full page: there may be more right away
             silence = options.heartbeat - (loop.time() - last_write)
