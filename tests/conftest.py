@@ -7,6 +7,7 @@ The schema is migrated once into a template database; every test gets its own cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import uuid
@@ -55,37 +56,39 @@ async def _admin_execute(server_url: str, *statements: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
-async def template_database(server_url: str) -> AsyncIterator[str]:
-    name = f"kevin_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    await _admin_execute(server_url, f'CREATE DATABASE "{name}"')
+@contextlib.asynccontextmanager
+async def _scratch_database(server_url: str, name: str,
+                            template: str | None = None) -> AsyncIterator[str]:
+    """A database created for the block and dropped after it, even with sessions open."""
+    clause = f' TEMPLATE "{template}"' if template else ""
+    await _admin_execute(server_url, f'CREATE DATABASE "{name}"{clause}')
     try:
-        await database.migrate(with_database(server_url, name))
         yield name
     finally:
         await _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+async def template_database(server_url: str) -> AsyncIterator[str]:
+    async with _scratch_database(
+            server_url, f"kevin_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}") as name:
+        await database.migrate(with_database(server_url, name))
+        yield name
+
+
 @pytest.fixture
 async def db_url(server_url: str, template_database: str) -> AsyncIterator[str]:
     """A fresh, migrated database for this test alone."""
-    name = f"kevin_t_{uuid.uuid4().hex[:12]}"
-    await _admin_execute(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    try:
+    async with _scratch_database(server_url, f"kevin_t_{uuid.uuid4().hex[:12]}",
+                                 template_database) as name:
         yield with_database(server_url, name)
-    finally:
-        await _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 async def empty_db_url(server_url: str) -> AsyncIterator[str]:
     """A database with no schema at all (migration tests)."""
-    name = f"kevin_e_{uuid.uuid4().hex[:12]}"
-    await _admin_execute(server_url, f'CREATE DATABASE "{name}"')
-    try:
+    async with _scratch_database(server_url, f"kevin_e_{uuid.uuid4().hex[:12]}") as name:
         yield with_database(server_url, name)
-    finally:
-        await _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
