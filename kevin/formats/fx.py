@@ -10,6 +10,7 @@ and the rate, which is why reading one needs to know which currency is the base.
 from __future__ import annotations
 
 import decimal
+import functools
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -37,6 +38,7 @@ class NotRepresentable(KevinError):
     code = "not_representable"
 
 
+@functools.cache
 def minor_units(code: str) -> int | None:
     """The ISO 4217 number of decimals of a currency; None for no currency, or one with
     no minor unit defined (gold, testing codes)."""

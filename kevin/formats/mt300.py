@@ -142,6 +142,7 @@ def _nested_block_end(message: str, position: int, name: str) -> int:
 
 
 Fields = dict[str, dict[str, str]]  # sequence → tag → value
+_SEQUENCES = {"15A": "A", "15B": "B", "15C": "C", "15D": "D", "15E": "E"}
 
 
 def _text_block(text: str) -> Fields:
@@ -159,7 +160,7 @@ def _text_block(text: str) -> Fields:
         tag = found.group(1)
         value = text[found.end():after.start() if after else len(text)].removesuffix("\n")
         if tag[:2] == "15":
-            sequence = {"15A": "A", "15B": "B", "15C": "C", "15D": "D", "15E": "E"}.get(tag, "?")
+            sequence = _SEQUENCES.get(tag, "?")
             if sequence == "?" or value.strip():
                 raise _Malformed(f":{tag}:", "not a sequence this message has, or not empty")
             if sequence in sequences:
