@@ -131,10 +131,17 @@ Conventions (the contract, and what Kevin does where it is silent):
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    from kevin.api import openapi_agreements, openapi_batch, openapi_history, openapi_matching
+    from kevin.api import (
+        openapi_agreements,
+        openapi_batch,
+        openapi_formats,
+        openapi_history,
+        openapi_matching,
+    )
 
     _, defs = models_json_schema(MODELS + openapi_matching.MODELS + openapi_history.MODELS
-                                 + openapi_batch.MODELS + openapi_agreements.MODELS,
+                                 + openapi_batch.MODELS + openapi_agreements.MODELS
+                                 + openapi_formats.MODELS,
                                  ref_template="#/components/schemas/{model}")
     schemas = defs.get("$defs", {})
     trade_body = {"required": True, **_json(_ref("TradeSubmission"))}
@@ -247,6 +254,7 @@ def openapi_document() -> dict[str, Any]:
     paths.update(openapi_agreements.paths())
     paths.update(openapi_history.paths())
     paths.update(openapi_batch.paths(paths))
+    paths.update(openapi_formats.paths(paths))
     _document_401(paths)
     return {
         "openapi": "3.1.0",
