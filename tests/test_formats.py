@@ -264,7 +264,7 @@ def fx_trades(draw: Any) -> SimpleNamespace:
         assume(abs(price - 1) > Decimal("0.05"))
     trade_date = draw(st.dates(date(2000, 1, 1), date(2099, 12, 31)))
     return SimpleNamespace(
-        trade_id=draw(st.from_regex(r"[A-Za-z0-9.:][A-Za-z0-9.:-]{0,15}", fullmatch=True)),
+        trade_id=draw(st.from_regex(r"[A-Za-z0-9:][A-Za-z0-9.:-]{0,15}", fullmatch=True)),
         product=base + quote, currency=quote, side=draw(st.sampled_from(["buy", "sell"])),
         quantity=quantity, price=price, trade_date=trade_date,
         settlement_date=draw(st.dates(trade_date, date(2099, 12, 31))),
@@ -329,7 +329,8 @@ _text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters
 def csv_trades(draw: Any) -> dict[str, Any]:
     trade_date = draw(st.dates(date(2000, 1, 1), date(2099, 12, 31)))
     return {
-        "trade_id": draw(st.from_regex(r"[A-Za-z0-9._:-]{1,64}", fullmatch=True)),
+        "trade_id": draw(st.from_regex(r"[A-Za-z0-9_:-][A-Za-z0-9._:-]{0,63}",
+                                       fullmatch=True)),
         "counterparty": draw(st.from_regex(r"[A-Z0-9_]{1,32}", fullmatch=True)),
         "side": draw(st.sampled_from(["buy", "sell"])),
         "product": draw(st.from_regex(r"[A-Za-z0-9._/-]{1,32}", fullmatch=True)),
