@@ -35,7 +35,7 @@ metadata = sa.MetaData(
 STATUSES = ("unmatched", "matched", "mismatched", "cancelled")
 REASONS = (
     "submitted", "amended", "cancelled", "matched", "mismatched",
-    "unmatched", "forced", "broken", "replayed",
+    "unmatched", "forced", "broken", "replayed", "agreed",
 )
 
 
@@ -135,7 +135,9 @@ sa.Index("ix_trades_latest_by_participant", trades.c.participant, trades.c.statu
 sa.Index("ix_trades_alleged", trades.c.counterparty, trades.c.status,
          postgresql_where=trades.c.latest)
 
-# One update per trade version, written in the version's own transaction (invariant 5).
+# One update per trade version, written in the version's own transaction (invariant 5),
+# and one per participant of each proposal version (alembic 0011): a row names either a
+# trade version or a proposal version.
 # `seq` is the public, gap-tolerant, strictly increasing position; it is assigned after
 # commit by the feed sequencer (kevin.feed.sequencer), which explains why.
 feed = sa.Table(
@@ -147,13 +149,20 @@ feed = sa.Table(
     sa.Column("txid", XID8, nullable=False, server_default=sa.text("pg_current_xact_id()")),
     sa.Column("seq", sa.BigInteger, nullable=True),
     sa.Column("participant", sa.Text, nullable=False),
-    sa.Column("trade_id", sa.Text, nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("trade_id", sa.Text, nullable=True),
+    sa.Column("version", sa.Integer, nullable=True),
     # Inserted after the version it announces, so per trade it grows with the version.
     sa.Column("written_at", sa.DateTime(timezone=True), nullable=False,
               server_default=sa.text("clock_timestamp()")),
+    sa.Column("proposal_id", pg.UUID(as_uuid=True), nullable=True),
+    sa.Column("proposal_version", sa.Integer, nullable=True),
     sa.UniqueConstraint("participant", "trade_id", "version"),
     sa.UniqueConstraint("seq"),
+    sa.UniqueConstraint("participant", "proposal_id", "proposal_version"),
+    sa.CheckConstraint(
+        "(trade_id IS NOT NULL AND version IS NOT NULL AND proposal_id IS NULL"
+        " AND proposal_version IS NULL) OR (trade_id IS NULL AND version IS NULL"
+        " AND proposal_id IS NOT NULL AND proposal_version IS NOT NULL)", name="one_subject"),
 )
 sa.Index("ix_feed_participant_seq", feed.c.participant, feed.c.seq,
          postgresql_where=feed.c.seq.isnot(None))
@@ -261,7 +270,7 @@ sa.Index("ix_profiles_one_claim", profiles.c.participant_a, profiles.c.participa
 # As-of reads of a pair's profiles (replay, kevin check: what was in force at an instant).
 sa.Index("ix_profiles_pair_as_of", profiles.c.participant_a, profiles.c.participant_b,
          profiles.c.product, profiles.c.recorded_at)
-# Web workbench sessions (alembic 0009): a browser's login, kept server-side so every
+# Web workbench sessions (alembic 0011): a browser's login, kept server-side so every
 # `kevin serve` process sees it. The cookie carries a random token; only its SHA-256 is
 # stored. credential_hash is the hash of the API key (or admin token) that logged in, so
 # a session ends with its credential. participant is NULL for the admin.
@@ -277,3 +286,54 @@ ui_sessions = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
 sa.Index("ix_ui_sessions_expires_at", ui_sessions.c.expires_at)
+
+# Proposals (alembic 0011): one participant proposes to match two trades, or to cancel
+# their match; the other accepts or rejects. Append-only like trades: every state change
+# is a new version (the only UPDATE flips `latest`, by trigger). A trigger on trades
+# lapses an open proposal when either trade gets a new version.
+proposals = sa.Table(
+    "proposals",
+    metadata,
+    sa.Column("proposal_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("latest", sa.Boolean, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("proposer", sa.Text, nullable=False),
+    sa.Column("trade_id", sa.Text, nullable=False),
+    sa.Column("trade_version", sa.Integer, nullable=False),
+    sa.Column("counterparty", sa.Text, nullable=False),
+    sa.Column("counterparty_trade_id", sa.Text, nullable=False),
+    sa.Column("counterparty_trade_version", sa.Integer, nullable=False),
+    # The two trades in one spelling whichever side proposes (kevin.domain.proposals).
+    sa.Column("pair_key", sa.Text, nullable=False),
+    sa.Column("differences", pg.JSONB, nullable=False),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.text("clock_timestamp()")),
+    sa.PrimaryKeyConstraint("proposal_id", "version"),
+    sa.CheckConstraint("version >= 1", name="version_positive"),
+    sa.CheckConstraint("kind IN ('match', 'cancel')", name="kind_known"),
+    sa.CheckConstraint("state IN ('open', 'accepted', 'rejected', 'withdrawn', 'lapsed')",
+                       name="state_known"),
+    sa.CheckConstraint("(version = 1) = (state = 'open')", name="open_first"),
+)
+sa.Index("ix_proposals_one_latest", proposals.c.proposal_id, unique=True,
+         postgresql_where=proposals.c.latest)
+# No two open proposals of one kind for the same two trades, whichever side proposed: the
+# database refuses the second, also when both sides propose at once.
+sa.Index("ix_proposals_one_open", proposals.c.kind, proposals.c.pair_key, unique=True,
+         postgresql_where=sa.text("latest AND state = 'open'"))
+# What the lapse trigger probes for each new trade version, from either side.
+sa.Index("ix_proposals_open_by_proposer", proposals.c.proposer, proposals.c.trade_id,
+         postgresql_where=sa.text("latest AND state = 'open'"))
+sa.Index("ix_proposals_open_by_counterparty", proposals.c.counterparty,
+         proposals.c.counterparty_trade_id,
+         postgresql_where=sa.text("latest AND state = 'open'"))
+# GET /v1/proposals: those a participant made or received, by state.
+sa.Index("ix_proposals_latest_by_proposer", proposals.c.proposer, proposals.c.state,
+         proposals.c.proposal_id, postgresql_where=proposals.c.latest)
+sa.Index("ix_proposals_latest_by_counterparty", proposals.c.counterparty, proposals.c.state,
+         proposals.c.proposal_id, postgresql_where=proposals.c.latest)

@@ -17,6 +17,7 @@ from kevin.api import (
     ops,
     participants,
     profiles,
+    proposals,
     replays,
     rules,
     trades,
@@ -51,6 +52,7 @@ def create_app(
     app.add_routes(trades.routes)
     app.add_routes(rules.routes)
     app.add_routes(profiles.routes)
+    app.add_routes(proposals.routes)
     app.add_routes(alleged.routes)
     app.add_routes(admin.routes)
     app.add_routes(replays.routes)

@@ -8,10 +8,19 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
 from kevin.domain.profiles import Profile, ProfilePage, ProfileVersion
+from kevin.domain.proposals import Proposal, ProposalAnswer, ProposalPage, ProposalRequest
 
 MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (Profile, "validation"), (ProfileVersion, "serialization"), (ProfilePage, "serialization"),
+    (ProposalRequest, "validation"), (ProposalAnswer, "validation"),
+    (Proposal, "serialization"), (ProposalPage, "serialization"),
 ]
+
+PROPOSAL_TEXT = (
+    " States: open, accepted, rejected, withdrawn, lapsed; every change is a new version,"
+    " and both participants get it on their feed (event proposal). A new version of"
+    " either trade lapses an open proposal. Only the two participants (and the admin, who"
+    " reads but does not decide) see a proposal; anyone else gets 404.")
 
 PROFILE_TEXT = (
     " A profile agrees tolerances for one pair of participants, for one product or for"
@@ -31,6 +40,8 @@ def paths() -> dict[str, Any]:
 
     name = _param("name", "path", {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,64}$"},
                   True, "The profile's name.")
+    proposal_id = _param("proposal_id", "path", {"type": "string", "format": "uuid"}, True,
+                         "The proposal's id.")
     etag = {"ETag": {"description": 'The profile\'s version, "3".',
                      "schema": {"type": "string", "pattern": r'^"[0-9]+"$'}}}
 
@@ -67,6 +78,61 @@ def paths() -> dict[str, Any]:
                     ("401", "403", "404", "503"))),
             },
         },
+        "/v1/proposals": {
+            "post": {
+                "summary": "Propose (with your key) to match your trade with the "
+                           "counterparty's (kind match: both live, unmatched or mismatched,"
+                           " mirrored) or to cancel your match with it (kind cancel). 404 for"
+                           " an unknown trade; 409 cannot_propose with details.reason"
+                           " not_live, not_mirrored, already_matched or not_matched; 409"
+                           " proposal_exists when one of the kind is open for the two"
+                           " trades." + PROPOSAL_TEXT,
+                "requestBody": {"required": True, **_json(_ref("ProposalRequest"))},
+                "responses": _responses({"201": ("Open", "Proposal")},
+                                        ("400", "401", "403", "404", "409", "413", "415",
+                                         "422", "503")),
+            },
+            "get": {
+                "summary": "The proposals I made or received (the admin: all), latest "
+                           "versions, optionally of one state.",
+                "parameters": [
+                    _param("state", "query", {"enum": ["", "open", "accepted", "rejected",
+                                                       "withdrawn", "lapsed"]}),
+                    _param("limit", "query", {"type": "integer", "minimum": 1,
+                                              "maximum": 1000}),
+                    _param("cursor", "query", {"type": "string"},
+                           description="next_cursor from the previous page"),
+                ],
+                "responses": _responses({"200": ("A page of proposals", "ProposalPage")},
+                                        ("401", "422", "503")),
+            },
+        },
+        "/v1/proposals/{proposal_id}": {
+            "parameters": [proposal_id],
+            "get": {
+                "summary": "A proposal's latest version." + PROPOSAL_TEXT,
+                "responses": _responses({"200": ("The proposal", "Proposal")},
+                                        ("401", "404", "503")),
+            },
+        },
+        **{f"/v1/proposals/{{proposal_id}}/{decision}": {
+            "parameters": [proposal_id],
+            "post": {
+                "summary": summary + " 403 for anyone else of the two (accepting your own"
+                           " proposal) and for the admin; 409 proposal_not_open when it is"
+                           " no longer open (another decision or a lapse came first:"
+                           " exactly one wins).",
+                "requestBody": {"required": False, **_json(_ref("ProposalAnswer"))},
+                "responses": _responses({"200": ("The new version", "Proposal")},
+                                        ("400", "401", "403", "404", "409", "415", "422",
+                                         "503")),
+            }} for decision, summary in (
+                ("accept", "Accept an open proposal (the counterparty). A match: both "
+                           "trades become matched, reason agreed, the match_id is the "
+                           "proposal's and the match lists accepted_differences. A cancel:"
+                           " both legs become cancelled."),
+                ("reject", "Reject an open proposal (the counterparty), with a comment."),
+                ("withdraw", "Withdraw an open proposal (the proposer)."))},
         "/v1/profiles": {"get": {
             "summary": "The live profiles (or those live at as_of), by name (admin).",
             "parameters": [

@@ -13,8 +13,11 @@ from kevin.consumer.consumer import (
     Callback,
     Consumer,
     ConsumerError,
+    ProposalCallback,
+    ProposalEvent,
     Strategy,
     Update,
 )
 
-__all__ = ["STRATEGIES", "Callback", "Consumer", "ConsumerError", "Strategy", "Update"]
+__all__ = ["STRATEGIES", "Callback", "Consumer", "ConsumerError", "ProposalCallback",
+           "ProposalEvent", "Strategy", "Update"]

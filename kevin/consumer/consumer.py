@@ -69,9 +69,30 @@ class Update:
                    status=trade["status"], trade=trade)
 
 
+@dataclass(frozen=True)
+class ProposalEvent:
+    """A proposal version on the feed (event ``proposal``): ``participant`` is whose feed
+    carried it. Delivery is at-least-once: apply idempotently on (proposal_id, version)."""
+
+    participant: str
+    proposal_id: str
+    version: int
+    state: str
+    seq: int
+    proposal: dict[str, Any]
+
+    @classmethod
+    def from_feed(cls, body: dict[str, Any]) -> ProposalEvent:
+        return cls(participant=body["participant"], proposal_id=body["proposal_id"],
+                   version=body["version"], state=body["state"], seq=body["seq"],
+                   proposal=body["proposal"])
+
+
 # User code, run inside the applying transaction: write your own effects with `conn` and
 # they commit (or roll back) together with the update and the checkpoint.
 Callback = Callable[[asyncpg.Connection, Update], Awaitable[None]]
+# The same for proposals; they touch no mirror table, only the checkpoint.
+ProposalCallback = Callable[[asyncpg.Connection, ProposalEvent], Awaitable[None]]
 
 
 class ConsumerError(Exception):
@@ -93,6 +114,7 @@ class Consumer:
         self, *, url: str, api_key: str, pool: asyncpg.Pool, strategy: Strategy,
         callback: Callback | None = None, name: str = "default",
         max_backoff: float = 30.0, idle_timeout: float = 60.0,
+        on_proposal: ProposalCallback | None = None,
     ) -> None:
         if strategy not in STRATEGIES:
             raise ConsumerError(f"unknown strategy {strategy!r}: use {' or '.join(STRATEGIES)}")
@@ -101,6 +123,7 @@ class Consumer:
         self.pool = pool
         self.strategy = strategy
         self.callback = callback
+        self.on_proposal = on_proposal
         self.name = name
         self.max_backoff = max_backoff
         self.idle_timeout = idle_timeout  # no byte (not even a heartbeat) for this long: reconnect
@@ -132,6 +155,14 @@ class Consumer:
             if update.seq is not None:
                 await conn.execute(q.SAVE_CHECKPOINT, self.name, update.seq)
         return applied
+
+    async def apply_proposal(self, event: ProposalEvent) -> None:
+        """Hand a proposal event to ``on_proposal`` and advance the checkpoint, in one
+        transaction (the mirror tables hold trades only and are not touched)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if self.on_proposal is not None:
+                await self.on_proposal(conn, event)
+            await conn.execute(q.SAVE_CHECKPOINT, self.name, event.seq)
 
     async def _apply(self, conn: asyncpg.Connection, update: Update) -> list[Update]:
         await conn.execute(q.LOCK_TRADE, update.participant, update.trade_id)
@@ -314,7 +345,11 @@ class Consumer:
             async for event in events(resp.content):
                 if event is None:
                     continue  # a heartbeat: the connection is alive
-                await self.apply(Update.from_feed(jsoncodec.loads(event.data)))
+                body = jsoncodec.loads(event.data)
+                if body.get("event") == "proposal":
+                    await self.apply_proposal(ProposalEvent.from_feed(body))
+                else:
+                    await self.apply(Update.from_feed(body))
         raise ConnectionError("the server ended the feed stream")
 
 

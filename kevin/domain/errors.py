@@ -134,3 +134,27 @@ class ProfileClaimed(KevinError):
     """Another live profile already claims this pair of participants and product."""
 
     code = "profile_claimed"
+
+
+class ProposalExists(KevinError):
+    """A proposal of this kind is already open for these two trades."""
+
+    code = "proposal_exists"
+
+
+class ProposalNotOpen(KevinError):
+    """The proposal is no longer open."""
+
+    code = "proposal_not_open"
+
+
+class CannotPropose(KevinError):
+    """These trades cannot be the subject of this proposal."""
+
+    code = "cannot_propose"
+
+
+class AgreementRequired(KevinError):
+    """A matched trade of this pair is cancelled only by agreement: propose a cancel."""
+
+    code = "agreement_required"

@@ -1,12 +1,14 @@
-"""The feed's values: one update per trade version, as SSE events and JSON pages carry it."""
+"""The feed's values: one update per trade version, and one per participant of each
+proposal version, as SSE events and JSON pages carry them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from kevin.domain.models import MatchRef, Reason, Status, Trade, UtcText
+from kevin.domain.proposals import Proposal
 
 
 class FeedUpdate(BaseModel):
@@ -37,9 +39,37 @@ class FeedUpdate(BaseModel):
         return self.model_dump(mode="python")
 
 
+class ProposalUpdate(BaseModel):
+    """A new version of a proposal, on the feed of each of its two participants (event
+    ``proposal``): ``participant`` is whose feed it is on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    event: Literal["proposal"] = "proposal"
+    participant: str
+    proposal_id: str
+    version: int
+    state: str
+    proposal: Proposal
+    recorded_at: Annotated[AwareDatetime, UtcText]
+
+    @classmethod
+    def of(cls, seq: int, participant: str, proposal: Proposal) -> ProposalUpdate:
+        return cls(seq=seq, participant=participant, proposal_id=str(proposal.proposal_id),
+                   version=proposal.version, state=proposal.state, proposal=proposal,
+                   recorded_at=proposal.recorded_at)
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(mode="python")
+
+
+AnyUpdate = FeedUpdate | ProposalUpdate
+
+
 class FeedPage(BaseModel):
     """``GET /v1/feed`` as JSON: updates after ``after``; ``last_seq`` is where to resume
     (the last update's seq, or ``after`` itself when the page is empty)."""
 
-    updates: list[FeedUpdate]
+    updates: list[FeedUpdate | ProposalUpdate]
     last_seq: int

@@ -30,7 +30,7 @@ Side = Literal["buy", "sell"]
 Status = Literal["unmatched", "matched", "mismatched", "cancelled"]
 Reason = Literal[
     "submitted", "amended", "cancelled", "matched", "mismatched",
-    "unmatched", "forced", "broken", "replayed",
+    "unmatched", "forced", "broken", "replayed", "agreed",
 ]
 
 TRADE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
@@ -202,12 +202,26 @@ class TradeAmendment(TradeTerms):
     trade_id: TradeId | None = None
 
 
+class AcceptedDifference(BaseModel):
+    """A compared field on which the two legs of an agreed match differ, accepted by
+    both participants (a proposal): ``ours`` is this leg's value."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str
+    ours: str | None
+    theirs: str | None
+
+
 class MatchRef(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     match_id: UUID
     counterparty_trade_id: str
     counterparty_version: int
+    # Only on the version a proposal's acceptance wrote (reason "agreed"); absent else.
+    accepted_differences: list[AcceptedDifference] | None = Field(
+        default=None, exclude_if=lambda value: value is None)
 
 
 class MismatchField(BaseModel):

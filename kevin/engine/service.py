@@ -13,6 +13,7 @@ import asyncpg
 import structlog
 
 from kevin.domain.errors import (
+    AgreementRequired,
     Conflict,
     ExistsWithDifferentFields,
     NotFound,
@@ -32,6 +33,7 @@ from kevin.engine.matching import Matcher
 from kevin.formats.records import Operation
 from kevin.store import database, participants
 from kevin.store import matching as match_store
+from kevin.store import profiles as profile_store
 from kevin.store import trades as store
 from kevin.store.book import PostgresBook
 from kevin.store.matching import MatchKey
@@ -154,6 +156,8 @@ class Kevin:
             current = await self._current_for_change(conn, participant, trade_id, if_match)
             await match_store.lock_match_keys(conn, [MatchKey.of(participant, current.terms())])
             current = await self._current_for_change(conn, participant, trade_id, if_match)
+            if current.status == "matched":
+                await _unless_cancelled_by_agreement(conn, current)
             return await Matcher(PostgresBook(conn), participant).cancel(current)
 
     @staticmethod
@@ -262,3 +266,17 @@ class Kevin:
         found = found[: query.limit]
         next_after = (found[-1].participant, found[-1].trade_id) if more else None
         return Page(found, next_after)
+
+
+async def _unless_cancelled_by_agreement(conn: asyncpg.Connection, matched: Trade) -> None:
+    """A profile of the pair saying ``"matched_cancel": "by_agreement"`` refuses a plain
+    cancel of a matched trade: the two sides agree it through a cancel proposal."""
+    profile = await profile_store.profile_for_trade(conn, matched.participant,
+                                                    matched.counterparty, matched.product)
+    if profile is not None and profile.matched_cancel == "by_agreement":
+        raise AgreementRequired(
+            f"profile {profile.name} says a matched trade is cancelled only by agreement: "
+            "propose a cancel (POST /v1/proposals, kind cancel)",
+            {"profile": profile.name, "profile_version": profile.version,
+             "counterparty_trade_id": matched.match.counterparty_trade_id
+             if matched.match else None})

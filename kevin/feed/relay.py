@@ -1,7 +1,8 @@
 """``kevin relay nats``: the feed, published into a NATS JetStream stream.
 
 Subjects ``<prefix>.<participant>`` (default ``kevin.updates.BANKA``); the payload is the
-feed update exactly as SSE carries it; headers ``Nats-Msg-Id: participant/trade_id/version``
+feed update exactly as SSE carries it (proposal updates too); headers ``Nats-Msg-Id:
+participant/trade_id/version`` (``participant/proposal/<id>/<version>`` for a proposal)
 (JetStream drops a second message with the same id inside the stream's duplicate window)
 and ``Kevin-Seq``.
 
@@ -32,7 +33,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from kevin import jsoncodec
-from kevin.domain.feed import FeedUpdate
+from kevin.domain.feed import AnyUpdate, ProposalUpdate
 from kevin.feed.sequencer import Sequencer
 from kevin.feed.watch import FeedWatch
 from kevin.lifecycle import cancel_and_wait
@@ -44,11 +45,13 @@ log = structlog.get_logger(__name__)
 DUPLICATE_WINDOW = 600.0  # seconds, for a stream the relay creates
 
 
-def subject_for(prefix: str, update: FeedUpdate) -> str:
+def subject_for(prefix: str, update: AnyUpdate) -> str:
     return f"{prefix}.{update.participant}"
 
 
-def message_id(update: FeedUpdate) -> str:
+def message_id(update: AnyUpdate) -> str:
+    if isinstance(update, ProposalUpdate):
+        return f"{update.participant}/proposal/{update.proposal_id}/{update.version}"
     return f"{update.participant}/{update.trade_id}/{update.version}"
 
 
@@ -129,7 +132,7 @@ class NatsRelay:
             stopping.cancel()
             waking.cancel()
 
-    async def _publish(self, js: JetStreamContext, update: FeedUpdate) -> None:
+    async def _publish(self, js: JetStreamContext, update: AnyUpdate) -> None:
         await js.publish(
             subject_for(self.prefix, update), jsoncodec.dumps(update.body()),
             headers={"Nats-Msg-Id": message_id(update), "Kevin-Seq": str(update.seq)},

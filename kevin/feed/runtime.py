@@ -10,7 +10,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from kevin.domain.feed import FeedUpdate
+from kevin.domain.feed import AnyUpdate
 from kevin.feed.sequencer import Sequencer
 from kevin.feed.watch import FeedWatch
 from kevin.lifecycle import cancel_and_wait
@@ -40,7 +40,7 @@ class FeedRuntime:
     sequencer: Sequencer | None
     active_streams: int = 0  # SSE streams open in this process (tests, metrics)
 
-    async def page(self, after: int, participant: str | None, limit: int) -> list[FeedUpdate]:
+    async def page(self, after: int, participant: str | None, limit: int) -> list[AnyUpdate]:
         async with database.connection(self.pool) as conn:
             return await store.updates_after(conn, after, participant, limit)
 

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from kevin import jsoncodec
 from kevin.domain.errors import DatabaseUnavailable
-from kevin.domain.feed import FeedUpdate
+from kevin.domain.feed import AnyUpdate
 from kevin.feed.runtime import FeedRuntime
 
 log = structlog.get_logger(__name__)
@@ -39,7 +39,7 @@ CHUNK = 64 * 1024  # bytes per write: aiohttp drains the transport past 64 KiB
 CLIENT_CLOSED = web.ResponseKey("client_closed", bool)
 
 
-def encode(update: FeedUpdate) -> bytes:
+def encode(update: AnyUpdate) -> bytes:
     data = jsoncodec.dumps(update.body())  # one line: orjson never writes a newline
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (update.seq, update.event.encode(), data)
 

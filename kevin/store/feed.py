@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from kevin.domain.feed import FeedUpdate
+from kevin import jsoncodec
+from kevin.domain.feed import AnyUpdate, FeedUpdate, ProposalUpdate
 from kevin.store import feed_queries as q
+from kevin.store.proposals import proposal_from_row
 from kevin.store.trades import trade_from_row
 
 
@@ -44,13 +46,23 @@ async def max_seq(conn: asyncpg.Connection) -> int:
 
 async def updates_after(
     conn: asyncpg.Connection, after: int, participant: str | None, limit: int
-) -> list[FeedUpdate]:
+) -> list[AnyUpdate]:
     """Sequenced updates with seq > ``after``, ascending; ``participant`` None = all."""
     if participant is None:
         rows = await conn.fetch(q.SELECT_UPDATES_ALL, after, limit)
     else:
         rows = await conn.fetch(q.SELECT_UPDATES_FOR_PARTICIPANT, after, participant, limit)
-    return [FeedUpdate.of(row["seq"], trade_from_row(row)) for row in rows]
+    return [_update(row) for row in rows]
+
+
+def _update(row: asyncpg.Record) -> AnyUpdate:
+    if row["trade_id"] is not None:
+        return FeedUpdate.of(row["seq"], trade_from_row(row))
+    proposal = row["proposal"]
+    if isinstance(proposal, str | bytes):
+        proposal = jsoncodec.loads(proposal)
+    return ProposalUpdate.of(row["seq"], row["feed_participant"],
+                             proposal_from_row(proposal))
 
 
 async def relay_checkpoint(conn: asyncpg.Connection, name: str) -> int:

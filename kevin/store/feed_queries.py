@@ -39,6 +39,9 @@ NOTIFY_WRITTEN = "SELECT pg_notify($1, '')"
 #   than all those assigned now. A reader that has seen seq N therefore never later
 #   finds a committed update with a smaller seq (invariant 6): seqs only become visible
 #   when this transaction commits, all at once, and later ones are always larger.
+# * A row announces a trade version or a proposal version (alembic 0011); its subject is
+#   the trade (participant, trade_id) or the proposal, whose versions are held in order
+#   the same way.
 # * Per-trade order: xids are assigned at a transaction's first write, so version n+1's
 #   transaction may own a SMALLER xid than version n's (it wrote something else first and
 #   then waited for n to commit). Then n+1 can be eligible while n (committed, but with
@@ -70,14 +73,16 @@ SEQUENCE_BATCH = """
 WITH horizon AS (
     SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
 ), backlog AS (
-    SELECT id, written_at, participant, trade_id, version, txid FROM feed
+    SELECT id, written_at, participant,
+           coalesce(trade_id, proposal_id::text) AS subject,
+           coalesce(version, proposal_version) AS version, txid FROM feed
     WHERE seq IS NULL
     ORDER BY written_at, id
     LIMIT $1 * 4
 ), unsequenced AS (
     SELECT b.id, b.written_at, b.txid < h.xmin AS finished,
            coalesce(bool_or(b.txid >= h.xmin) OVER (
-               PARTITION BY b.participant, b.trade_id ORDER BY b.version
+               PARTITION BY b.participant, b.subject ORDER BY b.version
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false) AS held_back
     FROM backlog b, horizon h
 ), eligible AS (
@@ -109,23 +114,35 @@ MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM feed"
 # Participant reads walk ix_feed_participant_seq; the admin's ($2 NULL) walk uq_feed_seq.
 # Both branches are written out (not `$2 IS NULL OR participant = $2`) so the planner can
 # use the right index for each with a generic plan.
-SELECT_UPDATES_FOR_PARTICIPANT = f"""
-SELECT f.seq, {TRADE_COLUMNS}
-FROM feed f
-JOIN trade_history t USING (participant, trade_id, version)
-WHERE f.participant = $2 AND f.seq > $1
+# A proposal update (trade_id NULL) finds no version and reads its proposal version
+# instead, as one JSON value (kevin.store.proposals reads it); each join is a key probe.
+_UPDATE_COLUMNS = ", ".join(f"t.{c.strip()}" for c in TRADE_COLUMNS.split(",")
+                            if c.strip() != "participant")
+_PAGE = f"""
+SELECT f.seq, f.participant AS feed_participant, f.participant, {_UPDATE_COLUMNS},
+       to_jsonb(p) AS proposal
+FROM page f
+LEFT JOIN trade_history t
+       ON t.participant = f.participant AND t.trade_id = f.trade_id AND t.version = f.version
+LEFT JOIN proposals p ON p.proposal_id = f.proposal_id AND p.version = f.proposal_version
 ORDER BY f.seq
-LIMIT $3
 """
 
+SELECT_UPDATES_FOR_PARTICIPANT = f"""
+WITH page AS MATERIALIZED (
+    SELECT seq, participant, trade_id, version, proposal_id, proposal_version FROM feed
+    WHERE participant = $2 AND seq > $1
+    ORDER BY seq
+    LIMIT $3
+){_PAGE}"""
+
 SELECT_UPDATES_ALL = f"""
-SELECT f.seq, {TRADE_COLUMNS}
-FROM feed f
-JOIN trade_history t USING (participant, trade_id, version)
-WHERE f.seq > $1
-ORDER BY f.seq
-LIMIT $2
-"""
+WITH page AS MATERIALIZED (
+    SELECT seq, participant, trade_id, version, proposal_id, proposal_version FROM feed
+    WHERE seq > $1
+    ORDER BY seq
+    LIMIT $2
+){_PAGE}"""
 
 # The relay's durable position: the highest seq whose every update JetStream acknowledged.
 SELECT_RELAY_CHECKPOINT = "SELECT seq FROM relay_checkpoints WHERE name = $1"

@@ -66,7 +66,8 @@ LIMIT $1
 """
 
 # Invariant 5: every version has exactly one feed update, and every update a version. Feed rows
-# of archived versions stay, so versions are read from trade_history.
+# of archived versions stay, so versions are read from trade_history. A proposal version has
+# one update on each of its two participants' feeds.
 FEED_ROWS = """
 SELECT participant, trade_id, version, problem FROM (
     SELECT t.participant, t.trade_id, t.version, 'version has no feed update' AS problem
@@ -76,13 +77,35 @@ SELECT participant, trade_id, version, problem FROM (
     UNION ALL
     SELECT f.participant, f.trade_id, f.version, 'feed update for a version that does not exist'
     FROM feed f
-    WHERE NOT EXISTS (SELECT 1 FROM trade_history t WHERE t.participant = f.participant
+    WHERE f.trade_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM trade_history t WHERE t.participant = f.participant
                       AND t.trade_id = f.trade_id AND t.version = f.version)
     UNION ALL
     SELECT participant, trade_id, version, count(*) || ' feed updates for one version'
     FROM feed
+    WHERE trade_id IS NOT NULL
     GROUP BY participant, trade_id, version
     HAVING count(*) > 1
+    UNION ALL
+    -- A proposal version: exactly one update on each of its two participants' feeds.
+    SELECT p.proposer, 'proposal ' || p.proposal_id, p.version,
+           'proposal version has ' || count(f.id) FILTER (WHERE f.participant = p.proposer)
+           || ' update(s) for the proposer and '
+           || count(f.id) FILTER (WHERE f.participant = p.counterparty)
+           || ' for the counterparty, not one each'
+    FROM proposals p
+    LEFT JOIN feed f ON f.proposal_id = p.proposal_id AND f.proposal_version = p.version
+    GROUP BY p.proposal_id, p.version, p.proposer, p.counterparty
+    HAVING count(f.id) FILTER (WHERE f.participant = p.proposer) <> 1
+        OR count(f.id) FILTER (WHERE f.participant = p.counterparty) <> 1
+        OR count(f.id) <> 2
+    UNION ALL
+    SELECT f.participant, 'proposal ' || f.proposal_id, f.proposal_version,
+           'feed update for a proposal version that does not exist'
+    FROM feed f
+    WHERE f.proposal_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM proposals p WHERE p.proposal_id = f.proposal_id
+                      AND p.version = f.proposal_version)
 ) AS problems
 ORDER BY participant, trade_id, version
 LIMIT $1
@@ -93,13 +116,15 @@ LIMIT $1
 # Commit order across trades leaves no trace in a snapshot; the race tests prove that part.
 FEED_SEQ = """
 SELECT participant, trade_id, version, problem FROM (
-    SELECT participant, trade_id, version,
+    SELECT participant, coalesce(trade_id, 'proposal ' || proposal_id) AS trade_id,
+           coalesce(version, proposal_version) AS version,
            'seq ' || seq || ' is shared by ' || count(*) OVER (PARTITION BY seq)
            || ' updates' AS problem,
            count(*) OVER (PARTITION BY seq) > 1 AS bad
     FROM feed WHERE seq IS NOT NULL
     UNION ALL
-    SELECT participant, trade_id, version, 'seq ' || seq || ' is not positive', seq <= 0
+    SELECT participant, coalesce(trade_id, 'proposal ' || proposal_id),
+           coalesce(version, proposal_version), 'seq ' || seq || ' is not positive', seq <= 0
     FROM feed WHERE seq IS NOT NULL
     UNION ALL
     SELECT participant, trade_id, version,
@@ -113,7 +138,8 @@ SELECT participant, trade_id, version, problem FROM (
     FROM (
         SELECT participant, trade_id, version, seq,
                lag(seq) OVER w AS previous_seq, lag(version) OVER w AS previous_version
-        FROM feed
+        FROM (SELECT participant, coalesce(trade_id, 'proposal ' || proposal_id) AS trade_id,
+                     coalesce(version, proposal_version) AS version, seq FROM feed) AS subjects
         WINDOW w AS (PARTITION BY participant, trade_id ORDER BY version)
     ) AS ordered
 ) AS checks
@@ -172,6 +198,61 @@ LIMIT $1
 """
 
 
+# Invariant 8: an accepted proposal's two trades carry its outcome in the version right
+# after the one each was proposed at: a match made both `matched` with reason `agreed`
+# under the proposal's id; a cancel made both `cancelled`.
+PROPOSAL_OUTCOMES = """
+WITH accepted AS (
+    SELECT proposal_id, kind, proposer AS participant, trade_id, trade_version AS proposed
+    FROM proposals WHERE latest AND state = 'accepted'
+    UNION ALL
+    SELECT proposal_id, kind, counterparty, counterparty_trade_id, counterparty_trade_version
+    FROM proposals WHERE latest AND state = 'accepted'
+)
+SELECT a.participant, a.trade_id, a.proposed + 1 AS version,
+       'accepted ' || a.kind || ' proposal ' || a.proposal_id || ' but version '
+       || (a.proposed + 1) || ' is '
+       || coalesce(t.status || ' (reason ' || t.reason || ')', 'missing') AS problem
+FROM accepted a
+LEFT JOIN trade_history t
+       ON t.participant = a.participant AND t.trade_id = a.trade_id
+      AND t.version = a.proposed + 1
+WHERE t.version IS NULL
+   OR (a.kind = 'match' AND NOT (t.status = 'matched' AND t.reason = 'agreed'
+                                  AND t.match_id = a.proposal_id))
+   OR (a.kind = 'cancel' AND NOT (t.status = 'cancelled' AND t.reason = 'cancelled'))
+ORDER BY a.participant, a.trade_id
+LIMIT $1
+"""
+
+# Invariant 9: no two open proposals of one kind for the same two trades, and an open
+# proposal names the latest version of each trade (a newer one lapses it).
+OPEN_PROPOSALS = """
+SELECT participant, trade_id, version, problem FROM (
+    SELECT min(proposer) AS participant, min(trade_id) AS trade_id, NULL::int AS version,
+           count(*) || ' open ' || kind || ' proposals for ' || pair_key AS problem
+    FROM proposals WHERE latest AND state = 'open'
+    GROUP BY kind, pair_key
+    HAVING count(*) > 1
+    UNION ALL
+    SELECT t.participant, t.trade_id, t.version,
+           'open proposal ' || p.proposal_id || ' names version '
+           || CASE WHEN t.participant = p.proposer THEN p.trade_version
+                   ELSE p.counterparty_trade_version END
+           || ', the latest is ' || t.version
+    FROM proposals p
+    JOIN trades t ON t.latest
+     AND ((t.participant = p.proposer AND t.trade_id = p.trade_id
+           AND t.version <> p.trade_version)
+       OR (t.participant = p.counterparty AND t.trade_id = p.counterparty_trade_id
+           AND t.version <> p.counterparty_trade_version))
+    WHERE p.latest AND p.state = 'open'
+) AS problems
+ORDER BY participant, trade_id
+LIMIT $1
+"""
+
+
 @dataclass(frozen=True)
 class Violation:
     invariant: int
@@ -191,6 +272,7 @@ class Violation:
 # (invariant, statement); statements without $1 take no limit.
 CHECKS: tuple[tuple[int, str], ...] = (
     (1, TRIGGERS), (2, VERSIONS), (4, MATCHES), (5, FEED_ROWS), (6, FEED_SEQ),
+    (8, PROPOSAL_OUTCOMES), (9, OPEN_PROPOSALS),
 )
 
 

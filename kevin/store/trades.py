@@ -13,7 +13,14 @@ import asyncpg
 
 from kevin import jsoncodec
 from kevin.domain.errors import VersionConflict
-from kevin.domain.models import MatchRef, Mismatch, MismatchField, Trade, trusted
+from kevin.domain.models import (
+    AcceptedDifference,
+    MatchRef,
+    Mismatch,
+    MismatchField,
+    Trade,
+    trusted,
+)
 from kevin.domain.queries import PageQuery
 from kevin.domain.versions import NewVersion as NewVersion
 from kevin.domain.versions import next_version as next_version
@@ -47,11 +54,21 @@ def trade_from_row(row: Mapping[str, Any]) -> Trade:
     written from a validated model and the table's constraints hold it, and validating
     every row read was the largest Python cost of bulk submission in the profile."""
     match = None
+    stored_mismatches = row["mismatches"]
     if row["match_id"] is not None:
+        # A matched version keeps no mismatch list; one that an accepted proposal wrote
+        # keeps there the differences both sides accepted (kevin.engine.agreements).
+        accepted = None
+        if stored_mismatches:
+            accepted = [trusted(AcceptedDifference, {
+                "field": f["field"], "ours": f["ours"], "theirs": f["theirs"]})
+                for m in stored_mismatches for f in m["fields"]]
+            stored_mismatches = []
         match = trusted(MatchRef, {
             "match_id": _uuid(row["match_id"]),
             "counterparty_trade_id": row["match_counterparty_trade_id"],
             "counterparty_version": row["match_counterparty_version"],
+            "accepted_differences": accepted,
         })
     return trusted(Trade, {
         "counterparty": row["counterparty"], "side": row["side"], "product": row["product"],
@@ -63,7 +80,7 @@ def trade_from_row(row: Mapping[str, Any]) -> Trade:
         "mismatches": [trusted(Mismatch, {
             "counterparty_trade_id": m["counterparty_trade_id"],
             "fields": [trusted(MismatchField, dict(f)) for f in m["fields"]]})
-            for m in row["mismatches"]],
+            for m in stored_mismatches],
         "reason": row["reason"], "comment": row["comment"],
         "recorded_at": row["recorded_at"], "actor": row["actor"],
         "first_submitted_at": row["first_submitted_at"],
