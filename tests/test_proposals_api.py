@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from kevin.store.invariants import find_violations
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, wait_for
 from tests.feed_helpers import read_all
 from tests.test_matching_api import assert_matched, buy, get, post, sell
 
@@ -74,7 +74,8 @@ async def test_both_sides_learn_of_every_proposal_change_on_their_feed(client, b
     _, proposal = await propose(client, a)
     await answer(client, b, proposal["proposal_id"], "reject", "not at that price")
     for headers, me in ((a, "BANKA"), (b, "BANKB")):
-        updates = await read_all(client, headers)
+        # Seqs are handed out just after commit (the sequencer): wait for the decision's.
+        updates = await wait_for(lambda h=headers: _with_proposals(client, h, 2))
         seqs = [u["seq"] for u in updates]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         mine = [u for u in updates if u["event"] == "proposal"]
@@ -82,8 +83,12 @@ async def test_both_sides_learn_of_every_proposal_change_on_their_feed(client, b
             ("open", 1, me), ("rejected", 2, me)]
         assert mine[1]["proposal"]["comment"] == "not at that price"
     # The admin's feed carries both participants' updates.
-    everything = await read_all(client, ADMIN)
-    assert len([u for u in everything if u["event"] == "proposal"]) == 4
+    await wait_for(lambda: _with_proposals(client, ADMIN, 4))
+
+
+async def _with_proposals(client, headers, n: int):
+    updates = await read_all(client, headers)
+    return updates if len([u for u in updates if u["event"] == "proposal"]) >= n else None
 
 
 async def test_only_the_two_participants_and_the_admin_see_a_proposal(client, banks, api):
