@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import ADMIN, trade_body
 from tests.matching_checks import check_matching_invariants
+from tests.test_metrics import scrape, value
 
 DATA = Path(__file__).parent / "data" / "formats"
 CSV = {"Content-Type": "text/csv"}
@@ -88,6 +89,11 @@ async def test_mt300_import_creates_and_matches_like_a_batch(client, bics, conn)
     again = await import_file(client, a, "mt300", sample("mt300_newt.fin"), FIN)
     assert again["results"][0]["result"] == "exists"
     await check_matching_invariants(conn)
+    # Counted as a batch's lines are: the JSON side and the record, then the restatement.
+    metrics = await scrape(client)
+    assert value(metrics, "kevin_submissions_total", result="created") == 2
+    assert value(metrics, "kevin_submissions_total", result="exists") == 1
+    assert value(metrics, "kevin_matches_total", kind="auto") == 1
 
 
 async def test_mt300_new_amend_cancel_in_order(client, bics):

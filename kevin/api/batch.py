@@ -13,7 +13,8 @@ route keeps 1 MiB. Over either limit the whole request is refused with 413.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -23,7 +24,7 @@ from kevin.api.app_keys import KEVIN
 from kevin.api.http import authenticate, require_participant, validation_details
 from kevin.api.metrics import OUTCOME
 from kevin.domain import errors as e
-from kevin.domain.models import TradeSubmission
+from kevin.domain.models import Trade, TradeSubmission
 from kevin.engine.batch import MAX_LINES
 
 routes = web.RouteTableDef()
@@ -89,7 +90,25 @@ async def submit_batch(request: web.Request) -> web.Response:
             results.append({"line": number, "result": "invalid", "trade": None,
                             "error": parsed})
     outcomes = await request.app[KEVIN].submit_batch(participant, [s for _, s in valid])
-    for (index, _), outcome in zip(valid, outcomes, strict=True):
+    return results_response(request, results, [index for index, _ in valid], outcomes)
+
+
+class Outcome(Protocol):
+    """What the engine made of one line or record (a batch's or an import's)."""
+
+    @property
+    def result(self) -> str: ...
+    @property
+    def trade(self) -> Trade | None: ...
+    @property
+    def error(self) -> dict[str, Any] | None: ...
+
+
+def results_response(request: web.Request, results: list[dict[str, Any]],
+                     indices: list[int], outcomes: Sequence[Outcome]) -> web.Response:
+    """``{"results": [...]}``: the lines refused before the engine as they are, and each
+    other line (at ``indices``) completed from the engine's outcome for it."""
+    for index, outcome in zip(indices, outcomes, strict=True):
         results[index]["result"] = outcome.result
         results[index]["trade"] = outcome.trade.model_dump(mode="python") \
             if outcome.trade is not None else None

@@ -14,11 +14,10 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from kevin import formats, heap, jsoncodec
+from kevin import formats, jsoncodec
 from kevin.api.app_keys import KEVIN
-from kevin.api.batch import parse_line, read_batch_body
+from kevin.api.batch import parse_line, read_batch_body, results_response
 from kevin.api.http import acting_participant, authenticate, require_participant
-from kevin.api.metrics import OUTCOME
 from kevin.api.trades import trade_id_in_path
 from kevin.domain import errors as e
 from kevin.domain.models import TradeSubmission
@@ -110,14 +109,7 @@ async def import_trades(request: web.Request) -> web.Response:
     results, valid = _checked(records, participant)
     outcomes = await request.app[KEVIN].import_records(
         participant, [(operation, submission) for _, operation, submission in valid])
-    for (index, _, _), outcome in zip(valid, outcomes, strict=True):
-        results[index]["result"] = outcome.result
-        results[index]["trade"] = outcome.trade.model_dump(mode="python") \
-            if outcome.trade is not None else None
-        results[index]["error"] = outcome.error
-    request[OUTCOME] = answer = {"results": results}
-    heap.trim_soon()
-    return web.Response(body=jsoncodec.dumps(answer), content_type="application/json")
+    return results_response(request, results, [index for index, _, _ in valid], outcomes)
 
 
 @routes.get("/v1/trades/{trade_id}/confirmation")

@@ -60,9 +60,12 @@ SUMMED: Literal["livesum"] = "livesum"
 # Routes whose responses carry a trade (or a batch of results) worth counting.
 SUBMIT = ("POST", "/v1/trades")
 BATCH = ("POST", "/v1/trades/batch")
+IMPORT = ("POST", "/v1/trades/import")
 AMEND = ("PUT", "/v1/trades/{trade_id}")
 FORCE = ("POST", "/v1/admin/matches")
-OBSERVED = {SUBMIT, BATCH, AMEND, FORCE}
+OBSERVED = {SUBMIT, BATCH, IMPORT, AMEND, FORCE}
+# An import's records that change a trade rather than submit one (MT300 AMND, CANC).
+CHANGES = {"amended", "cancelled"}
 # A handler may leave its answer here as Python values, so that observe need not parse
 # back what it just wrote (a batch's answer is megabytes).
 OUTCOME = web.RequestKey("outcome", dict)
@@ -157,13 +160,14 @@ class Metrics:
                 self.submitted(REFUSED[status])
             elif 400 <= status < 500 and status not in (401, 403):
                 self.submitted("invalid")
-        elif key == BATCH and status == 200:
+        elif key in (BATCH, IMPORT) and status == 200:
             lines = body.get("results", ())
             results = collections.Counter(line.get("result", "invalid") for line in lines)
             for result, n in results.items():
-                self.submissions.labels(result).inc(n)
+                if result not in CHANGES:
+                    self.submissions.labels(result).inc(n)
             for line in lines:
-                if line.get("result") == "created" and line.get("trade"):
+                if line.get("result") in ("created", "amended") and line.get("trade"):
                     self.trade_written(line["trade"])
         elif key == AMEND and status == 200:
             self.trade_written(body)
