@@ -204,7 +204,7 @@ async def main() -> None:
         # delay every feed. A cluster of its own measures Kevin alone.
         import tempfile
 
-        from kevin.store.database import EmbeddedPostgres
+        from kevin.store.embedded import EmbeddedPostgres
 
         embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="kevin-feedbench-")))
         server_url = await asyncio.to_thread(embedded.start)

@@ -1,4 +1,4 @@
-"""``kevin serve | migrate | participant | check | archive | replay | bench`` — the command line.
+"""``kevin serve | migrate | db-url | participant | check | archive | replay | …`` — the CLI.
 
 Every command exits non-zero with a one-line reason on stderr when it cannot do its job.
 """
@@ -26,9 +26,10 @@ from kevin.consumer import command as consume_command
 from kevin.domain.errors import KevinError
 from kevin.engine.service import Kevin
 from kevin.feed import command as relay_command
-from kevin.lifecycle import cancel_and_wait, stop_signals
-from kevin.runtime import database_url
+from kevin.lifecycle import Health, cancel_and_wait, stop_signals
+from kevin.runtime import Database, EmbeddedPostgresLost, database_url, open_database
 from kevin.store import database
+from kevin.store.embedded import EmbeddedPostgres
 
 log = structlog.get_logger("kevin")
 
@@ -59,11 +60,12 @@ async def serve(settings: Settings, host: str, port: int, workers: int,
         except WorkersFailed as e:
             raise CommandFailed(str(e)) from e
         return
-    # A worker's supervisor has migrated already (and started any embedded PostgreSQL).
-    async with database_url(settings, migrate=listen_fd is None) as url:
-        pool = await database.create_pool(url)
+    # A worker's supervisor has migrated already (and runs any embedded PostgreSQL).
+    async with open_database(settings, migrate=listen_fd is None) as db:
+        pool = await database.create_pool(db.url)
+        health = Health()
         try:
-            app = create_app(Kevin(pool), settings.admin_token)
+            app = create_app(Kevin(pool), settings.admin_token, health=health)
             tune_garbage_collector()
             runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                    shutdown_timeout=HANDLER_GRACE)
@@ -83,12 +85,14 @@ async def serve(settings: Settings, host: str, port: int, workers: int,
                              database="embedded" if not settings.database_url else "configured")
                 else:
                     log.info("worker ready")
-                await _wait_for_stop_signal()
+                lost = await _wait_for_stop(db, health)
                 log.info("shutting down")
             finally:
                 await runner.cleanup()
         finally:
             await _close_pool(pool)
+    if lost is not None:
+        raise CommandFailed(str(lost))
 
 
 # SIGTERM must end the process within 10 s. aiohttp waits HANDLER_GRACE for in-flight
@@ -108,21 +112,47 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
         pool.terminate()
 
 
-async def _wait_for_stop_signal() -> None:
-    """Until SIGINT or SIGTERM, or until a worker's supervisor is gone."""
+async def _wait_for_stop(db: Database, health: Health) -> EmbeddedPostgresLost | None:
+    """Until SIGINT or SIGTERM, or until a worker's supervisor is gone (None); or until
+    the embedded PostgreSQL this process runs stopped for good (why)."""
     from kevin.workers import watch_supervisor
 
     with stop_signals() as stop:
-        watcher = asyncio.create_task(watch_supervisor(stop), name="supervisor")
+        stopped = asyncio.create_task(stop.wait(), name="stop")
+        supervisor = asyncio.create_task(watch_supervisor(stop), name="supervisor")
+        keeper = asyncio.create_task(db.keep_embedded_running(health), name="embedded")
         try:
-            await stop.wait()
+            await asyncio.wait([stopped, keeper], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await cancel_and_wait([watcher])
+            await cancel_and_wait([stopped, supervisor])
+            if not keeper.done():
+                await cancel_and_wait([keeper])
+    if keeper.cancelled():
+        return None
+    try:
+        keeper.result()
+    except EmbeddedPostgresLost as e:
+        return e
+    return None
 
 
 async def migrate(settings: Settings) -> None:
     async with database_url(settings) as url:
         print(f"schema at {database.head_revision()} on {_safe(url)}")
+
+
+async def print_database_url(settings: Settings) -> None:
+    """KEVIN_DATABASE_URL, or the URL of the embedded database running in KEVIN_DATA_DIR
+    (for psql, `kevin consume --database-url`, or a command pointed at it). Starts
+    nothing: a server started here would outlive the command with no one to stop it."""
+    if settings.database_url:
+        print(settings.database_url)
+        return
+    url = EmbeddedPostgres(settings.data_dir).running_url()
+    if url is None:
+        raise CommandFailed(f"no embedded PostgreSQL is running in {settings.data_dir} "
+                            "(start `kevin serve`, or set KEVIN_DATABASE_URL)")
+    print(url)
 
 
 async def add_participant(settings: Settings, name: str) -> None:
@@ -276,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     # A supervisor's worker: serve on this inherited, already listening socket.
     serve_p.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     commands.add_parser("migrate", help="bring the schema to head and exit")
+    commands.add_parser(
+        "db-url", help="print the database URL: KEVIN_DATABASE_URL, or the running "
+                       "embedded database's")
     participant_p = commands.add_parser("participant", help="manage participants")
     participant_cmds = participant_p.add_subparsers(dest="action", required=True, metavar="ACTION")
     add_p = participant_cmds.add_parser("add", help="create a participant and print its API key")
@@ -330,6 +363,7 @@ def run(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, Non
         "serve": lambda: serve(settings, args.host or settings.host, args.port or settings.port,
                                args.workers or settings.workers, args.listen_fd),
         "migrate": lambda: migrate(settings),
+        "db-url": lambda: print_database_url(settings),
         "participant": lambda: add_participant(settings, args.name),
         "check": lambda: check_invariants(settings, args.limit),
         "archive": lambda: archive_versions(settings, args.before, args.batch_size),

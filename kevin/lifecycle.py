@@ -37,3 +37,16 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class Health:
+    """Whether this process can still do its job by itself (``/healthz``). A database
+    that is down is not such a failure — Kevin reconnects when it is back — but an
+    embedded PostgreSQL that this process runs and could not restart is: a process
+    supervisor should restart the service."""
+
+    def __init__(self) -> None:
+        self.failure: str | None = None
+
+    def fail(self, reason: str) -> None:
+        self.failure = reason

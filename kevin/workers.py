@@ -34,8 +34,8 @@ import tempfile
 import structlog
 
 from kevin.config import Settings
-from kevin.lifecycle import cancel_and_wait, stop_signals
-from kevin.runtime import database_url
+from kevin.lifecycle import Health, cancel_and_wait, stop_signals
+from kevin.runtime import Database, open_database
 
 log = structlog.get_logger("kevin")
 
@@ -83,7 +83,8 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
 async def supervise(settings: Settings, host: str, port: int, workers: int) -> None:
     """Run ``workers`` worker processes until a stop signal (exit 0) or until one of them
     exits on its own (WorkersFailed)."""
-    async with database_url(settings) as url:
+    async with open_database(settings) as db:
+        url = db.url
         sockets = listening_sockets(host, port, workers)
         with contextlib.ExitStack() as open_sockets, \
                 tempfile.TemporaryDirectory(prefix="kevin-metrics-") as metrics_dir:
@@ -97,32 +98,40 @@ async def supervise(settings: Settings, host: str, port: int, workers: int) -> N
                 env=env, pass_fds=(sock.fileno(),)) for sock in sockets]
             log.info("serving", url=f"http://{host}:{port}", workers=[c.pid for c in children],
                      database="configured" if settings.database_url else "embedded")
-            failed = await _until_stop_or_exit(children)
+            failure = await _until_stop_or_failure(children, db)
             log.info("shutting down")
             await _stop(children)
-            if failed is not None:
-                raise WorkersFailed(f"worker {failed.pid} exited with status "
-                                    f"{failed.returncode}; stopped the others")
+            if failure is not None:
+                raise WorkersFailed(failure)
 
 
-async def _until_stop_or_exit(
-    children: list[asyncio.subprocess.Process],
-) -> asyncio.subprocess.Process | None:
-    """None on SIGTERM/SIGINT; else the first worker that exited."""
+async def _until_stop_or_failure(
+    children: list[asyncio.subprocess.Process], db: Database,
+) -> str | None:
+    """None on SIGTERM/SIGINT; else why the service cannot go on: a worker exited, or
+    the embedded PostgreSQL stopped and could not be restarted."""
     with stop_signals() as stop:
         waits = {asyncio.create_task(c.wait()): c for c in children}
         stopped = asyncio.create_task(stop.wait())
+        # The workers' /healthz cannot see the supervisor's watchdog; once it gives up,
+        # the supervisor stops them and exits non-zero, which is what a supervisor of
+        # processes watches.
+        keeper = asyncio.create_task(db.keep_embedded_running(Health()))
         try:
-            done, _ = await asyncio.wait([stopped, *waits],
+            done, _ = await asyncio.wait([stopped, keeper, *waits],
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:
             await cancel_and_wait([stopped, *waits])
+            if not keeper.done():
+                await cancel_and_wait([keeper])
     if stopped in done:
         return None
-    exited = next(waits[t] for t in done if t in waits)
+    if keeper in done:
+        return str(keeper.exception())
+    exited = next(child for task, child in waits.items() if task in done)
     log.error("a worker exited; stopping the others", pid=exited.pid,
               status=exited.returncode)
-    return exited
+    return f"worker {exited.pid} exited with status {exited.returncode}; stopped the others"
 
 
 async def _stop(children: list[asyncio.subprocess.Process]) -> None:

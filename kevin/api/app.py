@@ -22,19 +22,20 @@ from kevin.api import (
     rules,
     trades,
 )
-from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE, WORKBENCH
+from kevin.api.app_keys import ADMIN_TOKEN, HEALTH, KEVIN, KEY_CACHE, WORKBENCH
 from kevin.api.errors import echo_request_id, request_context
 from kevin.api.http import MAX_BODY
 from kevin.engine.health import keep_young_statistics
 from kevin.engine.service import Kevin
 from kevin.engine.workbench import Workbench
 from kevin.feed.runtime import FeedOptions, install_feed
-from kevin.lifecycle import cancel_and_wait
+from kevin.lifecycle import Health, cancel_and_wait
 from kevin.ui import install_workbench
 
 
 def create_app(
-    service: Kevin, admin_token: str | None, feed_options: FeedOptions | None = None
+    service: Kevin, admin_token: str | None, feed_options: FeedOptions | None = None,
+    health: Health | None = None,
 ) -> web.Application:
     # metrics.observe outermost: it times the whole request and sees the mapped status.
     app = web.Application(client_max_size=MAX_BODY,
@@ -45,6 +46,7 @@ def create_app(
     app[ADMIN_TOKEN] = admin_token
     app[KEY_CACHE] = {}
     app[WORKBENCH] = Workbench(service.pool, admin_token)
+    app[HEALTH] = health or Health()
     app.add_routes(ops.routes)
     app.add_routes(participants.routes)
     app.add_routes(batch.routes)  # before trades: its path is more specific

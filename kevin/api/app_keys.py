@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from kevin.lifecycle import Health
+
 if TYPE_CHECKING:
     from kevin.engine.service import Kevin
     from kevin.engine.workbench import Workbench
@@ -16,3 +18,4 @@ KEVIN: web.AppKey[Kevin] = web.AppKey("kevin")
 ADMIN_TOKEN = web.AppKey[str | None]("admin_token")
 KEY_CACHE = web.AppKey[dict[bytes, str]]("key_cache")  # API key hash -> participant
 WORKBENCH: web.AppKey[Workbench] = web.AppKey("workbench")
+HEALTH = web.AppKey[Health]("health")

