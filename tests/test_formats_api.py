@@ -4,14 +4,18 @@ batch line: results shape, limits, matching) and GET /v1/trades/{id}/confirmatio
 from __future__ import annotations
 
 import codecs
+import csv
 import io
+import itertools
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from tests.conftest import ADMIN, trade_body
 from tests.matching_checks import check_matching_invariants
+from tests.test_formats import body_of, fx_trades
 from tests.test_metrics import scrape, value
 
 DATA = Path(__file__).parent / "data" / "formats"
@@ -294,3 +298,42 @@ async def test_confirmation_refusals(client, banks):
     resp = await client.get("/v1/trades/A-XAU/confirmation?format=mt300", headers=a)
     assert resp.status == 422
     assert (await resp.json())["details"][0]["field"] == "product"
+
+
+# --- round trips through the service ---------------------------------------------------------
+
+_ids = itertools.count()
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.filter_too_much])
+@given(trade=fx_trades())
+async def test_round_trip_through_the_service(client, bics, trade):
+    """A trade submitted as JSON, rendered as MT300 and as FpML, each imported back: the
+    very same trade (an idempotent resubmission, version 1); and written as a CSV row by
+    the csv module, imported as a new trade with the same fields."""
+    a, _ = bics
+    trade_id = f"H{next(_ids)}{trade.trade_id}"[:16]
+    body = {**body_of(trade), "trade_id": trade_id, "counterparty": "BANKB"}
+    resp = await client.post("/v1/trades", headers=a, json=body)
+    assert resp.status == 201, await resp.text()
+    stored = await resp.json()
+    for kind, content in (("mt300", FIN), ("fpml", XML)):
+        resp = await client.get(f"/v1/trades/{trade_id}/confirmation?format={kind}", headers=a)
+        assert resp.status == 200, await resp.text()
+        [result] = (await import_file(client, a, kind, await resp.read(), content))["results"]
+        assert (result["result"], result["trade"]) == ("exists", stored)
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow(body)
+    writer.writerow({**body, "trade_id": trade_id + "c"}.values())
+    [result] = (await import_file(client, a, "csv", out.getvalue().encode(), CSV))["results"]
+    assert result["result"] == "created"
+    assert {k: result["trade"][k] for k in body} == {**stored_terms(stored),
+                                                      "trade_id": trade_id + "c"}
+
+
+def stored_terms(trade: dict[str, Any]) -> dict[str, Any]:
+    return {k: trade[k] for k in ("trade_id", "counterparty", "side", "product", "quantity",
+                                  "price", "currency", "trade_date", "settlement_date")}
