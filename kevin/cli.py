@@ -21,6 +21,7 @@ from aiohttp import web
 
 from kevin import logs
 from kevin.api.app import create_app
+from kevin.api.server import AppRunner
 from kevin.config import MAX_WORKERS, ConfigError, Settings
 from kevin.consumer import command as consume_command
 from kevin.domain.errors import KevinError
@@ -67,8 +68,9 @@ async def serve(settings: Settings, host: str, port: int, workers: int,
         try:
             app = create_app(Kevin(pool), settings.admin_token, health=health)
             tune_garbage_collector()
-            runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                   shutdown_timeout=HANDLER_GRACE)
+            runner = AppRunner(app, head_timeout=settings.request_head_timeout,
+                               access_log=None, handle_signals=False,
+                               shutdown_timeout=HANDLER_GRACE)
             await runner.setup()
             try:
                 site: web.BaseSite

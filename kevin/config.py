@@ -25,6 +25,7 @@ class Settings:
     admin_token: str | None
     log_format: str
     workers: int = 1
+    request_head_timeout: float = 10.0  # seconds a connection has to send a request head
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -45,6 +46,14 @@ class Settings:
         if not 1 <= workers <= MAX_WORKERS:
             raise ConfigError(f"KEVIN_WORKERS must be a number from 1 to {MAX_WORKERS}, "
                               f"not {workers_text!r}")
+        head_text = env.get("KEVIN_REQUEST_HEAD_TIMEOUT", "10")
+        try:
+            request_head_timeout = float(head_text)
+        except ValueError:
+            request_head_timeout = 0.0
+        if not 0 < request_head_timeout <= 3600:
+            raise ConfigError("KEVIN_REQUEST_HEAD_TIMEOUT must be seconds from 0 (excluded) "
+                              f"to 3600, not {head_text!r}")
         data_dir = env.get("KEVIN_DATA_DIR") or platformdirs.user_data_dir("kevin")
         return cls(
             database_url=env.get("KEVIN_DATABASE_URL") or None,
@@ -54,4 +63,5 @@ class Settings:
             admin_token=env.get("KEVIN_ADMIN_TOKEN") or None,
             log_format=log_format,
             workers=workers,
+            request_head_timeout=request_head_timeout,
         )

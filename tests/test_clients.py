@@ -4,6 +4,7 @@ against a real `kevin serve` on real sockets, where the behaviour is the server'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 
 from kevin.api.app import create_app
+from kevin.config import ConfigError, Settings
 from tests.conftest import ADMIN_TOKEN, trade_body, wait_for
 from tests.processes import Server, request
 
@@ -158,3 +160,76 @@ async def test_stalled_sse_streams_hold_bounded_memory(db_url, tmp_path):
         for sock in socks:
             sock.close()
         assert await server.stop() == 0
+
+
+async def _dribble(port: int, head: bytes, every: float) -> tuple[bytes, float]:
+    """Send a request head a byte at a time; what the server answered, and when (seconds
+    after connecting) it closed the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    loop = asyncio.get_running_loop()
+    opened = loop.time()
+
+    async def dribble() -> None:
+        for i in range(len(head)):
+            writer.write(head[i:i + 1])
+            await writer.drain()
+            await asyncio.sleep(every)
+
+    sender = asyncio.create_task(dribble())
+    try:
+        answer = await asyncio.wait_for(reader.read(), 8)  # until the server closes
+        return answer, loop.time() - opened
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sender
+        writer.close()
+
+
+@pytest.mark.slow
+async def test_a_connection_without_a_complete_request_head_in_time_is_closed(
+        db_url, tmp_path):
+    server = await _serve(db_url, tmp_path, KEVIN_REQUEST_HEAD_TIMEOUT="1")
+    head = b"GET /healthz HTTP/1.1\r\nHost: kevin\r\nX-Slow: " + b"z" * 40 + b"\r\n\r\n"
+    try:
+        # One byte every 0.2 s would take 14 s; the server stops waiting after 1 s.
+        answer, closed = await _dribble(server.port, head, 0.2)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"] == "request_timeout"
+        assert closed < 4
+        # Nothing at all is no better.
+        answer, closed = await _dribble(server.port, b"", 0)
+        assert answer.startswith(b"HTTP/1.1 408 ") and closed < 4
+        # A kept-alive connection: the first request is answered; a second head dribbled
+        # after it meets the same deadline.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: kevin\r\n\r\n")
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        length = int(re.search(rb"Content-Length: (\d+)", first).group(1))
+        await reader.readexactly(length)
+        writer.write(b"GET /heal")
+        rest = await asyncio.wait_for(reader.read(), 5)
+        assert rest.startswith(b"HTTP/1.1 408 ")
+        writer.close()
+        # A request whose head came in time is not cut short by the deadline: an SSE stream
+        # outlives it.
+        async with aiohttp.ClientSession() as session:
+            resp = await session.get(f"{server.url}/v1/feed", headers=SSE)
+            assert resp.status == 200
+            await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 5)
+            await asyncio.sleep(2)  # twice the deadline
+            assert await _metric(server.url, "kevin_feed_sse_streams") == 1
+            assert not resp.content.at_eof()
+            resp.close()
+    finally:
+        assert await server.stop() == 0
+    assert "closing a connection that sent no complete request head in time" in server.log()
+
+
+def test_the_request_head_timeout_is_configurable_and_checked():
+    assert Settings.from_env({}).request_head_timeout == 10
+    assert Settings.from_env({"KEVIN_REQUEST_HEAD_TIMEOUT": "2.5"}).request_head_timeout == 2.5
+    for bad in ("0", "-1", "soon", "nan", "99999"):
+        with pytest.raises(ConfigError, match="KEVIN_REQUEST_HEAD_TIMEOUT"):
+            Settings.from_env({"KEVIN_REQUEST_HEAD_TIMEOUT": bad})
