@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -225,6 +226,7 @@ async def main() -> None:
         await admin.close()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
+            shutil.rmtree(embedded.data_dir, ignore_errors=True)  # a cluster: ~40 MB
 
 
 if __name__ == "__main__":

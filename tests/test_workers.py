@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from kevin.store.embedded import EmbeddedPostgres
 from tests.conftest import ADMIN_TOKEN, bearer, trade_body, wait_for
 from tests.matching_checks import check_matching_invariants
 from tests.processes import Server, run_cli
@@ -158,6 +159,26 @@ async def test_workers_share_the_supervisors_embedded_postgresql(tmp_path, data_
             async with session.post(f"{server.url}/v1/trades", json=trade_body(),
                                     headers=bearer(key)) as resp:
                 assert resp.status == 201
+
+            # Its PostgreSQL killed, the supervisor starts it again; the workers go on.
+            killed = EmbeddedPostgres(data_dir).running_pid()
+            assert killed is not None
+            os.kill(killed, signal.SIGKILL)
+
+            async def back() -> bool:
+                if EmbeddedPostgres(data_dir).running_pid() in (None, killed):
+                    return False
+                # Fresh connections reach either worker (the kernel spreads them).
+                statuses = []
+                for _ in range(6):
+                    async with aiohttp.ClientSession() as fresh, \
+                            fresh.get(f"{server.url}/v1/trades/A-0001",
+                                      headers=bearer(key)) as resp:
+                        statuses.append(resp.status)
+                return statuses == [200] * 6
+
+            await wait_for(back, timeout=40, interval=0.2)
+            assert all(_alive(pid) for pid in workers), "the same workers serve on"
     finally:
         assert await server.stop(signal.SIGTERM) == 0, server.log()[-2000:]
     assert await _gone(workers)
