@@ -55,10 +55,11 @@ def make_data_dir() -> Path:
 def remove_data_dir(path: Path) -> None:
     """Stop the PostgreSQL still running in ``path``, if any (a test that killed its
     `kevin serve` leaves one), then delete the directory."""
-    embedded = EmbeddedPostgres(path)
-    if PidFile.read(embedded.pgdata) is not None:
-        with contextlib.suppress(subprocess.CalledProcessError):  # not running
-            embedded.pg_ctl("-w", "-m", "immediate", "stop")
+    for pid_file in path.rglob("postmaster.pid"):  # also a server in a subdirectory
+        embedded = EmbeddedPostgres(pid_file.parent.parent)
+        if PidFile.read(embedded.pgdata) is not None:
+            with contextlib.suppress(subprocess.CalledProcessError):  # not running
+                embedded.pg_ctl("-w", "-m", "immediate", "stop")
     shutil.rmtree(path)
 
 

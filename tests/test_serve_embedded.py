@@ -141,6 +141,20 @@ async def test_commands_at_once_without_a_server_leave_nothing_running(data_dir)
     assert checked.returncode == 0 and checked.stdout.startswith("ok"), checked.stderr
 
 
+async def test_a_command_that_cannot_start_postgresql_says_why_in_one_line(data_dir):
+    settings = _settings(data_dir)
+    assert (await _cli("migrate", **settings)).returncode == 0
+    conf = EmbeddedPostgres(data_dir).pgdata / "postgresql.conf"
+    conf.write_text(conf.read_text() + "\nmax_connections = 'lots'\n")
+    done = await _cli("participant", "add", "BANKX", **settings)
+    assert done.returncode == 1 and done.stdout == ""
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == (f"kevin: cannot start the embedded PostgreSQL in "
+                    f"{EmbeddedPostgres(data_dir).pgdata}: configuration file \"{conf}\" "
+                    "contains errors"), done.stderr
+    assert "Traceback" not in done.stderr
+
+
 async def test_serve_restarts_its_postgresql_when_it_is_killed(tmp_path, data_dir):
     server = Server(tmp_path / "serve.log", **_settings(data_dir)).start()
     try:
