@@ -1,5 +1,6 @@
 """JSON that keeps decimals exact: numbers parse to ``Decimal`` and are written back as
-the same digits, never through binary floats."""
+the same digits, never through binary floats. A number whose plain digits would not be
+its text (``1e99``, ``-0``) parses to a ``JsonNumber`` and is written back as given."""
 
 from __future__ import annotations
 
@@ -36,7 +37,71 @@ def loads(data: str | bytes) -> Any:
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
+class JsonNumber(Decimal):
+    """A JSON number that is written back as it was read: one with an exponent (``1e99``,
+    whose plain digits could be 100,000 long) or a negative zero (``-0``, ``-0.0``, which
+    plain notation and PostgreSQL's numeric turn into ``0``). It compares, hashes and
+    computes as the Decimal it is."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> JsonNumber:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    # Immutable like Decimal; Decimal's own copy would rebuild it from str(), '1E+99'.
+    def __copy__(self) -> JsonNumber:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> JsonNumber:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (JsonNumber, (self.text,))
+
+
+def number_text(value: int | float | Decimal) -> str:
+    """A number as ``dumps`` writes it."""
+    if isinstance(value, JsonNumber):
+        return value.text
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return orjson.dumps(value).decode()
+
+
+def for_jsonb(value: dict[str, Any]) -> dict[str, Any] | str:
+    """An object as a jsonb column should hold it: itself, or — when it holds a JsonNumber —
+    its JSON text, which jsonb keeps as a string. jsonb stores numbers as numeric, which
+    writes 1e99 out in 100 digits, has no -0 and refuses 1e131072 outright; a string keeps
+    the text. The object is always an object, so a string in its column is never anything
+    else (from_jsonb)."""
+    return dumps_str(value) if _holds_json_number(value) else value
+
+
+def from_jsonb(stored: dict[str, Any] | str) -> dict[str, Any]:
+    """The object for_jsonb stored."""
+    return loads(stored) if isinstance(stored, str) else stored
+
+
+def _holds_json_number(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_json_number(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_json_number(item) for item in value)
+    return isinstance(value, JsonNumber)
+
+
+def _float(text: str) -> Decimal:
+    if "e" in text or "E" in text or (text[0] == "-" and not text.strip("-0.")):
+        return JsonNumber(text)
+    return Decimal(text)
+
+
 def _int(text: str) -> int | Decimal:
+    if text == "-0":
+        return JsonNumber(text)
     if len(text) > 18:  # cheaper than int(): 18 digits always fit, longer may not
         value = Decimal(text)
         if not -(2**63) <= value < 2**64:
@@ -61,10 +126,12 @@ def _refuse_lone_surrogates(value: Any) -> None:
 
 # One decoder for every call: json.loads(..., parse_float=...) builds a new JSONDecoder
 # each time, a visible cost when every jsonb column of every row read comes through here.
-_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=Decimal, parse_int=_int)
+_DECODER = json.JSONDecoder(parse_float=_float, parse_constant=Decimal, parse_int=_int)
 
 
 def _default(value: Any) -> Any:
+    if isinstance(value, JsonNumber):
+        return orjson.Fragment(value.text)
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise TypeError(f"non-finite number {value} cannot be written as JSON")

@@ -468,8 +468,8 @@ async def test_a_stalled_sse_client_is_dropped(service, banks, aiohttp_client, d
                  b"Accept: text/event-stream\r\n\r\n")
     try:
         await wait_for(lambda: _streams(app, 1))
-        big = {"note": "x" * 200_000}
-        for i in range(40):  # ~8 MB of events, more than the sockets and the transport
+        big = {"note": "x" * 60_000}  # a trade is at most 64 KiB
+        for i in range(140):  # ~8 MB of events, more than the sockets and the transport
             await _submit(quick, a, f"S-{i}", attributes=big)  # buffer (4 MB)
         await wait_for(lambda: _streams(app, 0), timeout=15)
     finally:

@@ -112,6 +112,12 @@ Conventions (the contract, and what Kevin does where it is silent):
 - JSON in and out, UTF-8; request bodies over 1 MiB are refused with 413 (the NDJSON
   batch has its own limits). A body that is not JSON (or is empty, or holds a lone UTF-16
   surrogate escape) is 400; JSON that is not the expected object is 422 (field "body").
+- Limits on every trade (POST, PUT, each batch line): at most 64 KiB as JSON (only
+  attributes can pass it: 422 naming "attributes", type "trade_too_large"); attributes
+  nested at most 16 deep, the object itself the first level (type
+  "attributes_too_deep"); a number in attributes at most 40 characters as written (type
+  "number_too_long"), given back exactly as written (1e99 stays 1e99, -0 stays -0).
+  JSON nested past about 900 levels is 400 (in a batch, only that line is invalid).
 - Decimals are strings in responses; requests accept strings or JSON numbers, parsed
   exactly as decimals. Non-finite, negative or zero quantity/price is 422.
 - Timestamps in responses are RFC 3339 in UTC with microseconds and "Z"; requests take RFC

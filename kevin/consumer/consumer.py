@@ -184,8 +184,12 @@ class Consumer:
 
     @staticmethod
     async def _insert(conn: asyncpg.Connection, u: Update, *, latest: bool) -> int | None:
+        # Attributes as Kevin stores them (jsoncodec.for_jsonb): a number such as 1e99
+        # stays as written, and 1e131072 does not overflow jsonb's numeric.
+        trade = {**u.trade, "attributes": jsoncodec.for_jsonb(u.trade["attributes"])} \
+            if isinstance(u.trade.get("attributes"), dict) else u.trade
         return await conn.fetchval(q.INSERT_VERSION, u.participant, u.trade_id, u.version,
-                                   u.seq, u.event, u.status, u.trade, latest)
+                                   u.seq, u.event, u.status, trade, latest)
 
     async def _advance(
         self, conn: asyncpg.Connection, participant: str, trade_id: str, current: int
@@ -195,8 +199,10 @@ class Consumer:
         while await conn.fetchval(q.HOLDS_VERSION, participant, trade_id, current + 1):
             if current:  # first: at most one latest row per trade, at every statement
                 await conn.execute(q.CLEAR_VERSION_LATEST, participant, trade_id, current)
-            row = await conn.fetchrow(q.MAKE_LATEST, participant, trade_id, current + 1)
-            update = Update(**dict(row))
+            row = dict(await conn.fetchrow(q.MAKE_LATEST, participant, trade_id, current + 1))
+            if "attributes" in row["trade"]:
+                row["trade"]["attributes"] = jsoncodec.from_jsonb(row["trade"]["attributes"])
+            update = Update(**row)
             await self._call_back(conn, update)
             played.append(update)
             current += 1

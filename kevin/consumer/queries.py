@@ -22,7 +22,9 @@ CREATE TABLE IF NOT EXISTS kevin_trade_versions (
     seq bigint,                 -- the feed position it came with; NULL when backfilled
     event text NOT NULL,        -- why Kevin wrote the version (its reason)
     status text NOT NULL,
-    trade jsonb NOT NULL,       -- the Trade body, exactly as Kevin sent it
+    -- The Trade body as Kevin sent it; its attributes are a JSON string of their text
+    -- when they hold a number jsonb would rewrite (1e99, -0): kevin.jsoncodec.for_jsonb.
+    trade jsonb NOT NULL,
     latest boolean NOT NULL DEFAULT false,
     applied boolean NOT NULL DEFAULT false,
     received_at timestamptz NOT NULL DEFAULT clock_timestamp(),

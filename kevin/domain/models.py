@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 from uuid import UUID
 
 from pydantic import (
@@ -21,8 +21,13 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    ValidationError,
     WithJsonSchema,
+    model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from kevin import jsoncodec
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -64,20 +69,61 @@ def storable_text(value: str) -> str:
     return value
 
 
-def _finite_json(value: Any) -> Any:
-    """Attributes are stored as given, but JSON has no NaN or Infinity, and PostgreSQL's
-    jsonb no NUL character."""
-    if isinstance(value, Decimal) and not value.is_finite():
-        raise ValueError("numbers must be finite")
-    if isinstance(value, str):
-        storable_text(value)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            storable_text(key)
-            _finite_json(item)
-    elif isinstance(value, list):
-        for item in value:
-            _finite_json(item)
+# The limits that keep one client's trade from hurting others (docs/api.md, Conventions):
+# every feed update then fits any transport Kevin relays to.
+MAX_TRADE_JSON_BYTES = 64 * 1024
+MAX_ATTRIBUTES_DEPTH = 16  # the attributes object itself is the first level
+MAX_NUMBER_CHARS = 40
+# Every field but `attributes` is bounded by its pattern or length (the longest, location,
+# is 64 characters of at most 6 bytes each as JSON): together they stay under this, so a
+# trade whose attributes take less than the rest of the limit needs no exact measure.
+_BOUNDED_FIELDS_BYTES = 4 * 1024
+
+
+def _refused(loc: tuple[str | int, ...], kind: str, message: str) -> ValidationError:
+    """A validation error at ``loc`` under the field being validated, so the 422 names the
+    very attribute (``attributes.legs.0.qty``), not just the field."""
+    return ValidationError.from_exception_data("attributes", [InitErrorDetails(
+        type=PydanticCustomError(kind, message), loc=loc, input=None)])
+
+
+def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
+    """Attributes are stored and given back as sent, within the limits above. JSON has no
+    NaN or Infinity, and PostgreSQL's jsonb no NUL character. The walk stops at the first
+    level past the depth limit and once the text it has seen passes the size limit, so a
+    refused body costs no more than an accepted one."""
+    seen = 0
+    stack: list[tuple[tuple[str | int, ...], Any, int]] = [((), value, 1)]
+    while stack:
+        loc, item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_ATTRIBUTES_DEPTH:
+                raise _refused(loc, "attributes_too_deep",
+                               f"attributes are nested at most {MAX_ATTRIBUTES_DEPTH} deep")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    storable_text(key)
+                    seen += len(key) + 4
+                    stack.append(((*loc, key), child, depth + 1))
+            else:
+                seen += 1 + len(item)
+                stack.extend(((*loc, i), child, depth + 1) for i, child in enumerate(item))
+        elif isinstance(item, str):
+            storable_text(item)
+            seen += len(item) + 2
+        elif isinstance(item, int | float | Decimal) and not isinstance(item, bool):
+            if isinstance(item, Decimal | float) and not Decimal(item).is_finite():
+                raise ValueError("numbers must be finite")
+            text = jsoncodec.number_text(item)
+            if len(text) > MAX_NUMBER_CHARS:
+                raise _refused(loc, "number_too_long",
+                               f"a number in attributes is at most {MAX_NUMBER_CHARS} "
+                               f"characters as written, not {len(text)}")
+            seen += len(text)
+        if seen > MAX_TRADE_JSON_BYTES:
+            raise _refused((), "trade_too_large",
+                           f"a trade is at most {MAX_TRADE_JSON_BYTES} bytes as JSON; "
+                           "its attributes alone are larger")
     return value
 
 
@@ -119,7 +165,7 @@ Amount = Annotated[
     WithJsonSchema({"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$",
                     "examples": ["1000.25"]}, mode="serialization"),
 ]
-Attributes = Annotated[dict[str, Any], AfterValidator(_finite_json)]
+Attributes = Annotated[dict[str, Any], AfterValidator(_bounded_json)]
 
 
 def _date_text(value: Any) -> Any:
@@ -174,6 +220,18 @@ class TradeTerms(BaseModel):
     location: Annotated[str, StringConstraints(min_length=1, max_length=64),
                         AfterValidator(storable_text)] | None = None
     attributes: Attributes = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _at_most_64_kib(self) -> Self:
+        """A trade is at most MAX_TRADE_JSON_BYTES as Kevin writes it; only attributes can
+        make it so large, so they are named."""
+        if len(jsoncodec.dumps(self.attributes)) > MAX_TRADE_JSON_BYTES - _BOUNDED_FIELDS_BYTES:
+            size = len(jsoncodec.dumps(self.model_dump(mode="python")))
+            if size > MAX_TRADE_JSON_BYTES:
+                raise _refused(("attributes",), "trade_too_large",
+                               f"a trade is at most {MAX_TRADE_JSON_BYTES} bytes as JSON, "
+                               f"not {size}; its attributes make it so large")
+        return self
 
 
 # The terms that matter for matching; `attributes` is stored and returned, never matched.

@@ -34,7 +34,7 @@ def version_args(new: NewVersion) -> tuple[Any, ...]:
     return (
         new.participant, new.trade_id, new.version, new.status, new.reason,
         t.counterparty, t.side, t.product, t.quantity, t.price, t.currency,
-        t.trade_date, t.settlement_date, t.location, t.attributes,
+        t.trade_date, t.settlement_date, t.location, stored_attributes(t.attributes),
         m.match_id if m else None,
         m.counterparty_trade_id if m else None,
         m.counterparty_version if m else None,
@@ -42,6 +42,17 @@ def version_args(new: NewVersion) -> tuple[Any, ...]:
         new.rules_version, new.comment, new.replay_id, new.actor,
         new.first_submitted_at,
     )
+
+
+def stored_attributes(attributes: dict[str, Any]) -> dict[str, Any] | str:
+    """What the jsonb column ``attributes`` holds (kevin.jsoncodec.for_jsonb): the object,
+    or its JSON text when it holds a number jsonb would not give back as written."""
+    return jsoncodec.for_jsonb(attributes)
+
+
+def attributes_of(stored: dict[str, Any] | str) -> dict[str, Any]:
+    """The attributes as submitted, from the column (see stored_attributes)."""
+    return jsoncodec.from_jsonb(stored)
 
 
 def _uuid(value: UUID | None) -> UUID | None:
@@ -74,7 +85,7 @@ def trade_from_row(row: Mapping[str, Any]) -> Trade:
         "counterparty": row["counterparty"], "side": row["side"], "product": row["product"],
         "quantity": row["quantity"], "price": row["price"], "currency": row["currency"],
         "trade_date": row["trade_date"], "settlement_date": row["settlement_date"],
-        "location": row["location"], "attributes": row["attributes"],
+        "location": row["location"], "attributes": attributes_of(row["attributes"]),
         "trade_id": row["trade_id"], "participant": row["participant"],
         "version": row["version"], "status": row["status"], "match": match,
         "mismatches": [trusted(Mismatch, {
