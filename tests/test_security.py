@@ -31,14 +31,20 @@ ADMIN_ONLY = {
     ("POST", "/v1/participants"), ("PUT", "/v1/rules/{product}"),
     ("GET", "/v1/rules/{product}"), ("POST", "/v1/admin/matches"),
     ("DELETE", "/v1/admin/matches/{match_id}"), ("POST", "/v1/replays"),
-    ("GET", "/v1/replays/{replay_id}"),
+    ("GET", "/v1/replays/{replay_id}"), ("PUT", "/v1/participants/{name}"),
+    ("PUT", "/v1/profiles/{name}"), ("GET", "/v1/profiles/{name}"),
+    ("DELETE", "/v1/profiles/{name}"), ("GET", "/v1/profiles"),
 }
 # Participant endpoints, each exercised across participants in a test below.
 ISOLATED = {
     ("POST", "/v1/trades"), ("GET", "/v1/trades"), ("GET", "/v1/trades/{trade_id}"),
     ("PUT", "/v1/trades/{trade_id}"), ("DELETE", "/v1/trades/{trade_id}"),
     ("GET", "/v1/trades/{trade_id}/versions"), ("GET", "/v1/alleged"),
-    ("POST", "/v1/trades/batch"), ("GET", "/v1/feed"),
+    ("POST", "/v1/trades/batch"), ("GET", "/v1/feed"), ("POST", "/v1/trades/import"),
+    ("GET", "/v1/trades/{trade_id}/confirmation"), ("POST", "/v1/proposals"),
+    ("GET", "/v1/proposals"), ("GET", "/v1/proposals/{proposal_id}"),
+    ("POST", "/v1/proposals/{proposal_id}/accept"), ("POST", "/v1/proposals/{proposal_id}/reject"),
+    ("POST", "/v1/proposals/{proposal_id}/withdraw"),
 }
 # The web workbench's pages and forms: a session from /ui/login, and the same isolation
 # (tests/test_ui.py: a participant cannot see or act on another's trade; CSRF on every form).
@@ -114,7 +120,8 @@ async def test_admin_endpoints_refuse_participant_keys(client, banks):
 
 def _concrete(path: str) -> str:
     return (path.replace("{trade_id}", "A-1").replace("{product}", "XAU")
-            .replace("{match_id}", str(uuid.uuid4())).replace("{replay_id}", str(uuid.uuid4())))
+            .replace("{match_id}", str(uuid.uuid4())).replace("{replay_id}", str(uuid.uuid4()))
+            .replace("{proposal_id}", str(uuid.uuid4())).replace("{name}", "BANKZ"))
 
 
 # --- participant isolation -------------------------------------------------------------
@@ -195,6 +202,36 @@ async def test_a_batch_writes_only_the_callers_own_trades(client, three, conn):
     resp = await client.post("/v1/trades/batch", data=body,
                              headers={**ADMIN, "Content-Type": "application/x-ndjson"})
     assert resp.status == 403
+
+
+async def test_an_import_writes_only_the_callers_own_trades(client, three, conn):
+    a, b, _ = three
+    await client.post("/v1/trades", json=trade_body("A-1"), headers=a)
+    before = await conn.fetch("SELECT * FROM trades WHERE participant = 'BANKA'")
+    body = trade_body("A-1", counterparty="BANKC", price="1")
+    del body["attributes"]
+    csv = (",".join(body) + "\n" + ",".join(str(v) for v in body.values()) + "\n").encode()
+    resp = await client.post("/v1/trades/import?format=csv", data=csv,
+                             headers={**b, "Content-Type": "text/csv"})
+    assert resp.status == 200, await resp.text()
+    [result] = (await resp.json())["results"]
+    assert result["result"] == "created" and result["trade"]["participant"] == "BANKB"
+    assert await conn.fetch("SELECT * FROM trades WHERE participant = 'BANKA'") == before
+
+
+async def test_another_participants_confirmation_reads_as_404(client, three):
+    a, b, c = three
+    assert (await client.post("/v1/trades", json=trade_body("A-1"), headers=a)).status == 201
+    for fmt in ("mt300", "fpml"):
+        for intruder in (b, c):
+            resp = await client.get(f"/v1/trades/A-1/confirmation?format={fmt}",
+                                    headers=intruder)
+            assert resp.status == 404, (fmt, await resp.text())
+
+
+# Proposals: tests/test_proposals_api.py
+# test_only_the_two_participants_and_the_admin_see_a_proposal reads and answers another
+# pair's proposal as a bystander (404 on every proposal route) and lists nothing of theirs.
 
 
 async def test_alleged_shows_only_trades_naming_me(client, three):
