@@ -26,7 +26,9 @@ def paths() -> dict[str, Any]:
         " resting trade's price: of the two, the one that entered the book first);"
         " quantity_tolerance {\"abs\": x}; settlement_date_window_days; location exact or"
         " ignore. Omitted fields are exact; tolerances are inclusive. A product with no"
-        " rules matches exactly on every field. Matches record the rules version used.")
+        " rules matches exactly on every field. Matches record the rules version used. Or"
+        " {\"fields\": {...}} with every tolerance form of matching profiles (see"
+        " PUT /v1/profiles/{name}); not both spellings.")
     return {
         "/v1/rules/{product}": {
             "parameters": [product],

@@ -49,10 +49,11 @@ def _candidate_args(participant: str, counterparty: str, side: str, trade_id: st
                     product: str, price: Decimal, first_submitted_at: datetime) -> tuple[Any, ...]:
     """kevin.store.matching.find_candidates's parameters under exact rules."""
     opposite = "buy" if side == "sell" else "sell"
+    exact = ("abs", Decimal(0), None, None, None)  # today's exact rules: abs 0
     return (product, "USD", counterparty, participant, opposite, w.TRADE_DATE, participant,
-            trade_id, price, QUANTITY, MATCH_PER_SIDE, price, price, Decimal(0), None,
-            QUANTITY, QUANTITY, w.SETTLEMENT_DATE, w.SETTLEMENT_DATE, False, "LDN",
-            first_submitted_at)
+            trade_id, price, QUANTITY, MATCH_PER_SIDE, price, price, *exact,
+            QUANTITY, QUANTITY, *exact, w.SETTLEMENT_DATE, w.SETTLEMENT_DATE, False, "LDN",
+            [], first_submitted_at)
 
 
 async def _leg(conn: asyncpg.Connection, participant: str, counterparty: str, side: str,

@@ -83,19 +83,17 @@ def reference_price(trade: Trade, candidate: Trade) -> Decimal:
     return min(trade, candidate, key=_entry).price
 
 
-def out_of_tolerance(trade: Trade, resting: Trade, rules: Rules) -> list[str]:
-    """The tolerance fields on which ``trade`` and the ``resting`` candidate differ by
-    more than the rules allow, in TOLERANCE_FIELDS order; empty means they match."""
-    fields = []
-    if not rules.price_within(trade.price, resting.price, reference_price(trade, resting)):
-        fields.append("price")
-    if not rules.quantity_within(trade.quantity, resting.quantity):
-        fields.append("quantity")
-    if not rules.settlement_within(trade.settlement_date, resting.settlement_date):
-        fields.append("settlement_date")
-    if not rules.location_within(trade.location, resting.location):
-        fields.append("location")
-    return fields
+def resting_of(trade: Trade, candidate: Trade) -> tuple[Trade, Trade]:
+    """(resting, other): of the two, the one that entered the book first rests; relative
+    and asymmetric tolerances are seen from it (see reference_price)."""
+    resting = min(trade, candidate, key=_entry)
+    return resting, (candidate if resting is trade else trade)
+
+
+def out_of_tolerance(trade: Trade, candidate: Trade, rules: Rules) -> list[str]:
+    """The tolerance fields on which ``trade`` and ``candidate`` differ by more than the
+    rules allow, in TOLERANCE_FIELDS order; empty means they match."""
+    return rules.tolerances.failing(*resting_of(trade, candidate))
 
 
 def candidate_order(trade: Trade, candidate: Trade) -> tuple[Decimal, Decimal, datetime, str]:
@@ -125,7 +123,7 @@ def explain(trade: Trade, resting: Trade, rules: Rules, fields: Iterable[str]) -
         fields=[
             MismatchField(field=name, ours=_text(getattr(trade, name)),
                           theirs=_text(getattr(resting, name)),
-                          tolerance=rules.tolerance_text(name, reference_price(trade, resting)))
+                          tolerance=rules.tolerances.text(name, resting_of(trade, resting)[0]))
             for name in fields
         ],
     )

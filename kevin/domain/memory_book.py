@@ -112,7 +112,7 @@ class MemoryBook:
             take_up = up_price is not None and up_price - price == distance
             take_down = down_price is not None and price - down_price == distance
             within_bounds = ((take_up and (high is None or up_price <= high))  # type: ignore[operator]
-                             or (take_down and down_price >= low))  # type: ignore[operator]
+                             or (take_down and (low is None or down_price >= low)))  # type: ignore[operator]
             if outside >= MAX_MISMATCHES and not within_bounds:
                 break
             matched = False

@@ -9,7 +9,7 @@ A product without rules matches exactly on every field (``Rules()``, the default
 from __future__ import annotations
 
 from datetime import date, timedelta
-from decimal import ROUND_CEILING, Context, Decimal, Inexact, localcontext
+from decimal import Context, Decimal, Inexact, localcontext
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,11 +17,19 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     model_serializer,
     model_validator,
 )
 
 from kevin.domain.models import DecimalText, UtcText, decimal_text
+from kevin.domain.tolerances import (
+    EXACT_FIELDS,
+    AmountTolerance,
+    DateTolerance,
+    FieldTolerances,
+    LocationTolerance,
+)
 
 BPS = Decimal(10_000)
 
@@ -89,82 +97,101 @@ class QuantityTolerance(BaseModel):
 class Rules(BaseModel):
     """The matching rules of one product. The defaults are exact matching on every field.
 
-    A bps ``price_tolerance`` is relative to the *resting* trade's price: of the two, the
-    one that entered the book first (see kevin.domain.matching.reference_price).
+    Two spellings: today's ``{"price_tolerance", "quantity_tolerance",
+    "settlement_date_window_days", "location"}``, or ``{"fields": {...}}`` with every
+    tolerance form of kevin.domain.tolerances (the form matching profiles use). Not
+    both. Either way ``tolerances`` is what matching applies; relative and asymmetric
+    forms are seen from the *resting* trade: of the two, the one that entered the book
+    first (see kevin.domain.matching.reference_price).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    price_tolerance: PriceTolerance = PriceTolerance(abs=Decimal(0))
-    quantity_tolerance: QuantityTolerance = QuantityTolerance(abs=Decimal(0))
+    price_tolerance: PriceTolerance | None = None
+    quantity_tolerance: QuantityTolerance | None = None
     # Strict: lax mode would read false as 0 and "3" as 3.
-    settlement_date_window_days: int = Field(default=0, ge=0, le=MAX_WINDOW_DAYS, strict=True)
-    location: Literal["exact", "ignore"] = "exact"
+    settlement_date_window_days: int | None = Field(default=None, ge=0, le=MAX_WINDOW_DAYS,
+                                                    strict=True)
+    location: Literal["exact", "ignore"] | None = None
+    fields: FieldTolerances | None = None
+
+    _tolerances: FieldTolerances = PrivateAttr(default=EXACT_FIELDS)
+
+    @model_validator(mode="after")
+    def _one_spelling(self) -> Rules:
+        legacy = {name: getattr(self, name) for name in _LEGACY
+                  if getattr(self, name) is not None}
+        if self.fields is not None and legacy:
+            raise ValueError(f"give either fields or {', '.join(legacy)}, not both")
+        self._tolerances = self.fields if self.fields is not None else _from_legacy(self)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _as_given(self, handler: Any) -> Any:
+        body = handler(self)
+        if self.fields is not None:
+            for name in _LEGACY:
+                body.pop(name, None)
+            return body
+        body.pop("fields", None)
+        for name, default in _LEGACY_DEFAULTS.items():
+            if body.get(name) is None:
+                body[name] = default
+        return body
+
+    @property
+    def tolerances(self) -> FieldTolerances:
+        return self._tolerances
+
+    def is_exact(self) -> bool:
+        """Whether these rules match exactly on every field (the batch's fast path)."""
+        t = self._tolerances
+        return (_exact_amount(t.price) and _exact_amount(t.quantity)
+                and t.settlement_date.within_days == 0 and t.location.mode == "exact")
 
     # --- the comparisons (inclusive) --------------------------------------------------
 
     def price_within(self, ours: Decimal, theirs: Decimal,
                      reference: Decimal | None = None) -> bool:
-        """|ours - theirs| within the tolerance; bps are of ``reference`` (the resting
-        trade's price), ``theirs`` unless given."""
-        reference = theirs if reference is None else reference
-        with localcontext(EXACT):
-            if self.price_tolerance.bps is not None:
-                # |ours - theirs| <= reference * bps / 10^4, multiplied out: no division.
-                return abs(ours - theirs) * BPS <= reference * self.price_tolerance.bps
-            assert self.price_tolerance.abs is not None
-            return abs(ours - theirs) <= self.price_tolerance.abs
-
-    def quantity_within(self, ours: Decimal, theirs: Decimal) -> bool:
-        with localcontext(EXACT):
-            return abs(ours - theirs) <= self.quantity_tolerance.abs
-
-    def settlement_within(self, ours: date, theirs: date) -> bool:
-        return abs((ours - theirs).days) <= self.settlement_date_window_days
-
-    def location_within(self, ours: str | None, theirs: str | None) -> bool:
-        return self.location == "ignore" or ours == theirs
+        """|ours - theirs| within the price tolerance, seen from ``reference`` (the
+        resting trade's price: ``theirs`` unless given)."""
+        resting = theirs if reference is None else reference
+        other = ours if resting == theirs else theirs
+        return self._tolerances.price.within(resting, other)
 
     # --- index ranges for the candidate query ------------------------------------------
 
-    def price_bounds(self, price: Decimal) -> tuple[Decimal, Decimal | None]:
+    def price_bounds(self, price: Decimal) -> tuple[Decimal | None, Decimal | None]:
         """Inclusive bounds on the prices that can match ``price``, whichever of the two
-        is the reference: a superset for bps (rounded outwards), so the store can
-        range-scan its index and then apply the exact test. ``None``: unbounded above."""
-        tol = self.price_tolerance
-        if tol.abs is not None:
-            with localcontext(EXACT):
-                return price - tol.abs, price + tol.abs
-        assert tol.bps is not None
-        # Reference = the other price c: |p - c| <= c*b/10^4 <=> p/(1+b') <= c <= p/(1-b');
-        # reference = p: p(1-b') <= c <= p(1+b'). The union: [p(1-b'), p/(1-b')].
-        with localcontext(EXACT):
-            low = price * (BPS - tol.bps) / BPS
-        if tol.bps >= BPS:
-            return low, None
-        with localcontext(_APPROX) as ctx:
-            ctx.rounding = ROUND_CEILING
-            high = price * BPS / (BPS - tol.bps)
-        return low, high
+        rests: a superset for relative forms (rounded outwards), so the store can
+        range-scan its index and then apply the exact test. ``None``: unbounded."""
+        return self._tolerances.price.bounds(price)
 
-    def quantity_bounds(self, quantity: Decimal) -> tuple[Decimal, Decimal]:
-        with localcontext(EXACT):
-            return quantity - self.quantity_tolerance.abs, quantity + self.quantity_tolerance.abs
+    def quantity_bounds(self, quantity: Decimal) -> tuple[Decimal | None, Decimal | None]:
+        return self._tolerances.quantity.bounds(quantity)
 
     def settlement_bounds(self, settlement: date) -> tuple[date, date]:
-        window = timedelta(days=self.settlement_date_window_days)
-        return _clamped(settlement, -window), _clamped(settlement, window)
+        return self._tolerances.settlement_date.bounds(settlement)
 
-    # --- how the tolerances read in a mismatch -----------------------------------------
 
-    def tolerance_text(self, field: str, resting_price: Decimal) -> str | None:
-        if field == "price":
-            return decimal_text(self.price_tolerance.allowed(resting_price))
-        if field == "quantity":
-            return decimal_text(self.quantity_tolerance.abs)
-        if field == "settlement_date":
-            return str(self.settlement_date_window_days)
-        return None  # location: exact, there is no amount to state
+_LEGACY = ("price_tolerance", "quantity_tolerance", "settlement_date_window_days", "location")
+_LEGACY_DEFAULTS: dict[str, Any] = {
+    "price_tolerance": {"abs": "0"}, "quantity_tolerance": {"abs": "0"},
+    "settlement_date_window_days": 0, "location": "exact"}
+
+
+def _from_legacy(rules: Rules) -> FieldTolerances:
+    price = rules.price_tolerance or PriceTolerance(abs=Decimal(0))
+    quantity = rules.quantity_tolerance or QuantityTolerance(abs=Decimal(0))
+    return FieldTolerances(
+        price=AmountTolerance.model_validate(price.model_dump(mode="json")),
+        quantity=AmountTolerance.model_validate(quantity.model_dump(mode="json")),
+        settlement_date=DateTolerance(days=rules.settlement_date_window_days or 0),
+        location=LocationTolerance.model_validate(rules.location or "exact"))
+
+
+def _exact_amount(tolerance: AmountTolerance) -> bool:
+    return tolerance.form == "exact" or (tolerance.form == "abs" and tolerance.amount == 0)
 
 
 EXACT_RULES = Rules()
@@ -186,7 +213,7 @@ class RulesVersion(Rules):
     actor: str | None = Field(default=None, exclude=True)
 
     def rules(self) -> Rules:
-        return Rules.model_validate(self.model_dump(include=set(Rules.model_fields)))
+        return _rules_of(self)
 
 
 class RulesUpdate(Rules):
@@ -196,7 +223,11 @@ class RulesUpdate(Rules):
     product: str | None = None
 
     def rules(self) -> Rules:
-        return Rules.model_validate(self.model_dump(include=set(Rules.model_fields)))
+        return _rules_of(self)
+
+
+def _rules_of(given: Rules) -> Rules:
+    return Rules(**{name: getattr(given, name) for name in Rules.model_fields})
 
 
 def rules_from_json(body: Any) -> Rules:

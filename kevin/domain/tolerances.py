@@ -360,6 +360,11 @@ class DateTolerance(BaseModel):
         except OverflowError:
             return date.max if count > 0 else date.min
 
+    @property
+    def within_days(self) -> int | None:
+        """The calendar-day reach of a ``days`` form (None for the others)."""
+        return None if self.ignore or self.business_days is not None else self.days
+
     def _reach(self) -> int:
         return self.business_days if self.business_days is not None else self.days or 0
 

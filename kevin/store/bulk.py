@@ -91,13 +91,8 @@ async def latest_many(conn: asyncpg.Connection, participant: str,
 
 
 def is_exact(rules: Rules) -> bool:
-    """Whether these rules accept only equal prices, quantities, settlement dates and
-    locations (a product without rules, or every tolerance zero)."""
-    price = rules.price_tolerance
-    return ((price.abs is not None and price.abs == 0)
-            or (price.bps is not None and price.bps == 0)) \
-        and rules.quantity_tolerance.abs == 0 and rules.settlement_date_window_days == 0 \
-        and rules.location == "exact"
+    """Exact on every field: the batch's equi-join fast path applies."""
+    return rules.is_exact()
 
 
 def _key(trade: Trade) -> tuple[object, ...]:

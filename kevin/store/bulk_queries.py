@@ -207,10 +207,11 @@ ORDER BY b.ord, t.first_submitted_at, t.trade_id COLLATE "C"
 # cannot drift apart. A LATERAL plan is generic, which MATCH_CANDIDATES's upper price
 # bound allows for (it bounds the index scan whatever $13 is).
 # The broken-pairs test inside it names the new trade as $7/$8 (b.p7, b.p8).
+_AMOUNT_FORM = ("text", "numeric", "numeric", "numeric", "numeric")
 _CANDIDATE_PARAMS = (
     "text", "text", "text", "text", "text", "date", "text", "text", "numeric", "numeric",
-    "int", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "date", "date",
-    "bool", "text", "timestamptz",
+    "int", "numeric", "numeric", *_AMOUNT_FORM, "numeric", "numeric", *_AMOUNT_FORM,
+    "date", "date", "bool", "text", "jsonb", "timestamptz",
 )
 _PER_TRADE = re.sub(r"[$](\d+)", r"b.p\1", MATCH_CANDIDATES)
 

@@ -15,6 +15,7 @@ import asyncpg
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade, TradeTerms
 from kevin.domain.rules import Rules, RulesVersion
+from kevin.domain.tolerances import AmountTolerance
 from kevin.store import matching_queries as q
 from kevin.store.matching_queries import NEAREST_PER_SIDE as NEAREST_PER_SIDE
 from kevin.store.trades import trade_from_row
@@ -81,13 +82,21 @@ def _key_args(trade: Trade, per_side: int) -> list[Any]:
     ]
 
 
+def _form_args(tolerance: AmountTolerance) -> list[Any]:
+    return [tolerance.form, tolerance.amount, tolerance.max_abs, tolerance.below,
+            tolerance.above]
+
+
 def _within_args(trade: Trade, rules: Rules) -> list[Any]:
-    low, high = rules.price_bounds(trade.price)
-    q_low, q_high = rules.quantity_bounds(trade.quantity)
-    s_low, s_high = rules.settlement_bounds(trade.settlement_date)
+    """Parameters $12..$31 of matching_queries._WITHIN: each field's window and form."""
+    tolerances = rules.tolerances
+    equivalents = tolerances.location.matching(trade.location)
     return [
-        low, high, rules.price_tolerance.abs, rules.price_tolerance.bps,
-        q_low, q_high, s_low, s_high, rules.location == "ignore", trade.location,
+        *tolerances.price.bounds(trade.price), *_form_args(tolerances.price),
+        *tolerances.quantity.bounds(trade.quantity), *_form_args(tolerances.quantity),
+        *tolerances.settlement_date.bounds(trade.settlement_date),
+        equivalents is None, trade.location,
+        sorted(e for e in equivalents if e is not None) if equivalents else [],
         trade.first_submitted_at,
     ]
 

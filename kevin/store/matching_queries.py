@@ -38,26 +38,54 @@ _NOT_BROKEN = """
     )
 """
 
-# Within tolerance on every field, as kevin.domain.rules/matching decide it. Price: the
-# index range [$12, $13] (a superset when the tolerance is in bps; $13 NULL: no upper
-# bound, hence +Infinity), then the exact inclusive test. The upper bound is written so
-# that it bounds the index scan in a generic plan too, where $13's value is unknown: as
-# ``($13 IS NULL OR price <= $13)`` it could only filter after the scan, the generic plan
-# looked costly, and PostgreSQL re-planned this statement on every execution once the
-# tables had statistics (pg_prepared_statements: 0 generic, 3,668 custom plans in 6,000
-# pairs), a planning of the whole UNION each time. bps are of the resting trade's price,
-# the one of the pair that entered the book first ($22 = our first_submitted_at; "C"
-# collation = Python's str order), and are multiplied out (|ours - resting| * 10^4 <=
-# resting * bps): no division rounds.
-_WITHIN = """
-    AND price >= $12 AND price <= coalesce($13::numeric, 'Infinity'::numeric)
-    AND ($14::numeric IS NULL OR abs(price - $9) <= $14)
-    AND ($15::numeric IS NULL OR abs(price - $9) * 10000 <= $15 * CASE
-         WHEN (first_submitted_at, participant COLLATE "C", trade_id COLLATE "C")
-              < ($22, $7 COLLATE "C", $8 COLLATE "C") THEN price ELSE $9 END)
-    AND quantity BETWEEN $16 AND $17
-    AND settlement_date BETWEEN $18 AND $19
-    AND ($20 OR location IS NOT DISTINCT FROM $21)
+# Within tolerance on every field, as kevin.domain.tolerances decides it, for every
+# tolerance form. Price: the index range [$12, $13] (the form's window, kevin.domain
+# .tolerances bounds: a superset for relative forms; NULL: unbounded, hence -/+Infinity),
+# then the form's exact inclusive test. Both bounds are written so that they bound the
+# index scan in a generic plan too, where their values are unknown: as ``($13 IS NULL OR
+# price <= $13)`` a bound could only filter after the scan, the generic plan looked
+# costly, and PostgreSQL re-planned this statement on every execution once the tables had
+# statistics (a planning of the whole UNION each time). Relative and asymmetric forms are
+# seen from the resting trade, the one of the pair that entered the book first ($31 =
+# our first_submitted_at; "C" collation = Python's str order); relative forms are
+# multiplied out (|ours - resting| * 10^4 <= resting * bps): no division rounds.
+# Quantity: the same with $19..$25; settlement date: the exact window [$26, $27] (the
+# business-day window is exact too); location: equal, or in our equivalence set ($30, a
+# jsonb array), or ignored ($28).
+_RESTING_IS_THEIRS = """(first_submitted_at, participant COLLATE "C", trade_id COLLATE "C")
+              < ($31, $7 COLLATE "C", $8 COLLATE "C")"""
+
+
+def _form_test(column: str, ours: str, first: int) -> str:
+    """The exact test of one amount field's form: $first is the form's name, then its
+    amount, max_abs cap, range below and range above."""
+    form, amount, cap, below, above = (f"${first + i}" for i in range(5))
+    resting = f"(CASE WHEN {_RESTING_IS_THEIRS} THEN {column} ELSE {ours} END)"
+    other = f"(CASE WHEN {_RESTING_IS_THEIRS} THEN {ours} ELSE {column} END)"
+    gap = f"abs({column} - {ours})"
+    return f"""(CASE {form}::text
+         WHEN 'ignore' THEN true
+         WHEN 'exact' THEN {column} = {ours}
+         WHEN 'abs' THEN {gap} <= {amount}::numeric
+         WHEN 'bps' THEN {gap} * 10000 <= {resting} * {amount}::numeric
+                         AND {gap} <= coalesce({cap}::numeric, {gap})
+         WHEN 'pct' THEN {gap} * 100 <= {resting} * {amount}::numeric
+                         AND {gap} <= coalesce({cap}::numeric, {gap})
+         WHEN 'range' THEN {other} - {resting}
+                           BETWEEN -{below}::numeric AND {above}::numeric
+    END)"""
+
+
+_WITHIN = f"""
+    AND price >= coalesce($12::numeric, '-Infinity'::numeric)
+    AND price <= coalesce($13::numeric, 'Infinity'::numeric)
+    AND {_form_test("price", "$9", 14)}
+    AND quantity >= coalesce($19::numeric, '-Infinity'::numeric)
+    AND quantity <= coalesce($20::numeric, 'Infinity'::numeric)
+    AND {_form_test("quantity", "$10", 21)}
+    AND settlement_date BETWEEN $26 AND $27
+    AND ($28 OR location IS NOT DISTINCT FROM $29
+         OR coalesce($30::jsonb ? location, false))
 """
 
 # Invariant 7's order, "smallest price difference" first, cannot be read off a btree
