@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kevin.store.participants import hash_key
-from tests.conftest import ADMIN, ADMIN_TOKEN, trade_body
+from tests.conftest import ADMIN, ADMIN_TOKEN, trade_body, wait_for
 from tests.ui_helpers import Browser, csrf_of, login
 
 STATIC = Path(__file__).parent.parent / "kevin" / "ui" / "static"
@@ -109,10 +109,15 @@ async def test_the_json_api_and_the_feed_accept_the_session_cookie(client, banks
     assert [t["trade_id"] for t in (await resp.json())["trades"]] == ["A-1"]
     resp = await browser.get("/v1/trades/B-9?participant=BANKB")
     assert resp.status == 404  # exactly what BANKA's key may see
-    feed = await browser.get("/v1/feed?after=0", headers={"Accept": "application/json"})
-    assert feed.status == 200
-    assert [(u["participant"], u["trade_id"]) for u in (await feed.json())["updates"]] == [
-        ("BANKA", "A-1")]
+
+    async def feed_page():
+        # The feed's seq is given by the sequencer just after commit: wait for it.
+        resp = await browser.get("/v1/feed?after=0", headers={"Accept": "application/json"})
+        assert resp.status == 200
+        return (await resp.json())["updates"]
+
+    updates = await wait_for(feed_page)
+    assert [(u["participant"], u["trade_id"]) for u in updates] == [("BANKA", "A-1")]
 
 
 async def test_a_cookie_authenticated_unsafe_api_request_needs_the_csrf_header(

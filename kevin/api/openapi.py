@@ -126,6 +126,10 @@ Conventions (the contract, and what Kevin does where it is silent):
 - Every error is {"error", "message", "details"}; 422 details are a list of
   {"field", "message"}. 401 answers carry WWW-Authenticate: Bearer.
 - A trade's version is its ETag; If-Match takes it back for PUT and DELETE.
+- A workbench login (/ui/login) sets the kevin_session cookie, which the API and the feed
+  accept in place of the Bearer header (a browser's EventSource cannot send headers).
+  POST, PUT and DELETE so authenticated must also send the session's CSRF token in
+  X-CSRF-Token: 403 without it.
 - Another participant's trade, or a trade_id outside [A-Za-z0-9._:-]{1,64}, is 404.
   A new trade's trade_id must hold a character other than a dot ("." and ".." are path
   segments HTTP clients rewrite): ids of dots alone are refused with 422.
@@ -274,10 +278,15 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Kevin", "version": kevin.__version__, "description": DESCRIPTION},
         "servers": [{"url": "/"}],
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"session": []}],
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "kevin_session",
+                            "description": "a workbench session (/ui/login); unsafe "
+                                           "methods also need X-CSRF-Token"},
+            },
         },
     }

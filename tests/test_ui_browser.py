@@ -1,0 +1,321 @@
+"""The workbench in a real browser: Debian's Chromium (/usr/bin/chromium) driven by
+Playwright, against the app on a local port.
+
+Without Chromium these tests skip with the reason, except in CI (``CI`` set), where a
+missing browser fails them: .ci/run installs it. ``KEVIN_SCREENSHOTS=docs/screenshots``
+saves a picture of each page as the scenarios pass through it (the README's).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ADMIN, ADMIN_TOKEN, trade_body
+
+try:
+    from playwright import async_api as playwright_api
+except ImportError:  # the test extra installs it; CI must never pass without it
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("playwright is not installed (pip install -e '.[test]')",
+                allow_module_level=True)
+expect = playwright_api.expect
+
+CHROMIUM = os.environ.get("KEVIN_CHROMIUM", "/usr/bin/chromium")
+# This machine's closed network: no background fetches, no QUIC, no first-run work.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage"]
+SCREENSHOTS = os.environ.get("KEVIN_SCREENSHOTS")
+WAIT_MS = 15_000  # a live update arrives in well under a second; the machine is shared
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    if shutil.which(CHROMIUM) is None:
+        reason = f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(reason + ": CI must run the browser tests")
+        pytest.skip(reason)
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+async def browser(chromium: str) -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as playwright:
+        # Playwright gives every launch a fresh, empty user data directory.
+        launched = await playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def base_url(client: Any) -> str:
+    return str(client.make_url("")).rstrip("/")
+
+
+class Person:
+    """One browser context (its own cookies): one person at the workbench."""
+
+    def __init__(self, context: Any, page: Any, base_url: str) -> None:
+        self.context, self.page, self.base_url = context, page, base_url
+
+    async def goto(self, path: str) -> Any:
+        return await self.page.goto(self.base_url + path)
+
+    async def page_id(self) -> str:
+        """Set once per document load: unchanged means no reload happened."""
+        return await self.page.evaluate("window.kevinPageId")
+
+    async def live(self) -> None:
+        """Until the page's EventSource is connected to the feed."""
+        await expect(self.page.locator("body")).to_have_attribute(
+            "data-live", "open", timeout=WAIT_MS)
+
+    async def screenshot(self, name: str) -> None:
+        if SCREENSHOTS:
+            await self.page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"),
+                                       full_page=True)
+
+
+@pytest.fixture
+async def people(browser: Any, base_url: str) -> AsyncIterator[Any]:
+    contexts: list[Any] = []
+
+    async def open_as(credential: str, width: int = 1280, height: int = 800) -> Person:
+        context = await browser.new_context(viewport={"width": width, "height": height})
+        context.set_default_timeout(WAIT_MS)
+        contexts.append(context)
+        person = Person(context, await context.new_page(), base_url)
+        await person.goto("/ui/")
+        await expect(person.page).to_have_url(base_url + "/ui/login?next=%2Fui%2F")
+        await person.page.get_by_label("API key or admin token").fill(credential)
+        await person.page.get_by_role("button", name="Log in").click()
+        await expect(person.page).to_have_url(base_url + "/ui/exceptions")
+        return person
+
+    try:
+        yield open_as
+    finally:
+        for context in contexts:
+            await context.close()
+
+
+def key_of(headers: dict[str, str]) -> str:
+    return headers["Authorization"].removeprefix("Bearer ")
+
+
+def buy(trade_id: str = "B-1", **overrides: Any) -> dict[str, Any]:
+    return trade_body(trade_id, **{"counterparty": "BANKA", "side": "buy",
+                                   "attributes": {}, **overrides})
+
+
+async def submit(client: Any, headers: dict[str, str], body: dict[str, Any]) -> dict:
+    resp = await client.post("/v1/trades", json=body, headers=headers)
+    assert resp.status in (200, 201), await resp.text()
+    return await resp.json()
+
+
+async def latest(client: Any, headers: dict[str, str], trade_id: str) -> dict:
+    resp = await client.get(f"/v1/trades/{trade_id}", headers=headers)
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def price_rules(client: Any) -> None:
+    resp = await client.put("/v1/rules/XAU", json={"price_tolerance": {"abs": "0.50"}},
+                            headers=ADMIN)
+    assert resp.status == 200
+
+
+async def test_a_mismatch_appears_live_and_a_force_match_shows_on_both_pages(
+        client, banks, people):
+    a, b = banks
+    await price_rules(client)
+    await submit(client, a, trade_body("A-1"))
+    await submit(client, a, trade_body("A-2", product="XAG"))
+
+    bank_a = await people(key_of(a))
+    await bank_a.live()
+    page_id = await bank_a.page_id()
+    rows = bank_a.page.locator("#trades tbody tr[id^=row-]")
+    await expect(rows).to_have_count(0)
+    await expect(bank_a.page.locator("#tab-mismatched .count")).to_have_text("0")
+
+    # BANKB's trade arrives at another price: BANKA's A-1 becomes mismatched, live.
+    await submit(client, b, buy("B-1", price="1003.00"))
+    row = bank_a.page.locator("#row-BANKA-A-1")
+    await expect(row).to_be_visible(timeout=WAIT_MS)
+    await expect(row.locator(".field")).to_have_text("price")
+    await expect(bank_a.page.locator("#tab-mismatched .count")).to_have_text("1")
+    assert await bank_a.page_id() == page_id
+    await bank_a.screenshot("exceptions")
+
+    await row.get_by_role("link", name="A-1").click()
+    await expect(bank_a.page.locator("h1")).to_contain_text("Trade A-1")
+    await expect(bank_a.page.locator("#trade-status")).to_have_text("mismatched")
+    price = bank_a.page.locator("table.diff tr", has=bank_a.page.locator("th", has_text="price"))
+    await expect(price.locator("td")).to_have_text(["1000.25", "1003.00", "0.50"])
+    await bank_a.live()
+    await bank_a.screenshot("trade-mismatched")
+    page_a = await bank_a.page_id()
+
+    bank_b = await people(key_of(b))
+    await bank_b.goto("/ui/trades/B-1")
+    await expect(bank_b.page.locator("#trade-status")).to_have_text("mismatched")
+    await bank_b.live()
+    page_b = await bank_b.page_id()
+
+    admin = await people(ADMIN_TOKEN)
+    await admin.goto("/ui/trades/A-1?participant=BANKA")
+    await expect(admin.page.get_by_label("Their trade id")).to_have_value("B-1")
+    await admin.page.get_by_label("Comment").fill("agreed on the phone with BANKB")
+    await admin.page.get_by_role("button", name="Force-match").click()
+    await expect(admin.page.locator("#trade-status")).to_have_text("matched")
+    await admin.screenshot("trade-matched-admin")
+
+    # Both participants' pages follow without a reload.
+    for person, before in ((bank_a, page_a), (bank_b, page_b)):
+        await expect(person.page.locator("#trade-status")).to_have_text(
+            "matched", timeout=WAIT_MS)
+        await expect(person.page.locator("#version-3 .comment")).to_contain_text(
+            "agreed on the phone")
+        assert await person.page_id() == before
+    ours = await latest(client, a, "A-1")
+    assert ours["status"] == "matched" and ours["reason"] == "forced"
+
+
+async def test_the_admin_breaks_a_match_with_a_comment(client, banks, people):
+    a, b = banks
+    await submit(client, a, trade_body("A-1"))
+    matched = await submit(client, b, buy("B-1"))
+    assert matched["status"] == "matched"
+    admin = await people(ADMIN_TOKEN)
+    await admin.goto("/ui/trades/A-1?participant=BANKA")
+    await expect(admin.page.locator("#trade-status")).to_have_text("matched")
+    await admin.page.get_by_label("Comment").fill("booked twice: the desk confirmed")
+    await admin.page.get_by_role("button", name="Break the match").click()
+    await expect(admin.page.locator("#trade-status")).not_to_have_text("matched")
+    newest = admin.page.locator("ol.timeline li").first
+    await expect(newest.locator(".reason")).to_have_text("broken")
+    await expect(newest.locator(".comment")).to_contain_text("booked twice")
+    await admin.screenshot("trade-broken-admin")
+    for headers, trade_id in ((a, "A-1"), (b, "B-1")):
+        broken = await latest(client, headers, trade_id)
+        assert broken["reason"] == "broken"
+        assert broken["comment"] == "booked twice: the desk confirmed"
+
+
+async def test_a_participant_can_neither_see_nor_act_on_another_participants_trade(
+        client, banks, people, base_url):
+    a, b = banks
+    await submit(client, a, trade_body("A-1"))
+    bank_b = await people(key_of(b))
+    for path in ("/ui/trades/A-1", "/ui/trades/A-1?participant=BANKA"):
+        response = await bank_b.goto(path)
+        assert response.status == 404
+        await expect(bank_b.page.locator("h1")).to_have_text("Not found")
+        await expect(bank_b.page.locator("body")).not_to_contain_text("1000.25")
+    # The action URL too, with BANKB's own valid session and CSRF token.
+    await bank_b.goto("/ui/exceptions")
+    csrf = await bank_b.page.locator(
+        "form.logout input[name=csrf_token]").get_attribute("value")
+    for path, form in (("/ui/trades/A-1/cancel", {"version": "1"}),
+                       ("/ui/admin/force-match", {
+                           "participant": "BANKA", "trade_id": "A-1",
+                           "counterparty": "BANKB", "counterparty_trade_id": "B-1"})):
+        response = await bank_b.context.request.post(
+            base_url + path, form={**form, "csrf_token": csrf}, max_redirects=0)
+        assert response.status in (403, 404), path
+    assert (await latest(client, a, "A-1"))["status"] == "unmatched"
+
+
+async def test_a_form_posted_without_its_csrf_token_is_refused(client, banks, people):
+    a, _ = banks
+    await submit(client, a, trade_body("A-1"))
+    bank_a = await people(key_of(a))
+    await bank_a.goto("/ui/trades/A-1")
+    await bank_a.page.locator("#cancel-form input[name=csrf_token]").evaluate(
+        "input => input.remove()")
+    await bank_a.page.get_by_role("button", name="Cancel this trade").click()
+    await expect(bank_a.page.locator("h1")).to_have_text("Not allowed")
+    await expect(bank_a.page.locator(".message")).to_contain_text("CSRF")
+    assert (await latest(client, a, "A-1"))["status"] == "unmatched"
+
+
+async def test_logout_ends_the_session(client, banks, people, base_url):
+    a, _ = banks
+    bank_a = await people(key_of(a))
+    assert (await bank_a.context.request.get(base_url + "/v1/trades")).status == 200
+    await bank_a.page.get_by_role("button", name="Log out").click()
+    await expect(bank_a.page).to_have_url(base_url + "/ui/login")
+    await bank_a.goto("/ui/exceptions")
+    await expect(bank_a.page).to_have_url(base_url + "/ui/login?next=%2Fui%2Fexceptions")
+    # The cookie the browser held no longer opens the API either.
+    assert (await bank_a.context.request.get(base_url + "/v1/trades")).status == 401
+
+
+async def test_bulk_cancel_by_keyboard_on_a_narrow_window_shows_each_outcome(
+        client, banks, people):
+    a, _ = banks
+    for n in (1, 2, 3):
+        await submit(client, a, trade_body(f"A-{n}"))
+    bank_a = await people(key_of(a), width=390, height=800)
+    await bank_a.page.locator("#tab-unmatched").click()
+    await expect(bank_a.page.locator("#live-region")).to_have_attribute("data-tab", "unmatched")
+    await expect(bank_a.page.locator("#trades tbody tr[id^=row-]")).to_have_count(3)
+    # Nothing wider than the window but the table, which scrolls inside its own box.
+    overflow = await bank_a.page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0
+    await bank_a.screenshot("exceptions-narrow")
+    # Select two rows with the keyboard: focus, then space.
+    for trade_id in ("A-1", "A-3"):
+        box = bank_a.page.get_by_label(f"Select BANKA {trade_id}")
+        await box.focus()
+        await bank_a.page.keyboard.press("Space")
+        await expect(box).to_be_checked()
+    await bank_a.page.get_by_label("With the selected trades").select_option("cancel")
+    await bank_a.page.get_by_role("button", name="Apply to the selection").press("Enter")
+    results = bank_a.page.locator("#outcomes tbody tr")
+    await expect(results).to_have_count(2)
+    await expect(bank_a.page.locator("#outcomes-title")).to_have_text("Cancel: 2 done, 0 failed")
+    # The cancelled trades leave the unmatched list live; A-2 stays.
+    await expect(bank_a.page.locator("#trades tbody tr[id^=row-]")).to_have_count(
+        1, timeout=WAIT_MS)
+    await expect(bank_a.page.locator("#row-BANKA-A-2")).to_be_visible()
+    assert await bank_a.page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+    await bank_a.screenshot("bulk-results-narrow")
+    statuses = [(await latest(client, a, f"A-{n}"))["status"] for n in (1, 2, 3)]
+    assert statuses == ["cancelled", "unmatched", "cancelled"]
+
+
+async def test_the_login_page_works_from_the_keyboard(client, banks, browser, base_url):
+    a, _ = banks
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = await context.new_page()
+        await page.goto(base_url + "/ui/login")
+        if SCREENSHOTS:
+            await page.screenshot(path=str(Path(SCREENSHOTS) / "login.png"))
+        # The key field has the focus on arrival; Enter submits.
+        await page.keyboard.type(key_of(a))
+        await page.keyboard.press("Enter")
+        await expect(page).to_have_url(base_url + "/ui/exceptions")
+        await expect(page.locator("#who")).to_have_text("BANKA")
+    finally:
+        await context.close()
