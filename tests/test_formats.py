@@ -124,6 +124,14 @@ def test_mt300_one_bad_message_spoils_no_other():
     assert [r.line for r in records] == [1, 20, 39]
 
 
+def test_mt300_text_between_messages_spoils_neither():
+    good = text_of("mt300_newt.fin")
+    records = read("mt300", (good + "not a message\n" + good.replace("FX-20261120-001", "FX-3"))
+                   .encode(), OURS)
+    assert [(r.line, r.error is None) for r in records] == [(1, True), (20, False), (21, True)]
+    assert records[1].error is not None and "outside a message" in records[1].error.message
+
+
 def test_mt300_output_header_and_crlf_are_read():
     message = text_of("mt300_newt.fin").replace(
         "{2:I300BANKUS33XXXXN}",

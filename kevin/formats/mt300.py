@@ -69,10 +69,21 @@ def parse(text: str, own_bic: str) -> list[Record]:
     ``own_bic`` (11-character form) is the importer's: Party A must be it."""
     records: list[Record] = []
     for line, chunk in _messages(text):
+        if not chunk.startswith("{1:"):
+            records.append(malformed(line, "{1:", "text outside a message; each message "
+                                                  "starts with {1:"))
+            continue
+        message = chunk.rstrip("\r\n\t $\x01\x03")
         try:
-            records.append(_record(line, chunk, own_bic))
+            text_block, end = _blocks(message)
+            records.append(_trade(line, _text_block(text_block), own_bic))
         except _Malformed as error:
             records.append(malformed(line, error.source, error.message))
+            continue
+        if end != len(message):  # text after the message's last block: refused alone
+            junk = _SEPARATORS.match(message, end).end()  # type: ignore[union-attr]
+            records.append(malformed(line + message.count("\n", 0, junk), "{1:",
+                                     "text outside a message; each message starts with {1:"))
     return records
 
 
@@ -91,15 +102,9 @@ def _messages(text: str) -> Iterator[tuple[int, str]]:
         yield line, text[start:end]
 
 
-def _record(line: int, message: str, own_bic: str) -> Record:
-    if not message.startswith("{1:"):
-        raise _Malformed("{1:", "text outside a message; each message starts with {1:")
-    fields = _text_block(_blocks(message.rstrip("\r\n\t $\x01\x03")))
-    return _trade(line, fields, own_bic)
-
-
-def _blocks(message: str) -> str:
-    """The text block of a message whose header blocks are well formed."""
+def _blocks(message: str) -> tuple[str, int]:
+    """The text block of a message whose header blocks are well formed, and where the
+    message's blocks end."""
     basic = _BASIC_HEADER.match(message)
     if basic is None:
         raise _Malformed("{1:", "the basic header block is not {1:F01<12-character "
@@ -123,9 +128,7 @@ def _blocks(message: str) -> str:
     position = end + 3
     if message.startswith("{5:", position):
         position = _nested_block_end(message, position, "{5:")
-    if position != len(message):
-        raise _Malformed("{4:", f"unexpected text after the blocks: {message[position:][:20]!r}")
-    return text
+    return text, position
 
 
 def _nested_block_end(message: str, position: int, name: str) -> int:
