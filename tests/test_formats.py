@@ -373,3 +373,54 @@ def test_round_trip_csv_written_by_csv_module(trades, bom):
         submission = TradeSubmission.model_validate(record.body)
         assert submission.model_dump(mode="json", exclude_none=True) == {
             **record.body, "attributes": record.body["attributes"]}
+
+
+# --- any input: a record or a refusal, never an exception ------------------------------------
+
+_MUTATION_ALPHABET = st.sampled_from(list(":{}-,.\r\n/ $0123456789ABCXYZ\x00é"))
+
+
+@st.composite
+def mutated(draw: Any, original: bytes) -> bytes:
+    """The original with a few characters deleted, replaced or inserted."""
+    text = original.decode()
+    for _ in range(draw(st.integers(1, 6))):
+        at = draw(st.integers(0, len(text)))
+        cut = draw(st.integers(0, 3))
+        text = text[:at] + draw(st.text(_MUTATION_ALPHABET, max_size=3)) + text[at + cut:]
+    return text.encode()
+
+
+@settings(max_examples=300)
+@given(mutated(sample("mt300_sequence.fin")))
+def test_mt300_any_damage_is_a_record_or_a_refusal(data):
+    try:
+        records = read("mt300", data, OURS)
+    except UnreadableFile:
+        return
+    # Each record is a trade to validate or names why not (the damage may leave a
+    # message that is still well formed).
+    assert all(r.error is not None or r.body["trade_id"] for r in records)
+
+
+@settings(max_examples=200)
+@given(mutated(sample("fpml_request_confirmation.xml")))
+def test_fpml_any_damage_is_a_record_or_a_refusal(data):
+    try:
+        [record] = read("fpml", data, OURS)
+    except UnreadableFile:
+        return
+    assert record.error is not None or record.body["trade_id"]
+
+
+@settings(max_examples=200)
+@given(st.lists(st.sampled_from(list('a,"\r\n\x00é') + ["trade_id", "attributes.x"]),
+                max_size=40).map(lambda parts: "".join(parts).encode()), st.booleans())
+def test_csv_any_text_is_records_or_a_refusal(data, with_header):
+    header = b"trade_id,counterparty,side,product,quantity,price,currency,trade_date," \
+             b"settlement_date\n" if with_header else b""
+    try:
+        records = read("csv", header + data, None)
+    except UnreadableFile:
+        return
+    assert all(r.error is not None or "trade_id" in r.body for r in records)
