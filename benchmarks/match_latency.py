@@ -98,8 +98,7 @@ async def explain(conn: asyncpg.Connection, g: int) -> str:
                       quantity=Decimal(quantity), price=price_of(g), currency="USD",
                       trade_date=datetime(2026, 11, 20).date(),
                       settlement_date=datetime(2026, 11, 24).date(), location="LDN")
-        args = [*match_store._key_args(probe, match_store.MATCH_PER_SIDE),
-                *match_store._within_args(probe, rules)]
+        args = q.CANDIDATE_SEARCH.args(match_store.candidate_values(probe, rules))
         rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {q.CANDIDATES}", *args)
         out.append(f"-- CANDIDATES, {title}\n" + "\n".join(r[0] for r in rows))
     return "\n".join(out)

@@ -1,5 +1,6 @@
 """One suite of matching scenarios, run against every book the matcher can run over:
-the PostgreSQL book (live submissions) and the in-memory book (replays, what-if runs).
+the PostgreSQL book (live submissions), the batch's book (PostgreSQL read into memory as
+needed, written at the end) and the in-memory book (replays, what-if runs).
 The same scenarios must end in the same states on each (DESIGN.md, "Matching, written
 once"); the randomised flow at the end runs on both books side by side and compares
 every trade's final state."""
@@ -19,9 +20,10 @@ import pytest
 from kevin.domain.book import RulesInForce
 from kevin.domain.matching import TradeRef
 from kevin.domain.memory_book import MemoryBook
-from kevin.domain.models import Trade, TradeTerms
+from kevin.domain.models import Trade, TradeSubmission, TradeTerms
 from kevin.domain.rules import Rules
 from kevin.domain.versions import NewVersion, written
+from kevin.engine.batch import submit_batch
 from kevin.engine.matching import Matcher
 from kevin.store import database, participants
 from kevin.store import matching as match_store
@@ -84,6 +86,17 @@ class PostgresDesk:
             await match_store.append_rules(conn, product, rules, "OPS")
 
 
+class BatchDesk(PostgresDesk):
+    """Submissions through the batch path (its book: kevin.store.batch_book), one line
+    per batch; the other operations as live."""
+
+    async def submit(self, participant: str, trade_id: str, terms: TradeTerms) -> Trade:
+        line = TradeSubmission.model_validate({**terms.model_dump(), "trade_id": trade_id})
+        (outcome,) = await submit_batch(self.pool, participant, [line])
+        assert outcome.result == "created" and outcome.trade is not None
+        return outcome.trade
+
+
 class MemoryDesk:
     def __init__(self) -> None:
         self.rules: dict[str, tuple[int, Rules]] = {}
@@ -125,9 +138,11 @@ async def postgres_desk(pool: asyncpg.Pool) -> PostgresDesk:
     return PostgresDesk(pool)
 
 
-@pytest.fixture(params=["postgres", "memory"])
+@pytest.fixture(params=["postgres", "batch", "memory"])
 async def desk(request: pytest.FixtureRequest, postgres_desk: PostgresDesk) -> Desk:
     """Each scenario once per book (the database exists either way; it is cheap)."""
+    if request.param == "batch":
+        return BatchDesk(postgres_desk.pool)
     return postgres_desk if request.param == "postgres" else MemoryDesk()
 
 
@@ -251,15 +266,17 @@ async def _random_flow(desk: Desk, seed: int) -> list[TradeRef]:
     return made
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(("seed", "book"), [(1, "postgres"), (2, "postgres"), (3, "postgres"),
+                                            (1, "batch"), (2, "batch")])
 async def test_a_random_flow_ends_the_same_on_every_book(postgres_desk: PostgresDesk,
-                                                         seed: int) -> None:
+                                                         seed: int, book: str) -> None:
     memory = MemoryDesk()
+    stored = postgres_desk if book == "postgres" else BatchDesk(postgres_desk.pool)
     made = await _random_flow(memory, seed)
-    assert made == await _random_flow(postgres_desk, seed)
+    assert made == await _random_flow(stored, seed)
     statuses = set()
     for trade_ref in made:
-        ours, theirs = await memory.latest(*trade_ref), await postgres_desk.latest(*trade_ref)
+        ours, theirs = await memory.latest(*trade_ref), await stored.latest(*trade_ref)
         assert state(ours) == state(theirs), trade_ref
         statuses.add(ours.status)
     assert {"matched", "mismatched"} <= statuses  # the flow exercised what it should

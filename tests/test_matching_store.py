@@ -116,9 +116,11 @@ async def test_the_candidate_queries_walk_the_resting_index(pool):
                       price=Decimal("1000.25"), currency="USD", trade_date=date(2026, 11, 20),
                       settlement_date=date(2026, 11, 24), location="LDN")
         rules = Rules.model_validate({"price_tolerance": {"bps": "5"}})
-        args = [*match_store._key_args(probe, 1), *match_store._within_args(probe, rules)]
+        values = match_store.candidate_values(probe, rules)
+        args = q.CANDIDATE_SEARCH.args(values)
         queries = [(q.CANDIDATES, args),  # what runs live
-                   (q.MATCH_CANDIDATES, args), (q.NEAREST_CANDIDATES, args[:11])]
+                   (q.MATCH_CANDIDATES, args),
+                   (q.NEAREST_CANDIDATES, q.NEAREST_SEARCH.args(values))]
         # A prepared statement may switch to a generic plan after five runs: check both.
         for mode, (sql, params) in itertools.product(
                 ("force_custom_plan", "force_generic_plan"), queries):

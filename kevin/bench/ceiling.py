@@ -1,24 +1,40 @@
 """The ceiling: a matched pair's SQL work issued straight over asyncpg.
 
-No HTTP, no pydantic, no engine — only the statements the engine issues for a pair (the
-named constants of kevin.store, so the two cannot drift apart silently; the test
-tests/test_bench.py records the engine's statements for a pair and compares), one
-transaction per pair, N connections. What is left between this and the service is the
-cost of everything Kevin adds on top of PostgreSQL.
+No HTTP, no request validation, no matcher — only the calls a submission makes into its
+PostgreSQL book (kevin.store.book.PostgresBook, the engine's own statements through the
+engine's own store functions, so the two cannot drift apart; tests/test_bench.py records
+the engine's statements for a pair and compares), one transaction per pair, N
+connections. What is left between this and the service is the cost of everything Kevin
+adds on top of PostgreSQL.
+
+For a pair, as kevin.engine.service.Kevin.submit → kevin.engine.matching runs it:
+
+  each leg   the match-key lock and the rules · version 1 · the candidate search
+             (within tolerance, else the nearest: the sell finds neither)
+  the buy    matched: both legs' versions in one append · the trades naming either
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from kevin.bench import workload as w
+from kevin.domain.models import TERM_FIELDS, MatchRef, Trade, TradeTerms, trusted
+from kevin.domain.versions import NewVersion, next_version
 from kevin.store import database
+from kevin.store import matching as match_store
+from kevin.store import trades as store
+from kevin.store.book import PostgresBook
+from kevin.store.matching import MatchKey
 
 
 @dataclass
@@ -33,11 +49,50 @@ class Tally:
 PairWork = Callable[[asyncpg.Connection, str, int, int, int], Awaitable[None]]
 
 
+def _terms(body: dict[str, Any]) -> TradeTerms:
+    """A workload body as terms (the workload writes valid ones: not validated again)."""
+    return trusted(TradeTerms, {
+        **{name: body.get(name) for name in TERM_FIELDS}, "quantity": Decimal(body["quantity"]),
+        "price": Decimal(body["price"]), "trade_date": date.fromisoformat(body["trade_date"]),
+        "settlement_date": date.fromisoformat(body["settlement_date"])})
+
+
+async def _leg(conn: asyncpg.Connection, participant: str,
+               body: dict[str, Any]) -> tuple[PostgresBook, Trade, list[Trade]]:
+    """Lock and rules, insert, candidates: what every submission does before deciding."""
+    terms = _terms(body)
+    rules = await match_store.lock_match_key_and_rules(conn, MatchKey.of(participant, terms))
+    book = PostgresBook(conn, rules={terms.product: rules}, savepoints=False)
+    created = await store.insert_version(conn, NewVersion(
+        participant=participant, trade_id=body["trade_id"], version=1, status="unmatched",
+        reason="submitted", terms=terms, actor=participant))
+    assert created is not None, "the workload's trade ids are fresh"
+    in_force = await book.rules_in_force(created)
+    return book, created, await book.candidates(created, in_force.rules)
+
+
+async def pair(conn: asyncpg.Connection, run_id: str, client: int, i: int, keys: int) -> None:
+    sell_body, buy_body = w.pair_terms(run_id, client, i, keys)
+    async with conn.transaction():
+        _, sell, none = await _leg(conn, w.SELLER, sell_body)
+        assert not none, "the sell found a counterpart: the workload is broken"
+        book, buy, found = await _leg(conn, w.BUYER, buy_body)
+        assert found and found[0].trade_id == sell.trade_id, "the buy did not find its sell"
+        match_id = uuid.uuid4()
+        await book.append_versions([
+            next_version(buy, status="matched", reason="matched", actor=w.BUYER,
+                         match=MatchRef(match_id=match_id, counterparty_trade_id=sell.trade_id,
+                                        counterparty_version=2)),
+            next_version(sell, status="matched", reason="matched", actor=w.BUYER,
+                         match=MatchRef(match_id=match_id, counterparty_trade_id=buy.trade_id,
+                                        counterparty_version=2)),
+        ])
+        await book.naming([buy, sell])
+
+
 def pair_statements() -> PairWork:
     """The pair's statements, as the engine issues them (see the module docstring)."""
-    from kevin.bench import engine_mirror
-
-    return engine_mirror.pair
+    return pair
 
 
 async def run(url: str, *, concurrency: int, duration: float, warmup: float, keys: int,

@@ -90,9 +90,16 @@ class MemoryBook:
         to the nearest difference at which one is within tolerance; or, when none is,
         every one within ``rules.price_bounds`` and at least the nearest MAX_MISMATCHES.
         Whole price differences are taken, so ties are all there for invariant 7."""
+        return self.walk(trade, rules)[0]
+
+    def walk(self, trade: Trade, rules: Rules) -> tuple[list[Trade], Decimal | None]:
+        """``counterparts``, and how far from the trade's price the walk had to know the
+        book to be sure of them: every resting trade priced within that distance (None:
+        at any distance) was considered. A book holding only part of the trades
+        (kevin.store.batch_book) checks that it holds that part."""
         entries = self._resting.get(opposite(trade))
         if not entries:
-            return []
+            return [], None
         price = trade.price
         low, high = rules.price_bounds(price)
         up = entries.bisect_left((price, ""))  # "": before every trade_id at this price
@@ -114,7 +121,7 @@ class MemoryBook:
             within_bounds = ((take_up and (high is None or up_price <= high))  # type: ignore[operator]
                              or (take_down and (low is None or down_price >= low)))  # type: ignore[operator]
             if outside >= MAX_MISMATCHES and not within_bounds:
-                break
+                return chosen, distance
             matched = False
             if take_up:
                 while up < len(entries) and entries[up][0] == up_price:
@@ -127,9 +134,9 @@ class MemoryBook:
                                               chosen)
                     down -= 1
             if matched:
-                break
+                return chosen, distance
             outside = len(chosen)
-        return chosen
+        return chosen, None
 
     def _consider(self, trade: Trade, candidate_ref: TradeRef, rules: Rules,
                   chosen: list[Trade]) -> bool:

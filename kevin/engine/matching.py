@@ -21,11 +21,10 @@ from uuid import UUID, uuid4
 
 import structlog
 
-from kevin.domain.book import Book, RulesInForce, Segment, opposite, segment_of
+from kevin.domain.book import Book, RulesInForce
 from kevin.domain.errors import CannotMatch, VersionConflict
 from kevin.domain.matching import RESTING, Matched, Mismatched, TradeRef, decide, ref
 from kevin.domain.models import ECONOMIC_FIELDS, MatchRef, Reason, Trade, TradeTerms
-from kevin.domain.rules import Rules
 from kevin.domain.versions import next_version
 
 log = structlog.get_logger(__name__)
@@ -53,8 +52,6 @@ class Matcher:
         self._queue: deque[TradeRef] = deque()
         self._primary: dict[TradeRef, bool] = {}
         self._evaluations = 0
-        # Segments this matcher wrote to: candidates read before such a write are stale.
-        self._written: set[Segment] = set()
 
     # --- writing -----------------------------------------------------------------------
 
@@ -69,9 +66,6 @@ class Matcher:
         written = await self.book.append_versions([
             next_version(derived_from, actor=self.actor, **fields)
             for derived_from, fields in changes])
-        for (derived_from, _), trade in zip(changes, written, strict=True):
-            self._written.add(segment_of(derived_from))
-            self._written.add(segment_of(trade))
         return written
 
     async def match(self, trade: Trade, other: Trade, *, reason: Reason,
@@ -111,10 +105,8 @@ class Matcher:
         for naming in await self.book.naming(trades):
             self.enqueue(ref(naming), primary=False)
 
-    async def settle(self, primaries: Sequence[Trade] = (), changed: Sequence[Trade] = (),
-                     *, known: dict[TradeRef, list[Trade]] | None = None) -> None:
-        """Evaluate until nothing is left to re-evaluate. ``known``: candidates already
-        read for some primaries, used while no write has touched their segment."""
+    async def settle(self, primaries: Sequence[Trade] = (), changed: Sequence[Trade] = ()) -> None:
+        """Evaluate until nothing is left to re-evaluate."""
         for trade in primaries:
             self.enqueue(ref(trade), primary=True)
         await self.recheck_trades_naming(*changed)
@@ -124,17 +116,16 @@ class Matcher:
             self._evaluations += 1
             if self._evaluations > MAX_EVALUATIONS:
                 raise RuntimeError("matching did not settle; refusing to loop on")
-            await self._evaluate_with_retry(trade_ref, primary, known)
+            await self._evaluate_with_retry(trade_ref, primary)
 
-    async def _evaluate_with_retry(self, trade_ref: TradeRef, primary: bool,
-                                   known: dict[TradeRef, list[Trade]] | None) -> None:
+    async def _evaluate_with_retry(self, trade_ref: TradeRef, primary: bool) -> None:
         if not self.book.undoes_evaluations:
-            await self._evaluate(trade_ref, primary, known)
+            await self._evaluate(trade_ref, primary)
             return
         for attempt in range(CONFLICT_RETRIES + 1):
             try:
                 async with self.book.evaluation():  # a lost race undoes only this
-                    await self._evaluate(trade_ref, primary, known)
+                    await self._evaluate(trade_ref, primary)
                 return
             except VersionConflict:
                 log.warning("matching lost a version race; re-reading", trade=trade_ref,
@@ -142,21 +133,12 @@ class Matcher:
                 if attempt == CONFLICT_RETRIES:
                     raise
 
-    async def _candidates(self, trade: Trade, rules: Rules,
-                          known: dict[TradeRef, list[Trade]] | None) -> list[Trade]:
-        if known is not None:
-            found = known.pop(ref(trade), None)
-            if found is not None and opposite(trade) not in self._written:
-                return found
-        return await self.book.candidates(trade, rules)
-
-    async def _evaluate(self, trade_ref: TradeRef, primary: bool,
-                        known: dict[TradeRef, list[Trade]] | None = None) -> None:
+    async def _evaluate(self, trade_ref: TradeRef, primary: bool) -> None:
         trade = await self.book.latest(trade_ref)
         if trade is None or trade.status not in RESTING:
             return
         in_force = await self.book.rules_in_force(trade)
-        candidates = await self._candidates(trade, in_force.rules, known)
+        candidates = await self.book.candidates(trade, in_force.rules)
         decision = decide(trade, candidates, in_force.rules)
         decided_by = _decided_by(in_force)
         if isinstance(decision, Matched):
@@ -179,16 +161,6 @@ class Matcher:
         latest version."""
         await self.settle([trade])
         return await self._latest_version_of(trade)
-
-    async def submitted_many(self, trades: Sequence[Trade]) -> None:
-        """New trades, matched one after the other in the order given, exactly as if
-        each had been submitted alone. Their candidates are read for all at once (one
-        statement in PostgreSQL) and used while nothing matched here touched them."""
-        rules = [(await self.book.rules_in_force(t)).rules for t in trades]
-        found = await self.book.candidates_many(list(zip(trades, rules, strict=True)))
-        known = {ref(t): c for t, c in zip(trades, found, strict=True)}
-        for trade in trades:
-            await self.settle([trade], known=known)
 
     async def amend(self, current: Trade, terms: TradeTerms) -> Trade:
         """Write the amended version and match what it changes. Returns its latest version.

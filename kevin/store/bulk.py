@@ -3,30 +3,21 @@ doing for a whole batch what its single counterpart does for one trade."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
 from kevin.domain.errors import VersionConflict
-from kevin.domain.models import MatchRef, Trade
-from kevin.domain.rules import Rules, RulesVersion
+from kevin.domain.matching import TradeRef
+from kevin.domain.models import Trade
+from kevin.domain.rules import RulesVersion
 from kevin.store import bulk_queries as q
-from kevin.store.matching import (
-    MATCH_LOCK_CLASS,
-    MATCH_PER_SIDE,
-    MatchKey,
-    _key_args,
-    _rules_from_row,
-    _within_args,
-)
+from kevin.store.matching import MATCH_LOCK_CLASS, MatchKey, _rules_from_row
+from kevin.store.named import line_values
 from kevin.store.trades import NewVersion, trade_from_new, trade_from_row, version_args
-
-
-def _lines(rows: Iterable[Sequence[object]]) -> list[Sequence[object]]:
-    """A batch's rows as the one jsonb parameter its statement takes (see bulk_queries):
-    the pool's jsonb codec writes them with kevin.jsoncodec, in one orjson call."""
-    return list(rows)
 
 
 async def lock_match_keys(conn: asyncpg.Connection, keys: Iterable[MatchKey]) -> None:
@@ -42,45 +33,6 @@ async def latest_rules(conn: asyncpg.Connection,
     return {row["product"]: _rules_from_row(row) for row in rows}
 
 
-async def insert_new_trades(
-    conn: asyncpg.Connection, news: Sequence[NewVersion],
-    matches: Sequence[tuple[MatchRef, int | None] | None],
-) -> dict[str, Trade]:
-    """Insert each new trade's version 1 and, where ``matches`` gives its match (and the
-    rules version that decided it), its version 2 (matched), with their feed rows, in one
-    round trip (bulk_queries.INSERT_NEW_TRADES). A trade_id that exists already is
-    skipped. Returns each written trade's latest version, by trade_id."""
-    if not news:
-        return {}
-    rows = await conn.fetch(q.INSERT_NEW_TRADES, _lines(
-        (*version_args(new), None, None, None, None) if m is None else
-        (*version_args(new), m[0].match_id, m[0].counterparty_trade_id, m[0].counterparty_version,
-         m[1])
-        for new, m in zip(news, matches, strict=True)))
-    by_id = {new.trade_id: (new, second) for new, second in zip(news, matches, strict=True)}
-    written: dict[str, Trade] = {}
-    for row in rows:
-        new, second = by_id[row["trade_id"]]
-        if second is not None:
-            new = replace(new, version=new.version + 1, status="matched", reason="matched",
-                          match=second[0], rules_version=second[1])
-        written[new.trade_id] = trade_from_new(new, row["first_submitted_at"],
-                                               row["recorded_at"])
-    return written
-
-
-async def append_versions(conn: asyncpg.Connection, news: Sequence[NewVersion]) -> None:
-    """kevin.store.trades.append_versions without reading the versions back: a batch
-    answers with its own trades, and these are the counterparties'."""
-    if not news:
-        return
-    rows = await conn.fetch(q.APPEND_VERSIONS_COUNTED, _lines(version_args(new) for new in news))
-    if len(rows) != len(news):
-        done = {(r["participant"], r["trade_id"]) for r in rows}
-        lost = next(new for new in news if (new.participant, new.trade_id) not in done)
-        raise VersionConflict(lost.version - 1, lost.version - 1)
-
-
 async def latest_many(conn: asyncpg.Connection, participant: str,
                       trade_ids: Iterable[str]) -> dict[str, Trade]:
     ids = list(trade_ids)
@@ -90,43 +42,68 @@ async def latest_many(conn: asyncpg.Connection, participant: str,
     return {row["trade_id"]: trade_from_row(row) for row in rows}
 
 
-def is_exact(rules: Rules) -> bool:
-    """Exact on every field: the batch's equi-join fast path applies."""
-    return rules.is_exact()
+async def broken_among(conn: asyncpg.Connection,
+                       participants: Iterable[str]) -> set[frozenset[TradeRef]]:
+    rows = await conn.fetch(q.SELECT_BROKEN_AMONG, sorted(set(participants)))
+    return {frozenset(((r["participant_a"], r["trade_id_a"]),
+                       (r["participant_b"], r["trade_id_b"]))) for r in rows}
 
 
-def _key(trade: Trade) -> tuple[object, ...]:
-    opposite = "buy" if trade.side == "sell" else "sell"
-    return (trade.product, trade.currency, trade.counterparty, trade.participant, opposite,
-            trade.trade_date)
+async def insert_first_versions(conn: asyncpg.Connection,
+                                news: Sequence[NewVersion]) -> dict[str, Trade]:
+    """Version 1 of each new trade with its feed row, in one round trip, in order. A
+    trade_id that exists already is skipped. The written trades, by trade_id."""
+    if not news:
+        return {}
+    rows = await conn.fetch(q.INSERT_FIRST_VERSIONS, [version_args(new) for new in news])
+    by_id = {new.trade_id: new for new in news}
+    return {row["trade_id"]: trade_from_new(by_id[row["trade_id"]], row["first_submitted_at"],
+                                            row["recorded_at"])
+            for row in rows}
 
 
-async def candidates_many(
-    conn: asyncpg.Connection, trades: Sequence[tuple[Trade, Rules]]
-) -> list[tuple[list[tuple[Trade, bool]], bool]]:
-    """Per trade (under its rules): its best candidates within tolerance, each with
-    whether a live mismatch list names it; and whether anything agrees with it on the
-    key fields and trade date at all (erring towards yes). See bulk_queries."""
-    found: list[list[tuple[Trade, bool]]] = [[] for _ in trades]
-    exact = [i for i, (_, rules) in enumerate(trades) if is_exact(rules)]
-    tolerant = [i for i, (_, rules) in enumerate(trades) if not is_exact(rules)]
-    if exact:
-        rows = await conn.fetch(q.EXACT_CANDIDATES, _lines([
-            (*_key(t), t.trade_id, t.price, t.quantity, t.settlement_date, t.location)
-            for t, _ in (trades[i] for i in exact)]))
-        for row in rows:
-            found[exact[row["batch_ord"] - 1]].append((trade_from_row(row), row["pointed_at"]))
-    if tolerant:
-        rows = await conn.fetch(q.TOLERANT_CANDIDATES, _lines([
-            (*_key_args(t, MATCH_PER_SIDE), *_within_args(t, rules))
-            for t, rules in (trades[i] for i in tolerant)]))
-        for row in rows:
-            found[tolerant[row["batch_ord"] - 1]].append(
-                (trade_from_row(row), row["pointed_at"]))
-    alone = [i for i in range(len(trades)) if not found[i]]
-    counterparts: set[int] = set()
-    if alone:
-        rows = await conn.fetch(q.WITH_COUNTERPARTS,
-                                _lines(_key(trades[i][0]) for i in alone))
-        counterparts = {alone[row["ord"] - 1] for row in rows}
-    return [(found[i], bool(found[i]) or i in counterparts) for i in range(len(trades))]
+async def write_versions(conn: asyncpg.Connection, versions: Sequence[NewVersion],
+                         stored: Mapping[TradeRef, int]) -> dict[TradeRef, datetime]:
+    """Every version in order, each trade's last one latest, after flipping the version
+    each trade has in the database (``stored``) — two round trips however many. Raises
+    VersionConflict if another writer moved one of those trades first. Returns each
+    trade's latest recorded_at."""
+    if not versions:
+        return {}
+    last: dict[TradeRef, int] = {}
+    for index, new in enumerate(versions):
+        last[(new.participant, new.trade_id)] = index
+    flips = [(participant, trade_id, stored[(participant, trade_id)])
+             for participant, trade_id in last]
+    flipped = await conn.fetchval(q.FLIP_LATEST_MANY, flips)
+    if flipped != len(flips):
+        raise VersionConflict(-1, -1)  # which one does not matter: the batch is undone
+    lines: list[Any] = [(*version_args(new), index == last[(new.participant, new.trade_id)])
+                        for index, new in enumerate(versions)]
+    rows = await conn.fetch(q.INSERT_VERSIONS, lines)
+    return {(r["participant"], r["trade_id"]): r["recorded_at"] for r in rows}
+
+
+# (segment, from_price, inclusive, above): a window of a segment from a price outwards.
+Window = tuple[tuple[str, str, str, str, str, object], Decimal, bool, bool]
+
+
+async def windows(conn: asyncpg.Connection, requests: Sequence[Window],
+                  size: int) -> tuple[list[Decimal | None], list[asyncpg.Record]]:
+    """Each window's edge (bulk_queries, WINDOW_EDGES), and the resting trades of all
+    the windows, each once."""
+    if not requests:
+        return [], []
+    segment_names = [name for name, _ in q.EDGE_LINE[:6]]
+    edges: list[Decimal | None] = [None] * len(requests)
+    for row in await conn.fetch(q.WINDOW_EDGES, [line_values(q.EDGE_LINE, {
+            **dict(zip(segment_names, segment, strict=True)), "from_price": price,
+            "inclusive": inclusive, "above": above, "size": size})
+            for segment, price, inclusive, above in requests]):
+        edges[row["line_ord"] - 1] = row["edge"]
+    ranges = []
+    for (segment, price, _, above), edge in zip(requests, edges, strict=True):
+        low, high = (price, edge) if above else (edge, price)
+        ranges.append(line_values(q.RANGE_LINE, {
+            **dict(zip(segment_names, segment, strict=True)), "low": low, "high": high}))
+    return edges, list(await conn.fetch(q.WINDOW_TRADES, ranges))

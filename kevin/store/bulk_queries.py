@@ -1,34 +1,16 @@
 """The statements of bulk submission (``POST /v1/trades/batch``), named: each does for
 many trades in ONE round trip what kevin.store.queries / matching_queries do for one.
 
-Parameters are always bound. A batch travels as ONE jsonb parameter: an array holding
-one array per line, its columns in order, written by orjson (kevin.store.bulk). The
-first cut sent one array parameter per column, and asyncpg encodes an array element by
-element, with isinstance checks against collections.abc on each: more than a third of a
-batch's Python time went there. PostgreSQL takes the JSON apart faster than it unnests
-the arrays, too. Numbers stay exact: JSON numbers become jsonb numerics, digits and
-scale kept.
+Parameters are always bound. A batch travels as ONE jsonb parameter (kevin.store.named
+.lines_source): an array holding one array per line, its columns in the order of the
+column list the statement is written from. Numbers stay exact: JSON numbers become jsonb
+numerics, digits and scale kept.
 """
 
-import re
-from collections.abc import Sequence
+from kevin.store.named import lines_source
+from kevin.store.queries import TRADE_COLUMNS
 
-from kevin.store.matching_queries import MATCH_CANDIDATES
-from kevin.store.queries import APPEND_VERSIONS, TRADE_COLUMNS
-
-
-def _lines(columns: Sequence[tuple[str, str]], param: str = "$1") -> str:
-    """A subquery with one row per line of the batch in ``param``: each (name, type) of
-    ``columns`` taken from its position (jsonb as it is), then ord, the line's 1-based
-    position."""
-    fields = ", ".join(f"r->{i} AS {name}" if type_ == "jsonb" else
-                       f"(r->>{i})::{type_} AS {name}"
-                       for i, (name, type_) in enumerate(columns))
-    return (f"(SELECT {fields}, ord "
-            f"FROM jsonb_array_elements({param}::jsonb) WITH ORDINALITY AS e(r, ord))")
-
-
-# A version's columns as kevin.store.trades.NewVersion.args() gives them.
+# A version's columns, as kevin.store.trades.version_args gives them.
 VERSION_COLUMNS = (
     ("participant", "text"), ("trade_id", "text"), ("version", "int"), ("status", "text"),
     ("reason", "text"), ("counterparty", "text"), ("side", "text"), ("product", "text"),
@@ -39,77 +21,73 @@ VERSION_COLUMNS = (
     ("rules_version", "int"), ("comment", "text"), ("replay_id", "uuid"), ("actor", "text"),
     ("first_submitted_at", "timestamptz"),
 )
+_NAMES = ", ".join(name for name, _ in VERSION_COLUMNS)
 
-# A batch's new trades with their feed rows, in ONE statement: version 1 of each line
-# and, for a line the batch matched, version 2 (matched) as well — version 1 then written
-# already superseded (latest false), the state a flip would leave without the flip's
-# UPDATE. Per line: version 1's columns (VERSION_COLUMNS), then version 2's match
-# (match_id, counterparty trade_id and version, rules version), null for a line that
-# rests. A trade_id that exists already is skipped (ON
-# CONFLICT on the primary key), and so is its version 2: it is joined to the version 1
-# rows this statement wrote. Version 2 keeps version 1's first_submitted_at.
-# Feed rows go in by (recorded_at, version): a trade's version 2 row is made from its
-# version 1 row's RETURNING, so per trade version 1 gets the earlier written_at, which
-# orders the sequencer (feed_queries.SEQUENCE_BATCH).
-# Only what the caller cannot know comes back, for the latest version of each trade
-# written: a full row would be decoded (jsonb parsed) only to be rebuilt as it was sent.
-INSERT_NEW_TRADES = f"""
+# Version 1 of each new trade of a batch, with its feed row, in line order (so each
+# line's first_submitted_at, the database's clock, follows the one before). A trade_id
+# that exists already is skipped (ON CONFLICT on the primary key): another writer
+# created it meanwhile. Only what the caller cannot know comes back.
+INSERT_FIRST_VERSIONS = f"""
 WITH new AS (
-    SELECT * FROM {_lines(VERSION_COLUMNS + (
-        ("matched_id", "uuid"), ("matched_trade_id", "text"), ("matched_version", "int"),
-        ("matched_rules_version", "int")))} AS n
-), first AS (
-    INSERT INTO trades (
-        participant, trade_id, version, latest, status, reason, counterparty, side,
-        product, quantity, price, currency, trade_date, settlement_date, location,
-        attributes, match_id, match_counterparty_trade_id, match_counterparty_version,
-        mismatches, rules_version, comment, replay_id, actor, first_submitted_at
-    )
-    SELECT participant, trade_id, version, matched_id IS NULL, status, reason,
-           counterparty, side, product, quantity, price, currency, trade_date,
-           settlement_date, location, attributes, match_id,
-           match_counterparty_trade_id, match_counterparty_version, mismatches,
-           rules_version, comment, replay_id, actor,
+    SELECT * FROM {lines_source(VERSION_COLUMNS)} AS n
+), version AS (
+    INSERT INTO trades (latest, {_NAMES})
+    SELECT true, participant, trade_id, version, status, reason, counterparty, side,
+           product, quantity, price, currency, trade_date, settlement_date, location,
+           attributes, match_id, match_counterparty_trade_id, match_counterparty_version,
+           mismatches, rules_version, comment, replay_id, actor,
            coalesce(first_submitted_at, clock_timestamp())
     FROM new
     ORDER BY ord
     ON CONFLICT ON CONSTRAINT pk_trades DO NOTHING
-    RETURNING participant, trade_id, version, latest, first_submitted_at, recorded_at
-), second AS (
-    INSERT INTO trades (
-        participant, trade_id, version, latest, status, reason, counterparty, side,
-        product, quantity, price, currency, trade_date, settlement_date, location,
-        attributes, match_id, match_counterparty_trade_id, match_counterparty_version,
-        mismatches, rules_version, comment, replay_id, actor, first_submitted_at
-    )
-    SELECT n.participant, n.trade_id, n.version + 1, true, 'matched', 'matched',
-           n.counterparty, n.side, n.product, n.quantity, n.price, n.currency,
-           n.trade_date, n.settlement_date, n.location, n.attributes, n.matched_id,
-           n.matched_trade_id, n.matched_version, '[]'::jsonb, n.matched_rules_version,
-           NULL, n.replay_id, n.actor, first.first_submitted_at
-    FROM new n JOIN first USING (participant, trade_id)
-    WHERE n.matched_id IS NOT NULL
-    ORDER BY n.ord
-    RETURNING participant, trade_id, version, latest, first_submitted_at, recorded_at
-), written AS (
-    SELECT * FROM first UNION ALL SELECT * FROM second
+    RETURNING trade_id, version, first_submitted_at, recorded_at
 ), update AS (
     INSERT INTO feed (participant, trade_id, version)
-    SELECT participant, trade_id, version FROM written ORDER BY recorded_at, version
+    SELECT n.participant, v.trade_id, v.version FROM version v JOIN new n USING (trade_id)
+    ORDER BY v.recorded_at
 )
-SELECT trade_id, version, first_submitted_at, recorded_at FROM written WHERE latest
+SELECT trade_id, first_submitted_at, recorded_at FROM version
 """
 
-# queries.APPEND_VERSIONS with the batch's lines as jsonb (VERSION_COLUMNS), answering
-# only which trades got their version: the versions a batch appends are the
-# counterparties', which its answer never shows.
-_UNNESTED = APPEND_VERSIONS[APPEND_VERSIONS.index("WITH new AS ("):
-                            APPEND_VERSIONS.index("), flipped AS (")]
-_APPENDED_ROWS = f"SELECT {TRADE_COLUMNS} FROM version"
-assert APPEND_VERSIONS.rstrip().endswith(_APPENDED_ROWS), "APPEND_VERSIONS changed"
-APPEND_VERSIONS_COUNTED = APPEND_VERSIONS.replace(
-    _UNNESTED, f"WITH new AS (\n    SELECT * FROM {_lines(VERSION_COLUMNS)} AS n\n"
-).rstrip().removesuffix(_APPENDED_ROWS) + "SELECT participant, trade_id FROM version\n"
+# Before the versions a batch's matching wrote go in, the versions they derive from stop
+# being latest (invariant 3): one UPDATE for all, each row re-checked as still latest.
+# The caller compares the count with the lines it sent: fewer means another writer got
+# to one first, and the transaction is abandoned.
+_FLIPS = (("participant", "text"), ("trade_id", "text"), ("version", "int"))
+FLIP_LATEST_MANY = f"""
+WITH flipped AS (
+    UPDATE trades SET latest = false
+    FROM {lines_source(_FLIPS)} AS f
+    WHERE trades.participant = f.participant AND trades.trade_id = f.trade_id
+      AND trades.version = f.version AND trades.latest
+    RETURNING 1
+)
+SELECT count(*) FROM flipped
+"""
+
+# Every version a batch's matching wrote, in the order it wrote them, with their feed
+# rows: a trade's last one is latest, those before it (a trade mismatched, then matched
+# later in the batch) are history already. Each trade's latest version comes back with
+# its recorded_at, the one column the caller cannot know.
+INSERT_VERSIONS = f"""
+WITH new AS (
+    SELECT * FROM {lines_source((*VERSION_COLUMNS, ("latest", "bool")))} AS n
+), version AS (
+    INSERT INTO trades (latest, {_NAMES})
+    SELECT latest, participant, trade_id, version, status, reason, counterparty, side,
+           product, quantity, price, currency, trade_date, settlement_date, location,
+           attributes, match_id, match_counterparty_trade_id, match_counterparty_version,
+           mismatches, rules_version, comment, replay_id, actor,
+           coalesce(first_submitted_at, clock_timestamp())
+    FROM new
+    ORDER BY ord
+    RETURNING participant, trade_id, version, latest, recorded_at
+), update AS (
+    INSERT INTO feed (participant, trade_id, version)
+    SELECT participant, trade_id, version FROM version ORDER BY recorded_at, version
+)
+SELECT participant, trade_id, version, recorded_at FROM version WHERE latest
+"""
 
 # The latest versions of some of one participant's trades ($1), by trade_id ($2).
 SELECT_LATEST_MANY = f"""
@@ -131,93 +109,66 @@ SELECT product, version, body, actor, recorded_at FROM rules
 WHERE product = ANY($1::text[]) AND latest
 """
 
-# --- candidates ---------------------------------------------------------------------
+# The pairs an operator broke between any two of some participants ($1): a batch's
+# matching stays within the pairs of its participant and the counterparties it names.
+SELECT_BROKEN_AMONG = """
+SELECT participant_a, trade_id_a, participant_b, trade_id_b FROM broken_pairs
+WHERE participant_a = ANY($1::text[]) AND participant_b = ANY($1::text[])
+"""
+
+# --- windows of a segment, for the batch's book (kevin.store.batch_book) ---------------
 #
-# What a batch needs to decide each new trade, in a form a set-based plan can serve:
-#   1. its best candidate within tolerance, if any (the one ``decide`` would match);
-#   2. whether anything agrees with it on the key fields and trade date at all — if so
-#      and (1) found nothing, it mismatches, which the caller leaves to the one-trade-at-
-#      a-time path (this flag may err towards yes: that path decides exactly anyway).
+# The resting trades of one segment (product, currency, participant, counterparty, side,
+# trade date) from a price outwards: the first ``size`` by price and every one priced
+# like the last of them, so the window is complete up to its edge (the last price; NULL
+# when fewer than ``size`` were there: complete to the end of the segment). Served by
+# ix_trades_resting from the price on. ``inclusive``: whether the window starts at
+# ``from_price`` itself or just past it. Two statements: the edges of many windows, then
+# the trades of all of them at once, each trade once however many windows hold it.
 
-_RESTING = "t.latest AND t.status IN ('unmatched', 'mismatched')"
+_SEGMENT = (("product", "text"), ("currency", "text"), ("participant", "text"),
+            ("counterparty", "text"), ("side", "text"), ("trade_date", "date"))
 
-# Per line: product, currency, the resting side's participant (our counterparty), our
-# participant, the opposite side, trade date.
-_KEY_COLUMNS = (("product", "text"), ("currency", "text"), ("theirs", "text"),
-                ("ours", "text"), ("side", "text"), ("trade_date", "date"))
-_KEY_MATCH = f"""
-    {_RESTING} AND t.product = b.product AND t.currency = b.currency
-    AND t.participant = b.theirs AND t.counterparty = b.ours AND t.side = b.side
-    AND t.trade_date = b.trade_date
+
+def _resting(alias: str, line: str) -> str:
+    return f"""{alias}.latest AND {alias}.status IN ('unmatched', 'mismatched')
+        AND {alias}.product = {line}.product AND {alias}.currency = {line}.currency
+        AND {alias}.participant = {line}.participant
+        AND {alias}.counterparty = {line}.counterparty
+        AND {alias}.side = {line}.side AND {alias}.trade_date = {line}.trade_date"""
+
+
+EDGE_LINE = (*_SEGMENT, ("from_price", "numeric"), ("inclusive", "bool"), ("above", "bool"),
+              ("size", "int"))
+WINDOW_EDGES = f"""
+SELECT w.ord AS line_ord, CASE WHEN w.above THEN (
+    SELECT s.price FROM trades s
+    WHERE {_resting("s", "w")}
+      AND s.price >= w.from_price AND (s.price > w.from_price OR w.inclusive)
+    ORDER BY s.price ASC OFFSET w.size - 1 LIMIT 1
+) ELSE (
+    SELECT s.price FROM trades s
+    WHERE {_resting("s", "w")}
+      AND s.price <= w.from_price AND (s.price < w.from_price OR w.inclusive)
+    ORDER BY s.price DESC OFFSET w.size - 1 LIMIT 1
+) END AS edge
+FROM {lines_source(EDGE_LINE)} AS w
 """
 
-# The batch lines (1-based) that have some counterpart on the key fields and trade date.
-# A semi-join the planner can run as one hash join (or index probes) for the batch.
-WITH_COUNTERPARTS = f"""
-SELECT b.ord FROM {_lines(_KEY_COLUMNS)} AS b
-WHERE EXISTS (SELECT 1 FROM trades t WHERE {_KEY_MATCH})
-"""
-
-# Whether a live mismatch list names the candidate t (matching_queries.NAMING): if
-# the batch matched it, those trades would need re-evaluating — the caller's cue to
-# leave that line to the one-trade-at-a-time path.
-_POINTED_AT = """
-EXISTS (
-    SELECT 1 FROM trades p
-    WHERE p.latest AND p.status = 'mismatched'
-      AND p.participant = t.counterparty AND p.counterparty = t.participant
-      AND p.mismatches @> jsonb_build_array(
-          jsonb_build_object('counterparty_trade_id', t.trade_id))
-) AS pointed_at
-"""
-
-# Same for both candidate statements: never a pair an operator broke (as _NOT_BROKEN in
-# matching_queries; b.ours / b.trade_id are the new trade).
-_NOT_BROKEN = """
-NOT EXISTS (
-    SELECT 1 FROM broken_pairs bp
-    WHERE (bp.participant_a = b.ours AND bp.trade_id_a = b.trade_id
-           AND bp.participant_b = t.participant AND bp.trade_id_b = t.trade_id)
-       OR (bp.participant_a = t.participant AND bp.trade_id_a = t.trade_id
-           AND bp.participant_b = b.ours AND bp.trade_id_b = b.trade_id)
-)
-"""
-
-# (1) for products matched exactly (no rules, or every tolerance zero): a candidate
-# within tolerance is one equal on price, quantity, settlement date and location, and
-# among equals invariant 7 orders by first submission, then trade_id. An equi-join,
-# served by ix_trades_resting down to the price, one best row per line (DISTINCT ON).
-# Per line, after the key: trade_id, price, quantity, settlement date, location.
-EXACT_CANDIDATES = f"""
-SELECT DISTINCT ON (b.ord) b.ord AS batch_ord, {", ".join(
-    "t." + c.strip() for c in TRADE_COLUMNS.split(","))}, {_POINTED_AT}
-FROM {_lines(_KEY_COLUMNS + (
-    ("trade_id", "text"), ("price", "numeric"), ("quantity", "numeric"),
-    ("settlement_date", "date"), ("location", "text")))} AS b
-JOIN trades t ON {_KEY_MATCH}
-    AND t.price = b.price AND t.quantity = b.quantity
-    AND t.settlement_date = b.settlement_date
-    AND t.location IS NOT DISTINCT FROM b.location
-WHERE {_NOT_BROKEN}
-ORDER BY b.ord, t.first_submitted_at, t.trade_id COLLATE "C"
-"""
-
-# (1) for products with tolerances: matching_queries.MATCH_CANDIDATES itself, run per
-# line by LATERAL with its $n replaced by the line's n-th column (b.pn), so the two
-# cannot drift apart. A LATERAL plan is generic, which MATCH_CANDIDATES's upper price
-# bound allows for (it bounds the index scan whatever $13 is).
-# The broken-pairs test inside it names the new trade as $7/$8 (b.p7, b.p8).
-_AMOUNT_FORM = ("text", "numeric", "numeric", "numeric", "numeric")
-_CANDIDATE_PARAMS = (
-    "text", "text", "text", "text", "text", "date", "text", "text", "numeric", "numeric",
-    "int", "numeric", "numeric", *_AMOUNT_FORM, "numeric", "numeric", *_AMOUNT_FORM,
-    "date", "date", "bool", "text", "jsonb", "timestamptz",
-)
-_PER_TRADE = re.sub(r"[$](\d+)", r"b.p\1", MATCH_CANDIDATES)
-
-TOLERANT_CANDIDATES = f"""
-SELECT b.ord AS batch_ord, t.*, {_POINTED_AT}
-FROM {_lines([(f"p{i}", t) for i, t in enumerate(_CANDIDATE_PARAMS, 1)])} AS b
-CROSS JOIN LATERAL ({_PER_TRADE}) AS t
-ORDER BY b.ord
+# The resting trades of each (segment, low, high), a closed price range (NULL: unbounded),
+# each trade once.
+RANGE_LINE = (*_SEGMENT, ("low", "numeric"), ("high", "numeric"))
+# Each range is its own walk of ix_trades_resting: OFFSET 0 keeps the LATERAL subquery
+# from being flattened into a join, which the planner (guessing 100 lines) would hash,
+# comparing every line with every trade of the segment.
+WINDOW_TRADES = f"""
+SELECT DISTINCT ON (t.participant, t.trade_id) t.*
+FROM {lines_source(RANGE_LINE)} AS w
+CROSS JOIN LATERAL (
+    SELECT {TRADE_COLUMNS} FROM trades t
+    WHERE {_resting("t", "w")}
+      AND t.price BETWEEN coalesce(w.low, '-Infinity'::numeric)
+                      AND coalesce(w.high, 'Infinity'::numeric)
+    OFFSET 0
+) AS t
 """

@@ -70,35 +70,34 @@ def _lock_id(text: str) -> int:
 
 # --- candidates ------------------------------------------------------------------------
 
-MATCH_PER_SIDE = 1
+def _form_values(field: str, tolerance: AmountTolerance) -> dict[str, Any]:
+    return {f"{field}_form": tolerance.form, f"{field}_amount": tolerance.amount,
+            f"{field}_cap": tolerance.max_abs, f"{field}_below": tolerance.below,
+            f"{field}_above": tolerance.above}
 
 
-def _key_args(trade: Trade, per_side: int) -> list[Any]:
-    opposite = "buy" if trade.side == "sell" else "sell"
-    return [
-        trade.product, trade.currency, trade.counterparty, trade.participant, opposite,
-        trade.trade_date, trade.participant, trade.trade_id, trade.price, trade.quantity,
-        per_side,
-    ]
-
-
-def _form_args(tolerance: AmountTolerance) -> list[Any]:
-    return [tolerance.form, tolerance.amount, tolerance.max_abs, tolerance.below,
-            tolerance.above]
-
-
-def _within_args(trade: Trade, rules: Rules) -> list[Any]:
-    """Parameters $12..$31 of matching_queries._WITHIN: each field's window and form."""
+def candidate_values(trade: Trade, rules: Rules) -> dict[str, Any]:
+    """The candidate search's parameters (matching_queries.CANDIDATE_SEARCH), by name:
+    the trade and its segment, then each field's window and tolerance form."""
     tolerances = rules.tolerances
+    low, high = tolerances.price.bounds(trade.price)
+    q_low, q_high = tolerances.quantity.bounds(trade.quantity)
+    s_low, s_high = tolerances.settlement_date.bounds(trade.settlement_date)
     equivalents = tolerances.location.matching(trade.location)
-    return [
-        *tolerances.price.bounds(trade.price), *_form_args(tolerances.price),
-        *tolerances.quantity.bounds(trade.quantity), *_form_args(tolerances.quantity),
-        *tolerances.settlement_date.bounds(trade.settlement_date),
-        equivalents is None, trade.location,
-        sorted(e for e in equivalents if e is not None) if equivalents else [],
-        trade.first_submitted_at,
-    ]
+    return {
+        "product": trade.product, "currency": trade.currency,
+        "resting_participant": trade.counterparty, "participant": trade.participant,
+        "resting_side": "buy" if trade.side == "sell" else "sell",
+        "trade_date": trade.trade_date, "trade_id": trade.trade_id, "price": trade.price,
+        "quantity": trade.quantity,
+        "price_low": low, "price_high": high, **_form_values("price", tolerances.price),
+        "quantity_low": q_low, "quantity_high": q_high,
+        **_form_values("quantity", tolerances.quantity),
+        "settlement_low": s_low, "settlement_high": s_high,
+        "any_location": equivalents is None, "location": trade.location,
+        "location_set": sorted(e for e in equivalents if e is not None) if equivalents else [],
+        "first_submitted_at": trade.first_submitted_at,
+    }
 
 
 async def find_candidates(conn: asyncpg.Connection, trade: Trade, rules: Rules) -> list[Trade]:
@@ -106,15 +105,22 @@ async def find_candidates(conn: asyncpg.Connection, trade: Trade, rules: Rules) 
     tolerance on each side of its price; or, when there is none, the nearest three on
     each side (for the mismatch list). Never a pair an operator broke. Index-driven: the
     cost depends on the trades near this price, not on the depth of the book."""
-    rows = await conn.fetch(q.CANDIDATES, *_key_args(trade, MATCH_PER_SIDE),
-                            *_within_args(trade, rules))
+    rows = await conn.fetch(q.CANDIDATES,
+                            *q.CANDIDATE_SEARCH.args(candidate_values(trade, rules)))
     return [trade_from_row(r) for r in rows]
 
 
 async def find_candidates_many(conn: asyncpg.Connection,
                                trades: Sequence[tuple[Trade, Rules]]) -> list[list[Trade]]:
-    """``find_candidates`` for each trade (under its rules), in order."""
-    return [await find_candidates(conn, trade, rules) for trade, rules in trades]
+    """``find_candidates`` for each trade (under its rules), in order, in one round trip."""
+    found: list[list[Trade]] = [[] for _ in trades]
+    if not trades:
+        return found
+    rows = await conn.fetch(q.CANDIDATES_MANY, q.CANDIDATE_SEARCH.lines(
+        candidate_values(trade, rules) for trade, rules in trades))
+    for row in rows:
+        found[row["line_ord"] - 1].append(trade_from_row(row))
+    return found
 
 
 async def naming(conn: asyncpg.Connection, trade: Trade) -> list[Trade]:
@@ -124,13 +130,19 @@ async def naming(conn: asyncpg.Connection, trade: Trade) -> list[Trade]:
     return [trade_from_row(r) for r in rows]
 
 
-async def naming_any(conn: asyncpg.Connection, trades: Sequence[Trade]) -> list[Trade]:
-    """``naming`` for each of ``trades``, in one round trip, in that order."""
+async def naming_rows(conn: asyncpg.Connection,
+                      trades: Sequence[Trade]) -> list[asyncpg.Record]:
+    """``naming`` for each of ``trades``, in one round trip, in that order (as rows)."""
     if not trades:
         return []
-    rows = await conn.fetch(q.NAMING_ANY, [t.counterparty for t in trades],
-                            [t.participant for t in trades], [t.trade_id for t in trades])
-    return [trade_from_row(r) for r in rows]
+    return list(await conn.fetch(q.NAMING_ANY, [t.counterparty for t in trades],
+                                 [t.participant for t in trades],
+                                 [t.trade_id for t in trades]))
+
+
+async def naming_any(conn: asyncpg.Connection, trades: Sequence[Trade]) -> list[Trade]:
+    """``naming`` for each of ``trades``, in one round trip, in that order."""
+    return [trade_from_row(r) for r in await naming_rows(conn, trades)]
 
 
 # --- rules -----------------------------------------------------------------------------

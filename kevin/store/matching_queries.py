@@ -1,8 +1,10 @@
 """Every SQL statement of matching, rules, alleged trades and operator overrides, named.
 
-Parameters are always bound ($1, $2, …); column lists are constants.
+Parameters are always bound; column lists are constants. The candidate search names its
+parameters (kevin.store.named) and is rendered for one trade and for many.
 """
 
+from kevin.store.named import NamedStatement
 from kevin.store.queries import TRADE_COLUMNS
 
 # --- serialising matching per match key ------------------------------------------------
@@ -19,11 +21,38 @@ from kevin.store.queries import TRADE_COLUMNS
 LOCK_MATCH_KEY = "SELECT pg_advisory_xact_lock($1::int, $2::int)"
 
 # --- candidates ------------------------------------------------------------------------
+#
+# The candidate search is written once, with named parameters (kevin.store.named): the
+# statement of a live submission (CANDIDATES, its values bound by name from
+# kevin.store.matching.candidate_values) and the one run for many trades at once
+# (CANDIDATES_MANY, one line per trade) are both rendered from CANDIDATE_SEARCH.
+
+# Who the search is for and where it looks: the resting side of the trade's segment.
+_KEY_PARAMS = (
+    ("product", "text"), ("currency", "text"), ("resting_participant", "text"),
+    ("participant", "text"), ("resting_side", "text"), ("trade_date", "date"),
+    ("trade_id", "text"), ("price", "numeric"), ("quantity", "numeric"),
+)
+# What "within tolerance" means for this trade (kevin.domain.rules bounds).
+def _form_params(field: str) -> tuple[tuple[str, str], ...]:
+    """An amount field's window and tolerance form (kevin.domain.tolerances)."""
+    return ((f"{field}_low", "numeric"), (f"{field}_high", "numeric"),
+            (f"{field}_form", "text"), (f"{field}_amount", "numeric"),
+            (f"{field}_cap", "numeric"), (f"{field}_below", "numeric"),
+            (f"{field}_above", "numeric"))
+
+
+_WITHIN_PARAMS = (
+    *_form_params("price"), *_form_params("quantity"),
+    ("settlement_low", "date"), ("settlement_high", "date"), ("any_location", "bool"),
+    ("location", "text"), ("location_set", "jsonb"), ("first_submitted_at", "timestamptz"),
+)
 
 _RESTING_OF_KEY = """
     latest AND status IN ('unmatched', 'mismatched')
-    AND product = $1 AND currency = $2 AND participant = $3 AND counterparty = $4
-    AND side = $5 AND trade_date = $6
+    AND product = {product} AND currency = {currency}
+    AND participant = {resting_participant} AND counterparty = {participant}
+    AND side = {resting_side} AND trade_date = {trade_date}
 """
 
 # A pair an operator broke is never paired again automatically. broken_pairs stores each
@@ -31,106 +60,105 @@ _RESTING_OF_KEY = """
 _NOT_BROKEN = """
     NOT EXISTS (
         SELECT 1 FROM broken_pairs bp
-        WHERE (bp.participant_a = $7 AND bp.trade_id_a = $8
+        WHERE (bp.participant_a = {participant} AND bp.trade_id_a = {trade_id}
                AND bp.participant_b = trades.participant AND bp.trade_id_b = trades.trade_id)
            OR (bp.participant_a = trades.participant AND bp.trade_id_a = trades.trade_id
-               AND bp.participant_b = $7 AND bp.trade_id_b = $8)
+               AND bp.participant_b = {participant} AND bp.trade_id_b = {trade_id})
     )
 """
 
 # Within tolerance on every field, as kevin.domain.tolerances decides it, for every
-# tolerance form. Price: the index range [$12, $13] (the form's window, kevin.domain
-# .tolerances bounds: a superset for relative forms; NULL: unbounded, hence -/+Infinity),
-# then the form's exact inclusive test. Both bounds are written so that they bound the
-# index scan in a generic plan too, where their values are unknown: as ``($13 IS NULL OR
-# price <= $13)`` a bound could only filter after the scan, the generic plan looked
-# costly, and PostgreSQL re-planned this statement on every execution once the tables had
-# statistics (a planning of the whole UNION each time). Relative and asymmetric forms are
-# seen from the resting trade, the one of the pair that entered the book first ($31 =
-# our first_submitted_at; "C" collation = Python's str order); relative forms are
-# multiplied out (|ours - resting| * 10^4 <= resting * bps): no division rounds.
-# Quantity: the same with $19..$25; settlement date: the exact window [$26, $27] (the
-# business-day window is exact too); location: equal, or in our equivalence set ($30, a
-# jsonb array), or ignored ($28).
+# tolerance form. An amount field: the index range [low, high] (the form's window, a
+# superset for relative forms; NULL: unbounded, hence -/+Infinity), then the form's exact
+# inclusive test. Both bounds are written so that they bound the index scan in a generic
+# plan too, where their values are unknown (as ``(high IS NULL OR price <= high)`` a
+# bound could only filter after the scan, the generic plan would look dear and every
+# execution be planned anew). Relative and asymmetric forms are seen from the resting
+# trade, the one of the pair that entered the book first ("C" collation = Python's str
+# order); relative forms are multiplied out (|ours - resting| * 10^4 <= resting * bps):
+# no division rounds. Settlement date: the exact window (business days included);
+# location: equal, or in our equivalence set (a jsonb array), or ignored.
 _RESTING_IS_THEIRS = """(first_submitted_at, participant COLLATE "C", trade_id COLLATE "C")
-              < ($31, $7 COLLATE "C", $8 COLLATE "C")"""
+              < ({first_submitted_at}, {participant} COLLATE "C", {trade_id} COLLATE "C")"""
 
 
-def _form_test(column: str, ours: str, first: int) -> str:
-    """The exact test of one amount field's form: $first is the form's name, then its
-    amount, max_abs cap, range below and range above."""
-    form, amount, cap, below, above = (f"${first + i}" for i in range(5))
-    resting = f"(CASE WHEN {_RESTING_IS_THEIRS} THEN {column} ELSE {ours} END)"
-    other = f"(CASE WHEN {_RESTING_IS_THEIRS} THEN {ours} ELSE {column} END)"
-    gap = f"abs({column} - {ours})"
-    return f"""(CASE {form}::text
+def _form_test(field: str) -> str:
+    """The window and the exact test of one amount field's tolerance form."""
+    ours = "{" + field + "}"
+    form, amount, cap, below, above = ("{" + f"{field}_{p}" + "}"
+                                       for p in ("form", "amount", "cap", "below", "above"))
+    resting = f"(CASE WHEN {_RESTING_IS_THEIRS} THEN {field} ELSE {ours} END)"
+    other = f"(CASE WHEN {_RESTING_IS_THEIRS} THEN {ours} ELSE {field} END)"
+    gap = f"abs({field} - {ours})"
+    return f"""
+    AND {field} >= coalesce({{{field}_low}}, '-Infinity'::numeric)
+    AND {field} <= coalesce({{{field}_high}}, 'Infinity'::numeric)
+    AND (CASE {form}
          WHEN 'ignore' THEN true
-         WHEN 'exact' THEN {column} = {ours}
-         WHEN 'abs' THEN {gap} <= {amount}::numeric
-         WHEN 'bps' THEN {gap} * 10000 <= {resting} * {amount}::numeric
-                         AND {gap} <= coalesce({cap}::numeric, {gap})
-         WHEN 'pct' THEN {gap} * 100 <= {resting} * {amount}::numeric
-                         AND {gap} <= coalesce({cap}::numeric, {gap})
-         WHEN 'range' THEN {other} - {resting}
-                           BETWEEN -{below}::numeric AND {above}::numeric
+         WHEN 'exact' THEN {field} = {ours}
+         WHEN 'abs' THEN {gap} <= {amount}
+         WHEN 'bps' THEN {gap} * 10000 <= {resting} * {amount}
+                         AND {gap} <= coalesce({cap}, {gap})
+         WHEN 'pct' THEN {gap} * 100 <= {resting} * {amount}
+                         AND {gap} <= coalesce({cap}, {gap})
+         WHEN 'range' THEN {other} - {resting} BETWEEN -{below} AND {above}
     END)"""
 
 
-_WITHIN = f"""
-    AND price >= coalesce($12::numeric, '-Infinity'::numeric)
-    AND price <= coalesce($13::numeric, 'Infinity'::numeric)
-    AND {_form_test("price", "$9", 14)}
-    AND quantity >= coalesce($19::numeric, '-Infinity'::numeric)
-    AND quantity <= coalesce($20::numeric, 'Infinity'::numeric)
-    AND {_form_test("quantity", "$10", 21)}
-    AND settlement_date BETWEEN $26 AND $27
-    AND ($28 OR location IS NOT DISTINCT FROM $29
-         OR coalesce($30::jsonb ? location, false))
+_WITHIN = f"""{_form_test("price")}{_form_test("quantity")}
+    AND settlement_date BETWEEN {{settlement_low}} AND {{settlement_high}}
+    AND ({{any_location}} OR location IS NOT DISTINCT FROM {{location}}
+         OR coalesce({{location_set}} ? location, false))
 """
+
+# How many nearest counterparts per side a mismatch list names. A constant in the SQL, not
+# a parameter: a generic plan must know it (LIMIT $n is costed as a tenth of the rows, so
+# on a deep book the generic plan would look dear and every execution be planned anew).
+NEAREST_PER_SIDE = 3
 
 # Invariant 7's order, "smallest price difference" first, cannot be read off a btree
 # directly, but per side of our price it can: above (price >= ours) ascending and below
 # descending are both walks of ix_trades_resting from our price outwards. The global
-# best is the better of the two sides' bests, so each side stops after $11 rows (plus
-# ties on price, which incremental sort settles by quantity difference, first
+# best is the better of the two sides' bests, so each side stops after ``limit`` rows
+# (plus ties on price, which incremental sort settles by quantity difference, first
 # submission and trade_id). Cost depends on the rows near our price, not the book size.
-_NEAREST_EACH_SIDE = f"""
-(SELECT {TRADE_COLUMNS} FROM trades
- WHERE {_RESTING_OF_KEY} AND price >= $9 {{within}} AND {_NOT_BROKEN}
- ORDER BY price ASC, abs(quantity - $10), first_submitted_at, trade_id COLLATE "C"
- LIMIT $11)
+def _nearest_each_side(within: str, limit: int) -> str:
+    columns = TRADE_COLUMNS.replace("{", "{{").replace("}", "}}")
+    return f"""
+(SELECT {columns} FROM trades
+ WHERE {_RESTING_OF_KEY} AND price >= {{price}} {within} AND {_NOT_BROKEN}
+ ORDER BY price ASC, abs(quantity - {{quantity}}), first_submitted_at, trade_id COLLATE "C"
+ LIMIT {limit})
 UNION ALL
-(SELECT {TRADE_COLUMNS} FROM trades
- WHERE {_RESTING_OF_KEY} AND price < $9 {{within}} AND {_NOT_BROKEN}
- ORDER BY price DESC, abs(quantity - $10), first_submitted_at, trade_id COLLATE "C"
- LIMIT $11)
+(SELECT {columns} FROM trades
+ WHERE {_RESTING_OF_KEY} AND price < {{price}} {within} AND {_NOT_BROKEN}
+ ORDER BY price DESC, abs(quantity - {{quantity}}), first_submitted_at, trade_id COLLATE "C"
+ LIMIT {limit})
 """
 
-# The best candidate within tolerance on each side of our price (LIMIT 1 each).
-MATCH_CANDIDATES = _NEAREST_EACH_SIDE.format(within=_WITHIN)
 
-# Only when nothing is within tolerance: the nearest counterparts on each side regardless
-# of tolerance, for the mismatch list ($1..$11 as above).
-NEAREST_CANDIDATES = _NEAREST_EACH_SIDE.format(within="")
+# The best candidate within tolerance on each side of our price.
+MATCH_SEARCH = NamedStatement(_nearest_each_side(_WITHIN, 1), _KEY_PARAMS + _WITHIN_PARAMS)
+# The nearest counterparts on each side regardless of tolerance, for the mismatch list.
+NEAREST_SEARCH = NamedStatement(_nearest_each_side("", NEAREST_PER_SIDE), _KEY_PARAMS)
 
-# How many nearest counterparts per side a mismatch list names. A constant in the SQL, not
-# a parameter: a generic plan must know it (LIMIT $n is costed as a tenth of the rows, so
-# on a deep book the generic plan looked dear and every execution was planned anew).
-NEAREST_PER_SIDE = 3
-
-# MATCH_CANDIDATES and, only when it finds nothing, NEAREST_CANDIDATES (NEAREST_PER_SIDE
-# rows per side) in one round trip — most new trades find nothing to match and would
-# otherwise pay two.
-# The NOT EXISTS over the materialised within-tolerance rows is uncorrelated, so the
-# planner makes it a one-time filter: the nearest walk runs only when nothing matched.
-_NEAREST_FOR_THE_LIST = NEAREST_CANDIDATES.replace("LIMIT $11", f"LIMIT {NEAREST_PER_SIDE}")
-CANDIDATES = f"""
-WITH within AS MATERIALIZED ({MATCH_CANDIDATES})
+# MATCH_SEARCH and, only when it finds nothing, NEAREST_SEARCH in one round trip — most
+# new trades find nothing to match and would otherwise pay two. The NOT EXISTS over the
+# materialised within-tolerance rows is uncorrelated, so the planner makes it a one-time
+# filter: the nearest walk runs only when nothing matched.
+CANDIDATE_SEARCH = NamedStatement(f"""
+WITH within AS MATERIALIZED ({MATCH_SEARCH.text})
 SELECT * FROM within
 UNION ALL
-SELECT * FROM ({_NEAREST_FOR_THE_LIST}) AS nearest
+SELECT * FROM ({NEAREST_SEARCH.text}) AS nearest
 WHERE NOT EXISTS (SELECT 1 FROM within)
-"""
+""", MATCH_SEARCH.params)
+
+CANDIDATES = CANDIDATE_SEARCH.one()
+MATCH_CANDIDATES = MATCH_SEARCH.one()
+NEAREST_CANDIDATES = NEAREST_SEARCH.one()
+# The search for many trades at once: each line's candidates, tagged with its position.
+CANDIDATES_MANY = CANDIDATE_SEARCH.many("line.ord AS line_ord, found.*")
 
 # Live mismatched trades whose mismatch list names a trade (participant $2's $3): they
 # must be re-evaluated when it matches elsewhere, is amended or cancelled. Served by the

@@ -1,0 +1,199 @@
+"""The book of a batch: the in-memory book, filled from PostgreSQL as the matcher needs
+it, its writes kept until the batch is done.
+
+A batch matches thousands of lines in one transaction under the match-key locks of
+every key involved, so nothing but the batch changes those keys until it commits. The
+matcher then runs exactly as over the PostgreSQL book, but each read that the book
+already holds is answered from memory, and everything the matcher writes goes to the
+database at the end in two statements (kevin.store.bulk.write_versions). A mismatch,
+whose re-evaluations ripple through the book, costs memory work, not round trips.
+
+What the book holds of a segment is tracked as closed price intervals known completely
+(every resting trade of the segment priced within them is held). A candidate lookup
+walks the memory (kevin.domain.memory_book) and learns how far from the price it had to
+know the segment; until the intervals cover that, it loads the next window of the
+segment from the database (bulk_queries, WINDOW_ABOVE/BELOW) and walks again. The
+windows around every line's price are loaded for all lines at once, before the first is
+matched (``candidates_many``). Trades whose mismatch lists name a trade are loaded
+from the database once per named trade; after that the memory's own index answers.
+
+The batch's new trades are in the database from the start (version 1, inserted before
+matching so that a trade_id another writer created meanwhile is known), but each stays
+hidden from the matcher until its line is reached (``reveal``): a line must not meet a
+later line of the same batch earlier than it would one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from uuid import UUID
+
+import asyncpg
+
+from kevin.domain.book import RulesInForce, Segment, opposite
+from kevin.domain.matching import TradeRef, ref
+from kevin.domain.memory_book import MemoryBook
+from kevin.domain.models import Trade, trusted
+from kevin.domain.rules import Rules, RulesVersion
+from kevin.domain.versions import NewVersion
+from kevin.store import bulk
+from kevin.store import matching as match_store
+from kevin.store import trades as store
+from kevin.store.book import in_force
+
+# Rows per window: enough that a lookup near a line's price rarely needs a second one.
+WINDOW_SIZE = 6
+
+INFINITY = Decimal("Infinity")
+# A closed price interval, unbounded on a side as -/+ INFINITY.
+Interval = tuple[Decimal, Decimal]
+
+
+class BatchBook(MemoryBook):
+    """See the module docstring. ``rules``: the latest rules of every product the batch
+    touches (None: it has none); ``broken``: the broken pairs among its participants."""
+
+    def __init__(self, conn: asyncpg.Connection, rules: Mapping[str, RulesVersion | None],
+                 broken: Iterable[frozenset[TradeRef]]) -> None:
+        super().__init__(rules=self._rules_of, broken=broken)
+        self.conn = conn
+        self._in_force = {product: in_force(product, found) for product, found in rules.items()}
+        self._known: dict[Segment, list[Interval]] = {}
+        self._naming_loaded: set[TradeRef] = set()
+        self._hidden: set[TradeRef] = set()
+        self._pending: list[NewVersion] = []
+        self._stored: dict[TradeRef, int] = {}  # each held trade's version in the database
+
+    def _rules_of(self, trade: Trade) -> RulesInForce:
+        return self._in_force[trade.product]
+
+    # --- the batch's own trades --------------------------------------------------------
+
+    def hide(self, trades: Iterable[Trade]) -> None:
+        """Trades written already but not yet submitted as far as matching is concerned."""
+        for trade in trades:
+            self._hidden.add(ref(trade))
+            self._stored[ref(trade)] = trade.version
+
+    def reveal(self, trade: Trade) -> None:
+        """The line of ``trade`` is reached: it joins the book. A new trade_id is named in
+        no mismatch list."""
+        self._hidden.discard(ref(trade))
+        self._naming_loaded.add(ref(trade))
+        self.put(trade)
+
+    def _hold(self, rows: Iterable[asyncpg.Record]) -> list[Trade]:
+        """Rows read from the database, held unless the book has the trade already (its
+        own version is then the newer) or it is hidden."""
+        held = []
+        for row in rows:
+            key = (row["participant"], row["trade_id"])
+            if key in self.trades or key in self._hidden:
+                continue
+            trade = store.trade_from_row(row)
+            self.put(trade)
+            self._stored[key] = trade.version
+            held.append(trade)
+        return held
+
+    # --- segments known by price --------------------------------------------------------
+
+    def _gaps(self, segment: Segment, price: Decimal, reach: Decimal | None
+              ) -> tuple[list[tuple[Segment, Decimal, bool]], list[tuple[Segment, Decimal, bool]]]:
+        """The windows to load (above, below) so that the segment is known within
+        ``reach`` of ``price`` (None: at any distance); none when it is already."""
+        low = -INFINITY if reach is None else price - reach
+        high = INFINITY if reach is None else price + reach
+        for start, end in self._known.get(segment, ()):
+            if start <= price <= end:
+                above = [(segment, end, False)] if end < high else []
+                below = [(segment, start, False)] if start > low else []
+                return above, below
+        return [(segment, price, True)], [(segment, price, False)]
+
+    def _learn(self, segment: Segment, interval: Interval) -> None:
+        merged: list[Interval] = []
+        for start, end in sorted([*self._known.get(segment, ()), interval]):
+            if merged and merged[-1][1] >= start:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        self._known[segment] = merged
+
+    async def _load(self, above: Sequence[tuple[Segment, Decimal, bool]],
+                    below: Sequence[tuple[Segment, Decimal, bool]]) -> list[Trade]:
+        requests = [(*a, True) for a in above] + [(*b, False) for b in below]
+        edges, rows = await bulk.windows(self.conn, requests, WINDOW_SIZE)
+        held = self._hold(rows)
+        for (segment, price, _, is_above), edge in zip(requests, edges, strict=True):
+            if is_above:
+                self._learn(segment, (price, INFINITY if edge is None else edge))
+            else:
+                self._learn(segment, (-INFINITY if edge is None else edge, price))
+        return held
+
+    # --- the Book protocol ----------------------------------------------------------------
+
+    async def latest(self, trade: TradeRef) -> Trade | None:
+        if trade in self.trades:
+            return self.trades[trade]
+        if trade in self._hidden:
+            return None
+        found = await store.latest(self.conn, *trade)
+        if found is not None:
+            self.put(found)
+            self._stored[trade] = found.version
+        return found
+
+    async def candidates(self, trade: Trade, rules: Rules) -> list[Trade]:
+        while True:
+            chosen, reach = self.walk(trade, rules)
+            above, below = self._gaps(opposite(trade), trade.price, reach)
+            if not above and not below:
+                return chosen
+            await self._load(above, below)
+
+    async def candidates_many(self, trades: Sequence[tuple[Trade, Rules]]
+                              ) -> list[list[Trade]]:
+        """Loads the windows around every trade's price at once (two statements), and the
+        trades naming what they found (one more), then answers each from memory."""
+        above, below = [], []
+        for trade, _ in trades:
+            up, down = self._gaps(opposite(trade), trade.price, Decimal(0))
+            above += up
+            below += down
+        held = await self._load(above, below)
+        await self.naming(held)
+        return [await self.candidates(trade, rules) for trade, rules in trades]
+
+    async def naming(self, trades: Sequence[Trade]) -> list[Trade]:
+        unknown = [t for t in trades if ref(t) not in self._naming_loaded]
+        if unknown:
+            rows = await match_store.naming_rows(self.conn, unknown)
+            self._hold(rows)
+            self._naming_loaded.update(ref(t) for t in unknown)
+        return [found for trade in trades for found in self.named_by(trade)]
+
+    async def append_versions(self, versions: Sequence[NewVersion]) -> list[Trade]:
+        written = [self.write(new) for new in versions]
+        self._pending.extend(versions)
+        return written
+
+    async def record_broken_pair(self, first: Trade, second: Trade, match_id: UUID,
+                                 comment: str | None) -> None:
+        await match_store.record_broken_pair(self.conn, ref(first), ref(second), match_id,
+                                             comment)
+        self.broken.add(frozenset((ref(first), ref(second))))
+
+    # --- the end of the batch -------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write everything the matcher wrote (kevin.store.bulk.write_versions), and give
+        each trade it wrote the recorded_at the database chose."""
+        recorded = await bulk.write_versions(self.conn, self._pending, self._stored)
+        self._pending = []
+        for key, recorded_at in recorded.items():
+            trade = self.trades[key]
+            self.trades[key] = trusted(Trade, {**trade.__dict__, "recorded_at": recorded_at})
+            self._stored[key] = trade.version
