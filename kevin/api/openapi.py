@@ -228,7 +228,7 @@ def openapi_document() -> dict[str, Any]:
                        "proposal, data: ProposalUpdate; comment lines as heartbeats); "
                        "Accept: application/json returns one FeedPage. At-least-once: "
                        "apply idempotently on (trade_id, version). A stream is sent at its "
-                       "client's pace; a client that accepts nothing for 30 s is "
+                       "client's pace; a client that cannot take a 64 KiB write within 30 s is "
                        "disconnected and resumes with Last-Event-ID.",
             "parameters": [
                 _param("after", "query", {"type": "integer", "minimum": 0}, False,
