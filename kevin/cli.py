@@ -11,7 +11,7 @@ import gc
 import socket
 import sys
 from collections.abc import Callable, Coroutine
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -185,6 +185,24 @@ async def check_invariants(settings: Settings, limit: int) -> None:
         raise CheckFailed()
 
 
+async def stp_report(settings: Settings, args: argparse.Namespace) -> None:
+    from kevin import jsoncodec
+    from kevin.domain.reports import StpQuery, csv_text
+    from kevin.engine.reports import Reports
+
+    query = StpQuery.of(args.start, args.end, args.participant, args.group_by, args.as_of)
+    async with database_url(settings, migrate=False) as url:
+        pool = await database.create_pool(url, min_size=1, max_size=1)
+        try:
+            report = await Reports(pool).stp(query)
+        finally:
+            await _close_pool(pool)
+    if args.csv:
+        sys.stdout.write(csv_text(report))
+    else:
+        print(jsoncodec.dumps(report.model_dump(mode="python")).decode())
+
+
 async def bench(settings: Settings, args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -204,6 +222,18 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
 
 class CheckFailed(Exception):
     """kevin check found violations; the report is already printed."""
+
+
+def _date(text: str) -> date:
+    """An argparse type: a date, YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(text) if len(text) == 10 else _not_a_date(text)
+    except ValueError:
+        return _not_a_date(text)
+
+
+def _not_a_date(text: str) -> NoReturn:
+    raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)")
 
 
 def _instant(text: str) -> datetime:
@@ -355,6 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
                                "since T, under the stored rules in force at each moment")
     replay_p.add_argument("--apply", action="store_true",
                           help="write the changes (reason replayed); default: a dry run")
+    report_p = commands.add_parser("report", help="reports over the versions")
+    reports = report_p.add_subparsers(dest="report", required=True)
+    stp_p = reports.add_parser("stp", help="the straight-through-processing report")
+    stp_p.add_argument("--from", dest="start", required=True, type=_date, metavar="DATE",
+                       help="the first trade date (YYYY-MM-DD)")
+    stp_p.add_argument("--to", dest="end", required=True, type=_date, metavar="DATE",
+                       help="the last trade date, inclusive")
+    stp_p.add_argument("--group-by", choices=("counterparty", "product"))
+    stp_p.add_argument("--participant", help="one participant's trades (default: all)")
+    stp_p.add_argument("--as-of", type=_instant, metavar="T",
+                       help="the report as it read at T (RFC 3339 with a zone)")
+    stp_p.add_argument("--csv", action="store_true", help="CSV instead of JSON")
     consume_command.add_parser(commands)
     relay_command.add_parser(commands)
     return parser
@@ -371,6 +413,7 @@ def run(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, Non
         "archive": lambda: archive_versions(settings, args.before, args.batch_size),
         "replay": lambda: replay(settings, args.since, args.rules, args.apply),
         "bench": lambda: bench(settings, args),
+        "report": lambda: stp_report(settings, args),
         "consume": lambda: _feed_client(consume_command.consume(args)),
         "relay": lambda: relay_command.relay(settings, args),
     }

@@ -135,6 +135,9 @@ sa.Index("ix_trades_latest_by_participant", trades.c.participant, trades.c.statu
 sa.Index("ix_trades_alleged", trades.c.counterparty, trades.c.status,
          postgresql_where=trades.c.latest)
 
+# The STP report: a range of trade dates, for one participant or all (alembic 0012).
+sa.Index("ix_trades_trade_date", trades.c.trade_date, trades.c.participant)
+
 # One update per trade version, written in the version's own transaction (invariant 5),
 # and one per participant of each proposal version (alembic 0011): a row names either a
 # trade version or a proposal version.
@@ -238,6 +241,9 @@ trades_archive = sa.Table(
 # As-of over a long archived history in one probe (alembic 0005; see SELECT_AS_OF).
 sa.Index("ix_trades_archive_as_of", trades_archive.c.participant, trades_archive.c.trade_id,
          trades_archive.c.recorded_at)
+
+sa.Index("ix_trades_archive_trade_date", trades_archive.c.trade_date,
+         trades_archive.c.participant)
 
 # Matching profiles: tolerances a pair of participants agreed, for one product or "*".
 # Versioned and append-only like rules (the only UPDATE flips `latest`, by trigger); a

@@ -45,6 +45,9 @@ ISOLATED = {
     ("GET", "/v1/proposals"), ("GET", "/v1/proposals/{proposal_id}"),
     ("POST", "/v1/proposals/{proposal_id}/accept"), ("POST", "/v1/proposals/{proposal_id}/reject"),
     ("POST", "/v1/proposals/{proposal_id}/withdraw"),
+    # tests/test_reports.py: a participant's report counts only its own trades, and
+    # naming another participant is 404.
+    ("GET", "/v1/reports/stp"),
 }
 # The web workbench's pages and forms: a session from /ui/login, and the same isolation
 # (tests/test_ui.py: a participant cannot see or act on another's trade; CSRF on every form).

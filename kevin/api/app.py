@@ -19,6 +19,7 @@ from kevin.api import (
     profiles,
     proposals,
     replays,
+    reports,
     rules,
     trades,
 )
@@ -58,6 +59,7 @@ def create_app(
     app.add_routes(alleged.routes)
     app.add_routes(admin.routes)
     app.add_routes(replays.routes)
+    app.add_routes(reports.routes)
     app.add_routes(feed.routes)
     install_workbench(app)  # the web pages under /ui/
     # The feed's watch and sequencer run in the background of every app (and so of every

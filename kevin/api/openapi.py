@@ -149,11 +149,12 @@ def openapi_document() -> dict[str, Any]:
         openapi_formats,
         openapi_history,
         openapi_matching,
+        openapi_reports,
     )
 
     _, defs = models_json_schema(MODELS + openapi_matching.MODELS + openapi_history.MODELS
                                  + openapi_batch.MODELS + openapi_agreements.MODELS
-                                 + openapi_formats.MODELS,
+                                 + openapi_formats.MODELS + openapi_reports.MODELS,
                                  ref_template="#/components/schemas/{model}")
     schemas = defs.get("$defs", {})
     trade_body = {"required": True, **_json(_ref("TradeSubmission"))}
@@ -273,6 +274,7 @@ def openapi_document() -> dict[str, Any]:
     paths.update(openapi_history.paths())
     paths.update(openapi_batch.paths(paths))
     paths.update(openapi_formats.paths(paths))
+    paths.update(openapi_reports.paths())
     _document_401(paths)
     return {
         "openapi": "3.1.0",

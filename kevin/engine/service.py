@@ -30,6 +30,7 @@ from kevin.engine.agreements import Agreements
 from kevin.engine.batch import LineOutcome, submit_batch, terms_of
 from kevin.engine.imports import ImportOutcome
 from kevin.engine.matching import Matcher
+from kevin.engine.reports import Reports
 from kevin.formats.records import Operation
 from kevin.store import database, participants
 from kevin.store import matching as match_store
@@ -62,6 +63,8 @@ class Kevin:
         self.pool = pool
         # Matching profiles and proposals (kevin.engine.agreements).
         self.agreements = Agreements(pool)
+        # Read-only reports over the versions (kevin.engine.reports).
+        self.reports = Reports(pool)
 
     # --- participants ----------------------------------------------------------------
 
