@@ -181,6 +181,8 @@ relay_checkpoints = sa.Table(
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False,
               server_default=sa.text("clock_timestamp()")),
+    # Updates published as stubs, too large for the transport (kevin.feed.relay).
+    sa.Column("stubbed", sa.BigInteger, nullable=False, server_default=sa.text("0")),
 )
 
 # Matching rules per product, versioned and append-only like trades.

@@ -123,6 +123,13 @@ class Metrics:
         )
         self.feed_last_seq = Gauge("kevin_feed_last_seq", "The highest seq assigned",
                                    registry=r, multiprocess_mode=LATEST)
+        self.relay_position = Gauge(
+            "kevin_relay_position", "The highest seq a relay has published (its checkpoint)",
+            ["relay"], registry=r, multiprocess_mode=LATEST)
+        self.relay_stubbed = Gauge(
+            "kevin_relay_stubbed",
+            "Updates a relay published as stubs, too large for its transport (kevin.feed.relay)",
+            ["relay"], registry=r, multiprocess_mode=LATEST)
         self.sse_streams = Gauge("kevin_feed_sse_streams", "SSE feed streams open",
                                  registry=r, multiprocess_mode=SUMMED)
         self.database_up = Gauge(
@@ -203,6 +210,9 @@ class Metrics:
         self.feed_unsequenced.set(stats.unsequenced)
         self.feed_lag.set(_age(stats.now, stats.oldest_unsequenced))
         self.feed_last_seq.set(stats.last_seq or 0)
+        for name, (position, stubbed) in stats.relays.items():
+            self.relay_position.labels(name).set(position)
+            self.relay_stubbed.labels(name).set(stubbed)
 
     def collected(self) -> CollectorRegistry:
         """This process's registry; under workers, one that reads every worker's figures."""

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 import kevin
-from kevin.domain.feed import FeedPage, FeedUpdate
+from kevin.domain.feed import FeedPage, FeedUpdate, RelayStub
 from kevin.domain.models import (
     ErrorBody,
     ParticipantCreate,
@@ -27,6 +27,7 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (ParticipantCreate, "validation"), (ParticipantCreated, "serialization"),
     (ErrorBody, "serialization"),
     (FeedUpdate, "serialization"), (FeedPage, "serialization"),
+    (RelayStub, "serialization"),
 ]
 
 ERROR_STATUSES = {

@@ -67,6 +67,33 @@ class ProposalUpdate(BaseModel):
 AnyUpdate = FeedUpdate | ProposalUpdate
 
 
+class StubInfo(BaseModel):
+    """Why a relayed update is a stub, and where its body is."""
+
+    reason: Literal["too_large"]
+    size: int  # bytes of the full update as JSON
+    limit: int | None  # the largest message the stream and server take, when known
+    fetch: str  # the path to read the body from Kevin
+
+
+class RelayStub(BaseModel):
+    """What ``kevin relay nats`` publishes in place of an update too large for the
+    transport: the update's own fields without its body (``trade``, or ``proposal``),
+    and ``stub``. Header ``Kevin-Stub: too_large``; ``Nats-Msg-Id`` and ``Kevin-Seq``
+    as for the update itself."""
+
+    model_config = ConfigDict(extra="allow")
+
+    seq: int
+    event: str
+    participant: str
+    version: int
+    trade_id: str | None = None
+    proposal_id: str | None = None
+    recorded_at: Annotated[AwareDatetime, UtcText]
+    stub: StubInfo
+
+
 class FeedPage(BaseModel):
     """``GET /v1/feed`` as JSON: updates after ``after``; ``last_seq`` is where to resume
     (the last update's seq, or ``after`` itself when the page is empty)."""

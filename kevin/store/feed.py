@@ -69,5 +69,7 @@ async def relay_checkpoint(conn: asyncpg.Connection, name: str) -> int:
     return int(await conn.fetchval(q.SELECT_RELAY_CHECKPOINT, name) or 0)
 
 
-async def save_relay_checkpoint(conn: asyncpg.Connection, name: str, seq: int) -> None:
-    await conn.execute(q.UPSERT_RELAY_CHECKPOINT, name, seq)
+async def save_relay_checkpoint(conn: asyncpg.Connection, name: str, seq: int,
+                               stubbed: int = 0) -> None:
+    """Move the relay's position to ``seq``, counting ``stubbed`` more stubs."""
+    await conn.execute(q.UPSERT_RELAY_CHECKPOINT, name, seq, stubbed)

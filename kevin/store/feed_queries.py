@@ -148,8 +148,11 @@ WITH page AS MATERIALIZED (
 SELECT_RELAY_CHECKPOINT = "SELECT seq FROM relay_checkpoints WHERE name = $1"
 
 # GREATEST: a position only moves forward, even if two relays of the same name overlap.
+# stubbed adds up: $3 is the number of updates this save's batch published as stubs.
 UPSERT_RELAY_CHECKPOINT = """
-INSERT INTO relay_checkpoints (name, seq) VALUES ($1, $2)
+INSERT INTO relay_checkpoints (name, seq, stubbed) VALUES ($1, $2, $3)
 ON CONFLICT (name) DO UPDATE
-SET seq = GREATEST(relay_checkpoints.seq, EXCLUDED.seq), updated_at = clock_timestamp()
+SET seq = GREATEST(relay_checkpoints.seq, EXCLUDED.seq),
+    stubbed = relay_checkpoints.stubbed + EXCLUDED.stubbed,
+    updated_at = clock_timestamp()
 """

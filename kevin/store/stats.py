@@ -25,6 +25,9 @@ FROM (SELECT written_at FROM feed WHERE seq IS NULL ORDER BY id LIMIT $1) AS wai
 
 BACKLOG_CAP = 100_000
 
+# One row per relay (a handful): its position and the updates it published as stubs.
+RELAYS = "SELECT name, seq, stubbed FROM relay_checkpoints"
+
 
 @dataclass(frozen=True)
 class ScrapeStats:
@@ -33,10 +36,13 @@ class ScrapeStats:
     unsequenced: int
     oldest_unsequenced: datetime | None
     last_seq: int | None
+    relays: dict[str, tuple[int, int]]  # name -> (position, stubbed)
 
 
 async def scrape_stats(conn: asyncpg.Connection) -> ScrapeStats:
     oldest = await conn.fetchval(OLDEST_RESTING)
     row = await conn.fetchrow(FEED_BACKLOG, BACKLOG_CAP)
+    relays = {r["name"]: (r["seq"], r["stubbed"]) for r in await conn.fetch(RELAYS)}
     return ScrapeStats(now=row["now"], oldest_resting=oldest, unsequenced=row["unsequenced"],
-                       oldest_unsequenced=row["oldest_unsequenced"], last_seq=row["last_seq"])
+                       oldest_unsequenced=row["oldest_unsequenced"], last_seq=row["last_seq"],
+                       relays=relays)
