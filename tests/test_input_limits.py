@@ -3,12 +3,13 @@ the limits every route that takes a trade enforces (docs/api.md, Conventions).""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 from typing import Any
 
 from kevin import jsoncodec
-from tests.conftest import ADMIN, trade_body, wait_for
+from tests.conftest import ADMIN, ADMIN_TOKEN, trade_body, wait_for
 
 NDJSON = "application/x-ndjson"
 DEEP = b"[" * 100_000
@@ -207,3 +208,57 @@ async def test_amounts_outside_postgresql_numeric_range_are_422(client, banks):
             status, body = await _post_raw(client, "/v1/trades", raw, a)
             assert status == 422, (field, value, body)
             assert [d["field"] for d in body["details"]] == [field]
+
+
+async def _raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)  # the server closes after it
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split(" ")[1]), headers, body
+
+
+async def test_requests_aiohttp_refuses_itself_are_answered_in_the_error_shape(service):
+    """The runner `kevin serve` uses (kevin.api.server.AppRunner), on a real socket."""
+    from aiohttp import web
+
+    from kevin.api.app import create_app
+    from kevin.api.server import AppRunner
+
+    runner = AppRunner(create_app(service, ADMIN_TOKEN), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    secret = b"kv_not-a-real-key-but-looks-like-one"
+    try:
+        for request in [
+            b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: kevin\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: kevin\r\nX-Long: " + b"b" * 9000 + b"\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: kevin\r\nAuthorization: Bearer " + secret
+            + b"\x00\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: kevin\r\nAuthorization: Bearer " + secret
+            + b"\x7f\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: kevin\r\nBad Name: x\r\n\r\n",
+            b"G(T /healthz HTTP/1.1\r\nHost: kevin\r\n\r\n",
+            b"GET /healthz HTTP/9.9.9\r\nHost: kevin\r\n\r\n",
+        ]:
+            status, headers, body = await _raw_exchange(port, request)
+            assert status == 400, (request[:60], status, body)
+            assert headers["Content-Type"].startswith("application/json"), headers
+            answer = jsoncodec.loads(body)
+            _error_shape(answer)
+            assert answer["error"] == "bad_request"
+            assert secret not in body and b"bbbb" not in body
+        # A well-formed request on the same server is served as usual.
+        status, _, _ = await _raw_exchange(
+            port, b"GET /healthz HTTP/1.1\r\nHost: kevin\r\nConnection: close\r\n\r\n")
+        assert status == 200
+    finally:
+        await runner.cleanup()

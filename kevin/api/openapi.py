@@ -135,6 +135,9 @@ Conventions (the contract, and what Kevin does where it is silent):
   A new trade's trade_id must hold a character other than a dot ("." and ".." are path
   segments HTTP clients rewrite): ids of dots alone are refused with 422.
 - Unknown query parameters are ignored; an unknown value of a known one is 422.
+- A request HTTP itself refuses (a request or header line over 8,190 bytes, a header byte
+  HTTP does not allow, a bad method) is 400 "bad_request" in the error shape, and the
+  connection is closed.
 - A connection that has not sent a complete request head within 10 s (of opening, or of
   a later request's first byte) is answered 408 (error "request_timeout") and closed.
 - Every response (an event stream's too) carries X-Request-ID: the client's own when it

@@ -1,4 +1,5 @@
-"""The HTTP server under the app: aiohttp's, with deadlines for clients that dawdle.
+"""The HTTP server under the app: aiohttp's, with deadlines for clients that dawdle, and
+its own refusals in the error shape.
 
 aiohttp times a connection only while it is idle between requests (``keepalive_timeout``),
 so a client that sends a request head one byte at a time keeps its connection, and the
@@ -6,16 +7,26 @@ memory behind it, for as long as it likes. Here a connection must send a complet
 head within ``head_timeout`` seconds: from when it opens, and for each later request on it
 from that request's first byte. Past that it is answered ``408`` in the error shape and
 closed.
+
+A request aiohttp cannot parse (a request line over 8,190 bytes, a header with a byte no
+header may hold, a method that is no token) never reaches the app or its middlewares:
+aiohttp answers it itself, in text/plain (aiohttp#3287 asks for a hook; there is none).
+``handle_error`` gives that answer the ``{"error", "message", "details"}`` shape like every
+other error, with the status aiohttp chose. The message names the kind of fault, never the
+offending bytes (a header line may hold a key).
 """
 
 from __future__ import annotations
 
 import asyncio
+from http import HTTPStatus
 from typing import Any
 
 import structlog
+from aiohttp import http_exceptions as hx
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from kevin import jsoncodec
 
@@ -30,6 +41,35 @@ _TIMEOUT_BODY = jsoncodec.dumps({
 _TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY))
+
+
+# The kinds of request aiohttp refuses before the app sees it, most specific first.
+_REFUSALS: tuple[tuple[type[BaseException], str], ...] = (
+    (hx.LineTooLong, "a line of the request head is longer than the server takes (8,190 bytes)"),
+    (hx.BadHttpMethod, "the request method is not an HTTP token"),
+    (hx.BadStatusLine, "the request line is not HTTP"),
+    (hx.InvalidHeader, "a header name or value holds a byte HTTP does not allow"),
+    (hx.InvalidURLError, "the request target is not a valid URL"),
+    (hx.ContentLengthError, "the body does not match its Content-Length"),
+    (hx.TransferEncodingError, "the body's transfer encoding is not valid"),
+    (hx.HttpProcessingError, "the request is not valid HTTP"),
+)
+
+
+def refusal_response(status: int, exc: BaseException | None) -> web.Response:
+    """aiohttp's own error answer, in the contract's error shape."""
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "error"
+    code = "internal_error" if status >= 500 else phrase.lower().replace(" ", "_")
+    message = next((text for kind, text in _REFUSALS if isinstance(exc, kind)),
+                   "an internal error occurred; it is logged" if status >= 500
+                   else phrase.lower())
+    body = {"error": code, "message": message,
+            "details": {"reason": type(exc).__name__} if exc is not None and status < 500
+            else None}
+    response = web.Response(status=status, body=jsoncodec.dumps(body),
+                            content_type="application/json")
+    response.force_close()
+    return response
 
 
 class _RequestHandler(RequestHandler):
@@ -64,6 +104,13 @@ class _RequestHandler(RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm_head_deadline()
         super().connection_lost(exc)
+
+    def handle_error(self, request: BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        # aiohttp's own logging and its check that nothing was sent yet, then our body.
+        super().handle_error(request, status, exc, message)
+        return refusal_response(status, exc)
 
     def _arm_head_deadline(self) -> None:
         self._disarm_head_deadline()
