@@ -56,6 +56,7 @@ WORKBENCH = {
     ("POST", "/ui/logout"), ("GET", "/ui/static"), ("GET", "/ui/exceptions"),
     ("GET", "/ui/trades/{trade_id}"), ("POST", "/ui/trades/{trade_id}/cancel"),
     ("POST", "/ui/admin/force-match"), ("POST", "/ui/admin/break"), ("POST", "/ui/bulk"),
+    ("POST", "/ui/proposals"), ("POST", "/ui/proposals/{proposal_id}/{decision}"),
 }
 ENDPOINTS = PUBLIC | ADMIN_ONLY | ISOLATED | WORKBENCH
 

@@ -227,7 +227,7 @@ async def test_the_exceptions_tabs_count_and_filter(client, banks):
     page = await bank_a.page("/ui/exceptions")
     # Alleged: what BANKB says it traded with BANKA, not matched (B-1 and B-4).
     assert _counts(page) == {"mismatched": 1, "unmatched": 1, "alleged": 2,
-                             "matched_today": 1}
+                             "proposals": 0, "matched_today": 1}
     assert 'id="row-BANKA-A-1"' in page and "A-2" not in page
     assert '<span class="field">price</span>' in page
     page = await bank_a.page("/ui/exceptions?tab=unmatched&product=XAU")
@@ -395,6 +395,78 @@ async def test_admin_bulk_force_match_and_break(client, banks):
         ("action", "break"), ("selected", f"BANKA/A-2/{matched[1]['version']}")])
     assert resp.status == 422
     assert (await latest(client, a, "A-2"))["status"] == "matched"
+
+
+# --- proposals --------------------------------------------------------------------------
+
+
+async def test_a_match_is_proposed_and_accepted_from_the_pages(client, banks):
+    a, b = banks
+    await mismatched_pair(client, a, b)
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    page = await bank_a.page("/ui/trades/A-1")
+    assert 'id="propose-form"' in page and 'id="propose-other" name="counterparty_trade_id" '\
+        'value="B-1"' in page
+    refused = await bank_a.post_form("/ui/proposals", {
+        "trade_id": "A-1", "kind": "match", "counterparty_trade_id": "B-1"}, csrf=False)
+    assert refused.status == 403
+    resp = await bank_a.post_form("/ui/proposals", {
+        "trade_id": "A-1", "kind": "match", "counterparty_trade_id": "B-1",
+        "comment": "within our usual spread"})
+    assert resp.status == 303 and resp.headers["Location"] == "/ui/trades/A-1"
+    listed = await (await client.get("/v1/proposals?state=open", headers=b)).json()
+    (proposal,) = listed["proposals"]
+    proposal_id = proposal["proposal_id"]
+    assert proposal["comment"] == "within our usual spread"
+
+    # The proposer may withdraw, not accept; a third participant sees nothing of it.
+    page = await bank_a.page("/ui/exceptions?tab=proposals")
+    assert _counts(page)["proposals"] == 1
+    assert f'/ui/proposals/{proposal_id}/withdraw' in page and "Accept" not in page
+    own = await bank_a.post_form(f"/ui/proposals/{proposal_id}/accept", {})
+    assert own.status == 403
+    key = await client.post("/v1/participants", json={"name": "BANKC"}, headers=ADMIN)
+    bank_c = await Browser.login(client, (await key.json())["api_key"])
+    assert _counts(await bank_c.page("/ui/exceptions?tab=proposals"))["proposals"] == 0
+    assert (await bank_c.post_form(f"/ui/proposals/{proposal_id}/accept", {})).status == 404
+    # The admin reads it, and may not decide it.
+    admin = await Browser.login(client, ADMIN_TOKEN)
+    page = await admin.page("/ui/exceptions?tab=proposals")
+    assert f'id="proposal-{proposal_id}"' in page and "/accept" not in page
+
+    bank_b = await Browser.login(client, b["Authorization"].split()[1])
+    page = await bank_b.page("/ui/trades/B-1")
+    assert f'/ui/proposals/{proposal_id}/accept' in page
+    assert "price: BANKA 1000.25 · BANKB 1003.00" in page
+    resp = await bank_b.post_form(f"/ui/proposals/{proposal_id}/accept",
+                                  {"comment": "agreed", "next": "/ui/trades/B-1"})
+    assert resp.status == 303 and resp.headers["Location"] == "/ui/trades/B-1"
+    for headers, trade_id in ((a, "A-1"), (b, "B-1")):
+        agreed = await latest(client, headers, trade_id)
+        assert agreed["status"] == "matched" and agreed["reason"] == "agreed"
+    # Decided: the proposal is no longer open, and says so if decided again.
+    again = await bank_b.post_form(f"/ui/proposals/{proposal_id}/reject", {})
+    assert again.status == 409 and "accepted" in await again.text()
+    bad = await bank_b.post_form(f"/ui/proposals/{proposal_id}/explode", {})
+    assert bad.status == 404
+
+
+async def test_a_matched_trade_offers_a_cancel_proposal(client, banks):
+    a, b = banks
+    await submit(client, a, trade_body("A-1"))
+    await submit(client, b, buy("B-1"))
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    page = await bank_a.page("/ui/trades/A-1")
+    assert 'name="kind" value="cancel"' in page
+    resp = await bank_a.post_form("/ui/proposals", {
+        "trade_id": "A-1", "kind": "cancel", "counterparty_trade_id": "B-1"})
+    assert resp.status == 303
+    page = await bank_a.page("/ui/trades/A-1")
+    assert 'data-kind="cancel"' in page
+    admin = await Browser.login(client, ADMIN_TOKEN)
+    refused = await admin.post_form("/ui/proposals", {
+        "trade_id": "A-1", "kind": "cancel", "counterparty_trade_id": "B-1"})
+    assert refused.status == 403
 
 
 # --- the page's own files ---------------------------------------------------------------

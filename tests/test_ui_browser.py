@@ -198,6 +198,49 @@ async def test_a_mismatch_appears_live_and_a_force_match_shows_on_both_pages(
     assert ours["status"] == "matched" and ours["reason"] == "forced"
 
 
+async def test_banka_proposes_a_match_bankb_accepts_and_both_pages_follow_live(
+        client, banks, people):
+    a, b = banks
+    await price_rules(client)
+    await submit(client, a, trade_body("A-1"))
+    await submit(client, b, buy("B-1", price="1003.00"))
+
+    bank_b = await people(key_of(b))
+    await bank_b.goto("/ui/trades/B-1")
+    await expect(bank_b.page.locator("#no-proposals")).to_be_visible()
+    await bank_b.live()
+    page_b = await bank_b.page_id()
+
+    bank_a = await people(key_of(a))
+    await bank_a.goto("/ui/trades/A-1")
+    await expect(bank_a.page.get_by_label("Their trade id")).to_have_value("B-1")
+    await bank_a.page.locator("#propose-comment").fill("inside our usual spread")
+    await bank_a.page.get_by_role("button", name="Propose").click()
+    await expect(bank_a.page.locator("#proposals tbody tr")).to_have_count(1)
+    await expect(bank_a.page.get_by_role("button", name="Withdraw")).to_be_visible()
+    await bank_a.live()
+    page_a = await bank_a.page_id()
+
+    # BANKB's open page shows the proposal as it arrives, with the answer it may give.
+    proposal = bank_b.page.locator("#proposals tbody tr")
+    await expect(proposal).to_have_count(1, timeout=WAIT_MS)
+    await expect(proposal).to_contain_text("inside our usual spread")
+    await expect(proposal.locator(".field")).to_contain_text(
+        "price: BANKA 1000.25 · BANKB 1003.00")
+    assert await bank_b.page_id() == page_b
+    await bank_b.screenshot("trade-proposal-received")
+    await proposal.get_by_label("Comment").fill("agreed")
+    await proposal.get_by_role("button", name="Accept").click()
+    await expect(bank_b.page.locator("#trade-status")).to_have_text("matched")
+
+    await expect(bank_a.page.locator("#trade-status")).to_have_text("matched", timeout=WAIT_MS)
+    await expect(bank_a.page.locator("#no-proposals")).to_be_visible()
+    assert await bank_a.page_id() == page_a
+    for headers, trade_id in ((a, "A-1"), (b, "B-1")):
+        agreed = await latest(client, headers, trade_id)
+        assert agreed["status"] == "matched" and agreed["reason"] == "agreed"
+
+
 async def test_the_admin_breaks_a_match_with_a_comment(client, banks, people):
     a, b = banks
     await submit(client, a, trade_body("A-1"))

@@ -29,6 +29,7 @@ from kevin.api.errors import status_of
 from kevin.api.session import COOKIE, CSRF_HEADER, cookie_session, csrf_matches
 from kevin.domain import errors as e
 from kevin.domain.models import PARTICIPANT_PATTERN, TRADE_ID_PATTERN, Reason, Trade
+from kevin.domain.proposals import Decision, Proposal, ProposalKind
 from kevin.engine.service import Kevin
 from kevin.engine.workbench import COUNT_BOUND, TABS, ExceptionsQuery, Session
 from kevin.feed.runtime import FEED
@@ -38,8 +39,9 @@ log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
 LOGIN_CSRF_COOKIE = "kevin_login_csrf"
+PROPOSALS_TAB = "proposals"
 TAB_LABELS = {"mismatched": "Mismatched", "unmatched": "Unmatched", "alleged": "Alleged",
-              "matched_today": "Matched today"}
+              PROPOSALS_TAB: "Proposals", "matched_today": "Matched today"}
 AGES = {"": None, "1h": timedelta(hours=1), "4h": timedelta(hours=4),
         "1d": timedelta(days=1), "3d": timedelta(days=3)}
 AGE_LABELS = {"": "any age", "1h": "older than 1 hour", "4h": "older than 4 hours",
@@ -47,8 +49,10 @@ AGE_LABELS = {"": "any age", "1h": "older than 1 hour", "4h": "older than 4 hour
 BULK_ACTIONS = {"cancel": "Cancel", "force_match": "Force-match with the named trade",
                 "break": "Break the match"}
 BULK_LIMIT = 500
-# Every kind of feed event a page listens for (an SSE event's name is the version's reason).
-FEED_EVENTS = list(typing.get_args(Reason))
+COMMENT_LIMIT = 2000  # kevin.domain.match_models.Comment
+DECISIONS: tuple[Decision, ...] = ("accept", "reject", "withdraw")
+# Every kind of feed event a page listens for: a trade version's reason, or a proposal's.
+FEED_EVENTS = [*typing.get_args(Reason), "proposal"]
 
 _TRADE_ID = re.compile(TRADE_ID_PATTERN)
 _PARTICIPANT = re.compile(PARTICIPANT_PATTERN)
@@ -146,6 +150,15 @@ def _text(form: MultiDictProxy[Any], name: str, limit: int = 1000) -> str:
         raise e.ValidationFailed(f"{name} is too long", [{"field": name,
                                                           "message": f"at most {limit}"}])
     return value.strip()
+
+
+def _comment(form: MultiDictProxy[Any]) -> str | None:
+    """A comment as the API takes it (kevin.domain.match_models.Comment), None if empty."""
+    text = _text(form, "comment", COMMENT_LIMIT)
+    if "\x00" in text:
+        raise e.ValidationFailed("a comment cannot hold a NUL character",
+                                 [{"field": "comment", "message": "no NUL"}])
+    return text or None
 
 
 def _safe_next(target: str | None) -> str:
@@ -256,18 +269,24 @@ async def home(request: web.Request) -> web.StreamResponse:
 async def exceptions(request: web.Request) -> web.Response:
     session = await require_session(request)
     tab = request.query.get("tab") or "mismatched"
-    if tab not in TABS:
-        raise e.ValidationFailed("unknown tab", [{"field": "tab", "message": ", ".join(TABS)}])
+    if tab not in TAB_LABELS:
+        raise e.ValidationFailed("unknown tab", [{"field": "tab",
+                                                  "message": ", ".join(TAB_LABELS)}])
     age_key = request.query.get("age", "")
     if age_key not in AGES:
         raise e.ValidationFailed("unknown age", [{"field": "age", "message": ", ".join(AGES)}])
     book = _book(request, session, required=False)
     age_limit = AGES[age_key]
+    # The proposals tab lists proposals, not trades: the trade query then only counts.
     query = ExceptionsQuery(
-        tab=tab, participant=book, product=_filter(request, "product", _PRODUCT),
+        tab=tab if tab in TABS else "mismatched",
+        participant=book, product=_filter(request, "product", _PRODUCT),
         other=_filter(request, "counterparty", _PARTICIPANT),
-        submitted_before=datetime.now(UTC) - age_limit if age_limit else None)
+        submitted_before=datetime.now(UTC) - age_limit if age_limit else None,
+        limit=500 if tab in TABS else 0)
     trades, counts = await request.config_dict[WORKBENCH].exceptions(query)
+    proposals = await _open_proposals(request, book)
+    counts = {**counts, PROPOSALS_TAB: len(proposals)}
     filters = {"tab": tab, "product": query.product or "", "counterparty": query.other or "",
                "age": age_key, "participant": book or "" if session.is_admin else ""}
     actions = (["force_match", "break"] if session.is_admin else ["cancel"])
@@ -277,8 +296,26 @@ async def exceptions(request: web.Request) -> web.Response:
         "tab_link": lambda t: "/ui/exceptions?" + urlencode({**filters, "tab": t}),
         "feed_url": _feed_url(request, book), "bulk_actions": {
             a: BULK_ACTIONS[a] for a in actions},
-        "trade_link": _trade_link(session),
+        "trade_link": _trade_link(session), "proposals": proposals,
+        "proposal_link": _proposal_link(session),
     })
+
+
+async def _open_proposals(request: web.Request, book: str | None) -> list[Proposal]:
+    """The open proposals a book made or received (the admin: every one), oldest first;
+    at most COUNT_BOUND."""
+    listing = await request.config_dict[KEVIN].agreements.list_proposals(
+        book, "open", None, COUNT_BOUND)
+    return sorted(listing.proposals, key=lambda p: p.created_at)
+
+
+def _proposal_link(session: Session) -> Callable[[str, str], str | None]:
+    """A proposal's trade, where the viewer may open it."""
+    def link(participant: str, trade_id: str) -> str | None:
+        if session.is_admin:
+            return f"/ui/trades/{trade_id}?" + urlencode({"participant": participant})
+        return f"/ui/trades/{trade_id}" if participant == session.participant else None
+    return link
 
 
 def _trade_link(session: Session) -> Callable[[Trade], str | None]:
@@ -326,7 +363,11 @@ async def trade_page(request: web.Request) -> web.Response:
     shown: Trade | None = latest
     if as_of is not None:
         shown = next((v for v in reversed(versions) if v.recorded_at <= as_of), None)
+    on_this_trade = [p for p in await _open_proposals(request, participant)
+                     if (participant, trade_id) in ((p.proposer, p.trade_id),
+                                                    (p.counterparty, p.counterparty_trade_id))]
     return _page(request, "trade.html", session, {
+        "proposals": on_this_trade, "proposal_link": _proposal_link(session),
         "trade": latest, "shown": shown, "versions": list(reversed(versions)),
         "as_of": as_of, "participant": participant,
         "self_link": f"/ui/trades/{trade_id}" + (
@@ -396,7 +437,7 @@ async def force_match(request: web.Request) -> web.StreamResponse:
     legs = [(participant, trade_id), (_form_participant(form, "counterparty"),
                                       _form_trade_id(form, "counterparty_trade_id"))]
     await request.config_dict[KEVIN].force_match(
-        legs, _text(form, "comment") or None, ADMIN_ACTOR)
+        legs, _comment(form), ADMIN_ACTOR)
     return _back_to_trade(participant, trade_id, True)
 
 
@@ -412,8 +453,45 @@ async def break_match(request: web.Request) -> web.StreamResponse:
     except ValueError:
         raise e.NotFound("no such match") from None
     await request.config_dict[KEVIN].break_match(
-        match_id, _text(form, "comment") or None, ADMIN_ACTOR)
+        match_id, _comment(form), ADMIN_ACTOR)
     return _back_to_trade(participant, trade_id, True)
+
+
+# --- proposals ------------------------------------------------------------------------
+
+
+@routes.post("/proposals")
+async def propose(request: web.Request) -> web.StreamResponse:
+    session = await require_session(request)
+    form = await read_form(request, session)
+    if session.participant is None:
+        raise e.Forbidden("proposals are made by a trade's participant, not the admin")
+    kind = _text(form, "kind", 16)
+    if kind not in ("match", "cancel"):
+        raise e.ValidationFailed("kind is match or cancel", [{"field": "kind",
+                                                              "message": "match, cancel"}])
+    trade_id = _form_trade_id(form, "trade_id")
+    await request.config_dict[KEVIN].agreements.propose(
+        session.participant, trade_id, typing.cast(ProposalKind, kind),
+        _form_trade_id(form, "counterparty_trade_id"), _comment(form))
+    return _back_to_trade(session.participant, trade_id, False)
+
+
+@routes.post("/proposals/{proposal_id}/{decision}")
+async def decide(request: web.Request) -> web.StreamResponse:
+    session = await require_session(request)
+    form = await read_form(request, session)
+    decision = request.match_info["decision"]
+    if decision not in DECISIONS:
+        raise e.NotFound("no such action")
+    try:
+        proposal_id = UUID(request.match_info["proposal_id"])
+    except ValueError:
+        raise e.NotFound("no such proposal") from None
+    await request.config_dict[KEVIN].agreements.decide(
+        session.participant, proposal_id, decision, _comment(form))
+    return see_other(_safe_next(_text(form, "next")) if form.get("next")
+                     else "/ui/exceptions?tab=proposals")
 
 
 # --- bulk actions ---------------------------------------------------------------------
@@ -482,7 +560,7 @@ async def bulk(request: web.Request) -> web.Response:
         raise e.ValidationFailed("select at least one trade", [])
     if len(selected) > BULK_LIMIT:
         raise e.ValidationFailed(f"select at most {BULK_LIMIT} trades at once", [])
-    comment = _text(form, "comment") or None
+    comment = _comment(form)
     kevin = request.config_dict[KEVIN]
     # One engine operation per trade, one after another: each commits or fails alone,
     # as the same request to the JSON API would.

@@ -68,7 +68,10 @@
     function onUpdate(event) {
       if (onlyTrade) {
         var update = JSON.parse(event.data);
-        if (update.participant + "/" + update.trade_id !== onlyTrade) return;
+        var p = update.proposal;  // a proposal's update concerns both of its trades
+        var refs = p ? [p.proposer + "/" + p.trade_id, p.counterparty + "/" + p.counterparty_trade_id]
+                     : [update.participant + "/" + update.trade_id];
+        if (refs.indexOf(onlyTrade) < 0) return;
       }
       // Updates come in bursts (a match writes two versions): one refresh per burst.
       if (!pending) pending = window.setTimeout(refresh, 150);
