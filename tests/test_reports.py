@@ -219,3 +219,27 @@ async def test_kevin_report_stp_prints_the_same_report(client, banks, db_url, to
         {g["key"]: g["trades"] for g in over_http["groups"]}
     bad = await kevin_cli(db_url, "report", "stp", "--from", end, "--to", start)
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "from" in bad.stderr
+
+
+async def test_now_and_as_of_a_moment_later_read_the_same(client, banks, today):
+    """The report of now reads the latest versions and the history apart; as of an instant
+    it reads every version: both must agree, a broken match's first match included."""
+    a, b = banks
+    await book(client, a, b, today)
+    await post(client, a, sell("A-BROKEN", trade_date=today.isoformat(), currency="JPY"))
+    matched = await post(client, b, buy("B-BROKEN", trade_date=today.isoformat(),
+                                        currency="JPY"))
+    resp = await client.request("DELETE", f"/v1/admin/matches/{matched['match']['match_id']}",
+                                json={"comment": "wrong desk"}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    assert (await get(client, a, "A-BROKEN"))["status"] == "unmatched"
+    params = {"from": (today - timedelta(days=10)).isoformat(), "to": today.isoformat()}
+    for group_by in (None, "product", "counterparty"):
+        extra = {"group_by": group_by} if group_by else {}
+        now = await report(client, a, **params, **extra)
+        later = datetime.now(UTC).isoformat()
+        then = await report(client, a, **params, **extra, as_of=later)
+        assert {**now, "as_of": None} == {**then, "as_of": None}, group_by
+    # Broken, A-BROKEN is open, yet it was first matched on its trade date.
+    assert now["trades"] == 6 and now["open"] == 3 and now["matched"] == 3
+    assert now["matched_on_trade_date_pct"] == "50.0"

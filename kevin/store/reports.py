@@ -1,4 +1,4 @@
-"""The STP report's counts, computed in one statement over every version (kevin.domain
+"""The STP report's counts, computed in one statement over the versions (kevin.domain
 .reports turns them into figures).
 
 It reads ``trade_history`` (hot and archived versions alike), so an ``as_of`` report sees
@@ -7,95 +7,177 @@ exactly the versions recorded by then and reads the same however often it is ask
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
 
 from kevin.domain.reports import GroupBy, StpCounts
+from kevin.domain.tolerances import TOLERANCE_FIELDS
 
-# $1, $2: trade dates (inclusive); $3: one participant or NULL for all; $4: the instant.
-# versions: the report's versions, found by ix_trades_trade_date (and its archive twin).
-# per_trade: each trade's version latest at $4 (DISTINCT ON over the version order) with
-#   the first instant any version of it was matched; cancelled at $4 is not live.
-# The key column is one of a fixed set (GROUP_KEYS), never text from a request.
-# GROUPING SETS give the totals (is_total) and each group's figures from one pass.
-_STP = """
-WITH versions AS MATERIALIZED (
-    SELECT participant, trade_id, version, status, reason, counterparty, product,
-           trade_date, first_submitted_at, recorded_at,
-           CASE WHEN status = 'mismatched' THEN mismatches -> 0 -> 'fields' END AS mismatch
+# Every form takes $1, $2: trade dates (inclusive); $3: one participant or NULL for all;
+# and the as-of form $4: the instant. The key column is one of a fixed set (GROUP_KEYS),
+# never text from a request.
+#
+# Each form yields one row per trade: its status and how it matched at the instant
+# (status 0 unmatched, 1 mismatched, 2 matched, 3 cancelled; how 0 auto, 1 forced,
+# 2 agreed), the first instant it was ever matched, its first submission, trade date, key,
+# and per field whether its nearest candidate ever differed on it.
+
+_STATUS = ("CASE {t}status WHEN 'unmatched' THEN 0 WHEN 'mismatched' THEN 1 "
+           "WHEN 'matched' THEN 2 ELSE 3 END")
+_HOW = "CASE {t}reason WHEN 'forced' THEN 1 WHEN 'agreed' THEN 2 ELSE 0 END"
+
+
+def _differed(t: str, field: str) -> str:
+    """Whether a version's nearest candidate differed on ``field`` (a constant name)."""
+    return (f"({t}status = 'mismatched' AND {t}mismatches -> 0 -> 'fields' @> "
+            f"'[{{\"field\": \"{field}\"}}]')")
+
+
+# Now: the latest rows say almost everything (ix_trades_trade_date finds them). Only an
+# earlier match (since broken or amended away) or an earlier mismatch is in older
+# versions; those are few, aggregated apart, and joined by hash.
+_PER_TRADE_NOW = """
+WITH earlier AS (
+    SELECT participant, trade_id,
+           min(recorded_at) FILTER (WHERE status = 'matched') AS first_matched_at,
+           {earlier_differed}
     FROM trade_history
-    WHERE trade_date BETWEEN $1 AND $2
-      AND ($3::text IS NULL OR participant = $3)
+    WHERE trade_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR participant = $3)
+      AND NOT latest AND status IN ('matched', 'mismatched')
+    GROUP BY participant, trade_id
+),
+per_trade AS (
+    SELECT {status} AS status, {how} AS how,
+           least(e.first_matched_at,
+                 CASE WHEN t.status = 'matched' THEN t.recorded_at END) AS first_matched_at,
+           t.first_submitted_at, t.trade_date, {key} AS key,
+           {latest_differed}
+    FROM trades t
+    LEFT JOIN earlier e USING (participant, trade_id)
+    WHERE t.latest AND t.trade_date BETWEEN $1 AND $2
+      AND ($3::text IS NULL OR t.participant = $3)
+)"""
+
+# As of an instant: one hash aggregate over the versions recorded by then, a row per
+# trade. The version latest then wins max() because its number leads the packed state
+# (version * 64 + status * 8 + how). A trade amended to another trade date, counterparty
+# or product counts under the greatest of its values.
+_PER_TRADE_AS_OF = """
+WITH versions AS (
+    SELECT participant, trade_id,
+           max(version * 64 + {status} * 8 + {how}) AS state,
+           min(recorded_at) FILTER (WHERE status = 'matched') AS first_matched_at,
+           min(first_submitted_at) AS first_submitted_at,
+           max(trade_date) AS trade_date,
+           {key} AS key,
+           {earlier_differed}
+    FROM trade_history
+    WHERE trade_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR participant = $3)
       AND recorded_at <= $4
+    GROUP BY participant, trade_id
 ),
-per_trade AS MATERIALIZED (
-    SELECT DISTINCT ON (participant, trade_id)
-           participant, trade_id, status, reason, counterparty, product, trade_date,
-           first_submitted_at,
-           min(recorded_at) FILTER (WHERE status = 'matched')
-               OVER (PARTITION BY participant, trade_id) AS first_matched_at
+per_trade AS (
+    SELECT state % 64 / 8 AS status, state % 8 AS how, first_matched_at,
+           first_submitted_at, trade_date, key, {differed_columns}
     FROM versions
-    ORDER BY participant, trade_id, version DESC
-),
+)"""
+
+# The figures: grouped, GROUPING SETS give the totals (is_total) and each group's from one
+# pass; ungrouped, one plain aggregate.
+_FIGURES = """,
 at_instant AS (
-    SELECT *, status <> 'cancelled' AS live, ''::text AS whole,
+    SELECT *, status <> 3 AS live,
            (first_matched_at AT TIME ZONE 'UTC')::date AS matched_on,
            trade_date + CASE extract(isodow FROM trade_date)
                             WHEN 5 THEN 3 WHEN 6 THEN 2 ELSE 1 END AS t_plus_1
     FROM per_trade
-),
-figures AS (
-    SELECT GROUPING({key}) = 1 AS is_total, {key} AS key,
-           count(*) FILTER (WHERE live) AS trades,
-           count(*) FILTER (WHERE NOT live) AS cancelled,
-           count(*) FILTER (WHERE status = 'matched') AS matched,
-           count(*) FILTER (WHERE live AND matched_on <= trade_date) AS matched_on_trade_date,
-           count(*) FILTER (WHERE live AND matched_on <= t_plus_1) AS matched_by_t1,
-           count(*) FILTER (WHERE status = 'matched' AND reason NOT IN ('forced', 'agreed'))
-               AS auto,
-           count(*) FILTER (WHERE status = 'matched' AND reason = 'agreed') AS agreed,
-           count(*) FILTER (WHERE status = 'matched' AND reason = 'forced') AS forced,
-           count(*) FILTER (WHERE status IN ('unmatched', 'mismatched')) AS open,
-           percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (
-               ORDER BY first_matched_at - first_submitted_at) FILTER (WHERE live)
-               AS time_to_match
-    FROM at_instant
-    GROUP BY GROUPING SETS ((), ({key}))
-),
-mismatch_fields AS (
-    SELECT GROUPING(l.{key}) = 1 AS is_total, l.{key} AS key,
-           jsonb_object_agg(field, n) AS fields
-    FROM (
-        SELECT l.{key}, f.field, count(DISTINCT (l.participant, l.trade_id)) AS n
-        FROM at_instant l
-        JOIN versions v USING (participant, trade_id)
-        CROSS JOIN LATERAL jsonb_array_elements(v.mismatch) AS e(entry)
-        CROSS JOIN LATERAL (SELECT e.entry ->> 'field') AS f(field)
-        WHERE l.live AND v.mismatch IS NOT NULL
-        GROUP BY l.{key}, f.field
-    ) AS l
-    GROUP BY GROUPING SETS ((), (l.{key}))
 )
-SELECT f.*, coalesce(m.fields, '{{}}') AS fields
-FROM figures f
-LEFT JOIN mismatch_fields m ON m.is_total = f.is_total AND m.key IS NOT DISTINCT FROM f.key
+SELECT {is_total} AS is_total, {key} AS key,
+       count(*) FILTER (WHERE live) AS trades,
+       count(*) FILTER (WHERE NOT live) AS cancelled,
+       count(*) FILTER (WHERE status = 2) AS matched,
+       count(*) FILTER (WHERE live AND matched_on <= trade_date) AS matched_on_trade_date,
+       count(*) FILTER (WHERE live AND matched_on <= t_plus_1) AS matched_by_t1,
+       count(*) FILTER (WHERE status = 2 AND how = 0) AS auto,
+       count(*) FILTER (WHERE status = 2 AND how = 2) AS agreed,
+       count(*) FILTER (WHERE status = 2 AND how = 1) AS forced,
+       count(*) FILTER (WHERE status IN (0, 1)) AS open,
+       percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (
+           ORDER BY first_matched_at - first_submitted_at)
+           FILTER (WHERE live AND first_matched_at IS NOT NULL)
+           AS time_to_match,
+       {count_differed}
+FROM at_instant
+{group_by}
 """
 
-# Without group_by, every trade falls in one group (the column ``whole``, ''): the
-# GROUPING SETS then give the same figures twice, and the caller keeps the total.
-GROUP_KEYS: dict[GroupBy | None, str] = {
-    None: "whole", "counterparty": "counterparty", "product": "product",
+_NOW_KEYS: dict[GroupBy | None, str] = {
+    None: "''::text", "counterparty": "t.counterparty", "product": "t.product",
 }
-_STATEMENTS = {group_by: _STP.format(key=column) for group_by, column in GROUP_KEYS.items()}
+_AS_OF_KEYS: dict[GroupBy | None, str] = {
+    None: "''::text", "counterparty": "max(counterparty)", "product": "max(product)",
+}
+
+
+def _columns(column: Callable[[str], str], separator: str = ",\n           ") -> str:
+    return separator.join(column(field) for field in TOLERANCE_FIELDS)
+
+
+def _earlier_differed(field: str) -> str:
+    return f"coalesce(bool_or({_differed('', field)}), false) AS differed_on_{field}"
+
+
+def _now(group_by: GroupBy | None) -> str:
+    return _PER_TRADE_NOW.format(
+        status=_STATUS.format(t="t."), how=_HOW.format(t="t."), key=_NOW_KEYS[group_by],
+        earlier_differed=_columns(_earlier_differed),
+        latest_differed=_columns(
+            lambda f: f"coalesce(e.differed_on_{f}, false) OR {_differed('t.', f)}"
+                      f" AS differed_on_{f}"),
+    ) + _figures(group_by)
+
+
+def _as_of(group_by: GroupBy | None) -> str:
+    return _PER_TRADE_AS_OF.format(
+        status=_STATUS.format(t=""), how=_HOW.format(t=""), key=_AS_OF_KEYS[group_by],
+        earlier_differed=_columns(_earlier_differed),
+        differed_columns=_columns(lambda f: f"differed_on_{f}", ", "),
+    ) + _figures(group_by)
+
+
+def _figures(group_by: GroupBy | None) -> str:
+    grouped = group_by is not None
+    return _FIGURES.format(
+        is_total="GROUPING(key) = 1" if grouped else "true",
+        key="key" if grouped else "NULL::text",
+        group_by="GROUP BY GROUPING SETS ((), (key))" if grouped else "",
+        count_differed=_columns(
+            lambda f: f"count(*) FILTER (WHERE live AND differed_on_{f}) AS differed_on_{f}",
+            ",\n       "))
+
+
+# A report reads a year of versions at most: longer than any request's statement may take,
+# but bounded all the same.
+REPORT_TIMEOUT = 60.0
+
+_NOW_STATEMENTS = {group_by: _now(group_by) for group_by in _NOW_KEYS}
+_AS_OF_STATEMENTS = {group_by: _as_of(group_by) for group_by in _AS_OF_KEYS}
 
 
 async def stp_counts(conn: asyncpg.Connection, start: date, end: date,
                      participant: str | None, group_by: GroupBy | None,
-                     as_of: datetime) -> tuple[StpCounts, list[StpCounts]]:
-    """The totals and, with ``group_by``, each group's counts (ordered by key)."""
-    rows = await conn.fetch(_STATEMENTS[group_by], start, end, participant, as_of)
+                     as_of: datetime | None) -> tuple[StpCounts, list[StpCounts]]:
+    """The totals and, with ``group_by``, each group's counts (ordered by key); as the
+    versions are now, or as they were at ``as_of``."""
+    if as_of is None:
+        rows = await conn.fetch(_NOW_STATEMENTS[group_by], start, end, participant,
+                                timeout=REPORT_TIMEOUT)
+    else:
+        rows = await conn.fetch(_AS_OF_STATEMENTS[group_by], start, end, participant, as_of,
+                                timeout=REPORT_TIMEOUT)
     total = next((_counts(r) for r in rows if r["is_total"]), None) or _empty()
     groups = sorted((_counts(r) for r in rows if not r["is_total"]),
                     key=lambda c: c.key or "")
@@ -106,14 +188,15 @@ def _counts(row: asyncpg.Record) -> StpCounts:
     percentiles: list[Decimal | None] = (
         [None if p is None else _seconds(p) for p in row["time_to_match"]]
         if row["time_to_match"] is not None else [None, None, None])
-    fields = row["fields"]
     return StpCounts(
         key=None if row["is_total"] else row["key"], trades=row["trades"],
         cancelled=row["cancelled"], matched=row["matched"],
         matched_on_trade_date=row["matched_on_trade_date"],
         matched_by_t1=row["matched_by_t1"], auto=row["auto"], agreed=row["agreed"],
         forced=row["forced"], open=row["open"], p50=percentiles[0], p90=percentiles[1],
-        p99=percentiles[2], mismatch_fields=dict(fields) if fields else {})
+        p99=percentiles[2],
+        mismatch_fields={field: row[f"differed_on_{field}"] for field in TOLERANCE_FIELDS
+                         if row[f"differed_on_{field}"]})
 
 
 def _seconds(interval: timedelta) -> Decimal:
