@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kevin import jsoncodec
 from kevin.consumer import Consumer, Update
 from kevin.dburl import to_asyncpg_dsn
 from tests.conftest import trade_body, wait_for
@@ -307,3 +308,37 @@ async def test_sigkilled_consumer_restarts_without_losing_or_doubling(
 
 async def _written(written, n):
     return written[0] >= n
+
+
+async def test_the_consumer_keeps_numbers_in_attributes_as_written(client, banks, empty_db_url):
+    """1e131072 overflows jsonb's numeric and 1e99 would come back in 100 digits: the
+    consumer stores such attributes as their text, as Kevin does, and plays them out as
+    sent."""
+    a, _ = banks
+    attributes = b'{"huge":1e131072,"tiny":1e-16384,"neg":-0,"plain":1.50}'
+    raw = jsoncodec.dumps(trade_body("J-1")).replace(b'{"desk":"metals"}', attributes)
+    resp = await client.post("/v1/trades", data=raw,
+                             headers={**a, "Content-Type": "application/json"})
+    assert resp.status == 201, await resp.text()
+    pool = await Consumer.create_pool(to_asyncpg_dsn(empty_db_url), min_size=1, max_size=2)
+    played: list[dict] = []
+
+    async def callback(conn, update):
+        played.append(update.trade["attributes"])
+
+    try:
+        consumer = Consumer(url=str(client.make_url("")), api_key=_key(a), pool=pool,
+                            strategy="contiguous", callback=callback)
+        await consumer.setup()
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stop))
+
+        async def stored() -> bool:
+            return await pool.fetchval("SELECT count(*) FROM kevin_trade_versions") == 1
+
+        await wait_for(stored)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert [jsoncodec.dumps(p) for p in played] == [attributes]
+    finally:
+        await pool.close()
