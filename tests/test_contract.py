@@ -450,7 +450,9 @@ async def test_match_details_show_only_the_counterpartys_trade_id_and_version(cl
     theirs = await created(client, b, mirror("B-1", attributes={"book": "secret-book-b"}))
     ours = await (await client.get("/v1/trades/A-1", headers=a)).json()
     assert ours["status"] == "matched"
-    assert set(ours["match"]) == {"match_id", "counterparty_trade_id", "counterparty_version"}
+    assert set(ours["match"]) == {"match_id", "counterparty_trade_id", "counterparty_version",
+                                  "rules"}
+    assert ours["match"]["rules"] == {"kind": "exact", "name": "XAU", "version": None}
     assert ours["match"]["counterparty_trade_id"] == "B-1"
     assert ours["match"]["counterparty_version"] == theirs["version"]
     assert "secret-book-b" not in str(ours) and "secret-desk-a" not in str(theirs)
@@ -599,7 +601,8 @@ async def test_mismatches_are_the_nearest_three_closest_first(client, banks):
     near = ours["mismatches"]
     assert [m["counterparty_trade_id"] for m in near] == ["A-4", "A-1", "A-3"]
     assert near[0] == {"counterparty_trade_id": "A-4", "fields": [
-        {"field": "price", "ours": "1000", "theirs": "999.4", "tolerance": "0.50"}]}
+        {"field": "price", "ours": "1000", "theirs": "999.4", "tolerance": "0.50"}],
+        "rules": {"kind": "product", "name": "XAU", "version": 1}}
 
 
 async def test_reason_says_why_each_version_exists(client, banks):

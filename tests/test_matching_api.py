@@ -73,7 +73,8 @@ async def test_fx_bps_on_small_prices_with_json_numbers(client, banks):
     assert far["status"] == "mismatched"
     assert far["mismatches"] == [{"counterparty_trade_id": "A-FX", "fields": [
         {"field": "price", "ours": "1.0845642256", "theirs": "1.08451",
-         "tolerance": "0.0000542255"}]}]
+         "tolerance": "0.0000542255"}],
+        "rules": {"kind": "product", "name": "EURUSD", "version": 1}}]
     edge = await post(client, b, buy("B-FX2", product="EURUSD", currency="USD",
                                      price=1.0845642255, quantity=1000000))
     assert edge["status"] == "matched"
@@ -117,7 +118,7 @@ async def test_mismatch_lists_on_both_sides_then_an_amend_matches(client, banks)
         {"field": "price", "ours": "1003.00", "theirs": "1000.25", "tolerance": "0.50"},
         {"field": "quantity", "ours": "90", "theirs": "100", "tolerance": "0"},
         {"field": "location", "ours": "NYC", "theirs": "LDN", "tolerance": None},
-    ]}]
+    ], "rules": {"kind": "product", "name": "XAU", "version": 1}}]
     ours = await get(client, a, "A-1")
     assert ours["status"] == "mismatched" and ours["version"] == 2
     assert ours["mismatches"][0]["counterparty_trade_id"] == "B-1"

@@ -61,12 +61,14 @@ async def _leg(conn: asyncpg.Connection, participant: str,
                body: dict[str, Any]) -> tuple[PostgresBook, Trade, list[Trade]]:
     """Lock and rules, insert, candidates: what every submission does before deciding."""
     terms = _terms(body)
-    rules = await match_store.lock_match_key_and_rules(conn, MatchKey.of(participant, terms))
+    rules, profile = await match_store.lock_match_key_and_rules(
+        conn, MatchKey.of(participant, terms))
     book = PostgresBook(conn, rules={terms.product: rules}, savepoints=False)
     created = await store.insert_version(conn, NewVersion(
         participant=participant, trade_id=body["trade_id"], version=1, status="unmatched",
         reason="submitted", terms=terms, actor=participant))
     assert created is not None, "the workload's trade ids are fresh"
+    book.know_profile(created, profile)
     in_force = await book.rules_in_force(created)
     return book, created, await book.candidates(created, in_force.rules)
 

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade
+from kevin.domain.profiles import EVERY_PRODUCT, ProfileVersion
 from kevin.domain.rules import EXACT_RULES, Rules
 from kevin.domain.versions import DecidedBy, NewVersion
 
@@ -47,7 +48,7 @@ class RulesInForce:
     def rules_version(self) -> int | None:
         """The product rules version a version records (None: exact, or not product
         rules)."""
-        return self.decided_by.version if self.decided_by.kind == "rules" else None
+        return self.decided_by.version if self.decided_by.kind == "product" else None
 
     @classmethod
     def exact(cls, product: str) -> RulesInForce:
@@ -55,7 +56,23 @@ class RulesInForce:
 
     @classmethod
     def product_rules(cls, product: str, version: int, rules: Rules) -> RulesInForce:
-        return cls(rules, DecidedBy("rules", product, version))
+        return cls(rules, DecidedBy("product", product, version))
+
+    @classmethod
+    def profile(cls, name: str, version: int, rules: Rules) -> RulesInForce:
+        return cls(rules, DecidedBy("profile", name, version))
+
+
+def choose_in_force(trade: Trade, profiles: Sequence[ProfileVersion],
+                    product_rules: RulesInForce) -> RulesInForce:
+    """Precedence, most specific first: the pair's profile for the trade's product, the
+    pair's ``*`` profile, the product's rules (``product_rules``, exact when none)."""
+    pair = tuple(sorted((trade.participant, trade.counterparty)))
+    mine = {p.product: p for p in profiles if p.pair == pair and not p.retired}
+    found = mine.get(trade.product) or mine.get(EVERY_PRODUCT)
+    if found is None:
+        return product_rules
+    return RulesInForce.profile(found.name, found.version, Rules(fields=found.fields))
 
 
 class Book(Protocol):

@@ -271,6 +271,18 @@ class AcceptedDifference(BaseModel):
     theirs: str | None
 
 
+class RulesRef(BaseModel):
+    """What decided a match or a mismatch: a matching profile (``name`` the profile), a
+    product's rules (``name`` the product), exact matching (no rules: ``version`` null),
+    or a replay's own rules."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["profile", "product", "exact", "replay"]
+    name: str
+    version: int | None
+
+
 class MatchRef(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -280,6 +292,8 @@ class MatchRef(BaseModel):
     # Only on the version a proposal's acceptance wrote (reason "agreed"); absent else.
     accepted_differences: list[AcceptedDifference] | None = Field(
         default=None, exclude_if=lambda value: value is None)
+    # What decided it; absent on matches an operator forced or the two sides agreed.
+    rules: RulesRef | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class MismatchField(BaseModel):
@@ -296,6 +310,8 @@ class Mismatch(BaseModel):
 
     counterparty_trade_id: str
     fields: list[MismatchField]
+    # The rules the trades were compared under (absent on lists written before).
+    rules: RulesRef | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class Trade(TradeTerms):

@@ -13,14 +13,24 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from kevin.domain.models import MatchRef, Mismatch, Reason, Status, Trade, TradeTerms, trusted
+from kevin.domain.models import (
+    MatchRef,
+    Mismatch,
+    Reason,
+    RulesRef,
+    Status,
+    Trade,
+    TradeTerms,
+    trusted,
+)
 
 
 @dataclass(frozen=True)
 class DecidedBy:
     """What decided a match or a mismatch: ``kind`` is ``exact`` (no rules),
-    ``rules`` (a product's rules, ``name`` the product) or whatever a lookup of rules in
-    force adds (a matching profile); ``version`` the version of that definition."""
+    ``product`` (a product's rules, ``name`` the product), ``profile`` (a matching
+    profile, ``name`` the profile) or ``replay`` (a replay's own rules); ``version`` the
+    version of that definition."""
 
     kind: str
     name: str
@@ -28,6 +38,9 @@ class DecidedBy:
 
     def as_json(self) -> dict[str, object]:
         return {"kind": self.kind, "name": self.name, "version": self.version}
+
+    def as_ref(self) -> RulesRef:
+        return RulesRef.model_validate(self.as_json())
 
 
 @dataclass(frozen=True)

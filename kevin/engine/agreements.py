@@ -24,7 +24,7 @@ from kevin.domain.errors import (
     ProposalNotOpen,
 )
 from kevin.domain.matching import RESTING
-from kevin.domain.models import MatchRef, Mismatch, MismatchField, Trade
+from kevin.domain.models import AcceptedDifference, MatchRef, Trade
 from kevin.domain.profiles import Profile, ProfileVersion
 from kevin.domain.proposals import (
     DECIDED,
@@ -238,10 +238,10 @@ async def _carry_out(conn: asyncpg.Connection, accepted: Proposal, ours: Trade, 
             leg, actor=actor, status="matched", reason="agreed", comment=comment,
             match=MatchRef(match_id=accepted.proposal_id,
                            counterparty_trade_id=other.trade_id,
-                           counterparty_version=other.version + 1),
-            mismatches=[Mismatch(counterparty_trade_id=other.trade_id, fields=[
-                MismatchField(field=d.field, ours=d.ours, theirs=d.theirs, tolerance=None)
-                for d in accepted_here])] if accepted_here else []))
+                           counterparty_version=other.version + 1,
+                           accepted_differences=[
+                               AcceptedDifference(field=d.field, ours=d.ours, theirs=d.theirs)
+                               for d in accepted_here] or None)))
     await trade_store.append_versions(conn, legs)
     # Trades whose mismatch lists named either leg look again (as after any match).
     await Matcher(PostgresBook(conn), actor).settle(changed=[ours, theirs])

@@ -34,6 +34,7 @@ from kevin.domain.rules import RulesVersion
 from kevin.domain.versions import NewVersion
 from kevin.engine.matching import Matcher
 from kevin.store import bulk, database
+from kevin.store import profiles as profile_store
 from kevin.store.batch_book import BatchBook
 from kevin.store.matching import MatchKey
 
@@ -60,7 +61,8 @@ async def _match_lines(conn: asyncpg.Connection, participant: str, created: Sequ
                        rules: dict[str, RulesVersion | None]) -> dict[str, Trade]:
     """Match the new trades in line order over a BatchBook; each one's latest version."""
     counterparties = {trade.counterparty for trade in created}
-    book = BatchBook(conn, rules, await bulk.broken_among(conn, {participant, *counterparties}))
+    book = BatchBook(conn, rules, await bulk.broken_among(conn, {participant, *counterparties}),
+                     await profile_store.live_profiles_of(conn, participant))
     book.hide(created)
     await book.candidates_many([(trade, (await book.rules_in_force(trade)).rules)
                                 for trade in created])

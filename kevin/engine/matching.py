@@ -75,13 +75,14 @@ class Matcher:
         ``in_force``: the rules that decided the match (None: an operator forced it)."""
         match_id = match_id or uuid4()
         decided_by = _decided_by(in_force)
+        rules = in_force.decided_by.as_ref() if in_force is not None else None
         first, second = await self.append_all([
             (trade, {"status": "matched", "reason": reason, "comment": comment, **decided_by,
                      "match": MatchRef(match_id=match_id, counterparty_trade_id=other.trade_id,
-                                       counterparty_version=other.version + 1)}),
+                                       counterparty_version=other.version + 1, rules=rules)}),
             (other, {"status": "matched", "reason": reason, "comment": comment, **decided_by,
                      "match": MatchRef(match_id=match_id, counterparty_trade_id=trade.trade_id,
-                                       counterparty_version=trade.version + 1)}),
+                                       counterparty_version=trade.version + 1, rules=rules)}),
         ])
         await self.recheck_trades_naming(trade, other)
         return first, second
@@ -144,7 +145,9 @@ class Matcher:
         if isinstance(decision, Matched):
             await self.match(trade, decision.candidate, reason="matched", in_force=in_force)
         elif isinstance(decision, Mismatched):
-            mismatches = list(decision.mismatches)
+            # Each entry names what it was compared under (the rules in force).
+            rules = in_force.decided_by.as_ref()
+            mismatches = [m.model_copy(update={"rules": rules}) for m in decision.mismatches]
             if trade.status != "mismatched" or trade.mismatches != mismatches:
                 await self.append(trade, status="mismatched", reason="mismatched",
                                   mismatches=mismatches, **decided_by)

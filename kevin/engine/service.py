@@ -108,7 +108,7 @@ class Kevin:
                     # The match key's lock first: then the candidate search sees every
                     # opposite side committed before us, and none can commit unseen
                     # while we decide. The product's rules come with it (one round trip).
-                    rules = await match_store.lock_match_key_and_rules(
+                    rules, profile = await match_store.lock_match_key_and_rules(
                         conn, MatchKey.of(participant, terms))
                     created = await store.insert_version(conn, new)
                     if created is not None:
@@ -118,6 +118,7 @@ class Kevin:
                         book = PostgresBook(conn, rules={terms.product: rules},
                                             savepoints=False)
                         book.remember(created)
+                        book.know_profile(created, profile)
                         return "created", await Matcher(book, participant).submitted(created)
                     stored = await store.latest(conn, participant, submission.trade_id)
                 break

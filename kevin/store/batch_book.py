@@ -31,10 +31,11 @@ from uuid import UUID
 
 import asyncpg
 
-from kevin.domain.book import RulesInForce, Segment, opposite
+from kevin.domain.book import RulesInForce, Segment, choose_in_force, opposite
 from kevin.domain.matching import TradeRef, ref
 from kevin.domain.memory_book import MemoryBook
 from kevin.domain.models import Trade, trusted
+from kevin.domain.profiles import ProfileVersion
 from kevin.domain.rules import Rules, RulesVersion
 from kevin.domain.versions import NewVersion
 from kevin.store import bulk
@@ -55,10 +56,12 @@ class BatchBook(MemoryBook):
     touches (None: it has none); ``broken``: the broken pairs among its participants."""
 
     def __init__(self, conn: asyncpg.Connection, rules: Mapping[str, RulesVersion | None],
-                 broken: Iterable[frozenset[TradeRef]]) -> None:
+                 broken: Iterable[frozenset[TradeRef]],
+                 profiles: Iterable[ProfileVersion] = ()) -> None:
         super().__init__(rules=self._rules_of, broken=broken)
         self.conn = conn
         self._in_force = {product: in_force(product, found) for product, found in rules.items()}
+        self._profiles = list(profiles)  # every live profile naming the batch's participant
         self._known: dict[Segment, list[Interval]] = {}
         self._naming_loaded: set[TradeRef] = set()
         self._hidden: set[TradeRef] = set()
@@ -66,7 +69,8 @@ class BatchBook(MemoryBook):
         self._stored: dict[TradeRef, int] = {}  # each held trade's version in the database
 
     def _rules_of(self, trade: Trade) -> RulesInForce:
-        return self._in_force[trade.product]
+        """The pair's profile, else the product's rules (choose_in_force)."""
+        return choose_in_force(trade, self._profiles, self._in_force[trade.product])
 
     # --- the batch's own trades --------------------------------------------------------
 

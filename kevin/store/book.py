@@ -14,14 +14,21 @@ from uuid import UUID
 
 import asyncpg
 
-from kevin.domain.book import RulesInForce
+from kevin.domain.book import RulesInForce, choose_in_force
 from kevin.domain.errors import VersionConflict
 from kevin.domain.matching import TradeRef, ref
 from kevin.domain.models import Trade
+from kevin.domain.profiles import ProfileVersion
 from kevin.domain.rules import Rules, RulesVersion
 from kevin.domain.versions import NewVersion
 from kevin.store import matching as match_store
+from kevin.store import profiles as profile_store
 from kevin.store import trades as store
+
+
+def _claim(trade: Trade) -> tuple[str, str, str]:
+    first, second = sorted((trade.participant, trade.counterparty))
+    return first, second, trade.product
 
 
 def in_force(product: str, found: RulesVersion | None) -> RulesInForce:
@@ -48,7 +55,15 @@ class PostgresBook:
         self.savepoints = savepoints
         self._rules = {product: in_force(product, found)
                        for product, found in (rules or {}).items()}
+        # Per (pair of participants, sorted; product): the pair's profile in force for
+        # that product (its own or its "*" one), None when it has none.
+        self._profiles: dict[tuple[str, str, str], ProfileVersion | None] = {}
         self._latest: dict[TradeRef, Trade] = {}
+
+    def know_profile(self, trade: Trade, profile: ProfileVersion | None) -> None:
+        """The pair's profile in force for ``trade``'s product, read by the caller in
+        this transaction (lock_match_key_and_rules)."""
+        self._profiles[_claim(trade)] = profile
 
     def remember(self, trade: Trade) -> None:
         """``trade`` is the latest version of its trade (the caller just wrote it)."""
@@ -63,11 +78,18 @@ class PostgresBook:
         return self._latest[trade]
 
     async def rules_in_force(self, trade: Trade) -> RulesInForce:
+        """The pair's profile for the product, else its ``*`` profile, else the
+        product's rules, else exact (choose_in_force)."""
+        claim = _claim(trade)
+        if claim not in self._profiles:
+            self._profiles[claim] = await profile_store.profile_for_trade(
+                self.conn, trade.participant, trade.counterparty, trade.product)
         product = trade.product
         if product not in self._rules:
             self._rules[product] = in_force(
                 product, await match_store.latest_rules(self.conn, product))
-        return self._rules[product]
+        profile = self._profiles[claim]
+        return choose_in_force(trade, [profile] if profile else [], self._rules[product])
 
     async def candidates(self, trade: Trade, rules: Rules) -> list[Trade]:
         found = await match_store.find_candidates(self.conn, trade, rules)

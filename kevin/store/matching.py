@@ -14,10 +14,12 @@ import asyncpg
 
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade, TradeTerms
+from kevin.domain.profiles import ProfileVersion
 from kevin.domain.rules import Rules, RulesVersion
 from kevin.domain.tolerances import AmountTolerance
 from kevin.store import matching_queries as q
 from kevin.store.matching_queries import NEAREST_PER_SIDE as NEAREST_PER_SIDE
+from kevin.store.profiles import profile_from_row
 from kevin.store.trades import trade_from_row
 
 # Namespaces (first key of the two-int advisory lock form) for Kevin's own locks.
@@ -54,13 +56,16 @@ async def lock_match_keys(conn: asyncpg.Connection, keys: Iterable[MatchKey]) ->
         await conn.execute(q.LOCK_MATCH_KEY, MATCH_LOCK_CLASS, lock_id)
 
 
-async def lock_match_key_and_rules(conn: asyncpg.Connection,
-                                   key: MatchKey) -> RulesVersion | None:
-    """Lock one key (see lock_match_keys) and read its product's latest rules, in one
-    round trip; None when the product has no rules."""
+async def lock_match_key_and_rules(
+    conn: asyncpg.Connection, key: MatchKey
+) -> tuple[RulesVersion | None, ProfileVersion | None]:
+    """Lock one key (see lock_match_keys) and read its product's latest rules and the
+    pair's live profile for it, in one round trip; None for what there is not."""
     row = await conn.fetchrow(q.LOCK_MATCH_KEY_AND_RULES, MATCH_LOCK_CLASS, key.lock_id(),
-                              key.product)
-    return _rules_from_row(row) if row["version"] is not None else None
+                              key.product, *key.participants)
+    rules = _rules_from_row(row) if row["version"] is not None else None
+    profile = profile_from_row(row["profile"]) if row["profile"] is not None else None
+    return rules, profile
 
 
 def _lock_id(text: str) -> int:

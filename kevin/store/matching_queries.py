@@ -197,10 +197,12 @@ SELECT product, version, body, actor, recorded_at FROM rules
 WHERE product = $1 AND latest
 """
 
-# A submission's first statement: LOCK_MATCH_KEY ($1, $2) and the latest rules of the
-# product ($3) in one round trip. The rules row is read with the statement's snapshot,
-# possibly before the lock is granted; that is as good as after it, since rules writers
-# take a lock of their own (RULES_LOCK_CLASS), not the match key's: a rules change racing
+# A submission's first statement: LOCK_MATCH_KEY ($1, $2), the latest rules of the
+# product ($3) and the pair's profile ($4 < $5) for it (or for "*": precedence, most
+# specific first; ix_profiles_one_claim) in one round trip. The rules and profile rows
+# are read with the statement's snapshot, possibly before the lock is granted; that is as
+# good as after it, since their writers take locks of their own (RULES_LOCK_CLASS, the
+# profile's name), not the match key's: a rules change racing
 # a submission lands before or after it either way. One row always; rules columns NULL
 # when the product has none.
 # It also keeps the rest of the submission's transaction on generic plans (set_config,
@@ -215,9 +217,19 @@ WHERE product = $1 AND latest
 LOCK_MATCH_KEY_AND_RULES = """
 SELECT pg_advisory_xact_lock($1::int, $2::int) AS locked,
        set_config('plan_cache_mode', 'force_generic_plan', true) AS plans,
-       r.product, r.version, r.body, r.actor, r.recorded_at
+       r.product, r.version, r.body, r.actor, r.recorded_at,
+       to_jsonb(p) AS profile
 FROM (VALUES (1)) AS one (x)
 LEFT JOIN rules r ON r.product = $3 AND r.latest
+LEFT JOIN LATERAL (
+    SELECT name, version, retired, participant_a, participant_b, product, body, actor,
+           recorded_at
+    FROM profiles
+    WHERE latest AND NOT retired AND participant_a = $4 AND participant_b = $5
+      AND product IN ($3, '*')
+    ORDER BY product = '*'
+    LIMIT 1
+) AS p ON true
 """
 
 SELECT_RULES_AS_OF = """

@@ -87,3 +87,13 @@ LIMIT 1
 SELECT_PARTICIPANTS_NAMED = """
 SELECT name FROM participants WHERE name = ANY($1::text[])
 """
+
+# Every live profile naming participant $1 (a batch's lookups, resolved in Python): a
+# small table, probed through ix_profiles_one_claim on each side.
+SELECT_LIVE_PROFILES_OF = f"""
+SELECT {PROFILE_COLUMNS} FROM profiles
+WHERE latest AND NOT retired AND participant_a = $1
+UNION ALL
+SELECT {PROFILE_COLUMNS} FROM profiles
+WHERE latest AND NOT retired AND participant_b = $1
+"""

@@ -4,8 +4,9 @@ trade. SQL lives in kevin.store.profile_queries."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -23,7 +24,7 @@ def _lock_id(name: str) -> int:
                           signed=True)
 
 
-def profile_from_row(row: asyncpg.Record) -> ProfileVersion:
+def profile_from_row(row: Mapping[str, Any]) -> ProfileVersion:
     return ProfileVersion(name=row["name"], version=row["version"], retired=row["retired"],
                           recorded_at=row["recorded_at"], actor=row["actor"], **row["body"])
 
@@ -121,3 +122,10 @@ async def profile_for_trade(conn: asyncpg.Connection, participant: str, counterp
         row = await conn.fetchrow(q.SELECT_PROFILE_FOR_TRADE_AS_OF, first, second, product,
                                   as_of)
     return profile_from_row(row) if row is not None else None
+
+
+async def live_profiles_of(conn: asyncpg.Connection,
+                           participant: str) -> list[ProfileVersion]:
+    """Every live profile naming ``participant``."""
+    return [profile_from_row(r)
+            for r in await conn.fetch(q.SELECT_LIVE_PROFILES_OF, participant)]

@@ -18,6 +18,7 @@ from kevin.domain.models import (
     MatchRef,
     Mismatch,
     MismatchField,
+    RulesRef,
     Trade,
     trusted,
 )
@@ -38,7 +39,7 @@ def version_args(new: NewVersion) -> tuple[Any, ...]:
         m.match_id if m else None,
         m.counterparty_trade_id if m else None,
         m.counterparty_version if m else None,
-        [x.model_dump() for x in new.mismatches],
+        stored_mismatches(new),
         new.rules_version, new.comment, new.replay_id, new.actor,
         new.first_submitted_at,
     )
@@ -55,9 +56,31 @@ def attributes_of(stored: dict[str, Any] | str) -> dict[str, Any]:
     return jsoncodec.from_jsonb(stored)
 
 
+def stored_mismatches(new: NewVersion) -> list[dict[str, Any]]:
+    """The ``mismatches`` column: a mismatched version's nearest candidates; a matched
+    version's one entry on its counterparty — what decided the match (``rules``) and the
+    differences both sides accepted (``fields``, an agreement) — when it has either."""
+    m = new.match
+    if m is None:
+        return [x.model_dump(mode="json") for x in new.mismatches]
+    if m.rules is None and not m.accepted_differences:
+        return [x.model_dump(mode="json") for x in new.mismatches]
+    entry: dict[str, Any] = {
+        "counterparty_trade_id": m.counterparty_trade_id,
+        "fields": [{**d.model_dump(), "tolerance": None}
+                   for d in m.accepted_differences or ()]}
+    if m.rules is not None:
+        entry["rules"] = m.rules.model_dump()
+    return [entry]
+
+
 def _uuid(value: UUID | None) -> UUID | None:
     """asyncpg's own UUID type as the standard one (which the JSON writer knows)."""
     return None if value is None else UUID(int=value.int)
+
+
+def _rules_ref(stored: dict[str, Any] | None) -> RulesRef | None:
+    return None if stored is None else trusted(RulesRef, dict(stored))
 
 
 def trade_from_row(row: Mapping[str, Any]) -> Trade:
@@ -69,17 +92,19 @@ def trade_from_row(row: Mapping[str, Any]) -> Trade:
     if row["match_id"] is not None:
         # A matched version keeps no mismatch list; one that an accepted proposal wrote
         # keeps there the differences both sides accepted (kevin.engine.agreements).
-        accepted = None
+        accepted = rules = None
         if stored_mismatches:
+            details = stored_mismatches[0]
             accepted = [trusted(AcceptedDifference, {
                 "field": f["field"], "ours": f["ours"], "theirs": f["theirs"]})
-                for m in stored_mismatches for f in m["fields"]]
+                for f in details["fields"]] or None
+            rules = _rules_ref(details.get("rules"))
             stored_mismatches = []
         match = trusted(MatchRef, {
             "match_id": _uuid(row["match_id"]),
             "counterparty_trade_id": row["match_counterparty_trade_id"],
             "counterparty_version": row["match_counterparty_version"],
-            "accepted_differences": accepted,
+            "accepted_differences": accepted, "rules": rules,
         })
     return trusted(Trade, {
         "counterparty": row["counterparty"], "side": row["side"], "product": row["product"],
@@ -90,7 +115,8 @@ def trade_from_row(row: Mapping[str, Any]) -> Trade:
         "version": row["version"], "status": row["status"], "match": match,
         "mismatches": [trusted(Mismatch, {
             "counterparty_trade_id": m["counterparty_trade_id"],
-            "fields": [trusted(MismatchField, dict(f)) for f in m["fields"]]})
+            "fields": [trusted(MismatchField, dict(f)) for f in m["fields"]],
+            "rules": _rules_ref(m.get("rules"))})
             for m in stored_mismatches],
         "reason": row["reason"], "comment": row["comment"],
         "recorded_at": row["recorded_at"], "actor": row["actor"],
