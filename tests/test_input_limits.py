@@ -262,3 +262,20 @@ async def test_requests_aiohttp_refuses_itself_are_answered_in_the_error_shape(s
         assert status == 200
     finally:
         await runner.cleanup()
+
+
+async def test_the_limits_apply_to_imported_records_too(client, banks):
+    a, _ = banks
+    text = ("trade_id,counterparty,side,product,quantity,price,currency,trade_date,"
+            "settlement_date,attributes.note\n"
+            "I-1,BANKB,sell,XAU,100,1000.25,USD,2026-11-20,2026-11-24,fine\n"
+            f"I-2,BANKB,sell,XAU,100,1000.25,USD,2026-11-20,2026-11-24,{'x' * 70_000}\n"
+            "..,BANKB,sell,XAU,100,1000.25,USD,2026-11-20,2026-11-24,dots\n")
+    resp = await client.post("/v1/trades/import?format=csv", data=io.BytesIO(text.encode()),
+                             headers={**a, "Content-Type": "text/csv"})
+    assert resp.status == 200, await resp.text()
+    results = (await resp.json())["results"]
+    assert [r["result"] for r in results] == ["created", "invalid", "invalid"]
+    assert [(d["field"], d["type"]) for d in results[1]["error"]["details"]] == [
+        ("attributes", "trade_too_large")]
+    assert [d["field"] for d in results[2]["error"]["details"]] == ["trade_id"]
