@@ -57,6 +57,7 @@ WORKBENCH = {
     ("GET", "/ui/trades/{trade_id}"), ("POST", "/ui/trades/{trade_id}/cancel"),
     ("POST", "/ui/admin/force-match"), ("POST", "/ui/admin/break"), ("POST", "/ui/bulk"),
     ("POST", "/ui/proposals"), ("POST", "/ui/proposals/{proposal_id}/{decision}"),
+    ("GET", "/ui/reports/stp"),
 }
 ENDPOINTS = PUBLIC | ADMIN_ONLY | ISOLATED | WORKBENCH
 

@@ -397,6 +397,45 @@ async def test_admin_bulk_force_match_and_break(client, banks):
     assert (await latest(client, a, "A-2"))["status"] == "matched"
 
 
+# --- the STP report ---------------------------------------------------------------------
+
+
+async def test_the_stp_report_shows_the_figures_and_its_charts_for_whose_trades_they_are(
+        client, banks):
+    import re
+
+    a, b = banks
+    await submit(client, a, trade_body("A-1"))
+    await submit(client, b, buy("B-1"))  # matched
+    await mismatched_pair(client, a, b, "2", "XAG")
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    page = await bank_a.page("/ui/reports/stp?from=2026-11-14&to=2026-11-20")
+    api = await (await client.get("/v1/reports/stp?from=2026-11-14&to=2026-11-20",
+                                  headers=a)).json()
+    total = re.search(r'data-key="All">\s*<th scope="row">All</th><td class="num">(\d+)</td>'
+                      r'\s*<td class="num">(\d+)</td>', page)
+    assert total and (int(total[1]), int(total[2])) == (api["trades"], api["matched"]) == (2, 1)
+    for chart in ("chart-time-to-match", "chart-matched-on-trade-date",
+                  "chart-mismatch-fields"):
+        assert f'<svg id="{chart}" class="chart" role="img"' in page
+    assert page.count('<g class="bar">') == 3 + 7 + 1  # percentiles, days, price
+    assert ">2026-11-20</text>" in page and ">price</text>" in page
+    grouped = await bank_a.page("/ui/reports/stp?from=2026-11-20&to=2026-11-20"
+                                "&group_by=product")
+    assert 'data-key="XAU"' in grouped and 'data-key="XAG"' in grouped
+    # A participant's report is its own: another's is refused, the admin's is everyone's.
+    assert (await bank_a.get("/ui/reports/stp?participant=BANKB")).status == 404
+    admin = await Browser.login(client, ADMIN_TOKEN)
+    page = await admin.page("/ui/reports/stp?from=2026-11-20&to=2026-11-20")
+    assert re.search(r'data-key="All">\s*<th scope="row">All</th><td class="num">4</td>',
+                     page)
+    long = await admin.page("/ui/reports/stp?from=2026-01-01&to=2026-11-20")
+    assert "chart-matched-on-trade-date" not in long and "31 days or fewer" in long
+    for query in ("from=2026-11-20&to=2026-11-01", "from=20261120", "group_by=desk"):
+        resp = await admin.get(f"/ui/reports/stp?{query}")
+        assert resp.status == 422, query
+
+
 # --- proposals --------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ saves a picture of each page as the scenarios pass through it (the README's).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -345,6 +346,29 @@ async def test_bulk_cancel_by_keyboard_on_a_narrow_window_shows_each_outcome(
     await bank_a.screenshot("bulk-results-narrow")
     statuses = [(await latest(client, a, f"A-{n}"))["status"] for n in (1, 2, 3)]
     assert statuses == ["cancelled", "unmatched", "cancelled"]
+
+
+async def test_the_stp_report_draws_its_charts(client, banks, people):
+    a, b = banks
+    await price_rules(client)
+    await submit(client, a, trade_body("A-1", trade_date="2026-11-19"))
+    await submit(client, b, buy("B-1", trade_date="2026-11-19"))
+    await submit(client, a, trade_body("A-2"))
+    await submit(client, b, buy("B-2", price="1003.00"))
+    admin = await people(ADMIN_TOKEN)
+    await admin.page.get_by_role("link", name="STP report").click()
+    await admin.page.get_by_label("Trade dates from").fill("2026-11-14")
+    await admin.page.get_by_label("to", exact=True).fill("2026-11-20")
+    await admin.page.get_by_label("Group by").select_option("counterparty")
+    await admin.page.get_by_role("button", name="Show").click()
+    await expect(admin.page).to_have_url(re.compile(r"from=2026-11-14&to=2026-11-20"))
+    for chart in ("Time to match (seconds)", "Share matched on trade date, by day (%)",
+                  "Mismatches by field (trades)"):
+        image = admin.page.get_by_role("img", name=chart)
+        await expect(image).to_be_visible()
+        assert (await image.bounding_box())["height"] > 20
+    await expect(admin.page.locator("#figures tr[data-key=BANKA]")).to_be_visible()
+    await admin.screenshot("stp-report")
 
 
 async def test_the_login_page_works_from_the_keyboard(client, banks, browser, base_url):

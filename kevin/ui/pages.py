@@ -13,7 +13,7 @@ import secrets
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -30,9 +30,11 @@ from kevin.api.session import COOKIE, CSRF_HEADER, cookie_session, csrf_matches
 from kevin.domain import errors as e
 from kevin.domain.models import PARTICIPANT_PATTERN, TRADE_ID_PATTERN, Reason, Trade
 from kevin.domain.proposals import Decision, Proposal, ProposalKind
+from kevin.domain.reports import GROUP_BYS, StpQuery
 from kevin.engine.service import Kevin
 from kevin.engine.workbench import COUNT_BOUND, TABS, ExceptionsQuery, Session
 from kevin.feed.runtime import FEED
+from kevin.ui.charts import Bar, bar_chart
 
 log = structlog.get_logger(__name__)
 
@@ -455,6 +457,65 @@ async def break_match(request: web.Request) -> web.StreamResponse:
     await request.config_dict[KEVIN].break_match(
         match_id, _comment(form), ADMIN_ACTOR)
     return _back_to_trade(participant, trade_id, True)
+
+
+# --- the STP report ---------------------------------------------------------------------
+
+# The by-day chart is one report per day: drawn for ranges up to this many days.
+DAILY_CHART_DAYS = 31
+
+
+def _query_date(request: web.Request, name: str, default: date) -> date:
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        if len(raw) != 10:  # fromisoformat would also take 20261120
+            raise ValueError(raw)
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise e.ValidationFailed(f"{name} must be a date (YYYY-MM-DD)",
+                                 [{"field": name, "message": "e.g. 2026-11-20"}]) from None
+
+
+@routes.get("/reports/stp")
+async def stp_report(request: web.Request) -> web.Response:
+    session = await require_session(request)
+    book = _book(request, session, required=False)
+    today = datetime.now(UTC).date()
+    start = _query_date(request, "from", today - timedelta(days=6))
+    end = _query_date(request, "to", today)
+    group_by = request.query.get("group_by") or None
+    query = StpQuery.of(start, end, book, group_by, None)
+    reports = request.config_dict[KEVIN].reports
+    report = await reports.stp(query)
+    days = (end - start).days + 1
+    daily = []
+    if days <= DAILY_CHART_DAYS:
+        for offset in range(days):
+            day = start + timedelta(days=offset)
+            one = await reports.stp(StpQuery.of(day, day, book, None, report.as_of))
+            daily.append(Bar(day.isoformat(), one.matched_on_trade_date_pct))
+    ttm = report.time_to_match_seconds
+    bars = {
+        "chart-time-to-match": ("Time to match (seconds)", [
+            Bar("median", ttm.p50), Bar("90th percentile", ttm.p90),
+            Bar("99th percentile", ttm.p99)], " s", None),
+        "chart-matched-on-trade-date": (
+            "Share matched on trade date, by day (%)", daily, "%", 100),
+        "chart-mismatch-fields": ("Mismatches by field (trades)", [
+            Bar(field, n) for field, n in report.mismatch_fields.items()], "", None),
+    }
+    charts = [(title, bar_chart(chart_id, title, found, unit, scale_to))
+              for chart_id, (title, found, unit, scale_to) in bars.items()
+              if found or chart_id != "chart-matched-on-trade-date"]
+    return _page(request, "report.html", session, {
+        "report": report, "book": book, "charts": charts, "days": days,
+        "rows": [("All", report), *((g.key, g) for g in report.groups)],
+        "daily_days": DAILY_CHART_DAYS, "group_bys": GROUP_BYS,
+        "filters": {"from": start.isoformat(), "to": end.isoformat(),
+                    "group_by": group_by or "", "participant": book or ""},
+    })
 
 
 # --- proposals ------------------------------------------------------------------------
