@@ -5,9 +5,12 @@ Parameters are always bound; the column list is a constant.
 
 from kevin.store.queries import TRADE_COLUMNS
 
+# created_at and expires_at from one reading of the clock: the lifetime is exact.
 INSERT_SESSION = """
-INSERT INTO ui_sessions (session_hash, participant, credential_hash, csrf_token, expires_at)
-VALUES ($1, $2, $3, $4, clock_timestamp() + $5::interval)
+INSERT INTO ui_sessions (session_hash, participant, credential_hash, csrf_token,
+                         created_at, expires_at)
+SELECT $1, $2, $3, $4, now.at, now.at + $5::interval
+FROM (SELECT clock_timestamp() AS at) AS now
 RETURNING expires_at
 """
 
