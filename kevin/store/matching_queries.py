@@ -206,12 +206,12 @@ WHERE product = $1 AND latest
 # a submission lands before or after it either way. One row always; rules columns NULL
 # when the product has none.
 # It also keeps the rest of the submission's transaction on generic plans (set_config,
-# transaction-local): on a deep book PostgreSQL again judged the candidate search's generic
-# plan dearer than a custom one, and planned that UNION anew for every submission (3-4 ms
-# of a 9 ms submission with 1,000,000 resting, against 0.9 ms for running the generic
-# plan; README, Performance, change 19), and, at any depth, the append of a match's
-# versions and the mismatch-list check (a generic plan guesses 10 rows from an unnest of
-# array parameters, a custom one counts 2; change 16). A submission's statements are key
+# transaction-local): on a deep book PostgreSQL judges the candidate search's generic
+# plan dearer than a custom one and would plan that UNION anew for every submission, at
+# several times the cost of running the generic plan; and at any depth it would do the
+# same for the append of a match's versions and the mismatch-list check (a generic plan
+# guesses 10 rows from an unnest of array parameters, a custom one counts 2). The story
+# and figures: docs/performance.md, changes 16 and 19. A submission's statements are key
 # lookups and index-bounded scans whose generic plans are sound (tests/test_plans.py); a
 # replay, whose large appends want plans for their size, never runs this statement.
 LOCK_MATCH_KEY_AND_RULES = """
