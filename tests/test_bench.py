@@ -11,7 +11,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from kevin.bench import pgbench
 from kevin.dburl import to_asyncpg_dsn
+from kevin.store.invariants import find_violations
 from tests.processes import run_cli
 
 pytestmark = pytest.mark.slow
@@ -50,8 +52,28 @@ async def test_bench_pairs_writes_figures_and_cleans_up(server_url: str, tmp_pat
     assert figures["machine"]["cpus"] >= 1
     # The server's CPU and memory are the supervisor's and both workers'.
     assert figures["options"]["workers"] == 2 and pairs["service"]["server"]["processes"] == 3
-    assert len(figures["scratch_databases"]) == 2
+    # The minimal ceiling: pgbench ships with PostgreSQL, on this machine and CI's.
+    assert pgbench.pgbench() is not None, "pgbench is not on PATH"
+    minimal = pairs["minimal_ceiling"]
+    assert minimal["pairs"] > 0 and minimal["errors"] == 0 and "minimal ceiling" in done.stdout
+    assert pairs["minimal_ratio"] == pytest.approx(
+        pairs["service"]["pairs_per_s"] / minimal["pairs_per_s"], abs=0.001)
+    assert len(figures["scratch_databases"]) == 3
     assert not set(figures["scratch_databases"]) & set(await _bench_databases(server_url))
+
+
+async def test_the_minimal_ceilings_pairs_are_matched_pairs_kevin_would_accept(
+        db_url: str, conn: asyncpg.Connection) -> None:
+    await conn.execute("INSERT INTO participants (name) VALUES ('BANKA'), ('BANKB')")
+    figures = await pgbench.run(db_url, concurrency=2, duration=1)
+    pairs = figures["pairs"]
+    assert pairs > 0 and figures["errors"] == 0 and figures["pairs_per_s"] > 0
+    latest = await conn.fetch(
+        "SELECT status, count(*) FROM trades WHERE latest GROUP BY status")
+    assert [(r["status"], r["count"]) for r in latest] == [("matched", 2 * pairs)]
+    assert await conn.fetchval("SELECT count(*) FROM feed") == 4 * pairs
+    # Each pair holds every invariant `kevin check` verifies.
+    assert await find_violations(conn) == []
 
 
 def test_bench_refuses_an_unreachable_database() -> None:

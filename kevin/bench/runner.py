@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from kevin.bench import ceiling
+from kevin.bench import ceiling, pgbench
 from kevin.bench import workload as w
 from kevin.config import MAX_WORKERS, Settings
 from kevin.dburl import to_asyncpg_dsn, with_database
@@ -254,9 +254,12 @@ async def bench_pairs(server_url: str, options: Options, workdir: Path) -> dict[
     common: dict[str, Any] = {"concurrency": options.concurrency, "duration": options.duration,
               "warmup": options.warmup, "keys": options.match_keys}
     ceilings: list[dict[str, Any]] = []
+    minimal: list[dict[str, Any]] = []
     services: list[dict[str, Any]] = []
     cpu = 0.0
+    with_pgbench = pgbench.pgbench() is not None
     async with scratch_database(server_url, "ceiling") as ceiling_url, \
+            scratch_database(server_url, "minimal") as minimal_url, \
             scratch_database(server_url, "service") as url:
         keys = await create_participants(url)
         admin_token = secrets.token_urlsafe(16)
@@ -264,6 +267,9 @@ async def bench_pairs(server_url: str, options: Options, workdir: Path) -> dict[
                                 options.workers) as server:
             assert server.process is not None
             for r in range(options.rounds):
+                if with_pgbench:
+                    minimal.append(await pgbench.run(minimal_url, options.concurrency,
+                                                     options.duration))
                 ceilings.append(await ceiling.run(ceiling_url, **common,
                                                   run_id=f"{run_id}c{r}"))
                 before = tree_figures(server.process.pid)
@@ -291,8 +297,21 @@ async def bench_pairs(server_url: str, options: Options, workdir: Path) -> dict[
     rounds = [{"ceiling_pairs_per_s": c["pairs_per_s"], "service_pairs_per_s": s["pairs_per_s"],
                "ratio": round(s["pairs_per_s"] / c["pairs_per_s"], 3)
                if c["pairs_per_s"] else None} for c, s in zip(ceilings, services, strict=True)]
-    return {"ceiling": ceiling_figures, "service": service,
-            "ratio": round(ratio, 3) if ratio is not None else None, "rounds": rounds}
+    figures: dict[str, Any] = {
+        "ceiling": ceiling_figures, "service": service,
+        "ratio": round(ratio, 3) if ratio is not None else None, "rounds": rounds,
+        "minimal_ceiling": None, "minimal_ratio": None}
+    if minimal:
+        floor = pgbench.merged(minimal)
+        figures["minimal_ceiling"] = floor
+        figures["minimal_ratio"] = round(service["pairs_per_s"] / floor["pairs_per_s"], 3) \
+            if floor["pairs_per_s"] else None
+        for by_round, slice_ in zip(rounds, minimal, strict=True):
+            by_round["minimal_pairs_per_s"] = slice_["pairs_per_s"]
+            by_round["minimal_ratio"] = round(
+                by_round["service_pairs_per_s"] / slice_["pairs_per_s"], 3) \
+                if slice_["pairs_per_s"] else None
+    return figures
 
 
 def machine() -> dict[str, Any]:
@@ -343,6 +362,8 @@ def _ms(value: float | None) -> str:
 
 
 def pairs_text(figures: dict[str, Any], options: Options) -> str:
+    """The figures as lines: the service against the asyncpg ceiling (the engine's own
+    statements) and, where pgbench is on PATH, against the minimal ceiling."""
     c, s = figures["ceiling"], figures["service"]
     lines = [
         f"pairs: {options.concurrency} clients, {options.match_keys} match keys; "
@@ -358,6 +379,16 @@ def pairs_text(figures: dict[str, Any], options: Options) -> str:
     ]
     lines.append("  by round  " + ", ".join(
         f"{r['ratio']}" for r in figures["rounds"]) + "  (service / ceiling)")
+    m = figures.get("minimal_ceiling")
+    if m:
+        lines.append(
+            f"  minimal  {m['pairs_per_s']:>9.1f} pairs/s   (pgbench, {m['script']}: the least"
+            f" SQL a pair needs, {m['seconds']} s in rounds with the others)")
+        lines.append(f"  ratio    {figures['minimal_ratio']} x minimal ceiling   by round  "
+                     + ", ".join(f"{r['minimal_ratio']}" for r in figures["rounds"]))
+    else:
+        lines.append("  minimal  pgbench is not on PATH (it ships with PostgreSQL): ratios are"
+                     " to the asyncpg ceiling only")
     if s.get("errors"):
         lines.append(f"  service errors by status: {s['errors']}")
     if c.get("errors"):
