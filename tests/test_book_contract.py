@@ -1,7 +1,7 @@
 """One suite of matching scenarios, run against every book the matcher can run over:
 the PostgreSQL book (live submissions), the batch's book (PostgreSQL read into memory as
 needed, written at the end) and the in-memory book (replays, what-if runs).
-The same scenarios must end in the same states on each (DESIGN.md, "Matching, written
+The same scenarios must end in the same states on each (docs/design.md, "Matching, written
 once"); the randomised flow at the end runs on both books side by side and compares
 every trade's final state."""
 
@@ -138,12 +138,15 @@ async def postgres_desk(pool: asyncpg.Pool) -> PostgresDesk:
     return PostgresDesk(pool)
 
 
-@pytest.fixture(params=["postgres", "batch", "memory"])
-async def desk(request: pytest.FixtureRequest, postgres_desk: PostgresDesk) -> Desk:
-    """Each scenario once per book (the database exists either way; it is cheap)."""
-    if request.param == "batch":
-        return BatchDesk(postgres_desk.pool)
-    return postgres_desk if request.param == "postgres" else MemoryDesk()
+@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.slow),
+                        pytest.param("batch", marks=pytest.mark.slow), "memory"])
+async def desk(request: pytest.FixtureRequest) -> Desk:
+    """Each scenario once per book. The in-memory book needs no database, so its runs
+    are part of the quick loop (`pytest -m "not slow"`)."""
+    if request.param == "memory":
+        return MemoryDesk()
+    postgres_desk: PostgresDesk = request.getfixturevalue("postgres_desk")
+    return BatchDesk(postgres_desk.pool) if request.param == "batch" else postgres_desk
 
 
 def state(trade: Trade) -> tuple[Any, ...]:

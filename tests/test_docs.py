@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 # Written in two pieces so that this file does not find itself.
-OUTSIDE = [".." + "/shared", "/work" + "/shared", "shared" + " notes"]
+OUTSIDE = [".." + "/shared", "/work" + "/shared", "shared" + " notes", "DESIGN" + ".md",
+           "API" + ".md", "STYLE" + ".md"]
 CHECKED = ["kevin", "tests", "docs", "benchmarks", "alembic", "deploy", ".ci"]
 
 
