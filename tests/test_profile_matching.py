@@ -93,3 +93,27 @@ async def test_a_batch_matches_under_the_pairs_profile(client, banks):
     assert (await get(client, a, "A-1"))["match"]["rules"]["name"] == "a-b"
     assert missed["status"] == "mismatched"
     assert missed["mismatches"][0]["rules"]["name"] == "a-b"
+
+
+async def test_replays_take_profiles_and_a_replay_with_neither_changes_nothing(client, banks):
+    a, b = banks
+    await put_profile(client, "a-b", "*", {"price": {"abs": "2"}})
+    first = await pair(client, a, b, 1, "1.5")  # matched under the profile
+    second = await pair(client, a, b, 2, "5")  # mismatched under it
+    assert (first["status"], second["status"]) == ("matched", "mismatched")
+    since = "2000-01-01T00:00:00Z"
+    resp = await client.post("/v1/replays", json={"since": since}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["changes"] == []  # the stored profile is replayed too
+    # Under a looser profile for the pair, the second pair matches too.
+    resp = await client.post("/v1/replays", json={"since": since, "profiles": {
+        "a-b-loose": {"participants": ["BANKA", "BANKB"], "product": "XAU",
+                      "fields": {"price": {"abs": "6"}}}}}, headers=ADMIN)
+    body = await resp.json()
+    assert resp.status == 200, body
+    changed = {(c["trade_id"], c["after"]["status"]) for c in body["changes"]}
+    assert changed == {("A-2", "matched"), ("B-2", "matched")}
+    # Bad profiles in a replay are refused like any other.
+    resp = await client.post("/v1/replays", json={"since": since, "profiles": {
+        "x": {"participants": ["BANKA"], "product": "XAU"}}}, headers=ADMIN)
+    assert resp.status == 422

@@ -22,7 +22,7 @@ async def replay(request: web.Request) -> web.Response:
     await require_admin(request)
     body = await read_model(request, ReplayRequest)
     result = await Replayer(request.app[KEVIN].pool).replay(
-        body.since, body.rules, apply=body.apply, actor=ADMIN_ACTOR)
+        body.since, body.rules, apply=body.apply, actor=ADMIN_ACTOR, profiles=body.profiles)
     return json_response(result)
 
 

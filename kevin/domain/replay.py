@@ -11,7 +11,7 @@ matching; the replay works those out afresh. No I/O here.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -21,6 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from kevin.domain.matching import TradeRef, ref
 from kevin.domain.models import Instant, Mismatch, Status, Trade, TradeTerms, UtcText
+from kevin.domain.profiles import Profile, ProfileName, ProfileVersion
 from kevin.domain.rules import Rules
 
 Product = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]{1,32}$")]
@@ -38,6 +39,9 @@ class ReplayRequest(BaseModel):
 
     since: Instant
     rules: dict[Product, Rules] = Field(default_factory=dict)
+    # Matching profiles to replay under, by name: for each pair they name, they replace
+    # the pair's stored profiles (precedence as live: pair + product, pair + *, rules).
+    profiles: dict[ProfileName, Profile] = Field(default_factory=dict)
     apply: bool = Field(default=False, strict=True)  # lax would take 0 and "no"
 
 
@@ -120,6 +124,18 @@ class ReplayRecord(BaseModel):
 
 # Per product, its stored rules versions oldest first: (recorded_at, version, rules).
 RulesTimeline = dict[str, list[tuple[datetime, int, Rules]]]
+
+
+def profiles_at(history: Sequence[ProfileVersion], instant: datetime
+                ) -> list[ProfileVersion]:
+    """The profiles live at ``instant``: per name, its last version recorded by then,
+    unless that version retired it. ``history`` oldest first."""
+    last: dict[str, ProfileVersion] = {}
+    for version in history:
+        if version.recorded_at > instant:
+            continue
+        last[version.name] = version
+    return [v for v in last.values() if not v.retired]
 
 
 def rules_at(timeline: RulesTimeline, product: str, instant: datetime

@@ -31,18 +31,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
 
-from kevin.domain.book import RulesInForce
+from kevin.domain.book import RulesInForce, choose_in_force
 from kevin.domain.errors import CannotMatch, NotFound
 from kevin.domain.matching import TradeRef, ref
 from kevin.domain.memory_book import MemoryBook, RulesLookup
 from kevin.domain.models import MatchRef, Trade
+from kevin.domain.profiles import Profile, ProfileVersion
 from kevin.domain.replay import (
     Amended,
     Broken,
@@ -56,6 +57,7 @@ from kevin.domain.replay import (
     RulesTimeline,
     Submitted,
     changes,
+    profiles_at,
     rules_at,
     split_history,
 )
@@ -74,10 +76,19 @@ LOCK_ROUNDS = 5
 
 
 def replay_rules(book: MemoryBook, rules: Mapping[str, Rules],
-                 stored: RulesTimeline) -> RulesLookup:
-    """The rules in force during a replay: the replay's for the products it names, else
-    those stored and in force at the instant of the event being replayed (``book.now``)."""
-    def lookup(trade: Trade) -> RulesInForce:
+                 stored: RulesTimeline, profiles: Mapping[str, Profile] | None = None,
+                 stored_profiles: Sequence[ProfileVersion] = ()) -> RulesLookup:
+    """The rules in force during a replay, as live matching chooses them (pair +
+    product, pair + *, product rules, exact): the replay's profiles for the pairs they
+    name (replacing those pairs' stored ones), else the stored profiles in force at the
+    instant of the event being replayed (``book.now``); the replay's rules for the
+    products it names, else the stored rules in force then."""
+    given = profiles or {}
+    replayed = [ProfileVersion(name=name, version=0, recorded_at=_EPOCH, **p.model_dump())
+                for name, p in given.items()]
+    replayed_pairs = {p.pair for p in replayed}
+
+    def product_rules(trade: Trade) -> RulesInForce:
         product = trade.product
         if product in rules:
             return RulesInForce(rules[product], DecidedBy("replay", product, None))
@@ -87,7 +98,24 @@ def replay_rules(book: MemoryBook, rules: Mapping[str, Rules],
             return RulesInForce.exact(product)
         return RulesInForce.product_rules(product, found[0], found[1])
 
+    def lookup(trade: Trade) -> RulesInForce:
+        fallback = product_rules(trade)
+        pair = tuple(sorted((trade.participant, trade.counterparty)))
+        if pair in replayed_pairs:
+            chosen = choose_in_force(trade, replayed, fallback)
+            if chosen is fallback:
+                return fallback
+            return RulesInForce(chosen.rules, DecidedBy("replay", chosen.decided_by.name,
+                                                        None))
+        if not stored_profiles:
+            return fallback
+        assert book.now is not None
+        return choose_in_force(trade, profiles_at(stored_profiles, book.now), fallback)
+
     return lookup
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _matched_with(a: Trade | None, b: Trade | None) -> bool:
@@ -97,11 +125,12 @@ def _matched_with(a: Trade | None, b: Trade | None) -> bool:
 
 
 async def simulate(history: History, rules: Mapping[str, Rules],
-                   stored: RulesTimeline) -> dict[TradeRef, Trade]:
+                   stored: RulesTimeline, profiles: Mapping[str, Profile] | None = None,
+                   stored_profiles: Sequence[ProfileVersion] = ()) -> dict[TradeRef, Trade]:
     """Re-run matching over ``history`` under ``rules`` (``stored`` for other products);
     each trade's replayed state."""
     book = MemoryBook(history.book.values(), broken=history.broken_before)
-    book.rules = replay_rules(book, rules, stored)
+    book.rules = replay_rules(book, rules, stored, profiles, stored_profiles)
     for event in history.events:
         # One matcher per event, as live matching runs one per transaction (its safety
         # net counts evaluations per matcher); the book and its broken pairs carry over.
@@ -150,24 +179,29 @@ class Loaded:
     products: list[str]
     stored_rules: RulesTimeline
     history: History
+    stored_profiles: list[ProfileVersion]
 
 
-async def _load(conn: asyncpg.Connection, since: datetime,
-                rules: Mapping[str, Rules]) -> Loaded:
-    named = sorted(rules) if rules else await replay_store.active_products(conn, since)
+async def _load(conn: asyncpg.Connection, since: datetime, rules: Mapping[str, Rules],
+                profiles: Mapping[str, Profile] | None = None) -> Loaded:
+    # Profiles may name "*": every product active since then is in scope.
+    named = (sorted(rules) if rules and not profiles
+             else await replay_store.active_products(conn, since))
     products = await replay_store.linked_products(conn, named)
     stored_rules = await replay_store.rules_history(conn, products)
     versions = await replay_store.history(conn, products)
     history = split_history(versions, since, await replay_store.broken_pairs(conn))
-    return Loaded(products, stored_rules, history)
+    return Loaded(products, stored_rules, history, await replay_store.profiles_history(conn))
 
 
-async def _plan(loaded: Loaded, rules: Mapping[str, Rules]) -> Plan:
+async def _plan(loaded: Loaded, rules: Mapping[str, Rules],
+                profiles: Mapping[str, Profile] | None = None) -> Plan:
     # The simulation is pure computation; in a worker thread (with its own event loop) a
     # long replay does not stall the requests this process is serving meanwhile.
     history = loaded.history
     replayed = await asyncio.to_thread(
-        lambda: asyncio.run(simulate(history, rules, loaded.stored_rules)))
+        lambda: asyncio.run(simulate(history, rules, loaded.stored_rules, profiles,
+                                     loaded.stored_profiles)))
     return Plan(loaded.products, changes(history.latest, replayed), history.latest)
 
 
@@ -182,14 +216,16 @@ class Replayer:
         self.pool = pool
 
     async def replay(self, since: datetime, rules: Mapping[str, Rules], *, apply: bool,
-                     actor: str) -> ReplayResult:
+                     actor: str, profiles: Mapping[str, Profile] | None = None
+                     ) -> ReplayResult:
         replay_id = uuid.uuid4()
         if not apply:
             # One snapshot for everything read: the current versions and the history
             # they are compared with cannot disagree. Nothing is written.
             async with database.connection(self.pool) as conn, conn.transaction(
                     isolation="repeatable_read", readonly=True):
-                plan = await _plan(await _load(conn, since, rules), rules)
+                plan = await _plan(await _load(conn, since, rules, profiles), rules,
+                                   profiles)
             # Kept as a record too (applied: false), so its replay_id can be fetched.
             async with database.transaction(self.pool) as conn:
                 await replay_store.record(conn, replay_id, since, dict(rules), actor, False)
@@ -200,7 +236,7 @@ class Replayer:
                                       after=MatchState.of(r, stored=False))
                          for c, r in plan.changes])
         async with database.transaction(self.pool) as conn:
-            plan = await self._plan_locked(conn, since, rules)
+            plan = await self._plan_locked(conn, since, rules, profiles)
             await replay_store.record(conn, replay_id, since, dict(rules), actor, True)
             written = await _write(conn, plan, replay_id, actor)
         return ReplayResult(
@@ -211,16 +247,17 @@ class Replayer:
 
     @staticmethod
     async def _plan_locked(conn: asyncpg.Connection, since: datetime,
-                           rules: Mapping[str, Rules]) -> Plan:
+                           rules: Mapping[str, Rules],
+                           profiles: Mapping[str, Profile] | None = None) -> Plan:
         """Plan under the match-key locks of every trade in scope, as live matching
         takes them: nothing changes these trades until we commit. A trade may enter a new
         key while we lock, so re-read until the keys are all held, then simulate once."""
         held: set[MatchKey] = set()
         for _ in range(LOCK_ROUNDS):
-            loaded = await _load(conn, since, rules)
+            loaded = await _load(conn, since, rules, profiles)
             needed = _keys(loaded.history.latest.values()) - held
             if not needed:
-                return await _plan(loaded, rules)
+                return await _plan(loaded, rules, profiles)
             # Keys are taken in ascending lock-id order within a round; across rounds we
             # may take a lower id after a higher one, but only after re-reading, and live
             # writers hold at most the two keys of one trade, so waits stay short.

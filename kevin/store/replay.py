@@ -14,8 +14,10 @@ from uuid import UUID
 import asyncpg
 
 from kevin.domain.matching import TradeRef
+from kevin.domain.profiles import ProfileVersion
 from kevin.domain.replay import ReplayRecord, RulesTimeline, StoredVersion
 from kevin.domain.rules import Rules
+from kevin.store.profiles import profile_from_row
 from kevin.store.queries import TRADE_COLUMNS
 from kevin.store.trades import trade_from_row
 
@@ -120,6 +122,20 @@ async def rules_history(conn: asyncpg.Connection, products: Sequence[str]) -> Ru
         timeline.setdefault(r["product"], []).append(
             (r["recorded_at"], r["version"], Rules.model_validate(r["body"])))
     return timeline
+
+
+# Every version of every profile, oldest first (a small table: agreements between firms).
+SELECT_PROFILES_HISTORY = """
+SELECT name, version, retired, participant_a, participant_b, product, body, actor,
+       recorded_at
+FROM profiles
+ORDER BY recorded_at, name, version
+"""
+
+
+async def profiles_history(conn: asyncpg.Connection) -> list[ProfileVersion]:
+    return [profile_from_row(r) for r in await conn.fetch(SELECT_PROFILES_HISTORY,
+                                                          timeout=STATEMENT_TIMEOUT)]
 
 
 def _record(row: asyncpg.Record) -> ReplayRecord:
