@@ -140,9 +140,10 @@ async def postgres_desk(pool: asyncpg.Pool) -> PostgresDesk:
 
 @pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.slow),
                         pytest.param("batch", marks=pytest.mark.slow), "memory"])
-async def desk(request: pytest.FixtureRequest) -> Desk:
+def desk(request: pytest.FixtureRequest) -> Desk:
     """Each scenario once per book. The in-memory book needs no database, so its runs
-    are part of the quick loop (`pytest -m "not slow"`)."""
+    are part of the quick loop (`pytest -m "not slow"`). A plain fixture: it asks for the
+    database's only when needed, which an async fixture could not do from its loop."""
     if request.param == "memory":
         return MemoryDesk()
     postgres_desk: PostgresDesk = request.getfixturevalue("postgres_desk")
