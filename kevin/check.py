@@ -1,4 +1,4 @@
-"""``kevin check``: verify the invariants 1-6, 8 and 9 of docs/design.md on a live database.
+"""``kevin check``: verify the invariants 1-6 and 8-10 of docs/design.md on a live database.
 
 The SQL lives in ``kevin.store.invariants``; this module runs it and words the report.
 Invariant 3 (a version is written only against the one it derives from) leaves its trace
@@ -28,6 +28,7 @@ INVARIANTS = {
     8: "an accepted proposal's trades are matched (agreed) or cancelled, as it said",
     9: "no two open proposals of one kind for the same trades; an open proposal names "
        "their latest versions",
+    10: "a match names the profile or rules version that decided it, in force at its instant",
 }
 
 

@@ -117,3 +117,25 @@ async def test_replays_take_profiles_and_a_replay_with_neither_changes_nothing(c
     resp = await client.post("/v1/replays", json={"since": since, "profiles": {
         "x": {"participants": ["BANKA"], "product": "XAU"}}}, headers=ADMIN)
     assert resp.status == 422
+
+
+async def test_kevin_check_verifies_what_decided_each_match(client, banks, conn, db_url):
+    from kevin.check import check
+    a, b = banks
+    await put_profile(client, "a-b", "*", {"price": {"abs": "2"}})
+    await pair(client, a, b, 1, "1.5")
+    await client.put("/v1/rules/XAU", json={"price_tolerance": {"abs": "1"}}, headers=ADMIN)
+    await client.delete("/v1/profiles/a-b", headers=ADMIN)
+    await pair(client, a, b, 2, "0.5")
+    report = await check(db_url)
+    assert report.ok, report.text()
+    # A match naming a profile version that was never in force is reported.
+    async with conn.transaction():
+        await conn.execute("ALTER TABLE trades DISABLE TRIGGER USER")
+        await conn.execute(
+            "UPDATE trades SET mismatches = jsonb_build_array(jsonb_set(mismatches -> 0,"
+            " '{rules,version}', '7')) WHERE trade_id = 'A-1' AND status = 'matched'")
+        await conn.execute("ALTER TABLE trades ENABLE TRIGGER USER")
+    report = await check(db_url)
+    assert report.offenders(10) == {("BANKA", "A-1")}
+    assert "names profile a-b version 7" in report.text()

@@ -253,6 +253,52 @@ LIMIT $1
 """
 
 
+# Invariant 10: a match names what decided it (kevin.store.trades.stored_mismatches: the
+# matched version's one entry carries "rules"), and that version of the profile or the
+# product's rules existed at the match's instant. Versions written before matches named
+# their rules carry only rules_version (NULL: exact); that version must have existed too.
+# Forced and agreed matches name no rules (an operator, or the two sides, decided).
+MATCH_RULES = """
+WITH matched AS (
+    SELECT participant, trade_id, version, product, recorded_at, rules_version,
+           mismatches -> 0 -> 'rules' AS rules
+    FROM trade_history
+    WHERE status = 'matched' AND reason IN ('matched', 'amended')
+), judged AS (
+    SELECT m.participant, m.trade_id, m.version, CASE
+        WHEN m.rules IS NULL THEN CASE
+            WHEN m.rules_version IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM rules r WHERE r.product = m.product
+                AND r.version = m.rules_version AND r.recorded_at <= m.recorded_at)
+            THEN 'matched under rules version ' || m.rules_version || ' of ' || m.product
+                 || ', which did not exist then' END
+        WHEN m.rules ->> 'kind' = 'product' THEN CASE
+            WHEN NOT EXISTS (
+                SELECT 1 FROM rules r WHERE r.product = m.rules ->> 'name'
+                AND r.version = (m.rules ->> 'version')::int
+                AND r.recorded_at <= m.recorded_at)
+            THEN 'names rules version ' || coalesce(m.rules ->> 'version', 'none') || ' of '
+                 || (m.rules ->> 'name') || ', which did not exist at the match' END
+        WHEN m.rules ->> 'kind' = 'profile' THEN CASE
+            WHEN NOT EXISTS (
+                SELECT 1 FROM profiles p WHERE p.name = m.rules ->> 'name'
+                AND p.version = (m.rules ->> 'version')::int AND NOT p.retired
+                AND p.recorded_at <= m.recorded_at)
+            THEN 'names profile ' || (m.rules ->> 'name') || ' version '
+                 || coalesce(m.rules ->> 'version', 'none')
+                 || ', which was not in force at the match' END
+        WHEN m.rules ->> 'kind' IN ('exact', 'replay') THEN NULL
+        ELSE 'names unknown rules ' || m.rules::text
+    END AS problem
+    FROM matched m
+)
+SELECT participant, trade_id, version, problem FROM judged
+WHERE problem IS NOT NULL
+ORDER BY participant, trade_id, version
+LIMIT $1
+"""
+
+
 @dataclass(frozen=True)
 class Violation:
     invariant: int
@@ -272,7 +318,7 @@ class Violation:
 # (invariant, statement); statements without $1 take no limit.
 CHECKS: tuple[tuple[int, str], ...] = (
     (1, TRIGGERS), (2, VERSIONS), (4, MATCHES), (5, FEED_ROWS), (6, FEED_SEQ),
-    (8, PROPOSAL_OUTCOMES), (9, OPEN_PROPOSALS),
+    (8, PROPOSAL_OUTCOMES), (9, OPEN_PROPOSALS), (10, MATCH_RULES),
 )
 
 
