@@ -57,7 +57,8 @@ WORKBENCH = {
     ("GET", "/ui/trades/{trade_id}"), ("POST", "/ui/trades/{trade_id}/cancel"),
     ("POST", "/ui/admin/force-match"), ("POST", "/ui/admin/break"), ("POST", "/ui/bulk"),
     ("POST", "/ui/proposals"), ("POST", "/ui/proposals/{proposal_id}/{decision}"),
-    ("GET", "/ui/reports/stp"),
+    ("GET", "/ui/reports/stp"), ("GET", "/ui/admin/profiles"), ("GET", "/ui/admin/rules"),
+    ("POST", "/ui/admin/rules"),
 }
 ENDPOINTS = PUBLIC | ADMIN_ONLY | ISOLATED | WORKBENCH
 

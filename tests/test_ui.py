@@ -435,6 +435,59 @@ async def test_the_stp_report_shows_the_figures_and_its_charts_for_whose_trades_
         assert resp.status == 422, query
 
 
+# --- profiles and rules (admin) -----------------------------------------------------------
+
+
+async def test_the_admin_tries_a_rules_change_before_making_it(client, banks):
+    a, b = banks
+    await submit(client, a, trade_body("A-1"))
+    await submit(client, b, buy("B-1", price="1000.70"))  # exact rules: mismatched
+    admin = await Browser.login(client, ADMIN_TOKEN)
+    page = await admin.page("/ui/admin/rules?product=XAU")
+    assert "matches exactly on every field" in page
+    form = {"product": "XAU", "rules": '{"price_tolerance": {"abs": "0.50"}}',
+            "since": "2000-01-01T00:00:00"}
+    dry = await admin.post_form("/ui/admin/rules", {**form, "action": "dry_run"})
+    text = await dry.text()
+    assert dry.status == 200 and "Dry run: 2 trades would change" in text
+    assert 'id="change-BANKA-A-1"' in text and 'id="change-BANKB-B-1"' in text
+    # A dry run changes nothing and stores no rules.
+    assert (await latest(client, a, "A-1"))["status"] == "mismatched"
+    assert (await client.get("/v1/rules/XAU", headers=ADMIN)).status == 404
+    done = await admin.post_form("/ui/admin/rules", {**form, "action": "save_and_rematch"})
+    text = await done.text()
+    assert "Applied: 2 trades changed" in text and "Saved as version 1 of XAU" in text
+    ours = await latest(client, a, "A-1")
+    assert ours["status"] == "matched" and ours["reason"] == "replayed"
+    stored = await (await client.get("/v1/rules/XAU", headers=ADMIN)).json()
+    assert stored["price_tolerance"] == {"abs": "0.50"}
+    bad = await admin.post_form("/ui/admin/rules", {**form, "rules": "{", "action": "dry_run"})
+    assert bad.status == 422 and "not valid JSON" in await bad.text()
+    bad = await admin.post_form("/ui/admin/rules", {
+        **form, "rules": '{"price_tolerance": {"abs": "-1"}}', "action": "save"})
+    assert bad.status == 422
+    assert (await admin.post_form("/ui/admin/rules", {**form, "action": "dry_run"},
+                                  csrf=False)).status == 403
+    # Participants have no such page.
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    assert (await bank_a.get("/ui/admin/rules?product=XAU")).status == 403
+    assert (await bank_a.post_form("/ui/admin/rules", {**form, "action": "save"})).status == 403
+    assert (await bank_a.get("/ui/admin/profiles")).status == 403
+
+
+async def test_the_admin_reads_the_profiles(client, banks):
+    profile = {"participants": ["BANKB", "BANKA"], "product": "XAU",
+               "fields": {"price": {"abs": "1.00"}}}
+    resp = await client.put("/v1/profiles/desk-gold", json=profile, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    admin = await Browser.login(client, ADMIN_TOKEN)
+    page = await admin.page("/ui/admin/profiles")
+    assert 'id="profile-desk-gold"' in page and "BANKA · BANKB" in page
+    assert "&#34;abs&#34;: &#34;1.00&#34;" in page or '"abs": "1.00"' in page
+    page = await admin.page("/ui/admin/profiles?as_of=2000-01-01T00:00:00Z")
+    assert "No profiles then" in page
+
+
 # --- proposals --------------------------------------------------------------------------
 
 

@@ -371,6 +371,25 @@ async def test_the_stp_report_draws_its_charts(client, banks, people):
     await admin.screenshot("stp-report")
 
 
+async def test_the_admin_sees_a_rules_change_before_making_it(client, banks, people):
+    a, b = banks
+    await submit(client, a, trade_body("A-1"))
+    await submit(client, b, buy("B-1", price="1000.70"))
+    admin = await people(ADMIN_TOKEN)
+    await admin.page.get_by_role("link", name="Rules & profiles").click()
+    await admin.page.locator("#r-product").fill("XAU")
+    await admin.page.get_by_role("button", name="Show", exact=True).click()
+    await expect(admin.page.locator("#current-rules")).to_contain_text("matches exactly")
+    await admin.page.get_by_label("Rules (JSON").fill('{"price_tolerance": {"abs": "0.50"}}')
+    await admin.page.get_by_label("Replay the trades since (UTC)").fill("2026-01-01T00:00:00")
+    await admin.page.get_by_role("button", name="Show what would change").click()
+    await expect(admin.page.locator("#changes-title")).to_have_text(
+        "Dry run: 2 trades would change")
+    await expect(admin.page.locator("#change-BANKA-A-1")).to_contain_text("matched with B-1")
+    await admin.screenshot("rules-dry-run")
+    assert (await latest(client, a, "A-1"))["status"] == "mismatched"
+
+
 async def test_the_login_page_works_from_the_keyboard(client, banks, browser, base_url):
     a, _ = banks
     context = await browser.new_context(viewport={"width": 1280, "height": 800})

@@ -8,6 +8,7 @@ session's CSRF token, checked before anything else is read from it.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import typing
@@ -23,14 +24,19 @@ import structlog
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from kevin import jsoncodec
 from kevin.api.admin import ADMIN_ACTOR
 from kevin.api.app_keys import KEVIN, WORKBENCH
 from kevin.api.errors import status_of
+from kevin.api.http import parse_model
 from kevin.api.session import COOKIE, CSRF_HEADER, cookie_session, csrf_matches
 from kevin.domain import errors as e
 from kevin.domain.models import PARTICIPANT_PATTERN, TRADE_ID_PATTERN, Reason, Trade
 from kevin.domain.proposals import Decision, Proposal, ProposalKind
+from kevin.domain.replay import ReplayResult
 from kevin.domain.reports import GROUP_BYS, StpQuery
+from kevin.domain.rules import Rules, RulesUpdate, RulesVersion
+from kevin.engine.replay import Replayer
 from kevin.engine.service import Kevin
 from kevin.engine.workbench import COUNT_BOUND, TABS, ExceptionsQuery, Session
 from kevin.feed.runtime import FEED
@@ -516,6 +522,103 @@ async def stp_report(request: web.Request) -> web.Response:
         "filters": {"from": start.isoformat(), "to": end.isoformat(),
                     "group_by": group_by or "", "participant": book or ""},
     })
+
+
+# --- profiles and rules (admin) ----------------------------------------------------------
+
+
+def _pretty(value: Any) -> str:
+    """JSON for a person to read (values already dumped in JSON mode: no decimals)."""
+    return json.dumps(value, indent=2)
+
+
+@routes.get("/admin/profiles")
+async def profiles_page(request: web.Request) -> web.Response:
+    session = await require_session(request)
+    _require_admin(session)
+    as_of = _as_of(request)
+    listing = await request.config_dict[KEVIN].agreements.list_profiles(
+        "", COUNT_BOUND, as_of)
+    return _page(request, "profiles.html", session, {
+        "profiles": [(p, _pretty(p.model_dump(mode="json", include={
+            "participants", "product", "fields", "matched_cancel", "cutoff"})))
+            for p in listing.profiles],
+        "more": listing.next_after is not None, "as_of": as_of,
+    })
+
+
+@routes.get("/admin/rules")
+async def rules_page(request: web.Request) -> web.Response:
+    session = await require_session(request)
+    _require_admin(session)
+    product = _filter(request, "product", _PRODUCT)
+    current = await _rules_or_none(request.config_dict[KEVIN], product) if product else None
+    return _rules_page(request, session, product, current, None, None, "", "")
+
+
+def _rules_page(request: web.Request, session: Session, product: str | None,
+                current: RulesVersion | None, result: ReplayResult | None,
+                saved: RulesVersion | None, rules_text: str, since: str,
+                status: int = 200) -> web.Response:
+    default = rules_text or (
+        _pretty(current.rules().model_dump(mode="json", exclude_defaults=True)) if current
+        else '{"price_tolerance": {"abs": "0.50"}}')
+    return _page(request, "rules.html", session, {
+        "product": product or "", "current": current,
+        "current_text": _pretty(current.rules().model_dump(mode="json")) if current else "",
+        "rules_text": default, "result": result, "saved": saved,
+        "since": since or (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S"),
+    }, status)
+
+
+def _form_rules(form: MultiDictProxy[Any]) -> tuple[str, Rules, str, datetime]:
+    product = _text(form, "product", 32)
+    if not _PRODUCT.fullmatch(product):
+        raise e.ValidationFailed("not a product name", [{"field": "product",
+                                                         "message": _PRODUCT.pattern}])
+    text = _text(form, "rules", 64 * 1024)
+    try:
+        body = jsoncodec.loads(text.encode())
+    except ValueError as error:
+        raise e.ValidationFailed(f"the rules are not valid JSON: {error}", []) from None
+    rules = parse_model(RulesUpdate, body).rules()
+    since_text = _text(form, "since", 64)
+    try:
+        since = datetime.fromisoformat(since_text.replace("Z", "+00:00"))
+    except ValueError:
+        raise e.ValidationFailed("since must be a date and time", []) from None
+    since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
+    return product, rules, text, since
+
+
+@routes.post("/admin/rules")
+async def rules_action(request: web.Request) -> web.Response:
+    """``action``: ``dry_run`` shows the trades these rules would change since ``since``;
+    ``save`` stores them as the product's next rules version (matching uses them from
+    now on); ``save_and_rematch`` also applies the replay (reason ``replayed``)."""
+    session = await require_session(request)
+    form = await read_form(request, session)
+    _require_admin(session)
+    action = _text(form, "action", 32)
+    if action not in ("dry_run", "save", "save_and_rematch"):
+        raise e.ValidationFailed("unknown action", [])
+    product, rules, text, since = _form_rules(form)
+    kevin = request.config_dict[KEVIN]
+    saved = None
+    if action != "dry_run":
+        saved = await kevin.put_rules(product, rules, ADMIN_ACTOR)
+    result = await Replayer(kevin.pool).replay(
+        since, {product: rules}, apply=action == "save_and_rematch", actor=ADMIN_ACTOR)
+    current = saved or await _rules_or_none(kevin, product)
+    return _rules_page(request, session, product, current, result, saved, text,
+                       _text(form, "since", 64))
+
+
+async def _rules_or_none(kevin: Kevin, product: str) -> RulesVersion | None:
+    try:
+        return await kevin.get_rules(product)
+    except e.NotFound:
+        return None
 
 
 # --- proposals ------------------------------------------------------------------------
