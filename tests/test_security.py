@@ -298,10 +298,23 @@ SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|TRUNCATE|COP
 IDENTIFIER_SPLICES = {
     ("kevin/bench/runner.py", "f'CREATE DATABASE \"{name}\"'"),
     ("kevin/bench/runner.py", "f'DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)'"),
-    # Called at import only, with the module's constant column lists and "$1".
-    ("kevin/store/bulk_queries.py",
-     "f'(SELECT {fields}, ord FROM jsonb_array_elements({param}::jsonb) "
-     "WITH ORDINALITY AS e(r, ord))'"),
+    # Named statements (kevin.store.named) are rendered at import, from the modules'
+    # constant column lists and parameter names; values are bound by name afterwards.
+    ("kevin/store/named.py", "f'(SELECT {fields}, ord {source})'"),
+    ("kevin/store/named.py",
+     "f'SELECT {select} FROM {lines_source(self.params)} AS {alias} {lateral}'"),
+    # The candidate search, built at import from constants (columns, key condition,
+    # tolerance window, NEAREST_PER_SIDE); {{price}} and {{quantity}} become parameters.
+    ("kevin/store/matching_queries.py",
+     "f'\\n(SELECT {columns} FROM trades\\n WHERE {_RESTING_OF_KEY} AND price >= {{price}} "
+     "{within} AND {_NOT_BROKEN}\\n ORDER BY price ASC, abs(quantity - {{quantity}}), "
+     "first_submitted_at, trade_id COLLATE \"C\"\\n LIMIT {limit})\\nUNION ALL\\n"
+     "(SELECT {columns} FROM trades\\n WHERE {_RESTING_OF_KEY} AND price < {{price}} "
+     "{within} AND {_NOT_BROKEN}\\n ORDER BY price DESC, abs(quantity - {{quantity}}), "
+     "first_submitted_at, trade_id COLLATE \"C\"\\n LIMIT {limit})\\n'"),
+    # One column per name in TOLERANCE_FIELDS, the report statements built at import.
+    ("kevin/store/reports.py",
+     "f'count(*) FILTER (WHERE live AND differed_on_{f}) AS differed_on_{f}'"),
 }
 
 
