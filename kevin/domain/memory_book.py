@@ -125,13 +125,13 @@ class MemoryBook:
             matched = False
             if take_up:
                 while up < len(entries) and entries[up][0] == up_price:
-                    matched |= self._consider(trade, (participant, entries[up][1]), rules,
-                                              chosen)
+                    matched = self._consider(trade, (participant, entries[up][1]), rules,
+                                             chosen, matched) or matched
                     up += 1
             if take_down:
                 while down >= 0 and entries[down][0] == down_price:
-                    matched |= self._consider(trade, (participant, entries[down][1]), rules,
-                                              chosen)
+                    matched = self._consider(trade, (participant, entries[down][1]), rules,
+                                             chosen, matched) or matched
                     down -= 1
             if matched:
                 return chosen, distance
@@ -139,13 +139,14 @@ class MemoryBook:
         return chosen, None
 
     def _consider(self, trade: Trade, candidate_ref: TradeRef, rules: Rules,
-                  chosen: list[Trade]) -> bool:
-        """Add the candidate unless its pair was broken; whether it is within tolerance."""
+                  chosen: list[Trade], matched: bool) -> bool:
+        """Add the candidate unless its pair was broken; whether it is within tolerance
+        (not tested once another at this distance is: the walk stops there anyway)."""
         if self.broken and frozenset((candidate_ref, ref(trade))) in self.broken:
             return False
         candidate = self.trades[candidate_ref]
         chosen.append(candidate)
-        return not out_of_tolerance(trade, candidate, rules)
+        return not matched and not out_of_tolerance(trade, candidate, rules)
 
     def named_by(self, trade: Trade) -> list[Trade]:
         """Mismatched trades of ``trade``'s counterparty naming it, by trade_id."""

@@ -141,7 +141,10 @@ class Rules(BaseModel):
 
     @property
     def tolerances(self) -> FieldTolerances:
-        return self._tolerances
+        # Read from the private store directly: pydantic's __getattr__ for a private
+        # attribute is the slow path, and matching asks this once per candidate.
+        found: FieldTolerances = self.__pydantic_private__["_tolerances"]  # type: ignore[index]
+        return found
 
     def is_exact(self) -> bool:
         """Whether these rules match exactly on every field (the batch's fast path)."""

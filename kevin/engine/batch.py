@@ -14,6 +14,7 @@ matching wrote (two statements).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -60,6 +61,18 @@ def terms_of(submission: TradeSubmission) -> TradeTerms:
 async def _match_lines(conn: asyncpg.Connection, participant: str, created: Sequence[Trade],
                        rules: dict[str, RulesVersion | None]) -> dict[str, Trade]:
     """Match the new trades in line order over a BatchBook; each one's latest version."""
+    # A batch's book is tens of thousands of objects alive until it ends: frozen, the
+    # collector's full passes (which the versions it creates trigger) skip them.
+    gc.freeze()
+    try:
+        return await _match_in_memory(conn, participant, created, rules)
+    finally:
+        gc.unfreeze()
+
+
+async def _match_in_memory(conn: asyncpg.Connection, participant: str,
+                           created: Sequence[Trade],
+                           rules: dict[str, RulesVersion | None]) -> dict[str, Trade]:
     counterparties = {trade.counterparty for trade in created}
     book = BatchBook(conn, rules, await bulk.broken_among(conn, {participant, *counterparties}),
                      await profile_store.live_profiles_of(conn, participant))

@@ -30,6 +30,7 @@ into another product, or force-matched with a trade of another.
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -87,11 +88,13 @@ def replay_rules(book: MemoryBook, rules: Mapping[str, Rules],
     replayed = [ProfileVersion(name=name, version=0, recorded_at=_EPOCH, **p.model_dump())
                 for name, p in given.items()]
     replayed_pairs = {p.pair for p in replayed}
+    replayed_rules = {product: RulesInForce(given_rules, DecidedBy("replay", product, None))
+                      for product, given_rules in rules.items()}
 
     def product_rules(trade: Trade) -> RulesInForce:
         product = trade.product
-        if product in rules:
-            return RulesInForce(rules[product], DecidedBy("replay", product, None))
+        if product in replayed_rules:
+            return replayed_rules[product]
         assert book.now is not None
         found = rules_at(stored, product, book.now)
         if found is None or found[0] is None:
@@ -218,6 +221,19 @@ class Replayer:
     async def replay(self, since: datetime, rules: Mapping[str, Rules], *, apply: bool,
                      actor: str, profiles: Mapping[str, Profile] | None = None
                      ) -> ReplayResult:
+        # The history a replay reads is hundreds of thousands of objects that live as
+        # long as the replay: frozen, the collector's full passes (which the versions the
+        # replay creates trigger) do not walk them over and over.
+        gc.freeze()
+        try:
+            return await self._replay(since, rules, apply=apply, actor=actor,
+                                      profiles=profiles)
+        finally:
+            gc.unfreeze()
+
+    async def _replay(self, since: datetime, rules: Mapping[str, Rules], *, apply: bool,
+                      actor: str, profiles: Mapping[str, Profile] | None
+                      ) -> ReplayResult:
         replay_id = uuid.uuid4()
         if not apply:
             # One snapshot for everything read: the current versions and the history

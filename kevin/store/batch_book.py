@@ -25,13 +25,15 @@ later line of the same batch earlier than it would one by one.
 
 from __future__ import annotations
 
+import bisect
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from uuid import UUID
 
 import asyncpg
 
-from kevin.domain.book import RulesInForce, Segment, choose_in_force, opposite
+from kevin.domain.book import RulesInForce, Segment, choose_in_force, opposite, segment_of
 from kevin.domain.matching import TradeRef, ref
 from kevin.domain.memory_book import MemoryBook
 from kevin.domain.models import Trade, trusted
@@ -62,6 +64,7 @@ class BatchBook(MemoryBook):
         self.conn = conn
         self._in_force = {product: in_force(product, found) for product, found in rules.items()}
         self._profiles = list(profiles)  # every live profile naming the batch's participant
+        self._chosen: dict[tuple[str, str, str], RulesInForce] = {}
         self._known: dict[Segment, list[Interval]] = {}
         self._naming_loaded: set[TradeRef] = set()
         self._hidden: set[TradeRef] = set()
@@ -69,8 +72,14 @@ class BatchBook(MemoryBook):
         self._stored: dict[TradeRef, int] = {}  # each held trade's version in the database
 
     def _rules_of(self, trade: Trade) -> RulesInForce:
-        """The pair's profile, else the product's rules (choose_in_force)."""
-        return choose_in_force(trade, self._profiles, self._in_force[trade.product])
+        """The pair's profile, else the product's rules (choose_in_force), chosen once
+        per pair and product."""
+        claim = (trade.participant, trade.counterparty, trade.product)
+        found = self._chosen.get(claim)
+        if found is None:
+            found = self._chosen[claim] = choose_in_force(trade, self._profiles,
+                                                          self._in_force[trade.product])
+        return found
 
     # --- the batch's own trades --------------------------------------------------------
 
@@ -109,16 +118,18 @@ class BatchBook(MemoryBook):
         ``reach`` of ``price`` (None: at any distance); none when it is already."""
         low = -INFINITY if reach is None else price - reach
         high = INFINITY if reach is None else price + reach
-        for start, end in self._known.get(segment, ()):
-            if start <= price <= end:
-                above = [(segment, end, False)] if end < high else []
-                below = [(segment, start, False)] if start > low else []
-                return above, below
+        known = self._known.get(segment, [])
+        at = bisect.bisect_right(known, (price, INFINITY)) - 1  # the last starting <= price
+        if at >= 0 and known[at][1] >= price:
+            start, end = known[at]
+            above = [(segment, end, False)] if end < high else []
+            below = [(segment, start, False)] if start > low else []
+            return above, below
         return [(segment, price, True)], [(segment, price, False)]
 
-    def _learn(self, segment: Segment, interval: Interval) -> None:
+    def _learn(self, segment: Segment, intervals: Iterable[Interval]) -> None:
         merged: list[Interval] = []
-        for start, end in sorted([*self._known.get(segment, ()), interval]):
+        for start, end in sorted([*self._known.get(segment, ()), *intervals]):
             if merged and merged[-1][1] >= start:
                 merged[-1] = (merged[-1][0], max(merged[-1][1], end))
             else:
@@ -130,11 +141,12 @@ class BatchBook(MemoryBook):
         requests = [(*a, True) for a in above] + [(*b, False) for b in below]
         edges, rows = await bulk.windows(self.conn, requests, WINDOW_SIZE)
         held = self._hold(rows)
+        learnt: dict[Segment, list[Interval]] = defaultdict(list)
         for (segment, price, _, is_above), edge in zip(requests, edges, strict=True):
-            if is_above:
-                self._learn(segment, (price, INFINITY if edge is None else edge))
-            else:
-                self._learn(segment, (-INFINITY if edge is None else edge, price))
+            learnt[segment].append((price, INFINITY if edge is None else edge) if is_above
+                                   else (-INFINITY if edge is None else edge, price))
+        for segment, intervals in learnt.items():
+            self._learn(segment, intervals)
         return held
 
     # --- the Book protocol ----------------------------------------------------------------
@@ -161,12 +173,15 @@ class BatchBook(MemoryBook):
     async def candidates_many(self, trades: Sequence[tuple[Trade, Rules]]
                               ) -> list[list[Trade]]:
         """Loads the windows around every trade's price at once (two statements), and the
-        trades naming what they found (one more), then answers each from memory."""
+        trades naming what they found (one more), then answers each from memory. Both
+        sides of each trade's key: its counterparts, and the trades of its own side,
+        which those counterparts meet when a mismatch has them re-evaluated."""
         above, below = [], []
         for trade, _ in trades:
-            up, down = self._gaps(opposite(trade), trade.price, Decimal(0))
-            above += up
-            below += down
+            for segment in (opposite(trade), segment_of(trade)):
+                up, down = self._gaps(segment, trade.price, Decimal(0))
+                above += up
+                below += down
         held = await self._load(above, below)
         await self.naming(held)
         return [await self.candidates(trade, rules) for trade, rules in trades]

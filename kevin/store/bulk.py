@@ -86,24 +86,43 @@ async def write_versions(conn: asyncpg.Connection, versions: Sequence[NewVersion
 
 # (segment, from_price, inclusive, above): a window of a segment from a price outwards.
 Window = tuple[tuple[str, str, str, str, str, object], Decimal, bool, bool]
+_INFINITY = Decimal("Infinity")
 
 
 async def windows(conn: asyncpg.Connection, requests: Sequence[Window],
                   size: int) -> tuple[list[Decimal | None], list[asyncpg.Record]]:
     """Each window's edge (bulk_queries, WINDOW_EDGES), and the resting trades of all
-    the windows, each once."""
+    the windows, each once: the same window asked twice is read once, and overlapping
+    windows of a segment are read as one range."""
     if not requests:
         return [], []
+    unique = list(dict.fromkeys(requests))
     segment_names = [name for name, _ in q.EDGE_LINE[:6]]
-    edges: list[Decimal | None] = [None] * len(requests)
-    for row in await conn.fetch(q.WINDOW_EDGES, [line_values(q.EDGE_LINE, {
-            **dict(zip(segment_names, segment, strict=True)), "from_price": price,
-            "inclusive": inclusive, "above": above, "size": size})
-            for segment, price, inclusive, above in requests]):
-        edges[row["line_ord"] - 1] = row["edge"]
-    ranges = []
-    for (segment, price, _, above), edge in zip(requests, edges, strict=True):
-        low, high = (price, edge) if above else (edge, price)
-        ranges.append(line_values(q.RANGE_LINE, {
-            **dict(zip(segment_names, segment, strict=True)), "low": low, "high": high}))
-    return edges, list(await conn.fetch(q.WINDOW_TRADES, ranges))
+    edge_of: dict[Window, Decimal | None] = {}
+    rows = await conn.fetch(q.WINDOW_EDGES, [line_values(q.EDGE_LINE, {
+        **dict(zip(segment_names, segment, strict=True)), "from_price": price,
+        "inclusive": inclusive, "above": above, "size": size})
+        for segment, price, inclusive, above in unique])
+    for row in rows:
+        edge_of[unique[row["line_ord"] - 1]] = row["edge"]
+    ranges: dict[tuple[str, str, str, str, str, object], list[tuple[Decimal, Decimal]]] = {}
+    for window in unique:
+        segment, price, _, above = window
+        edge = edge_of[window]
+        low = price if above else (-_INFINITY if edge is None else edge)
+        high = (_INFINITY if edge is None else edge) if above else price
+        ranges.setdefault(segment, []).append((low, high))
+    lines = []
+    for segment, spans in ranges.items():
+        merged: list[tuple[Decimal, Decimal]] = []
+        for low, high in sorted(spans):
+            if merged and low <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+            else:
+                merged.append((low, high))
+        lines += [line_values(q.RANGE_LINE, {
+            **dict(zip(segment_names, segment, strict=True)),
+            "low": None if low.is_infinite() else low,
+            "high": None if high.is_infinite() else high}) for low, high in merged]
+    return [edge_of[window] for window in requests], list(await conn.fetch(q.WINDOW_TRADES,
+                                                                          lines))

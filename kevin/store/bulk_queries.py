@@ -124,7 +124,8 @@ WHERE participant_a = ANY($1::text[]) AND participant_b = ANY($1::text[])
 # when fewer than ``size`` were there: complete to the end of the segment). Served by
 # ix_trades_resting from the price on. ``inclusive``: whether the window starts at
 # ``from_price`` itself or just past it. Two statements: the edges of many windows, then
-# the trades of all of them at once, each trade once however many windows hold it.
+# the trades of all of them at once (the caller merges overlapping windows into disjoint
+# ranges first, so each trade comes once).
 
 _SEGMENT = (("product", "text"), ("currency", "text"), ("participant", "text"),
             ("counterparty", "text"), ("side", "text"), ("trade_date", "date"))
@@ -155,14 +156,13 @@ SELECT w.ord AS line_ord, CASE WHEN w.above THEN (
 FROM {lines_source(EDGE_LINE)} AS w
 """
 
-# The resting trades of each (segment, low, high), a closed price range (NULL: unbounded),
-# each trade once.
+# The resting trades of each (segment, low, high), a closed price range (NULL: unbounded).
 RANGE_LINE = (*_SEGMENT, ("low", "numeric"), ("high", "numeric"))
 # Each range is its own walk of ix_trades_resting: OFFSET 0 keeps the LATERAL subquery
 # from being flattened into a join, which the planner (guessing 100 lines) would hash,
 # comparing every line with every trade of the segment.
 WINDOW_TRADES = f"""
-SELECT DISTINCT ON (t.participant, t.trade_id) t.*
+SELECT t.*
 FROM {lines_source(RANGE_LINE)} AS w
 CROSS JOIN LATERAL (
     SELECT {TRADE_COLUMNS} FROM trades t
