@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -59,14 +60,17 @@ class Database:
                                    f"{RESTART_WINDOW / 60:.0f} minutes")
             log.error("the embedded PostgreSQL stopped; starting it again",
                       pgdata=str(embedded.pgdata), pid=embedded.pid)
-            restart = asyncio.ensure_future(asyncio.to_thread(embedded.ensure_running))
+            give_up = threading.Event()
+            restart = asyncio.ensure_future(
+                asyncio.to_thread(embedded.ensure_running, give_up=give_up))
             try:
-                # A thread cannot be cancelled: a shutdown waits for the attempt to end
-                # rather than stop the server while it starts.
                 server_url = await asyncio.shield(restart)
             except EmbeddedPostgresFailed as e:
                 self._lost(health, e.reason)
             except asyncio.CancelledError:
+                # A thread cannot be cancelled: a shutdown lets the attempt under way end
+                # (no further one) rather than stop the server while it starts.
+                give_up.set()
                 with contextlib.suppress(Exception):
                     await restart
                 raise

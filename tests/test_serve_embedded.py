@@ -207,6 +207,28 @@ async def test_serve_exits_non_zero_when_its_postgresql_cannot_be_restarted(tmp_
     assert not _postgres_running(data_dir)
 
 
+async def test_sigterm_while_serve_restarts_its_postgresql_stops_it_in_time(tmp_path, data_dir):
+    server = Server(tmp_path / "serve.log", **_settings(data_dir)).start()
+    try:
+        await server.wait_ready()
+        conf = EmbeddedPostgres(data_dir).pgdata / "postgresql.conf"
+        conf.write_text(conf.read_text() + "\nmax_connections = 'lots'\n")  # start refuses it
+        os.kill(EmbeddedPostgres(data_dir).running_pid(), signal.SIGKILL)
+
+        async def retrying() -> bool:
+            return "the embedded PostgreSQL did not start; retrying" in server.log()
+
+        await wait_for(retrying, timeout=20)
+        started = time.monotonic()
+        code = await server.stop(signal.SIGTERM, timeout=15)
+        assert time.monotonic() - started < 10, "SIGTERM ends serve within 10 s"
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            await server.stop(signal.SIGKILL)
+    assert code == 0, server.log()[-2000:]
+    assert not _postgres_running(data_dir)
+
+
 async def test_a_stale_postmaster_pid_does_not_lock_the_data_directory(tmp_path, data_dir):
     """After a crash of everything, postmaster.pid names a pid that the system has given
     to another process (here one of the server's own user, as after a reboot): serve

