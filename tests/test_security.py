@@ -58,7 +58,7 @@ WORKBENCH = {
     ("POST", "/ui/admin/force-match"), ("POST", "/ui/admin/break"), ("POST", "/ui/bulk"),
     ("POST", "/ui/proposals"), ("POST", "/ui/proposals/{proposal_id}/{decision}"),
     ("GET", "/ui/reports/stp"), ("GET", "/ui/admin/profiles"), ("GET", "/ui/admin/rules"),
-    ("POST", "/ui/admin/rules"),
+    ("POST", "/ui/admin/rules"), ("POST", "/ui/admin/profiles"),
 }
 ENDPOINTS = PUBLIC | ADMIN_ONLY | ISOLATED | WORKBENCH
 

@@ -488,6 +488,33 @@ async def test_the_admin_reads_the_profiles(client, banks):
     assert "No profiles then" in page
 
 
+async def test_the_admin_tries_a_profile_change_before_making_it(client, banks):
+    a, b = banks
+    await submit(client, a, trade_body("A-1"))
+    await submit(client, b, buy("B-1", price="1000.95"))  # exact: mismatched
+    admin = await Browser.login(client, ADMIN_TOKEN)
+    form = {"name": "gold-desks", "since": "2000-01-01T00:00:00", "profile":
+            '{"participants": ["BANKA", "BANKB"], "product": "XAU",'
+            ' "fields": {"price": {"abs": "1.00"}}}'}
+    dry = await admin.post_form("/ui/admin/profiles", {**form, "action": "dry_run"})
+    text = await dry.text()
+    assert dry.status == 200 and "Dry run: 2 trades would change" in text, text
+    assert (await client.get("/v1/profiles/gold-desks", headers=ADMIN)).status == 404
+    assert (await latest(client, a, "A-1"))["status"] == "mismatched"
+    done = await admin.post_form("/ui/admin/profiles", {**form, "action": "save_and_rematch"})
+    text = await done.text()
+    assert "Applied: 2 trades changed" in text and "Saved as version 1 of gold-desks" in text
+    assert 'id="profile-gold-desks"' in text
+    assert (await latest(client, a, "A-1"))["reason"] == "replayed"
+    bad = await admin.post_form("/ui/admin/profiles", {
+        **form, "profile": '{"participants": ["BANKA", "BANKA"], "product": "XAU"}',
+        "action": "save"})
+    assert bad.status == 422
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    assert (await bank_a.post_form("/ui/admin/profiles", {**form, "action": "save"})
+            ).status == 403
+
+
 # --- proposals --------------------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ from kevin.api.http import parse_model
 from kevin.api.session import COOKIE, CSRF_HEADER, cookie_session, csrf_matches
 from kevin.domain import errors as e
 from kevin.domain.models import PARTICIPANT_PATTERN, TRADE_ID_PATTERN, Reason, Trade
+from kevin.domain.profiles import PROFILE_NAME_PATTERN, Profile, ProfileVersion
 from kevin.domain.proposals import Decision, Proposal, ProposalKind
 from kevin.domain.replay import ReplayResult
 from kevin.domain.reports import GROUP_BYS, StpQuery
@@ -532,19 +533,81 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2)
 
 
+_PROFILE_NAME = re.compile(PROFILE_NAME_PATTERN)
+_PROFILE_EXAMPLE = ('{"participants": ["BANKA", "BANKB"], "product": "XAU",\n'
+                    ' "fields": {"price": {"abs": "1.00"}}}')
+
+
 @routes.get("/admin/profiles")
 async def profiles_page(request: web.Request) -> web.Response:
     session = await require_session(request)
     _require_admin(session)
-    as_of = _as_of(request)
+    return await _profiles_page(request, session, _as_of(request))
+
+
+async def _profiles_page(request: web.Request, session: Session, as_of: datetime | None,
+                         result: ReplayResult | None = None,
+                         saved: ProfileVersion | None = None, name: str = "",
+                         profile_text: str = "", since: str = "") -> web.Response:
     listing = await request.config_dict[KEVIN].agreements.list_profiles(
         "", COUNT_BOUND, as_of)
     return _page(request, "profiles.html", session, {
         "profiles": [(p, _pretty(p.model_dump(mode="json", include={
             "participants", "product", "fields", "matched_cancel", "cutoff"})))
             for p in listing.profiles],
-        "more": listing.next_after is not None, "as_of": as_of,
+        "more": listing.next_after is not None, "as_of": as_of, "result": result,
+        "saved": saved, "name": name, "profile_text": profile_text or _PROFILE_EXAMPLE,
+        "since": since or (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S"),
     })
+
+
+def _form_json(form: MultiDictProxy[Any], name: str) -> tuple[Any, str]:
+    text = _text(form, name, 64 * 1024)
+    try:
+        return jsoncodec.loads(text.encode()), text
+    except ValueError as error:
+        raise e.ValidationFailed(f"{name}: not valid JSON: {error}", []) from None
+
+
+def _form_since(form: MultiDictProxy[Any]) -> datetime:
+    try:
+        since = datetime.fromisoformat(_text(form, "since", 64).replace("Z", "+00:00"))
+    except ValueError:
+        raise e.ValidationFailed("since must be a date and time", []) from None
+    return since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
+
+
+def _replay_action(form: MultiDictProxy[Any]) -> str:
+    """``dry_run`` shows what would change; ``save`` stores the change (matching uses it
+    from now on); ``save_and_rematch`` also applies the replay (reason ``replayed``)."""
+    action = _text(form, "action", 32)
+    if action not in ("dry_run", "save", "save_and_rematch"):
+        raise e.ValidationFailed("unknown action", [])
+    return action
+
+
+@routes.post("/admin/profiles")
+async def profiles_action(request: web.Request) -> web.Response:
+    session = await require_session(request)
+    form = await read_form(request, session)
+    _require_admin(session)
+    action = _replay_action(form)
+    name = _text(form, "name", 64)
+    if not _PROFILE_NAME.fullmatch(name):
+        raise e.ValidationFailed("not a profile name", [{"field": "name",
+                                                         "message": PROFILE_NAME_PATTERN}])
+    body, text = _form_json(form, "profile")
+    profile = parse_model(Profile, body)
+    since = _form_since(form)
+    kevin = request.config_dict[KEVIN]
+    saved = None
+    if action != "dry_run":
+        saved = await kevin.agreements.put_profile(name, profile, ADMIN_ACTOR)
+    result = await Replayer(kevin.pool).replay(
+        since, {}, apply=action == "save_and_rematch", actor=ADMIN_ACTOR,
+        profiles={name: profile})
+    return await _profiles_page(request, session, None, result, saved, name, text,
+                                _text(form, "since", 64))
 
 
 @routes.get("/admin/rules")
@@ -576,32 +639,16 @@ def _form_rules(form: MultiDictProxy[Any]) -> tuple[str, Rules, str, datetime]:
     if not _PRODUCT.fullmatch(product):
         raise e.ValidationFailed("not a product name", [{"field": "product",
                                                          "message": _PRODUCT.pattern}])
-    text = _text(form, "rules", 64 * 1024)
-    try:
-        body = jsoncodec.loads(text.encode())
-    except ValueError as error:
-        raise e.ValidationFailed(f"the rules are not valid JSON: {error}", []) from None
-    rules = parse_model(RulesUpdate, body).rules()
-    since_text = _text(form, "since", 64)
-    try:
-        since = datetime.fromisoformat(since_text.replace("Z", "+00:00"))
-    except ValueError:
-        raise e.ValidationFailed("since must be a date and time", []) from None
-    since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
-    return product, rules, text, since
+    body, text = _form_json(form, "rules")
+    return product, parse_model(RulesUpdate, body).rules(), text, _form_since(form)
 
 
 @routes.post("/admin/rules")
 async def rules_action(request: web.Request) -> web.Response:
-    """``action``: ``dry_run`` shows the trades these rules would change since ``since``;
-    ``save`` stores them as the product's next rules version (matching uses them from
-    now on); ``save_and_rematch`` also applies the replay (reason ``replayed``)."""
     session = await require_session(request)
     form = await read_form(request, session)
     _require_admin(session)
-    action = _text(form, "action", 32)
-    if action not in ("dry_run", "save", "save_and_rematch"):
-        raise e.ValidationFailed("unknown action", [])
+    action = _replay_action(form)
     product, rules, text, since = _form_rules(form)
     kevin = request.config_dict[KEVIN]
     saved = None
