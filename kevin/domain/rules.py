@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from kevin.domain.models import DecimalText, UtcText, decimal_text
+from kevin.domain.profiles import Cutoff
 from kevin.domain.tolerances import (
     EXACT_FIELDS,
     AmountTolerance,
@@ -114,6 +115,9 @@ class Rules(BaseModel):
                                                     strict=True)
     location: Literal["exact", "ignore"] | None = None
     fields: FieldTolerances | None = None
+    # When the product's trades should be matched by (kevin.domain.cutoffs); rules
+    # without one give their trades no cut-off, and their bodies stay as they were.
+    cutoff: Cutoff | None = None
 
     _tolerances: FieldTolerances = PrivateAttr(default=EXACT_FIELDS)
 
@@ -129,6 +133,8 @@ class Rules(BaseModel):
     @model_serializer(mode="wrap")
     def _as_given(self, handler: Any) -> Any:
         body = handler(self)
+        if body.get("cutoff", False) is None:
+            del body["cutoff"]
         if self.fields is not None:
             for name in _LEGACY:
                 body.pop(name, None)

@@ -1,0 +1,65 @@
+"""Cut-offs: the instant by which a trade should be matched, and whether it is overdue.
+
+Pure values, no I/O. A cut-off (``kevin.domain.profiles.Cutoff``) comes from the
+profile or product rules deciding the trade; ``cutoff_at`` turns it and the trade date
+into one UTC instant.
+
+Choices, documented in docs/api.md ("Cut-offs and ageing"):
+
+- The day: the ``business_days``-th business day of the calendar after the trade date.
+  With 0 on a trade date that is not a business day (a weekend, a holiday), the day rolls
+  forward to the next business day (the "following" convention): a cut-off never falls on
+  a day the desk is closed.
+- The time: ``time`` on that day in ``timezone``. In the hour skipped when the clocks go
+  forward (01:30 in Europe/London on the last Sunday of March), the wall-clock time is
+  read with the offset before the change, so it lands as far after the gap's start as it
+  was written after it (01:30 GMT, which is 02:30 BST). In the hour repeated when the
+  clocks go back, the first occurrence (the earlier instant) is the cut-off: a chaser
+  never comes later than the desk's clock said.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from kevin.domain.profiles import Cutoff
+from kevin.domain.tolerances import holiday_calendar, is_business_day, shift_business_days
+
+OPEN_STATUSES = frozenset({"unmatched", "mismatched"})
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def cutoff_day(trade_date: date, cutoff: Cutoff) -> date:
+    """The local day of the cut-off: the n-th business day after the trade date, or the
+    trade date itself (rolled forward to a business day) when n is 0."""
+    calendar = holiday_calendar(cutoff.calendar)
+    if cutoff.business_days == 0:
+        day = trade_date
+        while not is_business_day(calendar, day):
+            day = shift_business_days(calendar, day, 1)
+        return day
+    return shift_business_days(calendar, trade_date, cutoff.business_days)
+
+
+def local_instant(day: date, at: time, zone: str) -> datetime:
+    """``at`` on ``day`` in ``zone`` as a UTC instant: a time in a skipped hour uses the
+    offset before the change, a time in a repeated hour its first occurrence (fold 0)."""
+    return datetime.combine(day, at, tzinfo=_zone(zone)).replace(fold=0).astimezone(UTC)
+
+
+def cutoff_at(trade_date: date, cutoff: Cutoff) -> datetime:
+    """The UTC instant of a trade's cut-off."""
+    return local_instant(cutoff_day(trade_date, cutoff), cutoff.local_time(), cutoff.timezone)
+
+
+def is_overdue(status: str, cutoff_instant: datetime | None, now: datetime) -> bool:
+    """Overdue: the cut-off has passed (``now`` after it; at the instant itself the trade
+    is still in time) while the trade is unmatched or mismatched. Matched and cancelled
+    trades are never overdue."""
+    return cutoff_instant is not None and status in OPEN_STATUSES and now > cutoff_instant
