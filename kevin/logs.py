@@ -10,7 +10,8 @@ holding a client's request headers, a request id a client chose):
   (a malformed request is the client's mistake, not the server's);
 - every rendered line, from structlog or stdlib logging alike, is scrubbed last: the
   admin token (as written, and as repr and JSON would escape it), anything shaped like an
-  API key, and whatever follows ``Bearer`` or ``Authorization:``.
+  API key, and whatever follows ``Bearer``, ``Authorization:``, ``Cookie:`` or
+  ``kevin_session=`` (a workbench session).
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ _API_KEY = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]+")
 _VALUE = r"[^\s'\"\\,}]+"
 _AUTHORIZATION = re.compile(r"(?i)(\bauthorization\s*[:=]\s*)(bearer\s+)?" + _VALUE)
 _BEARER = re.compile(r"(?i)(\bbearer\s+)" + _VALUE)
+# A Cookie header's value, and a workbench session cookie wherever it appears.
+_COOKIE = re.compile(r"(?i)(\bcookie\s*[:=]\s*)[^'\"\\\r\n]+|(\bkevin_session=)[^\s;'\"\\,}]+")
 
 
 class Scrubber:
@@ -113,6 +116,7 @@ class Scrubber:
             text = text.replace(literal, REDACTED)
         text = _API_KEY.sub(KEY_PREFIX + REDACTED, text)
         text = _AUTHORIZATION.sub(lambda m: m.group(1) + (m.group(2) or "") + REDACTED, text)
+        text = _COOKIE.sub(lambda m: (m.group(1) or m.group(2)) + REDACTED, text)
         return _BEARER.sub(r"\1" + REDACTED, text)
 
 

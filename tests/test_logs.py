@@ -96,3 +96,5 @@ def test_the_scrubber_takes_out_every_form_of_a_secret():
     assert scrub("Authorization: hunter2hunter2") == "Authorization: [redacted]"
     assert scrub("Bearer hunter2hunter2, then") == "Bearer [redacted], then"
     assert scrub("a request for /v1/trades/A-1") == "a request for /v1/trades/A-1"
+    assert scrub("Cookie: kevin_session=s3ss10n; theme=dark") == "Cookie: [redacted]"
+    assert scrub("b'kevin_session=s3ss10n\\x00'") == "b'kevin_session=[redacted]\\x00'"
