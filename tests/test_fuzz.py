@@ -22,7 +22,9 @@ import pytest
 
 from tests.processes import Server, request
 
-pytestmark = pytest.mark.slow
+# Two schemathesis runs, each bounded by its own subprocess timeout (240 s): the suite's
+# default per-test timeout (120 s) is less than the work this test is given to do.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * 240 + 60)]
 
 HERE = Path(__file__).resolve().parent
 ADMIN_TOKEN = "fuzz-admin"
