@@ -483,6 +483,8 @@ async def test_the_admin_reads_the_profiles(client, banks):
     admin = await Browser.login(client, ADMIN_TOKEN)
     page = await admin.page("/ui/admin/profiles")
     assert 'id="profile-desk-gold"' in page and "BANKA · BANKB" in page
+    assert "<title>Profiles · Kevin workbench</title>" in page
+    assert page.count('id="profile-form"') == 1
     assert "&#34;abs&#34;: &#34;1.00&#34;" in page or '"abs": "1.00"' in page
     page = await admin.page("/ui/admin/profiles?as_of=2000-01-01T00:00:00Z")
     assert "No profiles then" in page
