@@ -16,6 +16,12 @@ The book has the same price density at both depths (one trade per 0.001), so the
 within tolerance are the same; what grows is only the depth. Matching must cost the same:
 the target is p50 at 1,000,000 within 1.5x of p50 at 1,000. It also prints EXPLAIN
 (ANALYZE, BUFFERS) of the candidate query at each depth.
+
+``--profile``: one more book at the deepest depth where a matching profile of the pair
+(BANKA, BANKB) for XAU is in force, with the same tolerance as the product's rules, so
+every submission is decided by the profile (the answer must say so) and finds the same
+match; its p50 against the deepest book without a profile, in the same interleaved
+rounds (target: within 1.1x).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from kevin import jsoncodec
 from kevin.api.app import create_app
 from kevin.dburl import to_asyncpg_dsn, with_database
 from kevin.domain.models import Trade
+from kevin.domain.profiles import Profile
 from kevin.domain.rules import Rules
 from kevin.engine.service import Kevin
 from kevin.store import database
@@ -107,6 +114,8 @@ async def explain(conn: asyncpg.Connection, g: int) -> str:
 async def run(args: argparse.Namespace) -> None:
     admin = await asyncpg.connect(to_asyncpg_dsn(args.url))
     books = [Book(depth) for depth in args.depths]
+    if args.profile:
+        books.append(Book(args.depths[-1], profile=True))
     try:
         for book in books:
             await book.open(admin, args.url)
@@ -131,13 +140,20 @@ async def run(args: argparse.Namespace) -> None:
             t = book.timings
             print(f"{book.depth:>16,} {len(t):>8} {percentile(t, 50):>8.2f} "
                   f"{percentile(t, 99):>8.2f} {statistics.fmean(t):>8.2f}")
-        shallow, deep = books[0], books[-1]
+        shallow, deep = books[0], books[len(args.depths) - 1]
         ratio50 = percentile(deep.timings, 50) / percentile(shallow.timings, 50)
         ratio99 = percentile(deep.timings, 99) / percentile(shallow.timings, 99)
         verdict = "within" if ratio50 <= 1.5 else "NOT within"
         print(f"\np50 ratio {deep.depth:,} / {shallow.depth:,}: {ratio50:.2f} "
               f"({verdict} the 1.5x target); p99 ratio {ratio99:.2f}")
-        for book in books:
+        if args.profile:
+            profiled = books[-1]
+            ratio = percentile(profiled.timings, 50) / percentile(deep.timings, 50)
+            verdict = "within" if ratio <= 1.1 else "NOT within"
+            print(f"p50 ratio with a pair profile in force / without, {deep.depth:,} "
+                  f"resting: {ratio:.2f} ({verdict} the 1.1x target); p99 ratio "
+                  f"{percentile(profiled.timings, 99) / percentile(deep.timings, 99):.2f}")
+        for book in books[:len(args.depths)]:
             print(f"\nEXPLAIN (ANALYZE, BUFFERS) of the candidate queries, "
                   f"{book.depth:,} resting:")
             print(book.plan)
@@ -150,8 +166,9 @@ async def run(args: argparse.Namespace) -> None:
 class Book:
     """A scratch database with ``depth`` resting trades and an in-process Kevin on it."""
 
-    def __init__(self, depth: int) -> None:
+    def __init__(self, depth: int, profile: bool = False) -> None:
         self.depth = depth
+        self.profile = profile
         self.name = f"kevin_matchbench_{uuid.uuid4().hex[:8]}"
         self.timings: list[float] = []
         self.used: set[int] = set()
@@ -173,14 +190,23 @@ class Book:
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.base = f"http://127.0.0.1:{port}"
         self.conn = await asyncpg.connect(to_asyncpg_dsn(url))
+        # As the pool's connections: jsonb parameters (the candidate search's location
+        # set) go through Kevin's JSON codec.
+        await self.conn.set_type_codec("jsonb", encoder=jsoncodec.dumps_str,
+                                       decoder=jsoncodec.loads, schema="pg_catalog")
         await self.conn.execute(
             "INSERT INTO rules (product, version, latest, body, actor) "
-            "VALUES ('XAU', 1, true, $1, 'bench')", jsoncodec.dumps_str(RULES))
+            "VALUES ('XAU', 1, true, $1, 'bench')", RULES)
+        if self.profile:
+            await service.agreements.put_profile("a-b-gold", Profile.model_validate({
+                "participants": ["BANKA", "BANKB"], "product": "XAU",
+                "fields": {"price": RULES["price_tolerance"]}}), "bench")
         started = time.perf_counter()
         await self.conn.execute(LOAD, 1, self.depth, BASE, STEP)
         await self.conn.execute("VACUUM ANALYZE trades")
         await self.conn.execute("VACUUM ANALYZE feed")
-        print(f"loaded {self.depth:,} resting trades into {self.name} in "
+        print(f"loaded {self.depth:,} resting trades{' (profile)' if self.profile else ''} "
+              f"into {self.name} in "
               f"{time.perf_counter() - started:.1f}s", flush=True)
 
     def unused(self, rng: random.Random, n: int) -> list[int]:
@@ -194,6 +220,7 @@ class Book:
 
     async def measure(self, session: aiohttp.ClientSession, rng: random.Random, n: int,
                       keep: bool = True) -> None:
+        kind = "profile" if self.profile else "product"
         for g in self.unused(rng, n):
             self.submitted += 1
             started = time.perf_counter()
@@ -202,7 +229,8 @@ class Book:
                 answer = await resp.json()
             elapsed = time.perf_counter() - started
             if resp.status != 201 or answer["status"] != "matched" or \
-                    answer["match"]["counterparty_trade_id"] != f"B-{g}":
+                    answer["match"]["counterparty_trade_id"] != f"B-{g}" or \
+                    answer["match"]["rules"]["kind"] != kind:
                 raise SystemExit(f"unexpected answer for B-{g}: {resp.status} {answer}")
             if keep:
                 self.timings.append(elapsed * 1000)
@@ -229,6 +257,8 @@ def main() -> int:
     parser.add_argument("--round-size", type=int, default=50,
                         help="submissions per book per interleaved round")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--profile", action="store_true",
+                        help="also measure the deepest book with a pair profile in force")
     args = parser.parse_args()
     # One access-log line per request would drown the figures.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))

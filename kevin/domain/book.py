@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 from uuid import UUID
 
@@ -18,6 +19,7 @@ from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade
 from kevin.domain.profiles import EVERY_PRODUCT, ProfileVersion
 from kevin.domain.rules import EXACT_RULES, Rules
+from kevin.domain.tolerances import FieldTolerances
 from kevin.domain.versions import DecidedBy, NewVersion
 
 # (product, currency, participant, counterparty, side, trade_date): the resting trades
@@ -72,7 +74,14 @@ def choose_in_force(trade: Trade, profiles: Sequence[ProfileVersion],
     found = mine.get(trade.product) or mine.get(EVERY_PRODUCT)
     if found is None:
         return product_rules
-    return RulesInForce.profile(found.name, found.version, Rules(fields=found.fields))
+    return RulesInForce.profile(found.name, found.version, _rules_of(found.fields))
+
+
+@lru_cache(maxsize=1024)
+def _rules_of(fields: FieldTolerances) -> Rules:
+    """A profile's tolerances as rules; built once per distinct profile (a submission
+    asks for them on the hot path)."""
+    return Rules(fields=fields)
 
 
 class Book(Protocol):

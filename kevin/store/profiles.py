@@ -25,8 +25,23 @@ def _lock_id(name: str) -> int:
 
 
 def profile_from_row(row: Mapping[str, Any]) -> ProfileVersion:
-    return ProfileVersion(name=row["name"], version=row["version"], retired=row["retired"],
-                          recorded_at=row["recorded_at"], actor=row["actor"], **row["body"])
+    """A stored version as a model. Versions never change, so each is validated once per
+    process (a submission reads the pair's profile on the hot path); the key includes the
+    instant it was recorded, so two databases' same-named versions never share an entry."""
+    key = (row["name"], row["version"], str(row["recorded_at"]))
+    found = _parsed.get(key)
+    if found is None:
+        found = ProfileVersion(name=row["name"], version=row["version"],
+                               retired=row["retired"], recorded_at=row["recorded_at"],
+                               actor=row["actor"], **row["body"])
+        if len(_parsed) >= _PARSED_LIMIT:
+            _parsed.clear()
+        _parsed[key] = found
+    return found
+
+
+_PARSED_LIMIT = 4096
+_parsed: dict[tuple[str, int, str], ProfileVersion] = {}
 
 
 async def _unknown_participants(conn: asyncpg.Connection, names: Sequence[str]) -> list[str]:
