@@ -8,6 +8,9 @@ import json
 import secrets
 
 import pytest
+from aiohttp import ClientResponseError, RequestInfo
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from kevin.logs import Scrubber
 from tests.processes import Server, request
@@ -97,4 +100,11 @@ def test_the_scrubber_takes_out_every_form_of_a_secret():
     assert scrub("Bearer hunter2hunter2, then") == "Bearer [redacted], then"
     assert scrub("a request for /v1/trades/A-1") == "a request for /v1/trades/A-1"
     assert scrub("Cookie: kevin_session=s3ss10n; theme=dark") == "Cookie: [redacted]"
+    # kevin consume logs a failed request's repr, which holds its request headers.
+    failed = ClientResponseError(RequestInfo(
+        URL("http://kevin/v1/feed"), "GET",
+        CIMultiDictProxy(CIMultiDict({"Authorization": f"Bearer {key}"})),
+        URL("http://kevin/v1/feed")), (), status=503, message="unavailable")
+    assert key in repr(failed)
+    assert key[3:12] not in scrub(json.dumps({"error": repr(failed)}))
     assert scrub("b'kevin_session=s3ss10n\\x00'") == "b'kevin_session=[redacted]\\x00'"
