@@ -96,3 +96,5 @@ async def test_the_readme_worked_session_runs_as_pasted(db_url, tmp_path):
     assert matched and matched[0]["match"]["counterparty_trade_id"] == "A-7"
     assert any(b.get("match_id") for b in bodies)  # the forced match, then its break
     assert any("updates" in b and "last_seq" in b for b in bodies)  # the feed page
+    assert any(b.get("name") == "a-b-gold" and b.get("version") == 1 for b in bodies)
+    assert any(b.get("state") == "accepted" for b in bodies)  # the agreed proposal
