@@ -50,7 +50,7 @@ from kevin.dburl import to_asyncpg_dsn, with_database
 from kevin.domain.models import Trade
 from kevin.domain.profiles import Profile
 from kevin.domain.rules import Rules
-from kevin.engine.service import Kevin
+from kevin.engine.service import TradeService
 from kevin.store import database
 from kevin.store import matching as match_store
 from kevin.store import matching_queries as q
@@ -180,7 +180,7 @@ class Book:
         url = with_database(server_url, self.name)
         await database.migrate(url)
         self.pool = await database.create_pool(url, min_size=2, max_size=4)
-        service = Kevin(self.pool)
+        service = TradeService(self.pool)
         self.key = await service.create_participant("BANKA")
         await service.create_participant("BANKB")
         self.runner = web.AppRunner(create_app(service, ADMIN), access_log=None)

@@ -31,7 +31,7 @@ from kevin.dburl import to_asyncpg_dsn, with_database
 from kevin.domain.models import TradeSubmission
 from kevin.domain.rules import Rules
 from kevin.engine.replay import Replayer
-from kevin.engine.service import Kevin
+from kevin.engine.service import TradeService
 from kevin.store import database
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -64,7 +64,7 @@ async def one_size(server_url: str, trades: int) -> float:
         await database.migrate(url)
         pool = await database.create_pool(url, min_size=1, max_size=4, command_timeout=600)
         try:
-            service = Kevin(pool)
+            service = TradeService(pool)
             for participant in ("BANKA", "BANKB"):
                 await service.create_participant(participant)
             async with pool.acquire() as conn:

@@ -25,7 +25,7 @@ from kevin.api.server import AppRunner
 from kevin.config import MAX_WORKERS, ConfigError, Settings
 from kevin.consumer import command as consume_command
 from kevin.domain.errors import KevinError
-from kevin.engine.service import Kevin
+from kevin.engine.service import TradeService
 from kevin.feed import command as relay_command
 from kevin.lifecycle import Health, cancel_and_wait, stop_signals
 from kevin.runtime import Database, EmbeddedPostgresLost, database_url, open_database
@@ -66,7 +66,7 @@ async def serve(settings: Settings, host: str, port: int, workers: int,
         pool = await database.create_pool(db.url)
         health = Health()
         try:
-            app = create_app(Kevin(pool), settings.admin_token, health=health)
+            app = create_app(TradeService(pool), settings.admin_token, health=health)
             tune_garbage_collector()
             runner = AppRunner(app, head_timeout=settings.request_head_timeout,
                                access_log=None, handle_signals=False,
@@ -169,7 +169,7 @@ async def add_participant(settings: Settings, name: str) -> None:
     async with database_url(settings) as url:
         pool = await database.create_pool(url, min_size=1, max_size=1)
         try:
-            print(await Kevin(pool).create_participant(name))
+            print(await TradeService(pool).create_participant(name))
         finally:
             await pool.close()
 

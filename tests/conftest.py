@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient
 
 from kevin.api.app import create_app
 from kevin.dburl import to_asyncpg_dsn, with_database
-from kevin.engine.service import Kevin
+from kevin.engine.service import TradeService
 from kevin.store import database
 from kevin.store.embedded import EmbeddedPostgres, PidFile
 
@@ -160,12 +160,12 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-def service(pool: asyncpg.Pool) -> Kevin:
-    return Kevin(pool)
+def service(pool: asyncpg.Pool) -> TradeService:
+    return TradeService(pool)
 
 
 @pytest.fixture
-async def client(service: Kevin, aiohttp_client: Any) -> TestClient:
+async def client(service: TradeService, aiohttp_client: Any) -> TestClient:
     return await aiohttp_client(create_app(service, ADMIN_TOKEN))
 
 

@@ -19,7 +19,7 @@ from kevin.dburl import to_asyncpg_dsn
 from kevin.domain.errors import ArchiveRefused
 from kevin.domain.models import TradeSubmission, TradeTerms
 from kevin.engine.archive import ArchiveReport, archive
-from kevin.engine.service import Kevin
+from kevin.engine.service import TradeService
 from kevin.store import database
 from tests.conftest import ADMIN, trade_body, wait_for
 from tests.processes import run_cli_async as run_cli
@@ -32,7 +32,7 @@ async def db_now(conn: asyncpg.Connection) -> datetime:
     return await conn.fetchval("SELECT clock_timestamp()")
 
 
-async def build(service: Kevin, trades: int, versions: int, prefix: str = "A") -> None:
+async def build(service: TradeService, trades: int, versions: int, prefix: str = "A") -> None:
     """`trades` trades of BANKA, each amended up to `versions` versions."""
     for i in range(trades):
         body = trade_body(f"{prefix}-{i}")
@@ -53,7 +53,7 @@ async def keys(conn: asyncpg.Connection, table: str) -> set[tuple[str, str, int]
 
 
 @pytest.fixture
-async def participants(service: Kevin) -> None:
+async def participants(service: TradeService) -> None:
     await service.create_participant("BANKA")
     await service.create_participant("BANKB")
 
@@ -331,7 +331,7 @@ async def test_downgrade_brings_archived_versions_home(empty_db_url):
     await database.migrate(empty_db_url)
     pool = await database.create_pool(empty_db_url, min_size=1, max_size=2)
     try:
-        service = Kevin(pool)
+        service = TradeService(pool)
         await service.create_participant("BANKA")
         await service.create_participant("BANKB")
         await build(service, 2, 3)

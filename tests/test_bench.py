@@ -89,7 +89,7 @@ async def test_ceiling_issues_the_engines_statements_for_a_pair(db_url: str) -> 
     from transaction control, which the ceiling does once per pair."""
     from kevin.bench import ceiling, workload
     from kevin.domain.models import TradeSubmission
-    from kevin.engine.service import Kevin
+    from kevin.engine.service import TradeService
     from kevin.store import database
 
     control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
@@ -105,7 +105,7 @@ async def test_ceiling_issues_the_engines_statements_for_a_pair(db_url: str) -> 
 
     pool = await database.create_pool(db_url, min_size=1, max_size=1)
     try:
-        service = Kevin(pool)
+        service = TradeService(pool)
         for name in (workload.SELLER, workload.BUYER):
             await service.create_participant(name)
         sell, buy = workload.pair_terms("eng", 0, 1, 1)

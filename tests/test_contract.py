@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from kevin.api.app import create_app
-from kevin.engine.service import Kevin
+from kevin.engine.service import TradeService
 from kevin.store import database
 from tests.conftest import ADMIN, bearer, trade_body, wait_for
 
@@ -320,7 +320,7 @@ async def test_503_when_the_database_is_unavailable(aiohttp_client):
     # A pool that connects lazily to a port nobody listens on.
     pool = await database.create_pool("postgresql://postgres@127.0.0.1:9/kevin", min_size=0)
     try:
-        client = await aiohttp_client(create_app(Kevin(pool), "t"))
+        client = await aiohttp_client(create_app(TradeService(pool), "t"))
         resp = await client.post("/v1/participants", json={"name": "BANKA"},
                                  headers=bearer("t"))
         body = await error_of(resp, 503)

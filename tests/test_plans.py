@@ -16,7 +16,7 @@ from decimal import Decimal
 import pytest
 
 from kevin.domain.models import TradeSubmission
-from kevin.engine.service import Kevin
+from kevin.engine.service import TradeService
 from kevin.store import database
 from kevin.store.matching_queries import NAMING_ANY
 from kevin.store.queries import APPEND_VERSIONS
@@ -37,7 +37,7 @@ def _plans(rows: list[dict[str, object]], statement: str) -> dict[str, object]:
 async def test_the_submission_statements_keep_a_generic_plan_on_analyzed_tables(db_url):
     pool = await database.create_pool(db_url, min_size=1, max_size=1)
     try:
-        kevin = Kevin(pool)
+        kevin = TradeService(pool)
         for name in ("BANKA", "BANKB"):
             await kevin.create_participant(name)
         # A deep book of resting sells under the same key, then real statistics.

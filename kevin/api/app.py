@@ -27,7 +27,7 @@ from kevin.api.app_keys import ADMIN_TOKEN, HEALTH, KEVIN, KEY_CACHE, WORKBENCH
 from kevin.api.errors import echo_request_id, request_context
 from kevin.api.http import MAX_BODY
 from kevin.engine.health import keep_young_statistics
-from kevin.engine.service import Kevin
+from kevin.engine.service import TradeService
 from kevin.engine.workbench import Workbench
 from kevin.feed.runtime import FeedOptions, install_feed
 from kevin.lifecycle import Health, cancel_and_wait
@@ -35,7 +35,7 @@ from kevin.ui import install_workbench
 
 
 def create_app(
-    service: Kevin, admin_token: str | None, feed_options: FeedOptions | None = None,
+    service: TradeService, admin_token: str | None, feed_options: FeedOptions | None = None,
     health: Health | None = None,
 ) -> web.Application:
     # metrics.observe outermost: it times the whole request and sees the mapped status.

@@ -9,12 +9,12 @@ from aiohttp import web
 from kevin.lifecycle import Health
 
 if TYPE_CHECKING:
-    from kevin.engine.service import Kevin
+    from kevin.engine.service import TradeService
     from kevin.engine.workbench import Workbench
 
 # Annotated rather than subscripted with a string, so that the import above is seen as
 # used and every handler's call into the engine is type-checked.
-KEVIN: web.AppKey[Kevin] = web.AppKey("kevin")
+KEVIN: web.AppKey[TradeService] = web.AppKey("kevin")
 ADMIN_TOKEN = web.AppKey[str | None]("admin_token")
 KEY_CACHE = web.AppKey[dict[bytes, str]]("key_cache")  # API key hash -> participant
 WORKBENCH: web.AppKey[Workbench] = web.AppKey("workbench")

@@ -1,4 +1,4 @@
-"""``kevin bench``: Kevin measured against the physical limit of the same machine.
+"""``kevin bench``: TradeService measured against the physical limit of the same machine.
 
 Absolute figures on a shared machine mean little, so every run measures a ceiling and the
 service against the same PostgreSQL server, in scratch databases it creates and drops:

@@ -7,7 +7,7 @@ the engine's statements for a pair and compares), one transaction per pair, N
 connections. What is left between this and the service is the cost of everything Kevin
 adds on top of PostgreSQL.
 
-For a pair, as kevin.engine.service.Kevin.submit → kevin.engine.matching runs it:
+For a pair, as kevin.engine.service.TradeService.submit → kevin.engine.matching runs it:
 
   each leg   the match-key lock and the rules · version 1 · the candidate search
              (within tolerance, else the nearest: the sell finds neither)

@@ -26,7 +26,7 @@ from kevin.bench import ceiling, pgbench
 from kevin.bench import workload as w
 from kevin.config import MAX_WORKERS, Settings
 from kevin.dburl import to_asyncpg_dsn, with_database
-from kevin.engine.service import Kevin
+from kevin.engine.service import TradeService
 from kevin.runtime import database_url
 from kevin.store import database
 from kevin.store import feed as feed_store
@@ -87,7 +87,7 @@ async def scratch_database(server_url: str, tag: str) -> AsyncIterator[str]:
 async def create_participants(url: str) -> dict[str, str]:
     pool = await database.create_pool(url, min_size=1, max_size=1)
     try:
-        service = Kevin(pool)
+        service = TradeService(pool)
         return {name: await service.create_participant(name) for name in (w.SELLER, w.BUYER)}
     finally:
         await pool.close()

@@ -26,7 +26,7 @@ from kevin.engine.batch import LineResult, terms_of
 from kevin.formats.records import Operation
 
 if TYPE_CHECKING:
-    from kevin.engine.service import Kevin
+    from kevin.engine.service import TradeService
 
 ImportResult = Literal[LineResult, "amended", "cancelled"]
 # An amendment or cancellation that lost a version race (the trade matched meanwhile)
@@ -50,7 +50,7 @@ def _refused(error: KevinError) -> ImportOutcome:
                                            "details": error.details})
 
 
-async def import_records(service: Kevin, participant: str,
+async def import_records(service: TradeService, participant: str,
                          records: Sequence[tuple[Operation, TradeSubmission]]
                          ) -> list[ImportOutcome]:
     """One outcome per record, in order."""
@@ -79,7 +79,7 @@ async def import_records(service: Kevin, participant: str,
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-async def _amend(service: Kevin, participant: str, submission: TradeSubmission
+async def _amend(service: TradeService, participant: str, submission: TradeSubmission
                  ) -> ImportOutcome:
     terms = terms_of(submission)
     for attempt in range(CHANGE_RETRIES + 1):
@@ -98,7 +98,7 @@ async def _amend(service: Kevin, participant: str, submission: TradeSubmission
     raise AssertionError("unreachable")
 
 
-async def _cancel(service: Kevin, participant: str, submission: TradeSubmission
+async def _cancel(service: TradeService, participant: str, submission: TradeSubmission
                   ) -> ImportOutcome:
     for attempt in range(CHANGE_RETRIES + 1):
         current = await service.get(participant, submission.trade_id)

@@ -56,7 +56,7 @@ class Page:
     next_after: tuple[str, str] | None
 
 
-class Kevin:
+class TradeService:
     """The service's operations, independent of HTTP."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:

@@ -1,6 +1,6 @@
 """The web workbench's own operations: sessions, and the reads behind the exceptions page.
 
-Every change a page makes goes through ``kevin.engine.service.Kevin``, the same
+Every change a page makes goes through ``kevin.engine.service.TradeService``, the same
 operations the JSON API calls; this module only adds what a browser needs on top.
 """
 

@@ -8,7 +8,7 @@ and ``Kevin-Seq``.
 
 Durable position: the relay stores the highest seq JetStream acknowledged in Kevin's
 database (``relay_checkpoints``), after a whole batch was acknowledged. Why there and not
-"the stream's last message": Kevin's database is the system of record, the position
+"the stream's last message": TradeService's database is the system of record, the position
 moves only after JetStream confirmed every message below it, so a message that failed in
 the middle of a batch is never skipped over (a stream's last message says nothing about
 the ones before it). A crash between the acknowledgements and the checkpoint re-publishes

@@ -1,7 +1,7 @@
 """The workbench's pages and form actions.
 
 Thin like the JSON API: parse, authorise from the session, call the same engine
-operations (kevin.engine.service.Kevin), render. A participant's session sees and does
+operations (kevin.engine.service.TradeService), render. A participant's session sees and does
 exactly what its key may; the admin's what the admin token may. Every form carries the
 session's CSRF token, checked before anything else is read from it.
 """
@@ -38,7 +38,7 @@ from kevin.domain.replay import ReplayResult
 from kevin.domain.reports import GROUP_BYS, StpQuery
 from kevin.domain.rules import Rules, RulesUpdate, RulesVersion
 from kevin.engine.replay import Replayer
-from kevin.engine.service import Kevin
+from kevin.engine.service import TradeService
 from kevin.engine.workbench import COUNT_BOUND, TABS, ExceptionsQuery, Session
 from kevin.feed.runtime import FEED
 from kevin.ui.charts import Bar, bar_chart
@@ -365,7 +365,7 @@ async def trade_page(request: web.Request) -> web.Response:
     participant = _book(request, session, required=True)
     assert participant is not None
     trade_id = _trade_id(request)
-    kevin: Kevin = request.config_dict[KEVIN]
+    kevin: TradeService = request.config_dict[KEVIN]
     versions = await kevin.versions(participant, trade_id)
     latest = versions[-1]
     as_of = _as_of(request)
@@ -661,7 +661,7 @@ async def rules_action(request: web.Request) -> web.Response:
                        _text(form, "since", 64))
 
 
-async def _rules_or_none(kevin: Kevin, product: str) -> RulesVersion | None:
+async def _rules_or_none(kevin: TradeService, product: str) -> RulesVersion | None:
     try:
         return await kevin.get_rules(product)
     except e.NotFound:
@@ -717,7 +717,7 @@ class Outcome:
     trade: Trade | None = None
 
 
-async def _one(kevin: Kevin, session: Session, action: str, selected: str,
+async def _one(kevin: TradeService, session: Session, action: str, selected: str,
                comment: str | None) -> Outcome:
     """One engine operation for one selected trade (``PARTICIPANT/TRADE_ID/VERSION``)."""
     participant, _, rest = selected.partition("/")
