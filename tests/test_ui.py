@@ -66,6 +66,30 @@ async def test_login_sets_a_strict_httponly_cookie_for_a_session_stored_server_s
     assert (row["expires_at"] - row["created_at"]).total_seconds() == 8 * 3600
 
 
+async def test_a_session_opened_by_one_service_process_is_valid_in_another(
+        client, banks, db_url, aiohttp_client):
+    from kevin.api.app import create_app
+    from kevin.engine.service import Kevin
+    from kevin.store import database
+
+    a, _ = banks
+    browser = await Browser.login(client, a["Authorization"].split()[1])
+    pool = await database.create_pool(db_url, min_size=1, max_size=4)
+    other = await aiohttp_client(create_app(Kevin(pool), ADMIN_TOKEN))
+    try:
+        resp = await other.get("/v1/trades", headers=browser.cookie)
+        assert resp.status == 200
+        page = await other.get("/ui/exceptions", headers=browser.cookie,
+                               allow_redirects=False)
+        assert page.status == 200 and '<strong id="who">BANKA</strong>' in await page.text()
+        # Logging out through the first ends the session in the second too.
+        assert (await browser.post_form("/ui/logout", {})).status == 303
+        assert (await other.get("/v1/trades", headers=browser.cookie)).status == 401
+    finally:
+        await other.close()  # its feed loops hold connections until the app stops
+        await pool.close()
+
+
 async def test_a_wrong_key_logs_nobody_in(client, banks, conn):
     resp = await login(client, "kv_not-a-key")
     assert resp.status == 401
