@@ -92,7 +92,10 @@ async def run(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             async with ServeProcess(url, admin, Path(tmp) / "s.log") as serve:
                 timeout = aiohttp.ClientTimeout(total=900)
-                async with aiohttp.ClientSession(timeout=timeout) as session:
+                # A connection per request: building 10,000 messages between two requests
+                # can idle a kept-alive one past the server's request-head timeout.
+                connector = aiohttp.TCPConnector(force_close=True)
+                async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
                     for name, bic in BICS.items():
                         async with session.put(f"{serve.base}/v1/participants/{name}",
                                                json={"bic": bic}, headers={
