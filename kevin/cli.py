@@ -277,35 +277,44 @@ async def archive_versions(settings: Settings, before: datetime, batch_size: int
           f"in {report.batches} batches", flush=True)
 
 
+async def _json_file(path: str) -> object:
+    from kevin import jsoncodec
+
+    try:
+        return jsoncodec.loads(await asyncio.to_thread(Path(path).read_bytes))
+    except OSError as e:
+        raise CommandFailed(f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise CommandFailed(f"{path} is not valid JSON: {e}") from None
+
+
 async def replay(settings: Settings, since: datetime, rules_file: str | None,
-                 apply: bool) -> None:
+                 apply: bool, profiles_file: str | None = None) -> None:
     from pydantic import ValidationError
 
-    from kevin import jsoncodec
     from kevin.api.http import validation_details
     from kevin.domain.replay import ReplayRequest
     from kevin.engine.replay import Replayer
 
-    rules: object = {}
-    if rules_file is not None:
-        try:
-            rules = jsoncodec.loads(await asyncio.to_thread(Path(rules_file).read_bytes))
-        except OSError as e:
-            raise CommandFailed(f"cannot read {rules_file}: {e.strerror}") from None
-        except ValueError as e:
-            raise CommandFailed(f"{rules_file} is not valid JSON: {e}") from None
+    rules = await _json_file(rules_file) if rules_file is not None else {}
+    profiles = await _json_file(profiles_file) if profiles_file is not None else {}
     try:
-        request = ReplayRequest.model_validate({"since": since, "rules": rules, "apply": apply})
+        request = ReplayRequest.model_validate({"since": since, "rules": rules,
+                                                "profiles": profiles, "apply": apply})
     except ValidationError as e:
         first = validation_details(e)[0]
-        raise CommandFailed(f"{rules_file}: {first['field']}: {first['message']}") from None
+        source = profiles_file if first["field"].startswith("profiles") else rules_file
+        raise CommandFailed(f"{source}: {first['field']}: {first['message']}") from None
     async with database_url(settings) as url:
         pool = await database.create_pool(url, min_size=1, max_size=2)
         try:
             result = await Replayer(pool).replay(request.since, request.rules,
-                                                 apply=request.apply, actor="cli")
+                                                 apply=request.apply, actor="cli",
+                                                 profiles=request.profiles)
         finally:
             await pool.close()
+    from kevin import jsoncodec
+
     sys.stdout.write(jsoncodec.dumps(result.model_dump(mode="python")).decode() + "\n")
 
 
@@ -383,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay_p.add_argument("--rules", metavar="FILE",
                           help='JSON {"PRODUCT": {rules}}; default: every product active '
                                "since T, under the stored rules in force at each moment")
+    replay_p.add_argument("--profiles", metavar="FILE",
+                          help='JSON {"NAME": {profile}}: replaces the stored profiles of '
+                               "the pairs it names")
     replay_p.add_argument("--apply", action="store_true",
                           help="write the changes (reason replayed); default: a dry run")
     report_p = commands.add_parser("report", help="reports over the versions")
@@ -411,7 +423,8 @@ def run(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, Non
         "participant": lambda: add_participant(settings, args.name),
         "check": lambda: check_invariants(settings, args.limit),
         "archive": lambda: archive_versions(settings, args.before, args.batch_size),
-        "replay": lambda: replay(settings, args.since, args.rules, args.apply),
+        "replay": lambda: replay(settings, args.since, args.rules, args.apply,
+                                 args.profiles),
         "bench": lambda: bench(settings, args),
         "report": lambda: stp_report(settings, args),
         "consume": lambda: _feed_client(consume_command.consume(args)),

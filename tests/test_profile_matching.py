@@ -139,3 +139,23 @@ async def test_kevin_check_verifies_what_decided_each_match(client, banks, conn,
     report = await check(db_url)
     assert report.offenders(10) == {("BANKA", "A-1")}
     assert "names profile a-b version 7" in report.text()
+
+
+async def test_kevin_replay_takes_a_profiles_file(client, banks, db_url, tmp_path):
+    import json
+
+    from tests.processes import run_cli_async
+    a, b = banks
+    await pair(client, a, b, 1, "5")  # mismatched: exact
+    profiles = tmp_path / "profiles.json"
+    profiles.write_text(json.dumps({"a-b": {"participants": ["BANKA", "BANKB"],
+                                            "product": "*", "fields": {"price": "ignore"}}}))
+    code, out, err = await run_cli_async(db_url, "replay", "--since", "2000-01-01T00:00:00Z",
+                                         "--profiles", str(profiles))
+    assert code == 0, err
+    assert {(c["trade_id"], c["after"]["status"]) for c in json.loads(out)["changes"]} == {
+        ("A-1", "matched"), ("B-1", "matched")}
+    profiles.write_text(json.dumps({"a-b": {"participants": ["BANKA"], "product": "*"}}))
+    code, _, err = await run_cli_async(db_url, "replay", "--since", "2000-01-01T00:00:00Z",
+                                       "--profiles", str(profiles))
+    assert code != 0 and str(profiles) in err and len(err.strip().splitlines()) == 1
