@@ -8,19 +8,8 @@ numerics, digits and scale kept.
 """
 
 from kevin.store.named import lines_source
-from kevin.store.queries import TRADE_COLUMNS
+from kevin.store.queries import TRADE_COLUMNS, VERSION_COLUMNS
 
-# A version's columns, as kevin.store.trades.version_args gives them.
-VERSION_COLUMNS = (
-    ("participant", "text"), ("trade_id", "text"), ("version", "int"), ("status", "text"),
-    ("reason", "text"), ("counterparty", "text"), ("side", "text"), ("product", "text"),
-    ("quantity", "numeric"), ("price", "numeric"), ("currency", "text"),
-    ("trade_date", "date"), ("settlement_date", "date"), ("location", "text"),
-    ("attributes", "jsonb"), ("match_id", "uuid"), ("match_counterparty_trade_id", "text"),
-    ("match_counterparty_version", "int"), ("mismatches", "jsonb"),
-    ("rules_version", "int"), ("comment", "text"), ("replay_id", "uuid"), ("actor", "text"),
-    ("first_submitted_at", "timestamptz"),
-)
 _NAMES = ", ".join(name for name, _ in VERSION_COLUMNS)
 
 # Version 1 of each new trade of a batch, with its feed row, in line order (so each
@@ -131,12 +120,17 @@ _SEGMENT = (("product", "text"), ("currency", "text"), ("participant", "text"),
             ("counterparty", "text"), ("side", "text"), ("trade_date", "date"))
 
 
+# The trade date is tested as ``(...) IS TRUE``, which no index serves: a window must be
+# a walk of ix_trades_resting from its price, and on a table without statistics yet the
+# planner would rather walk ix_trades_trade_date (the participant's whole day, every
+# version) and sort it, for every window.
 def _resting(alias: str, line: str) -> str:
     return f"""{alias}.latest AND {alias}.status IN ('unmatched', 'mismatched')
         AND {alias}.product = {line}.product AND {alias}.currency = {line}.currency
         AND {alias}.participant = {line}.participant
         AND {alias}.counterparty = {line}.counterparty
-        AND {alias}.side = {line}.side AND {alias}.trade_date = {line}.trade_date"""
+        AND {alias}.side = {line}.side
+        AND ({alias}.trade_date = {line}.trade_date) IS TRUE"""
 
 
 EDGE_LINE = (*_SEGMENT, ("from_price", "numeric"), ("inclusive", "bool"), ("above", "bool"),

@@ -10,6 +10,19 @@ TRADE_COLUMNS = """
     rules_version, comment, replay_id, actor, first_submitted_at, recorded_at
 """
 
+# A version's columns as the statements that write versions take them, in order (every
+# column but ``latest``, which each statement states itself, and ``recorded_at``).
+VERSION_COLUMNS = (
+    ("participant", "text"), ("trade_id", "text"), ("version", "int"), ("status", "text"),
+    ("reason", "text"), ("counterparty", "text"), ("side", "text"), ("product", "text"),
+    ("quantity", "numeric"), ("price", "numeric"), ("currency", "text"),
+    ("trade_date", "date"), ("settlement_date", "date"), ("location", "text"),
+    ("attributes", "jsonb"), ("match_id", "uuid"), ("match_counterparty_trade_id", "text"),
+    ("match_counterparty_version", "int"), ("mismatches", "jsonb"),
+    ("rules_version", "int"), ("comment", "text"), ("replay_id", "uuid"), ("actor", "text"),
+    ("first_submitted_at", "timestamptz"),
+)
+
 # A version and its feed update in one statement: one round trip, and invariant 5 (every
 # version has exactly one feed row, in its own transaction) holds by construction.
 # ON CONFLICT DO NOTHING on the primary key makes a concurrent duplicate a clean no-op

@@ -30,19 +30,27 @@ from kevin.store import queries as q
 
 
 def version_args(new: NewVersion) -> tuple[Any, ...]:
-    """A version's columns in the order INSERT_VERSION and APPEND_VERSIONS take them."""
+    """A version's columns (queries.VERSION_COLUMNS, taken by name), in that order."""
     t, m = new.terms, new.match
-    return (
-        new.participant, new.trade_id, new.version, new.status, new.reason,
-        t.counterparty, t.side, t.product, t.quantity, t.price, t.currency,
-        t.trade_date, t.settlement_date, t.location, stored_attributes(t.attributes),
-        m.match_id if m else None,
-        m.counterparty_trade_id if m else None,
-        m.counterparty_version if m else None,
-        stored_mismatches(new),
-        new.rules_version, new.comment, new.replay_id, new.actor,
-        new.first_submitted_at,
-    )
+    values = {
+        "participant": new.participant, "trade_id": new.trade_id, "version": new.version,
+        "status": new.status, "reason": new.reason, "counterparty": t.counterparty,
+        "side": t.side, "product": t.product, "quantity": t.quantity, "price": t.price,
+        "currency": t.currency, "trade_date": t.trade_date,
+        "settlement_date": t.settlement_date, "location": t.location,
+        "attributes": stored_attributes(t.attributes),
+        "match_id": m.match_id if m else None,
+        "match_counterparty_trade_id": m.counterparty_trade_id if m else None,
+        "match_counterparty_version": m.counterparty_version if m else None,
+        "mismatches": stored_mismatches(new), "rules_version": new.rules_version,
+        "comment": new.comment, "replay_id": new.replay_id, "actor": new.actor,
+        "first_submitted_at": new.first_submitted_at,
+    }
+    return tuple(values[name] for name, _ in q.VERSION_COLUMNS)
+
+
+# Where APPEND_VERSIONS takes jsonb as text (see there), by column name.
+_JSONB_COLUMNS = [i for i, (_, type_) in enumerate(q.VERSION_COLUMNS) if type_ == "jsonb"]
 
 
 def stored_attributes(attributes: dict[str, Any]) -> dict[str, Any] | str:
@@ -141,7 +149,7 @@ async def insert_version(conn: asyncpg.Connection, new: NewVersion) -> Trade | N
 def _columns(news: Sequence[NewVersion]) -> list[list[Any]]:
     """APPEND_VERSIONS's parameters: one array per column (jsonb as text, see there)."""
     columns = [list(column) for column in zip(*(version_args(new) for new in news), strict=True)]
-    for index in (14, 18):  # attributes, mismatches
+    for index in _JSONB_COLUMNS:
         columns[index] = [jsoncodec.dumps_str(value) for value in columns[index]]
     return columns
 
