@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from uuid import UUID
 
@@ -149,6 +149,15 @@ class BatchBook(MemoryBook):
             self._learn(segment, intervals)
         return held
 
+    async def _load_around(self, trades: Sequence[tuple[Trade, Rules]],
+                           segment: Callable[[Trade], Segment]) -> list[Trade]:
+        above, below = [], []
+        for trade, _ in trades:
+            up, down = self._gaps(segment(trade), trade.price, Decimal(0))
+            above += up
+            below += down
+        return await self._load(above, below)
+
     # --- the Book protocol ----------------------------------------------------------------
 
     async def latest(self, trade: TradeRef) -> Trade | None:
@@ -173,16 +182,12 @@ class BatchBook(MemoryBook):
     async def candidates_many(self, trades: Sequence[tuple[Trade, Rules]]
                               ) -> list[list[Trade]]:
         """Loads the windows around every trade's price at once (two statements), and the
-        trades naming what they found (one more), then answers each from memory. Both
-        sides of each trade's key: its counterparts, and the trades of its own side,
-        which those counterparts meet when a mismatch has them re-evaluated."""
-        above, below = [], []
-        for trade, _ in trades:
-            for segment in (opposite(trade), segment_of(trade)):
-                up, down = self._gaps(segment, trade.price, Decimal(0))
-                above += up
-                below += down
-        held = await self._load(above, below)
+        trades naming what they found (one more), then answers each from memory. Where a
+        trade has counterparts, the windows of its own side too (two more): those
+        counterparts meet them when a mismatch has them re-evaluated."""
+        held = await self._load_around(trades, opposite)
+        with_counterparts = [(t, r) for t, r in trades if self.walk(t, r)[0]]
+        held += await self._load_around(with_counterparts, segment_of)
         await self.naming(held)
         return [await self.candidates(trade, rules) for trade, rules in trades]
 
