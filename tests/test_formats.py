@@ -264,12 +264,14 @@ def fx_trades(draw: Any) -> SimpleNamespace:
     units = fx.minor_units(base) or 0
     quantity = draw(st.decimals(min_value=1, max_value=Decimal("999999999"),
                                 places=draw(st.integers(0, units))))
-    # Amounts big enough to say which currency is the base: a counter amount of at least
-    # one unit, and for a pair against market convention a rate away from 1.
-    # and a counter amount within the 15 characters of :32B:/:33B:.
+    # A counter amount of at least one unit and within the 15 characters of :32B:/:33B:.
     assume(1 <= quantity * price < Decimal(10) ** 11)
     if fx._rank(base) > fx._rank(quote):
-        assume(abs(price - 1) > Decimal("0.05"))
+        # A pair against market convention reads back as itself only when its amounts
+        # rule out the conventional reading (where both fit, convention decides: an MT300
+        # names no base currency).
+        counter = fx.counter_amount(quantity, price, quote)
+        assume(fx.base_of(base, quantity, quote, counter, price) == base)
     trade_date = draw(st.dates(date(2000, 1, 1), date(2099, 12, 31)))
     return SimpleNamespace(
         trade_id=draw(st.from_regex(r"[A-Za-z0-9:][A-Za-z0-9.:-]{0,15}", fullmatch=True)),
@@ -424,3 +426,15 @@ def test_csv_any_text_is_records_or_a_refusal(data, with_header):
     except UnreadableFile:
         return
     assert all(r.error is not None or "trade_id" in r.body for r in records)
+
+
+def test_when_both_readings_fit_the_amounts_market_convention_names_the_base():
+    # 1 EUR at 1.000001 is 1.000 KWD: read either way, the amounts agree with the rate
+    # after rounding to minor units, so EUR (first by convention) is the base, whichever
+    # rounding lands closer.
+    assert fx.base_of("EUR", Decimal("1"), "KWD", Decimal("1.000"), Decimal("1.000001")) == \
+        "EUR"
+    assert fx.base_of("KWD", Decimal("1.000"), "EUR", Decimal("1"), Decimal("1.000001")) == \
+        "EUR"
+    # Away from 1 only one reading fits, convention or not.
+    assert fx.base_of("KWD", Decimal("1.000"), "EUR", Decimal("2.00"), Decimal("2")) == "KWD"

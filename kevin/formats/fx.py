@@ -107,10 +107,12 @@ def _rank(code: str) -> tuple[int, str]:
 def base_of(first: str, first_amount: Decimal, second: str, second_amount: Decimal,
             rate: Decimal) -> str | None:
     """Which currency of an exchange is the base: the one whose amount times the rate
-    gives the other's. None when neither reading agrees with the amounts."""
+    gives the other's. When both readings agree with the amounts (a rate near 1 and
+    amounts rounded to their minor units), market convention decides, never which of
+    two roundings happens to land closer. None when neither reading agrees."""
     first_misfit = _misfit(first_amount, second_amount, second, rate)
     second_misfit = _misfit(second_amount, first_amount, first, rate)
-    fits = [(misfit, _rank(code), code)
+    fits = [(_rank(code), misfit, code)
             for misfit, code in ((first_misfit, first), (second_misfit, second))
             if misfit is not None and misfit <= 1]
     return min(fits)[2] if fits else None
