@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from kevin import jsoncodec
 from kevin.consumer import Consumer, Update
 from kevin.dburl import to_asyncpg_dsn
-from tests.conftest import trade_body, wait_for
+from tests.conftest import ADMIN_TOKEN, trade_body, wait_for
 from tests.feed_helpers import read_all
 from tests.processes import Server, kevin_env
 
@@ -71,7 +71,7 @@ def test_any_delivery_ends_equal_to_the_server(db_url, empty_db_url, strategy, t
     not thread-safe, and hypothesis parses), each example with its own event loop, against
     a real `kevin serve` in a subprocess."""
     server_process = Server(tmp_path / "serve.log", KEVIN_DATABASE_URL=db_url,
-                            KEVIN_ADMIN_TOKEN="t").start()
+                            KEVIN_ADMIN_TOKEN=ADMIN_TOKEN).start()
     try:
         url = server_process.url
         key, updates, server = asyncio.run(_prepare(server_process))
@@ -85,10 +85,10 @@ async def _prepare(server_process):
     async with aiohttp.ClientSession(base_url=server_process.url) as session:
         client = _Client(session)
         resp = await session.post("/v1/participants", json={"name": "BANKA"},
-                                  headers={"Authorization": "Bearer t"})
+                                  headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         a = {"Authorization": f"Bearer {(await resp.json())['api_key']}"}
         await session.post("/v1/participants", json={"name": "BANKB"},
-                           headers={"Authorization": "Bearer t"})
+                           headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         await _history(client, a)
         updates = await wait_for(lambda: _at_least(client, a, 13))
         server = await _server_versions(client, a, sorted({u["trade_id"] for u in updates}))
