@@ -31,6 +31,7 @@ from kevin.lifecycle import Health, cancel_and_wait, stop_signals
 from kevin.runtime import Database, EmbeddedPostgresLost, database_url, open_database
 from kevin.store import database
 from kevin.store.embedded import EmbeddedPostgres
+from kevin.store.replica import Reads
 
 log = structlog.get_logger("kevin")
 
@@ -64,9 +65,14 @@ async def serve(settings: Settings, host: str, port: int, workers: int,
     # A worker's supervisor has migrated already (and runs any embedded PostgreSQL).
     async with open_database(settings, migrate=listen_fd is None) as db:
         pool = await database.create_pool(db.url)
+        # No connection at start (min_size 0): a standby that is down costs its reads a
+        # fallback to the primary, never the server's start.
+        replica = (await database.create_pool(settings.read_database_url, min_size=0)
+                   if settings.read_database_url else None)
         health = Health()
         try:
-            app = create_app(TradeService(pool), settings.admin_token, health=health)
+            reads = Reads(pool, replica, max_lag=settings.read_max_lag)
+            app = create_app(TradeService(pool, reads), settings.admin_token, health=health)
             tune_garbage_collector()
             runner = AppRunner(app, head_timeout=settings.request_head_timeout,
                                access_log=None, handle_signals=False,
@@ -92,6 +98,8 @@ async def serve(settings: Settings, host: str, port: int, workers: int,
             finally:
                 await runner.cleanup()
         finally:
+            if replica is not None:
+                await _close_pool(replica)
             await _close_pool(pool)
     if lost is not None:
         raise CommandFailed(str(lost))
@@ -194,7 +202,7 @@ async def stp_report(settings: Settings, args: argparse.Namespace) -> None:
     async with database_url(settings, migrate=False) as url:
         pool = await database.create_pool(url, min_size=1, max_size=1)
         try:
-            report = await Reports(pool).stp(query)
+            report = await Reports(Reads(pool)).stp(query)
         finally:
             await _close_pool(pool)
     if args.csv:

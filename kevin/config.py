@@ -26,6 +26,10 @@ class Settings:
     log_format: str
     workers: int = 1
     request_head_timeout: float = 10.0  # seconds a connection has to send a request head
+    # A hot standby of the database for reads (kevin.store.replica), and how far behind
+    # the primary it may be, in seconds, before its reads go to the primary instead.
+    read_database_url: str | None = None
+    read_max_lag: float = 5.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -54,6 +58,14 @@ class Settings:
         if not 0 < request_head_timeout <= 3600:
             raise ConfigError("KEVIN_REQUEST_HEAD_TIMEOUT must be seconds from 0 (excluded) "
                               f"to 3600, not {head_text!r}")
+        lag_text = env.get("KEVIN_READ_MAX_LAG", "5")
+        try:
+            read_max_lag = float(lag_text)
+        except ValueError:
+            read_max_lag = -1.0
+        if not 0 <= read_max_lag <= 3600:
+            raise ConfigError("KEVIN_READ_MAX_LAG must be seconds from 0 to 3600, "
+                              f"not {lag_text!r}")
         data_dir = env.get("KEVIN_DATA_DIR") or platformdirs.user_data_dir("kevin")
         return cls(
             database_url=env.get("KEVIN_DATABASE_URL") or None,
@@ -64,4 +76,6 @@ class Settings:
             log_format=log_format,
             workers=workers,
             request_head_timeout=request_head_timeout,
+            read_database_url=env.get("KEVIN_READ_DATABASE_URL") or None,
+            read_max_lag=read_max_lag,
         )

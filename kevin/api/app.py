@@ -64,7 +64,7 @@ def create_app(
     install_workbench(app)  # the web pages under /ui/
     # The feed's watch and sequencer run in the background of every app (and so of every
     # `kevin serve` and every test client); SSE streams end on shutdown.
-    install_feed(app, service.pool, feed_options or FeedOptions())
+    install_feed(app, service.pool, feed_options or FeedOptions(), service.reads)
     app.cleanup_ctx.append(_young_statistics)
     return app
 

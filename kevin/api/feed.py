@@ -52,8 +52,9 @@ async def get_feed(request: web.Request) -> web.StreamResponse:
     limit = query_int(request, "limit", 100, 1, 1000)
     wait = query_int(request, "wait", 0, 0, MAX_WAIT)
     head = feed.watch.head
-    updates = await feed.page(after, participant, limit)
+    updates = await feed.page(after, participant, limit, head)
     if not updates and wait and await feed.watch.wait_beyond(max(head, 0), wait):
-        updates = await feed.page(after, participant, limit)  # long-poll: one more look
+        # Long-poll: one more look, up to the head that woke us.
+        updates = await feed.page(after, participant, limit, feed.watch.head)
     last_seq = updates[-1].seq if updates else after
     return json_response(FeedPage(updates=updates, last_seq=last_seq))

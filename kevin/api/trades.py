@@ -94,18 +94,33 @@ async def cancel_trade(request: web.Request) -> web.Response:
     return _trade_response(trade)
 
 
+def seen_version(request: web.Request) -> int | None:
+    """The newest version named by If-None-Match (ETags ``"3"``, ``W/"3"``, a list of
+    them): the caller has seen it, so a read on a replica that has not replayed it yet
+    is read again on the primary. Anything else names no version: None."""
+    raw = request.headers.get("If-None-Match")
+    if raw is None:
+        return None
+    versions = [int(v) for v in _ETAG_VERSION.findall(raw)]
+    return max(versions) if versions else None
+
+
+_ETAG_VERSION = re.compile(r'(?:W/)?"([0-9]{1,18})"')
+
+
 @routes.get("/v1/trades/{trade_id}")
 async def get_trade(request: web.Request) -> web.Response:
     participant = acting_participant(request, await authenticate(request))
     trade = await request.app[KEVIN].get(
-        participant, trade_id_in_path(request), query_instant(request))
+        participant, trade_id_in_path(request), query_instant(request), seen_version(request))
     return _trade_response(trade)
 
 
 @routes.get("/v1/trades/{trade_id}/versions")
 async def trade_versions(request: web.Request) -> web.Response:
     participant = acting_participant(request, await authenticate(request))
-    found = await request.app[KEVIN].versions(participant, trade_id_in_path(request))
+    found = await request.app[KEVIN].versions(participant, trade_id_in_path(request),
+                                              seen_version(request))
     return json_response(TradeVersions(versions=found))
 
 

@@ -38,6 +38,7 @@ from kevin.store import profiles as profile_store
 from kevin.store import trades as store
 from kevin.store.book import PostgresBook
 from kevin.store.matching import MatchKey
+from kevin.store.replica import Reads
 from kevin.store.trades import NewVersion
 
 SubmitResult = Literal["created", "exists"]
@@ -59,12 +60,15 @@ class Page:
 class TradeService:
     """The service's operations, independent of HTTP."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, reads: Reads | None = None) -> None:
         self.pool = pool
+        # History, as-of, lists, alleged, reports and feed pages: on a replica when one
+        # is configured (kevin.store.replica); writes and transactions use ``pool``.
+        self.reads = reads or Reads(pool)
         # Matching profiles and proposals (kevin.engine.agreements).
         self.agreements = Agreements(pool)
         # Read-only reports over the versions (kevin.engine.reports).
-        self.reports = Reports(pool)
+        self.reports = Reports(self.reads)
 
     # --- participants ----------------------------------------------------------------
 
@@ -236,36 +240,44 @@ class TradeService:
 
     async def alleged(self, participant: str, product: str | None,
                       after: tuple[str, str], limit: int) -> Page:
-        async with database.connection(self.pool) as conn:
-            found = await match_store.alleged(conn, participant, product, after, limit + 1)
+        found = await self.reads.read(lambda conn, _: match_store.alleged(
+            conn, participant, product, after, limit + 1))
         more = len(found) > limit
         found = found[:limit]
         return Page(found, (found[-1].participant, found[-1].trade_id) if more else None)
 
     # --- reads -------------------------------------------------------------------------
 
-    async def get(self, participant: str, trade_id: str, as_of: datetime | None = None) -> Trade:
-        async with database.connection(self.pool) as conn:
-            if as_of is None:
-                trade = await store.latest(conn, participant, trade_id)
-            else:
-                trade = await store.as_of(conn, participant, trade_id, as_of)
+    async def get(self, participant: str, trade_id: str, as_of: datetime | None = None,
+                  seen_version: int | None = None) -> Trade:
+        """The latest version, or the one current ``as_of``. ``seen_version``: a version
+        the caller has seen (If-None-Match); the answer is never older than it."""
+        if as_of is None:
+            trade = await self.reads.read(
+                lambda conn, _: store.latest(conn, participant, trade_id),
+                stale=lambda t: t is None or t.version < (seen_version or 0))
+        else:
+            trade = await self.reads.read(
+                lambda conn, _: store.as_of(conn, participant, trade_id, as_of),
+                stale=lambda t: t is None, as_of=as_of)
         if trade is None:
             suffix = f" as of {as_of.isoformat()}" if as_of else ""
             raise NotFound(f"no trade {trade_id}{suffix}")
         return trade
 
-    async def versions(self, participant: str, trade_id: str) -> list[Trade]:
-        async with database.connection(self.pool) as conn:
-            found = await store.versions(conn, participant, trade_id)
+    async def versions(self, participant: str, trade_id: str,
+                       seen_version: int | None = None) -> list[Trade]:
+        found = await self.reads.read(
+            lambda conn, _: store.versions(conn, participant, trade_id),
+            stale=lambda f: not f or max(t.version for t in f) < (seen_version or 0))
         if not found:
             raise NotFound(f"no trade {trade_id}")
         return found
 
     async def list(self, query: PageQuery) -> Page:
         probe = dataclasses.replace(query, limit=query.limit + 1)
-        async with database.connection(self.pool) as conn:
-            found = await store.page(conn, probe)
+        found = await self.reads.read(lambda conn, _: store.page(conn, probe),
+                                      as_of=query.as_of)
         more = len(found) > query.limit
         found = found[: query.limit]
         next_after = (found[-1].participant, found[-1].trade_id) if more else None

@@ -14,8 +14,8 @@ from kevin.domain.feed import AnyUpdate
 from kevin.feed.sequencer import Sequencer
 from kevin.feed.watch import FeedWatch
 from kevin.lifecycle import cancel_and_wait
-from kevin.store import database
 from kevin.store import feed as store
+from kevin.store.replica import Reads
 
 log = structlog.get_logger(__name__)
 
@@ -38,21 +38,36 @@ class FeedRuntime:
     options: FeedOptions
     watch: FeedWatch
     sequencer: Sequencer | None
+    reads: Reads  # pages on a replica when one is configured
     active_streams: int = 0  # SSE streams open in this process (tests, metrics)
 
-    async def page(self, after: int, participant: str | None, limit: int) -> list[AnyUpdate]:
-        async with database.connection(self.pool) as conn:
-            return await store.updates_after(conn, after, participant, limit)
+    async def page(self, after: int, participant: str | None, limit: int,
+                   head: int | None = None) -> list[AnyUpdate]:
+        """Up to ``limit`` updates with seq > ``after``, in seq order. ``head``: a seq the
+        caller knows is sequenced (the watch's head); a page from a replica that comes back
+        short of it is read again on the primary, so that a short page still means
+        "nothing more up to the head" (docs/feed.md, reading from a standby)."""
+        def short_of_head(updates: list[AnyUpdate]) -> bool:
+            if head is None:
+                return False
+            last = updates[-1].seq if updates else after
+            return len(updates) < limit and last < head
+
+        return await self.reads.read(
+            lambda conn, _: store.updates_after(conn, after, participant, limit),
+            stale=short_of_head)
 
 
 FEED = web.AppKey("feed", FeedRuntime)
 
 
-def install_feed(app: web.Application, pool: asyncpg.Pool, options: FeedOptions) -> None:
+def install_feed(app: web.Application, pool: asyncpg.Pool, options: FeedOptions,
+                 reads: Reads | None = None) -> None:
+    """The watch and the sequencer on the primary ``pool``; pages through ``reads``."""
     watch = FeedWatch(pool, options.watch_poll)
     sequencer = (Sequencer(pool, watch, poll_interval=options.sequencer_poll)
                  if options.sequencer else None)
-    app[FEED] = FeedRuntime(pool, options, watch, sequencer)
+    app[FEED] = FeedRuntime(pool, options, watch, sequencer, reads or Reads(pool))
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_close_streams)
 

@@ -104,7 +104,7 @@ async def stream(
             # head moves past it.
             head = watch.head
             if head != read_at:
-                updates = await feed.page(after, participant, limit)
+                updates = await feed.page(after, participant, limit, head)
                 if len(updates) < limit:
                     read_at = head
                 if updates:
