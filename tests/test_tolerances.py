@@ -77,7 +77,7 @@ def test_range_is_asymmetric_from_the_resting_trade():
 @pytest.mark.parametrize("form", [
     {"abs": "-1"}, {"abs": "x"}, {"abs": "1", "bps": "2"}, {}, {"abs": "1", "max_abs": "2"},
     {"range": {"below": "1"}}, {"range": "1"}, {"pct": "NaN"}, {"bps": "1e400"}, "fuzzy",
-    3, {"percent": "1"},
+    3, {"percent": "1"}, {"pct": "0.5", "max_abs": None},
 ])
 def test_bad_amount_forms_are_refused(form: Any):
     with pytest.raises(ValidationError):

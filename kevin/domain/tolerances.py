@@ -121,9 +121,9 @@ class AmountTolerance(BaseModel):
                 raise ValueError('range is {"below": x, "above": y}')
             return {"form": "range", "below": _amount("range.below", bounds["below"]),
                     "above": _amount("range.above", bounds["above"])}
-        cap = data.get("max_abs")
+        # A max_abs given must be an amount (null is not "no cap": leave the key out).
         return {"form": form, "amount": _amount(form, data[form]),
-                "max_abs": None if cap is None else _amount("max_abs", cap)}
+                "max_abs": _amount("max_abs", data["max_abs"]) if "max_abs" in data else None}
 
     @model_validator(mode="after")
     def _complete(self) -> AmountTolerance:
