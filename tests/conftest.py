@@ -210,6 +210,13 @@ def trade_body(trade_id: str = "A-0001", **overrides: Any) -> dict[str, Any]:
     return body
 
 
+def as_read(version: dict[str, Any], cutoff_at: str | None = None,
+            overdue: bool = False) -> dict[str, Any]:
+    """A stored version (a write's answer, a feed update) as a read returns it: with the
+    cut-off and overdue computed at read time (none configured: null and false)."""
+    return {**version, "cutoff_at": cutoff_at, "overdue": overdue}
+
+
 async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
     """Poll an async predicate until it returns something truthy, or fail after timeout."""
     deadline = asyncio.get_running_loop().time() + timeout

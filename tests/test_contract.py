@@ -22,7 +22,7 @@ import pytest
 from kevin.api.app import create_app
 from kevin.engine.service import TradeService
 from kevin.store import database
-from tests.conftest import ADMIN, bearer, trade_body, wait_for
+from tests.conftest import ADMIN, as_read, bearer, trade_body, wait_for
 
 JSON = {"Content-Type": "application/json"}
 UTC_MICROS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
@@ -537,7 +537,7 @@ async def test_new_trade_is_201_with_the_trade_location_and_etag(client, banks):
     assert resp.headers["ETag"] == '"1"'
     trade = await resp.json()
     followed = await client.get(resp.headers["Location"], headers=a)
-    assert await followed.json() == trade
+    assert await followed.json() == as_read(trade)
 
 
 async def test_the_same_body_again_is_200_with_no_new_version(client, banks, conn):
@@ -774,7 +774,7 @@ async def test_alleged_shows_their_side_their_trade_id_and_participant(client, b
     # Their economic terms, trade_id and participant: nothing else of theirs.
     assert set(one) == {"trade_id", "participant", "counterparty", "side", "product",
                         "quantity", "price", "currency", "trade_date", "settlement_date",
-                        "location"}
+                        "location", "cutoff_at", "overdue"}
     assert "private" not in str(body)
     # Matched trades are no longer alleged; BANKA sees nothing alleged against it.
     await created(client, b, mirror("B-1"))

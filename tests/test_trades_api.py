@@ -7,7 +7,7 @@ import io
 from datetime import datetime, timedelta
 
 from kevin import jsoncodec
-from tests.conftest import ADMIN, trade_body
+from tests.conftest import ADMIN, as_read, trade_body
 
 
 async def test_submit_creates_version_one(client, banks):
@@ -215,7 +215,7 @@ async def test_history_and_as_of(client, banks):
     # Inclusive: exactly at a version's recorded_at, that version is the answer.
     for version in (v1, v2, v3):
         status, found = await as_of(version["recorded_at"])
-        assert status == 200 and found == version
+        assert status == 200 and found == as_read(version)
     before = datetime.fromisoformat(v1["recorded_at"]) - timedelta(microseconds=1)
     status, _ = await as_of(before.isoformat())
     assert status == 404

@@ -176,6 +176,17 @@ def query_instant(request: web.Request, name: str = "as_of") -> datetime | None:
     return instant
 
 
+def query_flag(request: web.Request, name: str) -> bool | None:
+    """``?name=true|false``; absent or empty: None."""
+    value = request.query.get(name) or None
+    if value is None:
+        return None
+    if value not in ("true", "false"):
+        raise e.ValidationFailed(f"{name} is true or false",
+                                 [{"field": name, "message": "true or false"}])
+    return value == "true"
+
+
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None:

@@ -16,6 +16,7 @@ from kevin.api.http import (
     if_match,
     json_response,
     parse_model,
+    query_flag,
     query_instant,
     query_int,
     query_participant,
@@ -111,7 +112,7 @@ _ETAG_VERSION = re.compile(r'(?:W/)?"([0-9]{1,18})"')
 @routes.get("/v1/trades/{trade_id}")
 async def get_trade(request: web.Request) -> web.Response:
     participant = acting_participant(request, await authenticate(request))
-    trade = await request.app[KEVIN].get(
+    trade = await request.app[KEVIN].read(
         participant, trade_id_in_path(request), query_instant(request), seen_version(request))
     return _trade_response(trade)
 
@@ -155,6 +156,6 @@ async def list_trades(request: web.Request) -> web.Response:
         after=_decode_cursor(cursor) if cursor else ("", ""),
         limit=query_int(request, "limit", 100, 1, 1000), as_of=query_instant(request),
     )
-    page = await request.app[KEVIN].list(query)
+    page = await request.app[KEVIN].list(query, query_flag(request, "overdue"))
     next_cursor = _encode_cursor(page.next_after) if page.next_after else None
     return json_response(TradePage(trades=page.trades, next_cursor=next_cursor))

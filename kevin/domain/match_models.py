@@ -7,7 +7,7 @@ from datetime import date
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from kevin.domain.models import (
     Amount,
@@ -15,6 +15,7 @@ from kevin.domain.models import (
     Side,
     Trade,
     TradeId,
+    UtcText,
 )
 
 Comment = Annotated[str, StringConstraints(max_length=2000)]
@@ -67,6 +68,9 @@ class AllegedTrade(BaseModel):
     trade_date: date
     settlement_date: date
     location: str | None
+    # The trade's cut-off (kevin.domain.cutoffs), computed for the instant read.
+    cutoff_at: Annotated[AwareDatetime, UtcText] | None = None
+    overdue: bool = False
 
     @classmethod
     def of(cls, trade: Trade) -> AllegedTrade:

@@ -341,6 +341,14 @@ class Trade(TradeTerms):
         return f'"{self.version}"'
 
 
+class AgedTrade(Trade):
+    """A trade as a read returns it: the stored version plus its cut-off and whether it
+    is overdue, computed for the instant read (kevin.domain.cutoffs), never stored."""
+
+    cutoff_at: Annotated[AwareDatetime, UtcText] | None = None
+    overdue: bool = False
+
+
 class ParticipantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -357,7 +365,7 @@ class TradeVersions(BaseModel):
 
 
 class TradePage(BaseModel):
-    trades: list[Trade]
+    trades: list[AgedTrade]
     next_cursor: str | None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -22,10 +22,11 @@ from kevin.domain.errors import (
     VersionConflict,
 )
 from kevin.domain.matching import TradeRef
-from kevin.domain.models import Trade, TradeSubmission, TradeTerms, differing_fields
+from kevin.domain.models import AgedTrade, Trade, TradeSubmission, TradeTerms, differing_fields
 from kevin.domain.queries import PageQuery
 from kevin.domain.rules import Rules, RulesVersion
 from kevin.engine import imports
+from kevin.engine.ageing import Clock, age_trades, system_clock
 from kevin.engine.agreements import Agreements
 from kevin.engine.batch import LineOutcome, submit_batch, terms_of
 from kevin.engine.imports import ImportOutcome
@@ -53,18 +54,25 @@ SUBMIT_RETRIES = 3
 
 @dataclass(frozen=True)
 class Page:
-    trades: list[Trade]
+    trades: list[AgedTrade]
     next_after: tuple[str, str] | None
+
+
+PageFetch = Callable[[asyncpg.Connection, tuple[str, str], int], Awaitable[list[Trade]]]
 
 
 class TradeService:
     """The service's operations, independent of HTTP."""
 
-    def __init__(self, pool: asyncpg.Pool, reads: Reads | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, reads: Reads | None = None,
+                 clock: Clock = system_clock) -> None:
         self.pool = pool
         # History, as-of, lists, alleged, reports and feed pages: on a replica when one
         # is configured (kevin.store.replica); writes and transactions use ``pool``.
         self.reads = reads or Reads(pool)
+        # "Now" for what depends on it at read time (cut-offs, overdue): injectable, so a
+        # test can walk a scenario through a cut-off without waiting for it.
+        self.clock = clock
         # Matching profiles and proposals (kevin.engine.agreements).
         self.agreements = Agreements(pool)
         # Read-only reports over the versions (kevin.engine.reports).
@@ -239,12 +247,17 @@ class TradeService:
         return found
 
     async def alleged(self, participant: str, product: str | None,
-                      after: tuple[str, str], limit: int) -> Page:
-        found = await self.reads.read(lambda conn, _: match_store.alleged(
-            conn, participant, product, after, limit + 1))
-        more = len(found) > limit
-        found = found[:limit]
-        return Page(found, (found[-1].participant, found[-1].trade_id) if more else None)
+                      after: tuple[str, str], limit: int,
+                      overdue: bool | None = None) -> Page:
+        """Trades naming ``participant`` as counterparty, not matched, with their cut-offs
+        now; ``overdue`` keeps only those that are (or are not) overdue."""
+        now = self.clock()
+
+        async def fetch(conn: asyncpg.Connection, start: tuple[str, str],
+                        count: int) -> list[Trade]:
+            return await match_store.alleged(conn, participant, product, start, count)
+
+        return await self._aged_page(fetch, after, limit, now, None, overdue)
 
     # --- reads -------------------------------------------------------------------------
 
@@ -265,6 +278,16 @@ class TradeService:
             raise NotFound(f"no trade {trade_id}{suffix}")
         return trade
 
+    async def read(self, participant: str, trade_id: str, as_of: datetime | None = None,
+                   seen_version: int | None = None) -> AgedTrade:
+        """A trade as ``GET /v1/trades/{id}`` returns it: with its cut-off and whether it
+        is overdue, now or at ``as_of`` (the profiles and rules in force then decide)."""
+        trade = await self.get(participant, trade_id, as_of, seen_version)
+        instant = self.clock() if as_of is None else as_of
+        aged = await self.reads.read(
+            lambda conn, _: age_trades(conn, [trade], instant, as_of), as_of=as_of)
+        return aged[0]
+
     async def versions(self, participant: str, trade_id: str,
                        seen_version: int | None = None) -> list[Trade]:
         found = await self.reads.read(
@@ -274,14 +297,42 @@ class TradeService:
             raise NotFound(f"no trade {trade_id}")
         return found
 
-    async def list(self, query: PageQuery) -> Page:
-        probe = dataclasses.replace(query, limit=query.limit + 1)
-        found = await self.reads.read(lambda conn, _: store.page(conn, probe),
-                                      as_of=query.as_of)
-        more = len(found) > query.limit
-        found = found[: query.limit]
-        next_after = (found[-1].participant, found[-1].trade_id) if more else None
-        return Page(found, next_after)
+    async def list(self, query: PageQuery, overdue: bool | None = None) -> Page:
+        """A page of trades with their cut-offs, now or at ``query.as_of``; ``overdue``
+        keeps only those that are (or are not) overdue then."""
+        instant = self.clock() if query.as_of is None else query.as_of
+
+        async def fetch(conn: asyncpg.Connection, start: tuple[str, str],
+                        count: int) -> list[Trade]:
+            return await store.page(conn, dataclasses.replace(query, after=start,
+                                                              limit=count))
+
+        return await self._aged_page(fetch, query.after, query.limit, instant, query.as_of,
+                                     overdue)
+
+    async def _aged_page(self, fetch: PageFetch, after: tuple[str, str], limit: int,
+                         instant: datetime, as_of: datetime | None,
+                         overdue: bool | None) -> Page:
+        """Up to ``limit`` trades after ``after``, aged at ``instant``. With an
+        ``overdue`` filter, overdue-ness is computed (not stored), so the store's pages
+        are read on until the page is full or the trades run out."""
+
+        async def collect(conn: asyncpg.Connection, _: datetime | None) -> list[AgedTrade]:
+            kept: list[AgedTrade] = []
+            start = after
+            while True:
+                found = await fetch(conn, start, limit + 1)
+                for trade in await age_trades(conn, found, instant, as_of):
+                    if overdue is None or trade.overdue == overdue:
+                        kept.append(trade)
+                if len(kept) > limit or len(found) <= limit:
+                    return kept
+                start = (found[-1].participant, found[-1].trade_id)
+
+        kept = await self.reads.read(collect, as_of=as_of)
+        more = len(kept) > limit
+        kept = kept[:limit]
+        return Page(kept, (kept[-1].participant, kept[-1].trade_id) if more else None)
 
 
 async def _unless_cancelled_by_agreement(conn: asyncpg.Connection, matched: Trade) -> None:
