@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from kevin.engine.service import TradeService
 from tests.conftest import ADMIN, trade_body
@@ -196,3 +197,33 @@ async def test_overdue_flag_must_be_true_or_false(client, banks):
         body = await resp.json()
         assert resp.status == 422, body
         assert [d["field"] for d in body["details"]] == ["overdue"]
+
+
+async def test_overdue_trades_by_product_metric(client, banks):
+    """Read at scrape from the database's clock: trade dates long past are overdue, one
+    in the future is not, matched trades and products without a cut-off never are."""
+    bank_a, bank_b = banks
+    resp = await client.put("/v1/profiles/a-b-xau", json=PROFILE, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    await client.put("/v1/rules/XAG", json={"cutoff": XAU_CUTOFF}, headers=ADMIN)
+    await submit(client, bank_a, ours("A-1", "2026-10-23"))
+    await submit(client, bank_a, ours("A-2", "2026-10-22", quantity="5"))
+    await submit(client, bank_a, ours("A-3", "2099-01-05"))
+    await submit(client, bank_a, ours("A-4", "2026-10-21", quantity="9"))
+    matched = await submit(client, bank_b, theirs("B-4", "2026-10-21", quantity="9"))
+    assert matched["status"] == "matched"
+    await submit(client, bank_b, theirs("B-G", "2026-10-23", product="XAG"))
+    await submit(client, bank_a, ours("A-P", "2026-10-23", product="XPT"))
+
+    def overdue(text: str) -> dict[str, float]:
+        return {sample.labels["product"]: sample.value
+                for family in text_string_to_metric_families(text)
+                if family.name == "kevin_overdue_trades" for sample in family.samples}
+
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert overdue(await resp.text()) == {"XAU": 2.0, "XAG": 1.0, "XPT": 0.0}
+    # Once the overdue XAG trade is matched, its product reads 0, not its last count.
+    await submit(client, bank_a, ours("A-G", "2026-10-23", product="XAG"))
+    assert overdue(await (await client.get("/metrics")).text()) == \
+        {"XAU": 2.0, "XAG": 0.0, "XPT": 0.0}

@@ -111,6 +111,11 @@ class Metrics:
             "Age of the oldest live unmatched or mismatched trade (0 when there is none)",
             registry=r, multiprocess_mode=LATEST,
         )
+        self.overdue = Gauge(
+            "kevin_overdue_trades",
+            "Live trades past their cut-off while unmatched or mismatched, by product",
+            ["product"], registry=r, multiprocess_mode=LATEST)
+        self._overdue_products: set[str] = set()
         self.feed_unsequenced = Gauge(
             "kevin_feed_unsequenced_updates",
             "Feed updates written but not yet given a seq (capped at 100000)", registry=r,
@@ -210,6 +215,12 @@ class Metrics:
         self.feed_unsequenced.set(stats.unsequenced)
         self.feed_lag.set(_age(stats.now, stats.oldest_unsequenced))
         self.feed_last_seq.set(stats.last_seq or 0)
+        # A product whose open trades are all gone reads 0, not its last count.
+        for product in self._overdue_products - stats.overdue_by_product.keys():
+            self.overdue.labels(product).set(0)
+        for product, count in stats.overdue_by_product.items():
+            self.overdue.labels(product).set(count)
+        self._overdue_products |= stats.overdue_by_product.keys()
         for name, (position, stubbed) in stats.relays.items():
             self.relay_position.labels(name).set(position)
             self.relay_stubbed.labels(name).set(stubbed)

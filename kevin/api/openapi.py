@@ -11,6 +11,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 import kevin
 from kevin.domain.feed import FeedPage, FeedUpdate, RelayStub
 from kevin.domain.models import (
+    AgedTrade,
     ErrorBody,
     ParticipantCreate,
     ParticipantCreated,
@@ -23,6 +24,7 @@ from kevin.domain.models import (
 
 MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (TradeSubmission, "validation"), (TradeAmendment, "validation"), (Trade, "serialization"),
+    (AgedTrade, "serialization"),
     (TradeVersions, "serialization"), (TradePage, "serialization"),
     (ParticipantCreate, "validation"), (ParticipantCreated, "serialization"),
     (ErrorBody, "serialization"),
@@ -73,6 +75,10 @@ IF_MATCH = _param("If-Match", "header", {"type": "string"}, False,
                   "a value that names no version, with 412 and details.current_version.")
 AS_OF = _param("as_of", "query", {"type": "string", "format": "date-time"}, False,
                "An RFC 3339 instant with a zone; answers as of then (inclusive).")
+OVERDUE = _param("overdue", "query", {"enum": ["true", "false"]}, False,
+                 "only trades past their cut-off while unmatched or mismatched (true), or "
+                 "only the others (false); computed at the instant read (docs/api.md, "
+                 "Cut-offs and ageing)")
 PARTICIPANT = _param("participant", "query",
                      {"type": "string", "pattern": r"^([A-Z0-9_]{1,32})?$"}, False,
                      "Admin only: whose trades to read (empty is the same as absent). A "
@@ -184,7 +190,7 @@ def openapi_document() -> dict[str, Any]:
                                                         "cancelled"]},
                            description="empty is the same as absent: any status"),
                     _param("product", "query", {"type": "string"}),
-                    AS_OF, PARTICIPANT,
+                    AS_OF, PARTICIPANT, OVERDUE,
                     _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
                     _param("cursor", "query", {"type": "string"},
                            description="next_cursor from the previous page"),
@@ -196,9 +202,10 @@ def openapi_document() -> dict[str, Any]:
         "/v1/trades/{trade_id}": {
             "parameters": [TRADE_ID],
             "get": {
-                "summary": "The latest version, or the one latest at as_of.",
+                "summary": "The latest version, or the one latest at as_of, with its cut-off "
+                           "(cutoff_at) and whether it is overdue then (computed, not stored).",
                 "parameters": [AS_OF, PARTICIPANT],
-                "responses": _responses({"200": ("The trade", "Trade")},
+                "responses": _responses({"200": ("The trade", "AgedTrade")},
                                         (*AUTH, "404", "422", "503")),
             },
             "put": {

@@ -17,7 +17,7 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
 
 
 def paths() -> dict[str, Any]:
-    from kevin.api.openapi import AS_OF, PARTICIPANT, _json, _param, _ref, _responses
+    from kevin.api.openapi import AS_OF, OVERDUE, PARTICIPANT, _json, _param, _ref, _responses
 
     product = _param("product", "path", {"type": "string", "pattern": r"^[A-Za-z0-9._/-]{1,32}$"},
                      True, "The product the rules apply to.")
@@ -50,7 +50,7 @@ def paths() -> dict[str, Any]:
             "summary": "Live, unmatched trades other participants submitted naming you as "
                        "counterparty: their trade_id, participant and economic terms.",
             "parameters": [
-                _param("product", "query", {"type": "string"}), PARTICIPANT,
+                _param("product", "query", {"type": "string"}), PARTICIPANT, OVERDUE,
                 _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
                 _param("cursor", "query", {"type": "string"},
                        description="next_cursor from the previous page"),

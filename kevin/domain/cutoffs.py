@@ -20,6 +20,7 @@ Choices, documented in docs/api.md ("Cut-offs and ageing"):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -63,3 +64,20 @@ def is_overdue(status: str, cutoff_instant: datetime | None, now: datetime) -> b
     is still in time) while the trade is unmatched or mismatched. Matched and cancelled
     trades are never overdue."""
     return cutoff_instant is not None and status in OPEN_STATUSES and now > cutoff_instant
+
+
+@dataclass(frozen=True)
+class DecidingCutoffs:
+    """The live cut-offs, to decide many trades' without a query each: the pairs'
+    profiles by (participant_a, participant_b, product or ``"*"``), the products' rules."""
+
+    profiles: dict[tuple[str, str, str], Cutoff | None]
+    rules: dict[str, Cutoff | None]
+
+    def for_trade(self, participant: str, counterparty: str, product: str) -> Cutoff | None:
+        """Precedence as matching's: pair + product, pair + ``"*"``, the product's rules."""
+        first, second = sorted((participant, counterparty))
+        for claim in ((first, second, product), (first, second, "*")):
+            if claim in self.profiles:
+                return self.profiles[claim]
+        return self.rules.get(product)

@@ -1,5 +1,6 @@
-"""Figures /metrics reads from the database at each scrape. Each statement is a probe of
-a small partial index, so a scrape costs the same with a million trades as with ten."""
+"""Figures /metrics reads from the database at each scrape. Each statement reads a small
+partial index: a probe of its first entry, or (overdue trades) the open trades only,
+grouped — its cost grows with the open trades, not with the matched history."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+
+from kevin.domain.cutoffs import DecidingCutoffs, cutoff_at, is_overdue
+from kevin.domain.profiles import Cutoff
 
 # ix_trades_resting_since: the first entry of a partial index on the resting trades.
 OLDEST_RESTING = """
@@ -29,6 +33,24 @@ BACKLOG_CAP = 100_000
 RELAYS = "SELECT name, seq, stubbed FROM relay_checkpoints"
 
 
+# The open trades by what decides their cut-off and their trade date: counted over the
+# partial index of live unmatched/mismatched trades (ix_trades_resting), so the rows are
+# as few as the open (pair, product, day) groups, not the trades.
+OPEN_GROUPS = """
+SELECT participant, counterparty, product, trade_date, count(*) AS open FROM trades
+WHERE latest AND status IN ('unmatched', 'mismatched')
+GROUP BY participant, counterparty, product, trade_date
+"""
+
+# Every live cut-off: of the pairs' profiles and of the products' rules (a handful of rows,
+# each from its one-latest index).
+LIVE_PROFILE_CUTOFFS = """
+SELECT participant_a, participant_b, product, body->'cutoff' AS cutoff FROM profiles
+WHERE latest AND NOT retired
+"""
+LIVE_RULES_CUTOFFS = "SELECT product, body->'cutoff' AS cutoff FROM rules WHERE latest"
+
+
 @dataclass(frozen=True)
 class ScrapeStats:
     now: datetime
@@ -37,12 +59,35 @@ class ScrapeStats:
     oldest_unsequenced: datetime | None
     last_seq: int | None
     relays: dict[str, tuple[int, int]]  # name -> (position, stubbed)
+    overdue_by_product: dict[str, int]
 
 
 async def scrape_stats(conn: asyncpg.Connection) -> ScrapeStats:
     oldest = await conn.fetchval(OLDEST_RESTING)
     row = await conn.fetchrow(FEED_BACKLOG, BACKLOG_CAP)
     relays = {r["name"]: (r["seq"], r["stubbed"]) for r in await conn.fetch(RELAYS)}
+    overdue = await overdue_by_product(conn, row["now"])
     return ScrapeStats(now=row["now"], oldest_resting=oldest, unsequenced=row["unsequenced"],
                        oldest_unsequenced=row["oldest_unsequenced"], last_seq=row["last_seq"],
-                       relays=relays)
+                       relays=relays, overdue_by_product=overdue)
+
+
+async def overdue_by_product(conn: asyncpg.Connection, now: datetime) -> dict[str, int]:
+    """How many live trades are overdue at ``now``, by product (products with none: 0 when
+    they have open trades)."""
+    deciding = DecidingCutoffs(
+        profiles={(r["participant_a"], r["participant_b"], r["product"]):
+                  _cutoff(r["cutoff"]) for r in await conn.fetch(LIVE_PROFILE_CUTOFFS)},
+        rules={r["product"]: _cutoff(r["cutoff"]) for r in await conn.fetch(LIVE_RULES_CUTOFFS)})
+    counts: dict[str, int] = {}
+    for group in await conn.fetch(OPEN_GROUPS):
+        product = group["product"]
+        cutoff = deciding.for_trade(group["participant"], group["counterparty"], product)
+        late = cutoff is not None and is_overdue("unmatched", cutoff_at(group["trade_date"],
+                                                                       cutoff), now)
+        counts[product] = counts.get(product, 0) + (group["open"] if late else 0)
+    return counts
+
+
+def _cutoff(body: object) -> Cutoff | None:
+    return Cutoff.model_validate(body) if body is not None else None
