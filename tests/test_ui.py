@@ -69,13 +69,13 @@ async def test_login_sets_a_strict_httponly_cookie_for_a_session_stored_server_s
 async def test_a_session_opened_by_one_service_process_is_valid_in_another(
         client, banks, db_url, aiohttp_client):
     from kevin.api.app import create_app
-    from kevin.engine.service import Kevin
+    from kevin.engine.service import TradeService
     from kevin.store import database
 
     a, _ = banks
     browser = await Browser.login(client, a["Authorization"].split()[1])
     pool = await database.create_pool(db_url, min_size=1, max_size=4)
-    other = await aiohttp_client(create_app(Kevin(pool), ADMIN_TOKEN))
+    other = await aiohttp_client(create_app(TradeService(pool), ADMIN_TOKEN))
     try:
         resp = await other.get("/v1/trades", headers=browser.cookie)
         assert resp.status == 200
