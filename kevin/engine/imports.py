@@ -83,7 +83,7 @@ async def _amend(service: TradeService, participant: str, submission: TradeSubmi
                  ) -> ImportOutcome:
     terms = terms_of(submission)
     for attempt in range(CHANGE_RETRIES + 1):
-        current = await service.get(participant, submission.trade_id)
+        current = await service.current(participant, submission.trade_id)
         if current.status == "cancelled":
             raise TradeCancelled(f"trade {current.trade_id} is cancelled",
                                  {"current_version": current.version})
@@ -101,7 +101,7 @@ async def _amend(service: TradeService, participant: str, submission: TradeSubmi
 async def _cancel(service: TradeService, participant: str, submission: TradeSubmission
                   ) -> ImportOutcome:
     for attempt in range(CHANGE_RETRIES + 1):
-        current = await service.get(participant, submission.trade_id)
+        current = await service.current(participant, submission.trade_id)
         if current.status == "cancelled":
             return ImportOutcome("exists", current)
         try:

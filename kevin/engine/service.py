@@ -261,6 +261,15 @@ class TradeService:
 
     # --- reads -------------------------------------------------------------------------
 
+    async def current(self, participant: str, trade_id: str) -> Trade:
+        """The latest version as the primary has it: for deciding a write (never from a
+        replica, which may be behind)."""
+        async with database.connection(self.pool) as conn:
+            trade = await store.latest(conn, participant, trade_id)
+        if trade is None:
+            raise NotFound(f"no trade {trade_id}")
+        return trade
+
     async def get(self, participant: str, trade_id: str, as_of: datetime | None = None,
                   seen_version: int | None = None) -> Trade:
         """The latest version, or the one current ``as_of``. ``seen_version``: a version

@@ -734,7 +734,7 @@ async def _one(kevin: TradeService, session: Session, action: str, selected: str
                 raise e.Forbidden("trades are cancelled by their participant")
             done = await kevin.cancel(participant, trade_id, version)
             return Outcome(participant, trade_id, True, "cancelled", done)
-        current = await kevin.get(participant, trade_id)
+        current = await kevin.current(participant, trade_id)
         if current.version != version:
             raise e.VersionConflict(current.version, version)
         if action == "force_match":
