@@ -64,7 +64,7 @@ def compose() -> dict:
 
 def test_compose_runs_postgres_nats_kevin_and_the_relay():
     services = compose()["services"]
-    assert set(services) == {"postgres", "nats", "kevin", "relay"}
+    assert set(services) == {"postgres", "postgres-replica", "nats", "kevin", "relay"}
     assert services["nats"]["command"][0] == "-js"  # JetStream on
     assert services["kevin"]["image"] == services["relay"]["image"]  # one image, two roles
     assert services["kevin"]["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
@@ -83,8 +83,26 @@ def test_compose_runs_postgres_nats_kevin_and_the_relay():
     assert services["kevin"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     # The admin token is never defaulted: compose refuses to start without one.
     assert ":?" in services["kevin"]["environment"]["KEVIN_ADMIN_TOKEN"]
-    for volume in ("pgdata", "natsdata"):
+    for volume in ("pgdata", "pgreplica", "natsdata"):
         assert volume in compose()["volumes"]
+
+
+def test_compose_reads_from_a_streaming_replica_of_postgres():
+    services = compose()["services"]
+    replica = services["postgres-replica"]
+    script = " ".join(replica["entrypoint"])
+    # A base backup of the primary that configures itself as its standby (-R).
+    assert "pg_basebackup -h postgres" in script and " -R " in script
+    assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "pgreplica:/var/lib/postgresql/data" in replica["volumes"]
+    # The primary accepts the replication connection.
+    hba = compose()["configs"]["replication-hba"]["content"]
+    assert "host replication kevin" in hba
+    assert any(c["source"] == "replication-hba" for c in services["postgres"]["configs"])
+    kevin = services["kevin"]
+    assert "@postgres-replica:5432/" in kevin["environment"]["KEVIN_READ_DATABASE_URL"]
+    # Kevin does not wait for the replica to be healthy: reads fall back to the primary.
+    assert kevin["depends_on"]["postgres-replica"]["condition"] == "service_started"
 
 
 # --- Dockerfile -------------------------------------------------------------------------
