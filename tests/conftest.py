@@ -26,6 +26,7 @@ from kevin.dburl import to_asyncpg_dsn, with_database
 from kevin.engine.service import TradeService
 from kevin.store import database
 from kevin.store.embedded import EmbeddedPostgres, PidFile
+from kevin.store.invariants import find_violations
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -126,11 +127,22 @@ async def template_database(server_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def db_url(server_url: str, template_database: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for this test alone."""
+async def db_url(request: pytest.FixtureRequest, server_url: str,
+                 template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test alone. When the test is done, `kevin
+    check`'s invariants must hold on it (unless the test breaks them on purpose: marker
+    ``breaks_invariants``), so every test that writes through Kevin checks them too."""
     async with _scratch_database(server_url, f"kevin_t_{uuid.uuid4().hex[:12]}",
                                  template_database) as name:
-        yield with_database(server_url, name)
+        url = with_database(server_url, name)
+        yield url
+        if request.node.get_closest_marker("breaks_invariants") is None:
+            conn = await asyncpg.connect(to_asyncpg_dsn(url))
+            try:
+                violations = await find_violations(conn)
+            finally:
+                await conn.close()
+            assert violations == [], f"kevin check fails after the test: {violations[:5]}"
 
 
 @pytest.fixture

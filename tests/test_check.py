@@ -22,6 +22,10 @@ from kevin.store import trades as store
 from kevin.store.trades import NewVersion
 from tests.conftest import trade_body
 
+# These tests break the invariants on purpose to see the check report them (and check a
+# clean database themselves).
+pytestmark = pytest.mark.breaks_invariants
+
 
 def terms(counterparty: str = "BANKB", side: str = "sell", **overrides: object) -> TradeTerms:
     body = trade_body(counterparty=counterparty, side=side, **overrides)
