@@ -140,6 +140,7 @@ async def test_idle_sse_stream_sends_heartbeats(service, banks, aiohttp_client):
     resp.close()
 
 
+@pytest.mark.breaks_invariants  # feed rows without versions: the sequencer alone
 async def test_sequencer_holds_back_a_version_whose_predecessor_is_not_yet_eligible(db_url):
     """Version 2 written by a transaction with a SMALLER xid than version 1's must not be
     sequenced before version 1 (which is committed but above the snapshot's xmin)."""
@@ -190,6 +191,7 @@ def _feed_rows_read(node: dict) -> int:
     return own + sum(_feed_rows_read(child) for child in node.get("Plans", []))
 
 
+@pytest.mark.breaks_invariants  # feed rows without versions: the sequencer alone
 async def test_a_sequencer_round_reads_a_bounded_part_of_the_backlog(db_url):
     """The plan a sequencer keeps is made in its first rounds, on a near-empty feed. The
     held-back test was a NOT EXISTS, which that plan ran as a nested loop over the backlog
@@ -243,6 +245,7 @@ async def _sequenced_all(conn):
     return await _all_sequenced(conn)
 
 
+@pytest.mark.breaks_invariants  # feed rows without versions: the sequencer alone
 async def test_only_one_sequencer_leads_at_a_time(db_url):
     """The lead is a session lock: a second session cannot take it while the first
     lives, and takes it once that session is gone."""
@@ -261,6 +264,7 @@ async def test_only_one_sequencer_leads_at_a_time(db_url):
         await other.close()
 
 
+@pytest.mark.breaks_invariants  # feed rows without versions: the sequencer alone
 async def test_a_follower_takes_over_when_the_leader_dies(db_url, conn):
     """Two sequencers (two processes' worth: two pools): one leads; a follower's writes
     reach the leader and are sequenced at once, not at the leader's next poll; when the
@@ -403,6 +407,7 @@ async def _all_sequenced(conn):
     return await conn.fetchval("SELECT count(*) = 0 FROM feed WHERE seq IS NULL")
 
 
+@pytest.mark.breaks_invariants  # feed rows without versions: the sequencer alone
 async def test_sequencer_survives_its_connections_being_killed(db_url, conn):
     """A database blip (every sequencer connection terminated) is logged and retried;
     the sequencer goes on assigning seqs afterwards."""

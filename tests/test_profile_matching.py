@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.conftest import ADMIN
 from tests.test_batch_api import batch
 from tests.test_matching_api import buy, get, post, sell
@@ -119,6 +121,7 @@ async def test_replays_take_profiles_and_a_replay_with_neither_changes_nothing(c
     assert resp.status == 422
 
 
+@pytest.mark.breaks_invariants  # forges what the check must report
 async def test_kevin_check_verifies_what_decided_each_match(client, banks, conn, db_url):
     from kevin.check import check
     a, b = banks
