@@ -73,6 +73,11 @@ IF_MATCH = _param("If-Match", "header", {"type": "string"}, False,
                   'are read the same; "*" is whatever version is current, RFC 9110). '
                   "Needed: without it the change is refused with 428; a stale version, or "
                   "a value that names no version, with 412 and details.current_version.")
+IF_NONE_MATCH = _param("If-None-Match", "header", {"type": "string"}, False,
+                       'A version the caller has seen, as in the ETag ("3"): the answer '
+                       "is never older than it (read on the primary when a replica has "
+                       "not replayed it yet). The full representation is returned, never "
+                       "304.")
 AS_OF = _param("as_of", "query", {"type": "string", "format": "date-time"}, False,
                "An RFC 3339 instant with a zone; answers as of then (inclusive).")
 OVERDUE = _param("overdue", "query", {"enum": ["true", "false"]}, False,
@@ -204,7 +209,7 @@ def openapi_document() -> dict[str, Any]:
             "get": {
                 "summary": "The latest version, or the one latest at as_of, with its cut-off "
                            "(cutoff_at) and whether it is overdue then (computed, not stored).",
-                "parameters": [AS_OF, PARTICIPANT],
+                "parameters": [AS_OF, PARTICIPANT, IF_NONE_MATCH],
                 "responses": _responses({"200": ("The trade", "AgedTrade")},
                                         (*AUTH, "404", "422", "503")),
             },
@@ -227,7 +232,7 @@ def openapi_document() -> dict[str, Any]:
             "parameters": [TRADE_ID],
             "get": {
                 "summary": "Every version of the trade, ascending.",
-                "parameters": [PARTICIPANT],
+                "parameters": [PARTICIPANT, IF_NONE_MATCH],
                 "responses": _responses({"200": ("The history", "TradeVersions")},
                                         (*AUTH, "404", "422", "503")),
             },
