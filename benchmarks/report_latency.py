@@ -31,6 +31,7 @@ from kevin.dburl import to_asyncpg_dsn, with_database
 from kevin.domain.reports import StpQuery
 from kevin.engine.reports import Reports
 from kevin.store import database
+from kevin.store.replica import Reads
 
 FIRST_DATE = date(2026, 11, 2)
 DATES = 20
@@ -90,7 +91,7 @@ async def load(url: str, trades: int) -> None:
 
 async def measure(url: str, runs: int) -> None:
     pool = await database.create_pool(url, min_size=1, max_size=2)
-    reports = Reports(pool)
+    reports = Reports(Reads(pool))
     last = FIRST_DATE + timedelta(days=DATES - 1)
     middle = await pool.fetchval(
         "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY recorded_at) FROM trades")
