@@ -30,6 +30,7 @@ from kevin.feed.runtime import FeedOptions
 from kevin.store import database
 from kevin.store.replica import Reads
 from tests.conftest import ADMIN, ADMIN_TOKEN, Api, trade_body, wait_for
+from tests.feed_helpers import sse_events
 
 pytestmark = pytest.mark.slow
 
@@ -250,10 +251,17 @@ async def test_feed_from_the_standby_delivers_every_update_once_in_seq_order(set
             if writers_done.is_set() and not body["updates"] and len(seen) >= 4 * pairs:
                 return
 
+    stream = await s.client.get("/v1/feed", params={"after": start},
+                                headers={**ADMIN, "Accept": "text/event-stream"})
+    assert stream.status == 200
+    streamed = asyncio.create_task(sse_events(stream, 4 * pairs))
     reading = asyncio.create_task(reader())
     await asyncio.gather(*(writer(k) for k in range(4)))
     writers_done.set()
     await asyncio.wait_for(reading, 60)
+    sse_seqs = [int(event_id) for event_id, _, _ in await asyncio.wait_for(streamed, 60)
+                if event_id is not None]
+    stream.close()
     conn = await asyncpg.connect(to_asyncpg_dsn(s.pair.primary.url("kevin")))
     try:
         on_primary = [r["seq"] for r in await conn.fetch(
@@ -261,7 +269,8 @@ async def test_feed_from_the_standby_delivers_every_update_once_in_seq_order(set
     finally:
         await conn.close()
     assert len(on_primary) == 4 * pairs  # two submitted and two matched versions a pair
-    assert seen == on_primary  # every update once, in seq order
+    assert seen == on_primary  # every update once, in seq order: JSON pages
+    assert sse_seqs == on_primary  # ... and the SSE stream
     assert s.reads.counts.replica > 0  # the standby did serve pages
 
 
