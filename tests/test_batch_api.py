@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN, trade_body, wait_for
+from tests.conftest import ADMIN, as_read, trade_body, wait_for
 from tests.matching_checks import check_matching_invariants
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -154,7 +154,7 @@ async def test_batches_match_each_other_and_single_submissions(client, banks, co
         # The answer is built from what was written, not read back: it must be the
         # stored trade to the microsecond.
         stored = await (await client.get(f"/v1/trades/B-{i}", headers=b)).json()
-        assert trade == stored
+        assert as_read(trade) == stored
     assert await check_matching_invariants(conn) == 20
     # Version 1 (written superseded) and version 2 of a batch-matched trade come to the
     # sequencer in version order, and keep the trade's first submission.
