@@ -11,6 +11,10 @@ from kevin.store.named import lines_source
 from kevin.store.queries import TRADE_COLUMNS, VERSION_COLUMNS
 
 _NAMES = ", ".join(name for name, _ in VERSION_COLUMNS)
+# The same columns read from a batch's lines; a version that does not carry its trade's
+# first submission (a new trade's first) takes the database's clock.
+_SELECTED = ", ".join("coalesce(first_submitted_at, clock_timestamp())"
+                      if name == "first_submitted_at" else name for name, _ in VERSION_COLUMNS)
 
 # Version 1 of each new trade of a batch, with its feed row, in line order (so each
 # line's first_submitted_at, the database's clock, follows the one before). A trade_id
@@ -21,11 +25,7 @@ WITH new AS (
     SELECT * FROM {lines_source(VERSION_COLUMNS)} AS n
 ), version AS (
     INSERT INTO trades (latest, {_NAMES})
-    SELECT true, participant, trade_id, version, status, reason, counterparty, side,
-           product, quantity, price, currency, trade_date, settlement_date, location,
-           attributes, match_id, match_counterparty_trade_id, match_counterparty_version,
-           mismatches, rules_version, comment, replay_id, actor,
-           coalesce(first_submitted_at, clock_timestamp())
+    SELECT true, {_SELECTED}
     FROM new
     ORDER BY ord
     ON CONFLICT ON CONSTRAINT pk_trades DO NOTHING
@@ -63,11 +63,7 @@ WITH new AS (
     SELECT * FROM {lines_source((*VERSION_COLUMNS, ("latest", "bool")))} AS n
 ), version AS (
     INSERT INTO trades (latest, {_NAMES})
-    SELECT latest, participant, trade_id, version, status, reason, counterparty, side,
-           product, quantity, price, currency, trade_date, settlement_date, location,
-           attributes, match_id, match_counterparty_trade_id, match_counterparty_version,
-           mismatches, rules_version, comment, replay_id, actor,
-           coalesce(first_submitted_at, clock_timestamp())
+    SELECT latest, {_SELECTED}
     FROM new
     ORDER BY ord
     RETURNING participant, trade_id, version, latest, recorded_at
