@@ -438,3 +438,9 @@ def test_when_both_readings_fit_the_amounts_market_convention_names_the_base():
         "EUR"
     # Away from 1 only one reading fits, convention or not.
     assert fx.base_of("KWD", Decimal("1.000"), "EUR", Decimal("2.00"), Decimal("2")) == "KWD"
+
+
+def test_fpml_declaring_an_unknown_encoding_is_unreadable_not_an_exception():
+    with pytest.raises(UnreadableFile) as refused:
+        fpml.parse(b'<?xml version="1.0" encoding="tf-8"?><requestConfirmation/>', OURS)
+    assert "encoding" in refused.value.message

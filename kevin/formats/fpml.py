@@ -60,6 +60,9 @@ def parse(data: bytes, own_bic: str) -> list[Record]:
         raise UnreadableFile(f"the body is not well-formed XML: {error}",
                              [{"field": "body", "line": line, "column": column,
                                "message": str(error)}]) from None
+    except LookupError as error:  # an XML declaration naming an encoding Python lacks
+        raise UnreadableFile(f"the body's XML declaration names an unknown encoding: {error}",
+                             [{"field": "body", "message": str(error)}]) from None
     try:
         return [_record(_Reader(root), own_bic)]
     except _Malformed as error:
