@@ -220,7 +220,7 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
     options = Options(mode=args.mode, concurrency=args.concurrency, keys=args.keys,
                       warmup=args.warmup, duration=args.duration, rounds=args.rounds,
                       batch_lines=args.batch_lines, batch_requests=args.batch_requests,
-                      **({"workers": args.workers} if args.workers else {}),
+                      workers=args.workers, latency_at=args.latency_at,
                       output=Path(args.output) if args.output else None)
     try:
         await run_bench(settings, options)
@@ -267,6 +267,20 @@ def _worker_count(text: str) -> int:
     if count > MAX_WORKERS:
         raise argparse.ArgumentTypeError(f"at most {MAX_WORKERS} workers")
     return count
+
+
+def _worker_counts(text: str) -> tuple[int, ...]:
+    return tuple(_worker_count(part.strip()) for part in text.split(","))
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to 1")
+    return value
 
 
 async def archive_versions(settings: Settings, before: datetime, batch_size: int) -> None:
@@ -376,8 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="measure the service against a raw-PostgreSQL ceiling (scratch databases)")
     bench_p.add_argument("mode", nargs="?", choices=("pairs", "batch", "all"), default="all",
                          help="matched pairs over HTTP, bulk ingest, or both (default)")
-    bench_p.add_argument("--concurrency", type=int, default=8,
-                         help="clients / connections (default 8)")
+    bench_p.add_argument("--concurrency", type=int, default=16,
+                         help="clients / connections (default 16)")
     bench_p.add_argument("--keys", type=int, default=0,
                          help="distinct match keys (default: one per client)")
     bench_p.add_argument("--warmup", type=float, default=1.0,
@@ -390,8 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="lines per POST /v1/trades/batch (at most 10,000)")
     bench_p.add_argument("--batch-requests", type=int, default=6,
                          help="batch requests per run")
-    bench_p.add_argument("--workers", type=_worker_count, metavar="N",
-                         help="kevin serve --workers for the service (default: one per core)")
+    bench_p.add_argument("--workers", type=_worker_counts, default=(1, 2), metavar="N[,N...]",
+                         help="pairs: one service configuration per kevin serve --workers "
+                              "count, measured in alternating rounds (default 1,2); batch: "
+                              "the largest")
+    bench_p.add_argument("--latency-at", type=_fraction, default=0.5, metavar="F",
+                         help="pairs: time each configuration's pairs in paced (open-loop) "
+                              "slices at F x its peak pairs/s (default 0.5; 0: none)")
     bench_p.add_argument("--output", metavar="FILE", help="write the figures as JSON")
     replay_p = commands.add_parser(
         "replay", help="re-run matching since T under other rules; --apply writes it")

@@ -32,33 +32,44 @@ async def _bench_databases(server_url: str) -> list[str]:
 async def test_bench_pairs_writes_figures_and_cleans_up(server_url: str, tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
     done = run_cli("bench", "pairs", "--concurrency", "2", "--warmup", "0.2", "--duration", "1",
-                   "--rounds", "2", "--workers", "2", "--output", str(output), timeout=120,
+                   "--rounds", "2", "--workers", "1,2", "--output", str(output), timeout=240,
                    KEVIN_DATABASE_URL=server_url)
     assert done.returncode == 0, done.stderr
-    assert "ceiling" in done.stdout and "service" in done.stdout and "ratio" in done.stdout
-    assert "kevin serve --workers 2" in done.stdout
+    assert "kevin serve --workers 1" in done.stdout and "kevin serve --workers 2" in done.stdout
+    assert "x ceiling" in done.stdout and "paced at 0.5 x its peak" in done.stdout
     figures = json.loads(output.read_text())
     pairs = figures["pairs"]
-    assert pairs["ceiling"]["pairs"] > 0 and pairs["ceiling"]["errors"] == 0
-    assert pairs["service"]["pairs"] > 0 and not pairs["service"]["errors"]
-    assert pairs["ratio"] == pytest.approx(
-        pairs["service"]["pairs_per_s"] / pairs["ceiling"]["pairs_per_s"], abs=0.001)
-    assert pairs["service"]["latency"]["p50_ms"] is not None
+    ceiling = pairs["ceiling"]
+    assert ceiling["pairs"] > 0 and ceiling["errors"] == 0
     # Two alternating rounds; the totals are their sums over the measured seconds.
-    assert len(pairs["rounds"]) == 2 and pairs["ceiling"]["seconds"] == 2
-    assert pairs["service"]["pairs_per_s"] == pytest.approx(
-        sum(r["service_pairs_per_s"] for r in pairs["rounds"]) / 2, abs=0.1)
-    assert "latencies_s" not in pairs["service"] and "latencies_s" not in pairs["ceiling"]
+    assert len(pairs["rounds"]) == 2 and ceiling["seconds"] == 2
+    assert "latencies_s" not in ceiling
     assert figures["machine"]["cpus"] >= 1
-    # The server's CPU and memory are the supervisor's and both workers'.
-    assert figures["options"]["workers"] == 2 and pairs["service"]["server"]["processes"] == 3
     # The minimal ceiling: pgbench ships with PostgreSQL, on this machine and CI's.
     assert pgbench.pgbench() is not None, "pgbench is not on PATH"
     minimal = pairs["minimal_ceiling"]
     assert minimal["pairs"] > 0 and minimal["errors"] == 0 and "minimal ceiling" in done.stdout
-    assert pairs["minimal_ratio"] == pytest.approx(
-        pairs["service"]["pairs_per_s"] / minimal["pairs_per_s"], abs=0.001)
-    assert len(figures["scratch_databases"]) == 3
+    assert [c["workers"] for c in pairs["services"]] == [1, 2]
+    for config, processes in zip(pairs["services"], (1, 3), strict=True):
+        service = config["service"]
+        assert service["pairs"] > 0 and not service["errors"]
+        assert service["latency"]["p50_ms"] is not None and "latencies_s" not in service
+        assert config["ratio"] == pytest.approx(
+            service["pairs_per_s"] / ceiling["pairs_per_s"], abs=0.001)
+        assert config["minimal_ratio"] == pytest.approx(
+            service["pairs_per_s"] / minimal["pairs_per_s"], abs=0.001)
+        assert len(config["rounds"]) == 2 and service["pairs_per_s"] == pytest.approx(
+            sum(r["pairs_per_s"] for r in config["rounds"]) / 2, abs=0.1)
+        # The server's CPU and memory: one process, or the supervisor and both workers.
+        assert service["server"]["processes"] == processes
+        # The paced slices ran at half this configuration's peak, every pair timed from
+        # the buy sent to both legs matched on the feed.
+        paced = config["paced"]
+        assert paced["rate"] == pytest.approx(service["pairs_per_s"] / 2, abs=0.1)
+        assert paced["pairs"] > 0 and not paced["errors"] and paced["unfinished"] == 0
+        assert paced["pairs_not_seen_on_feed"] == 0
+        assert paced["latency"]["p50_ms"] is not None and "latencies_s" not in paced
+    assert len(figures["scratch_databases"]) == 4
     assert not set(figures["scratch_databases"]) & set(await _bench_databases(server_url))
 
 

@@ -24,7 +24,7 @@ import asyncpg
 
 from kevin.bench import ceiling, pgbench
 from kevin.bench import workload as w
-from kevin.config import MAX_WORKERS, Settings
+from kevin.config import Settings
 from kevin.dburl import to_asyncpg_dsn, with_database
 from kevin.engine.service import TradeService
 from kevin.runtime import database_url
@@ -36,18 +36,26 @@ class BenchFailed(Exception):
     """The benchmark could not run; the message says why, in one line."""
 
 
+# The targets `kevin bench` reports against (docs/performance.md, Targets).
+TARGET_MINIMAL_RATIO = 0.30  # service pairs/s over the minimal (pgbench) ceiling's
+TARGET_P99_MS = 50.0  # pair latency at half the peak rate, buy sent -> both matched on SSE
+
+
 @dataclass(frozen=True)
 class Options:
     mode: str = "all"  # pairs | batch | all
-    concurrency: int = 8
+    concurrency: int = 16
     keys: int = 0  # distinct match keys; 0 = one per client
     warmup: float = 1.0
     duration: float = 5.0
     rounds: int = 3
     batch_lines: int = 10_000
     batch_requests: int = 6
-    # kevin serve's processes: one per core, as the README advises for production.
-    workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, MAX_WORKERS))
+    # The service configurations measured, as kevin serve --workers: the default (one
+    # process) and one per core on this 2-core machine.
+    workers: tuple[int, ...] = (1, 2)
+    # The paced slices' rate, as a fraction of each configuration's peak (0: none).
+    latency_at: float = 0.5
     output: Path | None = None
 
     @property
@@ -246,72 +254,132 @@ def _merged(slices: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     return merged
 
 
+@dataclass
+class Service:
+    """One configuration of the service: its own ``kevin serve`` on its own scratch
+    database, and the slices measured on it."""
+
+    workers: int
+    url: str
+    keys: dict[str, str]
+    admin_token: str
+    server: ServeProcess
+    slices: list[dict[str, Any]] = field(default_factory=list)
+    paced: list[dict[str, Any]] = field(default_factory=list)
+    cpu_s: float = 0.0
+
+    async def load(self, common: dict[str, Any], run_id: str, **paced: Any) -> dict[str, Any]:
+        """One slice of the load generator on this service (closed loop, or ``paced``)."""
+        return await run_loadgen(
+            {**common, **paced, "run_id": run_id, "url": self.server.base,
+             "seller_key": self.keys[w.SELLER], "buyer_key": self.keys[w.BUYER],
+             "admin_token": self.admin_token, "feed_after": await feed_head(self.url)},
+            timeout=common["warmup"] + common["duration"] + 180)
+
+    async def closed_slice(self, common: dict[str, Any], run_id: str) -> None:
+        assert self.server.process is not None
+        before = tree_figures(self.server.process.pid)
+        self.slices.append(await self.load(common, run_id))
+        after = tree_figures(self.server.process.pid)
+        if before and after:
+            self.cpu_s += after["cpu_s"] - before["cpu_s"]
+
+
+def _ratio(value: float, to: float) -> float | None:
+    return round(value / to, 3) if to else None
+
+
+def _merged_paced(slices: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Paced slices as one figure: their latencies pooled, the offered rate averaged."""
+    merged = _merged(slices, seconds)
+    merged.update(
+        rate=round(slices[0]["rate"], 1),
+        offered_pairs_per_s=round(sum(s["offered_pairs_per_s"] for s in slices)
+                                  / len(slices), 1),
+        start_lateness_p99_ms=max((s["start_lateness"]["p99_ms"] or 0.0) for s in slices),
+        unfinished=sum(s["unfinished"] for s in slices))
+    for key in ("start_lateness", "latencies_s"):
+        merged.pop(key, None)
+    return merged
+
+
 async def bench_pairs(server_url: str, options: Options, workdir: Path) -> dict[str, Any]:
-    """The ceiling and the service in alternating slices (``rounds`` of each, the same
-    length), so that a machine whose speed drifts — a shared one always does — tilts
-    both sides alike; the ratio is of the sums."""
+    """The ceilings and every service configuration in alternating slices (``rounds`` of
+    each, the same length), so that a machine whose speed drifts — a shared one always
+    does — tilts all sides alike; the ratios are of the sums. Then, where ``latency_at``,
+    ``rounds`` paced slices of each configuration at that fraction of its peak (its
+    closed-loop pairs/s just measured), alternating too: the pair latency there."""
     run_id = secrets.token_hex(3)
     common: dict[str, Any] = {"concurrency": options.concurrency, "duration": options.duration,
-              "warmup": options.warmup, "keys": options.match_keys}
+                              "warmup": options.warmup, "keys": options.match_keys}
     ceilings: list[dict[str, Any]] = []
     minimal: list[dict[str, Any]] = []
-    services: list[dict[str, Any]] = []
-    cpu = 0.0
+    services: list[Service] = []
     with_pgbench = pgbench.pgbench() is not None
-    async with scratch_database(server_url, "ceiling") as ceiling_url, \
-            scratch_database(server_url, "minimal") as minimal_url, \
-            scratch_database(server_url, "service") as url:
-        keys = await create_participants(url)
-        admin_token = secrets.token_urlsafe(16)
-        async with ServeProcess(url, admin_token, workdir / "serve.log",
-                                options.workers) as server:
-            assert server.process is not None
-            for r in range(options.rounds):
-                if with_pgbench:
-                    minimal.append(await pgbench.run(minimal_url, options.concurrency,
-                                                     options.duration))
-                ceilings.append(await ceiling.run(ceiling_url, **common,
-                                                  run_id=f"{run_id}c{r}"))
-                before = tree_figures(server.process.pid)
-                services.append(await run_loadgen(
-                    {**common, "run_id": f"{run_id}s{r}", "url": server.base,
-                     "seller_key": keys[w.SELLER], "buyer_key": keys[w.BUYER],
-                     "admin_token": admin_token, "feed_after": await feed_head(url)},
-                    timeout=options.warmup + options.duration + 120))
-                after = tree_figures(server.process.pid)
-                if before and after:
-                    cpu += after["cpu_s"] - before["cpu_s"]
-            at_end = tree_figures(server.process.pid)
-    rss = at_end.get("rss_mib")
-    seconds = options.duration * options.rounds
-    ceiling_figures, service = _merged(ceilings, seconds), _merged(services, seconds)
-    if rss is not None:
-        # CPU per pair is steadier than pairs/s on a shared machine: the figure to
-        # compare when judging a change to the service.
-        measured = service["pairs"] * (options.warmup + options.duration) / options.duration
-        service["server"] = {
-            "rss_mib": rss, "processes": at_end["processes"], "cpu_s": round(cpu, 2),
-            "cpu_ms_per_pair": round(1000 * cpu / measured, 3) if measured else None}
-    ratio = service["pairs_per_s"] / ceiling_figures["pairs_per_s"] \
-        if ceiling_figures["pairs_per_s"] else None
-    rounds = [{"ceiling_pairs_per_s": c["pairs_per_s"], "service_pairs_per_s": s["pairs_per_s"],
-               "ratio": round(s["pairs_per_s"] / c["pairs_per_s"], 3)
-               if c["pairs_per_s"] else None} for c, s in zip(ceilings, services, strict=True)]
-    figures: dict[str, Any] = {
-        "ceiling": ceiling_figures, "service": service,
-        "ratio": round(ratio, 3) if ratio is not None else None, "rounds": rounds,
-        "minimal_ceiling": None, "minimal_ratio": None}
-    if minimal:
-        floor = pgbench.merged(minimal)
-        figures["minimal_ceiling"] = floor
-        figures["minimal_ratio"] = round(service["pairs_per_s"] / floor["pairs_per_s"], 3) \
-            if floor["pairs_per_s"] else None
-        for by_round, slice_ in zip(rounds, minimal, strict=True):
-            by_round["minimal_pairs_per_s"] = slice_["pairs_per_s"]
-            by_round["minimal_ratio"] = round(
-                by_round["service_pairs_per_s"] / slice_["pairs_per_s"], 3) \
-                if slice_["pairs_per_s"] else None
-    return figures
+    async with contextlib.AsyncExitStack() as stack:
+        ceiling_url = await stack.enter_async_context(scratch_database(server_url, "ceiling"))
+        minimal_url = await stack.enter_async_context(scratch_database(server_url, "minimal"))
+        for n, workers in enumerate(options.workers):
+            url = await stack.enter_async_context(
+                scratch_database(server_url, f"service{n}"))
+            keys = await create_participants(url)
+            admin_token = secrets.token_urlsafe(16)
+            server = await stack.enter_async_context(
+                ServeProcess(url, admin_token, workdir / f"serve-{n}.log", workers))
+            services.append(Service(workers, url, keys, admin_token, server))
+        for r in range(options.rounds):
+            if with_pgbench:
+                minimal.append(await pgbench.run(minimal_url, options.concurrency,
+                                                 options.duration))
+            ceilings.append(await ceiling.run(ceiling_url, **common, run_id=f"{run_id}c{r}"))
+            for n, service in enumerate(services):
+                await service.closed_slice(common, f"{run_id}s{n}r{r}")
+        seconds = options.duration * options.rounds
+        peaks = [_merged(s.slices, seconds)["pairs_per_s"] for s in services]
+        for r in range(options.rounds if options.latency_at > 0 else 0):
+            for n, (service, peak) in enumerate(zip(services, peaks, strict=True)):
+                if peak > 0:
+                    service.paced.append(await service.load(
+                        common, f"{run_id}p{n}r{r}", mode="paced",
+                        rate=options.latency_at * peak))
+        at_end = [tree_figures(s.server.process.pid) if s.server.process else {}
+                  for s in services]
+    ceiling_figures = _merged(ceilings, seconds)
+    floor = pgbench.merged(minimal) if minimal else None
+    rounds: list[dict[str, Any]] = [{"ceiling_pairs_per_s": c["pairs_per_s"]} for c in ceilings]
+    for round_figures, slice_ in zip(rounds, minimal, strict=False):
+        round_figures["minimal_pairs_per_s"] = slice_["pairs_per_s"]
+    configurations = []
+    for service, figures_at_end in zip(services, at_end, strict=True):
+        merged = _merged(service.slices, seconds)
+        if figures_at_end:
+            # CPU per pair is steadier than pairs/s on a shared machine: the figure to
+            # compare when judging a change to the service.
+            measured = merged["pairs"] * (options.warmup + options.duration) / options.duration
+            merged["server"] = {
+                "rss_mib": figures_at_end["rss_mib"], "processes": figures_at_end["processes"],
+                "cpu_s": round(service.cpu_s, 2),
+                "cpu_ms_per_pair": round(1000 * service.cpu_s / measured, 3) if measured
+                else None}
+        by_round = []
+        for r, slice_ in enumerate(service.slices):
+            entry = {"pairs_per_s": slice_["pairs_per_s"],
+                     "ratio": _ratio(slice_["pairs_per_s"], ceilings[r]["pairs_per_s"])}
+            if minimal:
+                entry["minimal_ratio"] = _ratio(slice_["pairs_per_s"],
+                                                minimal[r]["pairs_per_s"])
+            by_round.append(entry)
+        configurations.append({
+            "workers": service.workers, "service": merged,
+            "ratio": _ratio(merged["pairs_per_s"], ceiling_figures["pairs_per_s"]),
+            "minimal_ratio": _ratio(merged["pairs_per_s"], floor["pairs_per_s"])
+            if floor else None,
+            "rounds": by_round,
+            "paced": _merged_paced(service.paced, options.duration * len(service.paced))
+            if service.paced else None})
+    return {"ceiling": ceiling_figures, "minimal_ceiling": floor, "rounds": rounds,
+            "services": configurations, "latency_at": options.latency_at,
+            "targets": {"minimal_ratio": TARGET_MINIMAL_RATIO, "paced_p99_ms": TARGET_P99_MS}}
 
 
 def machine() -> dict[str, Any]:
@@ -361,36 +429,64 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
+def _verdict(met: bool | None) -> str:
+    return "-" if met is None else ("met" if met else "NOT met")
+
+
 def pairs_text(figures: dict[str, Any], options: Options) -> str:
-    """The figures as lines: the service against the asyncpg ceiling (the engine's own
-    statements) and, where pgbench is on PATH, against the minimal ceiling."""
-    c, s = figures["ceiling"], figures["service"]
+    """The figures as lines: each service configuration against the minimal ceiling
+    (pgbench, where it is on PATH) and the asyncpg one (the engine's own statements), and
+    its pair latency at a fraction of its peak, with the targets."""
+    c, m = figures["ceiling"], figures.get("minimal_ceiling")
     lines = [
         f"pairs: {options.concurrency} clients, {options.match_keys} match keys; "
-        f"{options.rounds} rounds of ceiling then service, each {options.duration:g} s "
-        f"measured after {options.warmup:g} s warm-up; kevin serve --workers {options.workers}",
-        f"  ceiling  {c['pairs_per_s']:>9.1f} pairs/s   p50 {_ms(c['latency']['p50_ms'])}"
-        f"   p99 {_ms(c['latency']['p99_ms'])}   ({c['latency_is']})",
-        f"  service  {s['pairs_per_s']:>9.1f} pairs/s   p50 {_ms(s['latency']['p50_ms'])}"
-        f"   p99 {_ms(s['latency']['p99_ms'])}   ({s['latency_is']})",
-        f"  ratio    {figures['ratio']} x ceiling"
-        + (f"   (server: {s['server']['cpu_ms_per_pair']} CPU ms per pair, "
-           f"RSS {s['server']['rss_mib']} MiB)" if "server" in s else ""),
+        f"{options.rounds} rounds of the ceilings then each service configuration, each "
+        f"{options.duration:g} s measured after {options.warmup:g} s warm-up",
     ]
-    lines.append("  by round  " + ", ".join(
-        f"{r['ratio']}" for r in figures["rounds"]) + "  (service / ceiling)")
-    m = figures.get("minimal_ceiling")
     if m:
         lines.append(
-            f"  minimal  {m['pairs_per_s']:>9.1f} pairs/s   (pgbench, {m['script']}: the least"
-            f" SQL a pair needs, {m['seconds']} s in rounds with the others)")
-        lines.append(f"  ratio    {figures['minimal_ratio']} x minimal ceiling   by round  "
-                     + ", ".join(f"{r['minimal_ratio']}" for r in figures["rounds"]))
+            f"  minimal ceiling {m['pairs_per_s']:>8.1f} pairs/s   (pgbench, {m['script']}: "
+            f"the least SQL a pair needs)   by round "
+            + ", ".join(f"{r['minimal_pairs_per_s']}" for r in figures["rounds"]))
     else:
-        lines.append("  minimal  pgbench is not on PATH (it ships with PostgreSQL): ratios are"
-                     " to the asyncpg ceiling only")
-    if s.get("errors"):
-        lines.append(f"  service errors by status: {s['errors']}")
+        lines.append("  minimal ceiling: pgbench is not on PATH (it ships with PostgreSQL): "
+                     "ratios are to the asyncpg ceiling only")
+    lines.append(
+        f"  ceiling         {c['pairs_per_s']:>8.1f} pairs/s   p50 {_ms(c['latency']['p50_ms'])}"
+        f"   p99 {_ms(c['latency']['p99_ms'])}   ({c['latency_is']}; the engine's statements "
+        f"over asyncpg)")
     if c.get("errors"):
         lines.append(f"  ceiling errors: {c['errors']}")
+    for config in figures["services"]:
+        s = config["service"]
+        lines.append(
+            f"  kevin serve --workers {config['workers']}: {s['pairs_per_s']:.1f} pairs/s"
+            f" closed loop, p50 {_ms(s['latency']['p50_ms'])} p99 {_ms(s['latency']['p99_ms'])}"
+            + (f"; server {s['server']['cpu_ms_per_pair']} CPU ms per pair, "
+               f"RSS {s['server']['rss_mib']} MiB" if "server" in s else ""))
+        if config["minimal_ratio"] is not None:
+            met = config["minimal_ratio"] >= TARGET_MINIMAL_RATIO
+            lines.append(
+                f"    {config['minimal_ratio']} x minimal ceiling (target >= "
+                f"{TARGET_MINIMAL_RATIO}: {_verdict(met)})"
+                f"   by round " + ", ".join(f"{r['minimal_ratio']}" for r in config["rounds"]))
+        lines.append(f"    {config['ratio']} x ceiling   by round "
+                     + ", ".join(f"{r['ratio']}" for r in config["rounds"]))
+        p = config["paced"]
+        if p is not None:
+            p99 = p["latency"]["p99_ms"]
+            lines.append(
+                f"    paced at {figures['latency_at']:g} x its peak: {p['rate']:.1f} pairs/s "
+                f"offered (open loop), {p['pairs']} pairs; {p['latency_is']}: p50 "
+                f"{_ms(p['latency']['p50_ms'])} p99 {_ms(p99)} max {_ms(p['latency']['max_ms'])}"
+                f" (target p99 < {TARGET_P99_MS:g} ms: "
+                f"{_verdict(None if p99 is None else p99 < TARGET_P99_MS)})")
+            if p.get("pairs_not_seen_on_feed") or p.get("unfinished") or p.get("errors"):
+                lines.append(f"    paced: {p['pairs_not_seen_on_feed']} pairs not seen on the "
+                             f"feed, {p['unfinished']} unfinished, errors {p['errors']}")
+            if p["start_lateness_p99_ms"] > 5:
+                lines.append(f"    paced: the generator started pairs up to "
+                             f"{p['start_lateness_p99_ms']:.1f} ms late (p99): less was offered")
+        if s.get("errors"):
+            lines.append(f"    service errors by status: {s['errors']}")
     return "\n".join(lines)
