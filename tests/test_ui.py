@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kevin.store.participants import hash_key
 from tests.conftest import ADMIN, ADMIN_TOKEN, trade_body, wait_for
+from tests.test_cutoffs_api import PROFILE, Clock, ours, theirs
 from tests.ui_helpers import Browser, csrf_of, login
 
 STATIC = Path(__file__).parent.parent / "kevin" / "ui" / "static"
@@ -249,7 +250,7 @@ async def test_the_exceptions_tabs_count_and_filter(client, banks):
 
     page = await bank_a.page("/ui/exceptions")
     # Alleged: what BANKB says it traded with BANKA, not matched (B-1 and B-4).
-    assert _counts(page) == {"mismatched": 1, "unmatched": 1, "alleged": 2,
+    assert _counts(page) == {"mismatched": 1, "unmatched": 1, "alleged": 2, "overdue": 0,
                              "proposals": 0, "matched_today": 1}
     assert 'id="row-BANKA-A-1"' in page and "A-2" not in page
     assert '<span class="field">price</span>' in page
@@ -288,10 +289,10 @@ async def test_the_age_filter_is_on_first_submission(client, banks):
     now = datetime.now(UTC)
     for before, expected in ((now + timedelta(minutes=1), ["A-2"]),
                              (now - timedelta(hours=1), [])):
-        trades, counts = await workbench.exceptions(ExceptionsQuery(
+        found = await workbench.exceptions(ExceptionsQuery(
             tab="unmatched", participant="BANKA", submitted_before=before))
-        assert [t.trade_id for t in trades] == expected
-        assert counts["unmatched"] == len(expected)
+        assert [t.trade_id for t in found.trades] == expected
+        assert found.counts["unmatched"] == len(expected)
 
 
 async def test_bad_filters_are_a_clear_page_not_a_500(client, banks):
@@ -308,6 +309,129 @@ def _counts(page: str) -> dict[str, int]:
 
     return {tab: int(count) for tab, count in re.findall(
         r'id="tab-(\w+)"[^>]*>[^<]*<span class="count" data-count="(\d+)"', page)}
+
+
+# --- overdue: the tab and ageing against the cut-off, on a controlled clock ---------------
+
+
+async def overdue_book(client, api, service):
+    """Trades of 2026-10-23 (a Friday) and after, under a BANKA-BANKB profile for XAU
+    (cut-off T+1 17:00 London: Monday 26th 17:00 UTC) and XAG rules (T+0 13:00 New York:
+    Friday 23rd 17:00 UTC); XPT has none. The service's clock is returned, at 18:00 on
+    the 26th: both cut-offs of the 23rd have passed."""
+    a, b = await api.participant("BANKA"), await api.participant("BANKB")
+    c = await api.participant("BANKC")
+    clock = Clock()
+    service.clock = clock
+    clock.at("2026-10-26T18:00:00+00:00")
+    assert (await client.put("/v1/profiles/a-b-xau", json=PROFILE, headers=ADMIN)).status == 200
+    resp = await client.put("/v1/rules/XAG", json={"cutoff": {
+        "business_days": 0, "time": "13:00", "timezone": "America/New_York",
+        "calendar": "US"}}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    await submit(client, a, ours("A-C", "2026-10-23", product="XAG", counterparty="BANKC"))
+    await submit(client, b, theirs("B-XAG", "2026-10-23", product="XAG", price="3"))
+    await submit(client, a, ours("A-LATE", "2026-10-23"))
+    await submit(client, a, ours("A-MM", "2026-10-23", quantity="7"))
+    assert (await submit(client, b, theirs("B-MM", "2026-10-23", quantity="8")))[
+        "status"] == "mismatched"
+    await submit(client, a, ours("A-NEW", "2026-10-27"))
+    await submit(client, a, ours("A-XPT", "2026-10-23", product="XPT"))
+    # BANKC's trade naming BANKB: overdue, but neither BANKA's nor alleged against it.
+    await submit(client, c, ours("C-1", "2026-10-23", product="XAG", counterparty="BANKB"))
+    return a, b, clock
+
+
+def _rows(page: str) -> list[str]:
+    import re
+
+    return re.findall(r'<tr id="row-([A-Z0-9_]+-[^"]+)"', page)
+
+
+async def test_the_overdue_tab_lists_the_books_own_and_what_is_alleged_against_it(
+        client, api, service):
+    a, b, clock = await overdue_book(client, api, service)
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    page = await bank_a.page("/ui/exceptions?tab=overdue")
+    # Most overdue first: the cut-off of the 23rd (XAG), then the 26th (XAU); within
+    # one, in order of submission. Not A-NEW (due on the 28th), not A-XPT (no cut-off),
+    # not C-1 (BANKC's, naming BANKB).
+    assert _rows(page) == ["BANKA-A-C", "BANKB-B-XAG", "BANKA-A-LATE", "BANKA-A-MM",
+                           "BANKB-B-MM"]
+    assert _counts(page)["overdue"] == 5
+    assert "BANKA's own and those others allege against BANKA" in page
+    assert page.count('<td class="whose">own</td>') == 3
+    assert page.count('<td class="whose">alleged by BANKB</td>') == 2
+    assert "overdue by 3d 1h" in page and "overdue by 1h 0m" in page  # A-C, A-LATE
+    assert '<time class="meta" datetime="2026-10-26T17:00:00+00:00">cut-off ' \
+           '2026-10-26 17:00:00 UTC</time>' in page
+    # The same filters as the other tabs; the counterparty is the other party either way.
+    page = await bank_a.page("/ui/exceptions?tab=overdue&product=XAG")
+    assert _rows(page) == ["BANKA-A-C", "BANKB-B-XAG"] and _counts(page)["overdue"] == 2
+    page = await bank_a.page("/ui/exceptions?tab=overdue&counterparty=BANKC")
+    assert _rows(page) == ["BANKA-A-C"] and _counts(page)["overdue"] == 1
+    page = await bank_a.page("/ui/exceptions?tab=overdue&counterparty=BANKB")
+    assert _rows(page) == ["BANKB-B-XAG", "BANKA-A-LATE", "BANKA-A-MM", "BANKB-B-MM"]
+    page = await bank_a.page("/ui/exceptions?tab=overdue&age=1h")  # all submitted just now
+    assert _rows(page) == [] and _counts(page)["overdue"] == 0
+
+    # BANKB sees its own and what is alleged against it: never BANKA's trade with BANKC.
+    bank_b = await Browser.login(client, b["Authorization"].split()[1])
+    page = await bank_b.page("/ui/exceptions?tab=overdue")
+    assert _rows(page) == ["BANKB-B-XAG", "BANKC-C-1", "BANKA-A-LATE", "BANKA-A-MM",
+                           "BANKB-B-MM"]
+    assert "A-C" not in page and _counts(page)["overdue"] == 5
+    # The admin: every book, or one book and what is alleged against it.
+    admin = await Browser.login(client, ADMIN_TOKEN)
+    page = await admin.page("/ui/exceptions?tab=overdue")
+    assert sorted(_rows(page)) == sorted(["BANKA-A-C", "BANKB-B-XAG", "BANKC-C-1",
+                                          "BANKA-A-LATE", "BANKA-A-MM", "BANKB-B-MM"])
+    assert 'class="whose"' not in page
+    page = await admin.page("/ui/exceptions?tab=overdue&participant=BANKA")
+    assert _rows(page)[0] == "BANKA-A-C" and _counts(page)["overdue"] == 5
+
+    # Matched after its cut-off: A-LATE leaves the tab (and is no longer due).
+    assert (await submit(client, b, theirs("B-LATE", "2026-10-23")))["status"] == "matched"
+    page = await bank_a.page("/ui/exceptions?tab=overdue")
+    assert "BANKA-A-LATE" not in _rows(page) and _counts(page)["overdue"] == 4
+
+
+async def test_the_overdue_tab_follows_the_clock_through_the_cutoff(client, api, service):
+    a, _, clock = await overdue_book(client, api, service)
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    # Before Monday's cut-off only Friday's XAG trades are overdue; the page asks to be
+    # refreshed just after the next cut-off (17:00:00, strictly after: 1801 s).
+    clock.at("2026-10-26T16:30:00+00:00")
+    page = await bank_a.page("/ui/exceptions?tab=overdue")
+    assert _rows(page) == ["BANKA-A-C", "BANKB-B-XAG"] and _counts(page)["overdue"] == 2
+    assert 'data-refresh-in="1801"' in page
+    page = await bank_a.page("/ui/exceptions?tab=mismatched")
+    assert "due in 30m 0s" in page  # A-LATE, against Monday 17:00
+    # At the cut-off itself: still in time.
+    clock.at("2026-10-26T17:00:00+00:00")
+    page = await bank_a.page("/ui/exceptions?tab=overdue")
+    assert _counts(page)["overdue"] == 2 and "BANKA-A-LATE" not in _rows(page)
+    clock.at("2026-10-26T17:00:01+00:00")
+    page = await bank_a.page("/ui/exceptions?tab=overdue")
+    assert _counts(page)["overdue"] == 5 and "overdue by 1s" in page
+    # The next cut-off ahead is A-NEW's, Wednesday 28th 17:00: the refresh waits an hour
+    # at most (a clock may be set meanwhile).
+    assert 'data-refresh-in="3600"' in page
+
+
+async def test_the_trade_page_shows_its_cutoff_and_ageing(client, api, service):
+    a, _, clock = await overdue_book(client, api, service)
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    page = await bank_a.page("/ui/trades/A-LATE")
+    assert '<time datetime="2026-10-26T17:00:00+00:00">2026-10-26 17:00:00 UTC</time>' in page
+    assert '<strong class="due late" id="trade-ageing">overdue by 1h 0m</strong>' in page
+    page = await bank_a.page("/ui/trades/A-NEW")
+    assert '<strong class="due" id="trade-ageing">due in 1d 23h</strong>' in page
+    page = await bank_a.page("/ui/trades/A-XPT")
+    assert '<span id="trade-ageing">No cut-off</span>' in page
+    clock.at("2026-10-28T16:59:00+00:00")
+    page = await bank_a.page("/ui/trades/A-NEW")
+    assert "due in 1m 0s" in page and 'data-refresh-in="61"' in page
 
 
 # --- the trade page and its actions -------------------------------------------------------

@@ -46,7 +46,8 @@ def create_app(
     app[KEVIN] = service
     app[ADMIN_TOKEN] = admin_token
     app[KEY_CACHE] = {}
-    app[WORKBENCH] = Workbench(service.pool, admin_token)
+    # The workbench reads the service's clock when it reads (a test may set it later).
+    app[WORKBENCH] = Workbench(service.pool, admin_token, clock=lambda: service.clock())
     app[HEALTH] = health or Health()
     app.add_routes(ops.routes)
     app.add_routes(participants.routes)

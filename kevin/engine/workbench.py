@@ -13,10 +13,13 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from kevin.domain.cutoffs import cutoff_at, is_overdue
 from kevin.domain.errors import Unauthorized
-from kevin.domain.models import Trade
+from kevin.domain.models import AgedTrade, Trade
+from kevin.engine.ageing import Clock, age_trades, aged, system_clock
 from kevin.store import database, participants
 from kevin.store import workbench as store
+from kevin.store.cutoffs import live_cutoffs
 from kevin.store.workbench import TABS, ExceptionsQuery
 
 SESSION_LIFETIME = timedelta(hours=8)
@@ -35,12 +38,26 @@ class Session:
         return self.participant is None
 
 
+@dataclass(frozen=True)
+class Exceptions:
+    """One tab of the exceptions page: its trades with their cut-offs at ``now``, the count
+    on every tab, and the next cut-off still to come among the open trades the tabs
+    cover (when the overdue tab next changes without a write)."""
+
+    trades: list[AgedTrade]
+    counts: dict[str, int]
+    now: datetime
+    next_cutoff: datetime | None
+
+
 class Workbench:
     def __init__(self, pool: asyncpg.Pool, admin_token: str | None,
-                 lifetime: timedelta = SESSION_LIFETIME) -> None:
+                 lifetime: timedelta = SESSION_LIFETIME, clock: Clock = system_clock) -> None:
         self.pool = pool
         self.admin_token = admin_token
         self.lifetime = lifetime
+        # "Now" for cut-offs: the service's clock (kevin.engine.service.TradeService.clock).
+        self.clock = clock
 
     def _is_admin_token(self, credential: str) -> bool:
         return self.admin_token is not None and hmac.compare_digest(
@@ -81,13 +98,37 @@ class Workbench:
         async with database.transaction(self.pool) as conn:
             await store.delete_session(conn, token)
 
-    async def exceptions(self, query: ExceptionsQuery) -> tuple[list[Trade], dict[str, int]]:
-        """One tab's trades, and the count on every tab, under the same filters."""
+    async def exceptions(self, query: ExceptionsQuery) -> Exceptions:
+        """One tab's trades, and the count on every tab, under the same filters. The
+        overdue tab: the book's own overdue trades and those alleged against it."""
+        now = self.clock()
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         async with database.connection(self.pool) as conn:
-            trades = await store.exceptions(conn, query, today)
+            deciding = await live_cutoffs(conn)
+            due = []
+            for group in await store.open_groups(conn, query):
+                cutoff = deciding.for_trade(group.participant, group.counterparty,
+                                            group.product)
+                if cutoff is not None:
+                    due.append((group, cutoff_at(group.trade_date, cutoff)))
+            overdue = [(g, at) for g, at in due if is_overdue("unmatched", at, now)]
+            if query.tab == "overdue":
+                trades = await store.overdue_trades(conn, query, overdue)
+            else:
+                trades = await store.exceptions(conn, query, today)
             counts = await store.tab_counts(conn, query, today, COUNT_BOUND)
-        return trades, counts
+        counts["overdue"] = min(sum(g.open for g, _ in overdue), COUNT_BOUND)
+        rows = [aged(t, deciding.for_trade(t.participant, t.counterparty, t.product), now)
+                for t in trades]
+        upcoming = [at for _, at in due if at >= now]
+        return Exceptions(rows, counts, now, min(upcoming, default=None))
+
+    async def aged(self, trade: Trade) -> tuple[AgedTrade, datetime]:
+        """A trade with its cut-off and whether it is overdue now, and that now."""
+        now = self.clock()
+        async with database.connection(self.pool) as conn:
+            found = await age_trades(conn, [trade], now, None)
+        return found[0], now
 
 
-__all__ = ["TABS", "COUNT_BOUND", "ExceptionsQuery", "Session", "Workbench"]
+__all__ = ["TABS", "COUNT_BOUND", "Exceptions", "ExceptionsQuery", "Session", "Workbench"]

@@ -9,8 +9,8 @@ from datetime import datetime
 
 import asyncpg
 
-from kevin.domain.cutoffs import DecidingCutoffs, cutoff_at, is_overdue
-from kevin.domain.profiles import Cutoff
+from kevin.domain.cutoffs import cutoff_at, is_overdue
+from kevin.store.cutoffs import live_cutoffs
 
 # ix_trades_resting_since: the first entry of a partial index on the resting trades.
 OLDEST_RESTING = """
@@ -42,15 +42,6 @@ WHERE latest AND status IN ('unmatched', 'mismatched')
 GROUP BY participant, counterparty, product, trade_date
 """
 
-# Every live cut-off: of the pairs' profiles and of the products' rules (a handful of rows,
-# each from its one-latest index).
-LIVE_PROFILE_CUTOFFS = """
-SELECT participant_a, participant_b, product, body->'cutoff' AS cutoff FROM profiles
-WHERE latest AND NOT retired
-"""
-LIVE_RULES_CUTOFFS = "SELECT product, body->'cutoff' AS cutoff FROM rules WHERE latest"
-
-
 @dataclass(frozen=True)
 class ScrapeStats:
     now: datetime
@@ -75,10 +66,7 @@ async def scrape_stats(conn: asyncpg.Connection) -> ScrapeStats:
 async def overdue_by_product(conn: asyncpg.Connection, now: datetime) -> dict[str, int]:
     """How many live trades are overdue at ``now``, by product (products with none: 0 when
     they have open trades)."""
-    deciding = DecidingCutoffs(
-        profiles={(r["participant_a"], r["participant_b"], r["product"]):
-                  _cutoff(r["cutoff"]) for r in await conn.fetch(LIVE_PROFILE_CUTOFFS)},
-        rules={r["product"]: _cutoff(r["cutoff"]) for r in await conn.fetch(LIVE_RULES_CUTOFFS)})
+    deciding = await live_cutoffs(conn)
     counts: dict[str, int] = {}
     for group in await conn.fetch(OPEN_GROUPS):
         product = group["product"]
@@ -87,7 +75,3 @@ async def overdue_by_product(conn: asyncpg.Connection, now: datetime) -> dict[st
                                                                        cutoff), now)
         counts[product] = counts.get(product, 0) + (group["open"] if late else 0)
     return counts
-
-
-def _cutoff(body: object) -> Cutoff | None:
-    return Cutoff.model_validate(body) if body is not None else None

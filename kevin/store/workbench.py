@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 import asyncpg
@@ -13,8 +13,10 @@ from kevin.store import workbench_queries as q
 from kevin.store.participants import hash_key
 from kevin.store.trades import trade_from_row
 
-Tab = Literal["mismatched", "unmatched", "alleged", "matched_today"]
-TABS: tuple[Tab, ...] = ("mismatched", "unmatched", "alleged", "matched_today")
+Tab = Literal["mismatched", "unmatched", "alleged", "overdue", "matched_today"]
+TABS: tuple[Tab, ...] = ("mismatched", "unmatched", "alleged", "overdue", "matched_today")
+# The tabs counted by one statement (COUNT_TABS); overdue is counted from its groups.
+_COUNTED: tuple[Tab, ...] = ("mismatched", "unmatched", "alleged", "matched_today")
 
 
 @dataclass(frozen=True)
@@ -78,4 +80,38 @@ async def exceptions(conn: asyncpg.Connection, query: ExceptionsQuery,
 async def tab_counts(conn: asyncpg.Connection, query: ExceptionsQuery, today: datetime,
                      bound: int) -> dict[str, int]:
     row = await conn.fetchrow(q.COUNT_TABS, *query.filters(), today, bound)
-    return {tab: row[tab] for tab in TABS}
+    return {tab: row[tab] for tab in _COUNTED}
+
+
+@dataclass(frozen=True)
+class OpenGroup:
+    """Open trades sharing what decides whether they are overdue: their pair, product and
+    trade date. ``alleged``: trades others submitted naming the queried book."""
+
+    alleged: bool
+    participant: str
+    counterparty: str
+    product: str
+    trade_date: date
+    open: int
+
+
+async def open_groups(conn: asyncpg.Connection, query: ExceptionsQuery) -> list[OpenGroup]:
+    """The open trades of the query's book (the admin's: every book) and those alleged
+    against it, grouped, under the query's filters."""
+    return [OpenGroup(r["alleged"], r["participant"], r["counterparty"], r["product"],
+                      r["trade_date"], r["open"])
+            for r in await conn.fetch(q.OPEN_GROUPS, *query.filters())]
+
+
+async def overdue_trades(conn: asyncpg.Connection, query: ExceptionsQuery,
+                         overdue: list[tuple[OpenGroup, datetime]]) -> list[Trade]:
+    """The open trades of the overdue groups (each with its cut-off), most overdue first."""
+    if not overdue or query.limit == 0:
+        return []
+    rows = await conn.fetch(
+        q.SELECT_OVERDUE, query.submitted_before,
+        [g.participant for g, _ in overdue], [g.counterparty for g, _ in overdue],
+        [g.product for g, _ in overdue], [g.trade_date for g, _ in overdue],
+        [at for _, at in overdue], query.limit)
+    return [trade_from_row(r) for r in rows]

@@ -85,3 +85,34 @@ SELECT
   (SELECT count(*) FROM (SELECT 1 FROM trades
      WHERE latest AND status = 'matched' {_OWN} {_TODAY} LIMIT $6) AS t) AS matched_today
 """
+
+# The overdue tab. Whether a trade is overdue is computed from its trade date and the
+# cut-off of what decides its (pair, product), so the open trades are first read grouped
+# by those — one row per group, not per trade (ix_trades_latest_by_participant,
+# ix_trades_alleged; the admin's every book: ix_trades_resting) — and the overdue groups
+# are then read back as trades. A book's own groups (alleged false) and, for a book,
+# those of the trades others allege against it (alleged true), under the same filters.
+OPEN_GROUPS = f"""
+SELECT false AS alleged, participant, counterparty, product, trade_date, count(*) AS open
+FROM trades
+WHERE latest AND status IN ('unmatched', 'mismatched') {_OWN}
+GROUP BY participant, counterparty, product, trade_date
+UNION ALL
+SELECT true, participant, counterparty, product, trade_date, count(*)
+FROM trades
+WHERE $1::text IS NOT NULL AND latest AND status IN ('unmatched', 'mismatched') {_ALLEGED}
+GROUP BY participant, counterparty, product, trade_date
+"""
+
+# The open trades of the overdue groups ($2..$5 their keys, $6 their cut-offs), most
+# overdue first; $1 the age filter again (a group holds trades of every age), $7 the limit.
+SELECT_OVERDUE = f"""
+SELECT {TRADE_COLUMNS} FROM trades
+JOIN unnest($2::text[], $3::text[], $4::text[], $5::date[], $6::timestamptz[])
+  AS due(due_participant, due_counterparty, due_product, due_trade_date, due_cutoff_at)
+  ON participant = due_participant AND counterparty = due_counterparty
+ AND product = due_product AND trade_date = due_trade_date
+WHERE latest AND status IN ('unmatched', 'mismatched')
+  AND ($1::timestamptz IS NULL OR first_submitted_at <= $1)
+ORDER BY due_cutoff_at, first_submitted_at, participant, trade_id LIMIT $7
+"""

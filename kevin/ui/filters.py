@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from kevin.domain.models import decimal_text
+from kevin.domain.cutoffs import OPEN_STATUSES
+from kevin.domain.models import AgedTrade, decimal_text
 
 
 def utc(value: datetime | None) -> str:
@@ -22,11 +23,9 @@ def utc_input(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def age(value: datetime | None, now: datetime | None = None) -> str:
-    """How long ago, in the largest two units: ``3d 4h``, ``2h 5m``, ``40s``."""
-    if value is None:
-        return ""
-    seconds = max(0, int(((now or datetime.now(UTC)) - value).total_seconds()))
+def span(seconds: float) -> str:
+    """A duration in its largest two units: ``3d 4h``, ``2h 5m``, ``40s``."""
+    seconds = max(0, int(seconds))
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
@@ -39,8 +38,29 @@ def age(value: datetime | None, now: datetime | None = None) -> str:
     return f"{seconds}s"
 
 
+def age(value: datetime | None, now: datetime | None = None) -> str:
+    """How long ago, in the largest two units."""
+    if value is None:
+        return ""
+    return span(((now or datetime.now(UTC)) - value).total_seconds())
+
+
+def ageing(trade: AgedTrade, now: datetime) -> str:
+    """Where a trade stands against its cut-off at ``now``, in words (never colour
+    alone): ``overdue by 2h 5m``, ``due in 40m 0s``; a matched or cancelled trade is no
+    longer due; ``no cut-off`` when nothing gives it one."""
+    if trade.cutoff_at is None:
+        return "no cut-off"
+    if trade.status not in OPEN_STATUSES:
+        return f"{trade.status}: no longer due"
+    if trade.overdue:
+        return f"overdue by {span((now - trade.cutoff_at).total_seconds())}"
+    return f"due in {span((trade.cutoff_at - now).total_seconds())}"
+
+
 def amount(value: Any) -> str:
     return decimal_text(value) if isinstance(value, Decimal) else str(value)
 
 
-FILTERS = {"utc": utc, "utc_input": utc_input, "age": age, "amount": amount}
+FILTERS = {"utc": utc, "utc_input": utc_input, "age": age, "ageing": ageing,
+           "amount": amount}

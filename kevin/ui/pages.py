@@ -50,7 +50,10 @@ routes = web.RouteTableDef()
 LOGIN_CSRF_COOKIE = "kevin_login_csrf"
 PROPOSALS_TAB = "proposals"
 TAB_LABELS = {"mismatched": "Mismatched", "unmatched": "Unmatched", "alleged": "Alleged",
-              PROPOSALS_TAB: "Proposals", "matched_today": "Matched today"}
+              "overdue": "Overdue", PROPOSALS_TAB: "Proposals", "matched_today": "Matched today"}
+# A page refreshes itself when the next cut-off among its trades passes (the overdue tab
+# changes then without any write): not sooner than this, nor later (a clock changed).
+CUTOFF_REFRESH_BOUNDS = (1, 3600)
 AGES = {"": None, "1h": timedelta(hours=1), "4h": timedelta(hours=4),
         "1d": timedelta(days=1), "3d": timedelta(days=3)}
 AGE_LABELS = {"": "any age", "1h": "older than 1 hour", "4h": "older than 4 hours",
@@ -293,14 +296,15 @@ async def exceptions(request: web.Request) -> web.Response:
         other=_filter(request, "counterparty", _PARTICIPANT),
         submitted_before=datetime.now(UTC) - age_limit if age_limit else None,
         limit=500 if tab in TABS else 0)
-    trades, counts = await request.config_dict[WORKBENCH].exceptions(query)
+    found = await request.config_dict[WORKBENCH].exceptions(query)
     proposals = await _open_proposals(request, book)
-    counts = {**counts, PROPOSALS_TAB: len(proposals)}
+    counts = {**found.counts, PROPOSALS_TAB: len(proposals)}
     filters = {"tab": tab, "product": query.product or "", "counterparty": query.other or "",
                "age": age_key, "participant": book or "" if session.is_admin else ""}
     actions = (["force_match", "break"] if session.is_admin else ["cancel"])
     return _page(request, "exceptions.html", session, {
-        "tab": tab, "tabs": TAB_LABELS, "counts": counts, "trades": trades,
+        "tab": tab, "tabs": TAB_LABELS, "counts": counts, "trades": found.trades,
+        "clock_now": found.now, "refresh_in": _seconds_until(found.next_cutoff, found.now),
         "limit": query.limit, "filters": filters, "ages": AGE_LABELS, "book": book,
         "tab_link": lambda t: "/ui/exceptions?" + urlencode({**filters, "tab": t}),
         "feed_url": _feed_url(request, book), "bulk_actions": {
@@ -308,6 +312,15 @@ async def exceptions(request: web.Request) -> web.Response:
         "trade_link": _trade_link(session), "proposals": proposals,
         "proposal_link": _proposal_link(session),
     })
+
+
+def _seconds_until(instant: datetime | None, now: datetime) -> int | None:
+    """Whole seconds from ``now`` until just after ``instant`` (overdue is strictly
+    after the cut-off), within CUTOFF_REFRESH_BOUNDS; None: nothing to wait for."""
+    if instant is None:
+        return None
+    low, high = CUTOFF_REFRESH_BOUNDS
+    return min(max(int((instant - now).total_seconds()) + 1, low), high)
 
 
 async def _open_proposals(request: web.Request, book: str | None) -> list[Proposal]:
@@ -367,7 +380,7 @@ async def trade_page(request: web.Request) -> web.Response:
     trade_id = _trade_id(request)
     kevin: TradeService = request.config_dict[KEVIN]
     versions = await kevin.versions(participant, trade_id)
-    latest = versions[-1]
+    latest, clock_now = await request.config_dict[WORKBENCH].aged(versions[-1])
     as_of = _as_of(request)
     shown: Trade | None = latest
     if as_of is not None:
@@ -378,6 +391,9 @@ async def trade_page(request: web.Request) -> web.Response:
     return _page(request, "trade.html", session, {
         "proposals": on_this_trade, "proposal_link": _proposal_link(session),
         "trade": latest, "shown": shown, "versions": list(reversed(versions)),
+        "clock_now": clock_now, "refresh_in": _seconds_until(
+            latest.cutoff_at if latest.cutoff_at and latest.cutoff_at >= clock_now
+            else None, clock_now),
         "as_of": as_of, "participant": participant,
         "self_link": f"/ui/trades/{trade_id}" + (
             "?" + urlencode({"participant": participant}) if session.is_admin else ""),

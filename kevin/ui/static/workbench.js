@@ -77,6 +77,18 @@
       if (!pending) pending = window.setTimeout(refresh, 150);
     }
 
+    // A cut-off passing changes the page without any write: the region says in how many
+    // seconds the next one among its trades passes, and is refreshed then.
+    var cutoffTimer = null;
+    function scheduleCutoff() {
+      window.clearTimeout(cutoffTimer);
+      var region = document.getElementById(regionId);
+      var seconds = region ? Number(region.dataset.refreshIn || 0) : 0;
+      if (seconds > 0) cutoffTimer = window.setTimeout(refresh, seconds * 1000);
+    }
+    scheduleCutoff();
+    body.addEventListener("htmx:afterSettle", scheduleCutoff);
+
     var source = new EventSource(feedUrl);
     names.forEach(function (name) { source.addEventListener(name, onUpdate); });
     source.onmessage = onUpdate;  // an update kind this page does not know by name
