@@ -364,7 +364,7 @@ async def test_the_overdue_tab_lists_the_books_own_and_what_is_alleged_against_i
     assert page.count('<td class="whose">alleged by BANKB</td>') == 2
     assert "overdue by 3d 1h" in page and "overdue by 1h 0m" in page  # A-C, A-LATE
     assert '<time class="meta" datetime="2026-10-26T17:00:00+00:00">cut-off ' \
-           '2026-10-26 17:00:00 UTC</time>' in page
+           '2026-10-26 17:00 UTC</time>' in page
     # The same filters as the other tabs; the counterparty is the other party either way.
     page = await bank_a.page("/ui/exceptions?tab=overdue&product=XAG")
     assert _rows(page) == ["BANKA-A-C", "BANKB-B-XAG"] and _counts(page)["overdue"] == 2

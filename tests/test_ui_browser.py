@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADMIN, ADMIN_TOKEN, trade_body
+from tests.test_cutoffs_api import theirs
+from tests.test_ui import overdue_book
 
 try:
     from playwright import async_api as playwright_api
@@ -405,3 +407,32 @@ async def test_the_login_page_works_from_the_keyboard(client, banks, browser, ba
         await expect(page.locator("#who")).to_have_text("BANKA")
     finally:
         await context.close()
+
+
+async def test_an_overdue_trade_shows_its_ageing_and_leaves_the_tab_live_when_matched(
+        client, api, service, people):
+    a, b, _ = await overdue_book(client, api, service)  # the clock: 2026-10-26 18:00 UTC
+    bank_a = await people(key_of(a))
+    await bank_a.page.locator("#tab-overdue").click()
+    await expect(bank_a.page.locator("#live-region")).to_have_attribute("data-tab", "overdue")
+    await expect(bank_a.page.locator("#tab-overdue .count")).to_have_text("5")
+    row = bank_a.page.locator("#row-BANKA-A-LATE")
+    await expect(row.locator(".ageing .due")).to_have_text("overdue by 1h 0m")
+    await expect(row.locator(".ageing time")).to_have_text("cut-off 2026-10-26 17:00 UTC")
+    await expect(row.locator(".whose")).to_have_text("own")
+    await expect(bank_a.page.locator("#row-BANKB-B-XAG .whose")).to_have_text(
+        "alleged by BANKB")
+    await bank_a.live()
+    await bank_a.screenshot("exceptions-overdue")
+    page_id = await bank_a.page_id()
+
+    # BANKB books its side of A-LATE: matched, it leaves the overdue tab without a reload.
+    assert (await submit(client, b, theirs("B-LATE", "2026-10-23")))["status"] == "matched"
+    await expect(row).to_have_count(0, timeout=WAIT_MS)
+    await expect(bank_a.page.locator("#tab-overdue .count")).to_have_text("4")
+    await expect(bank_a.page.locator("#row-BANKA-A-MM")).to_be_visible()
+    assert await bank_a.page_id() == page_id
+
+    # The trade page says the same of a trade still overdue.
+    await bank_a.page.locator("#row-BANKA-A-MM").get_by_role("link", name="A-MM").click()
+    await expect(bank_a.page.locator("#trade-ageing")).to_have_text("overdue by 1h 0m")

@@ -16,6 +16,11 @@ def utc(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def utc_minute(value: datetime) -> str:
+    """An instant to the minute, where space is short (cut-offs are set to the minute)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def utc_input(value: datetime | None) -> str:
     """The value of a ``datetime-local`` input, read as UTC."""
     if value is None:
@@ -62,5 +67,5 @@ def amount(value: Any) -> str:
     return decimal_text(value) if isinstance(value, Decimal) else str(value)
 
 
-FILTERS = {"utc": utc, "utc_input": utc_input, "age": age, "ageing": ageing,
-           "amount": amount}
+FILTERS = {"utc": utc, "utc_minute": utc_minute, "utc_input": utc_input, "age": age,
+           "ageing": ageing, "amount": amount}
