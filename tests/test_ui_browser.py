@@ -436,3 +436,25 @@ async def test_an_overdue_trade_shows_its_ageing_and_leaves_the_tab_live_when_ma
     # The trade page says the same of a trade still overdue.
     await bank_a.page.locator("#row-BANKA-A-MM").get_by_role("link", name="A-MM").click()
     await expect(bank_a.page.locator("#trade-ageing")).to_have_text("overdue by 1h 0m")
+
+
+async def test_a_trade_joins_the_overdue_tab_live_when_its_cutoff_passes(
+        client, api, service, people):
+    a, _, clock = await overdue_book(client, api, service)
+    # Two seconds before Monday's 17:00 UTC cut-off: the page says to redraw itself in
+    # three (just after it), and keeps doing so while the service's clock stands still.
+    clock.at("2026-10-26T16:59:58+00:00")
+    bank_a = await people(key_of(a))
+    await bank_a.page.locator("#tab-overdue").click()
+    region = bank_a.page.locator("#live-region")
+    await expect(region).to_have_attribute("data-tab", "overdue")
+    await expect(region).to_have_attribute("data-refresh-in", "3")
+    await expect(bank_a.page.locator("#tab-overdue .count")).to_have_text("2")
+    row = bank_a.page.locator("#row-BANKA-A-LATE")
+    await expect(row).to_have_count(0)
+    page_id = await bank_a.page_id()
+    # The cut-off passes: nothing is written, the next redraw shows the trade overdue.
+    clock.at("2026-10-26T17:00:01+00:00")
+    await expect(row.locator(".ageing .due")).to_have_text("overdue by 1s", timeout=WAIT_MS)
+    await expect(bank_a.page.locator("#tab-overdue .count")).to_have_text("5")
+    assert await bank_a.page_id() == page_id
