@@ -72,7 +72,8 @@ async def serve(settings: Settings, host: str, port: int, workers: int,
         health = Health()
         try:
             reads = Reads(pool, replica, max_lag=settings.read_max_lag)
-            app = create_app(TradeService(pool, reads), settings.admin_token, health=health)
+            service = TradeService(pool, reads, group_commit=settings.group_commit)
+            app = create_app(service, settings.admin_token, health=health)
             tune_garbage_collector()
             runner = AppRunner(app, head_timeout=settings.request_head_timeout,
                                access_log=None, handle_signals=False,

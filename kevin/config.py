@@ -30,6 +30,9 @@ class Settings:
     # the primary it may be, in seconds, before its reads go to the primary instead.
     read_database_url: str | None = None
     read_max_lag: float = 5.0
+    # Concurrent single writes decided and written in one transaction
+    # (kevin.engine.group_commit); off: each its own transaction.
+    group_commit: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -66,6 +69,9 @@ class Settings:
         if not 0 <= read_max_lag <= 3600:
             raise ConfigError("KEVIN_READ_MAX_LAG must be seconds from 0 to 3600, "
                               f"not {lag_text!r}")
+        group_text = env.get("KEVIN_GROUP_COMMIT", "1")
+        if group_text not in ("0", "1"):
+            raise ConfigError(f"KEVIN_GROUP_COMMIT must be 1 (on) or 0 (off), not {group_text!r}")
         data_dir = env.get("KEVIN_DATA_DIR") or platformdirs.user_data_dir("kevin")
         return cls(
             database_url=env.get("KEVIN_DATABASE_URL") or None,
@@ -78,4 +84,5 @@ class Settings:
             request_head_timeout=request_head_timeout,
             read_database_url=env.get("KEVIN_READ_DATABASE_URL") or None,
             read_max_lag=read_max_lag,
+            group_commit=group_text == "1",
         )

@@ -41,9 +41,9 @@ def create_app(
     # metrics.observe outermost: it times the whole request and sees the mapped status.
     app = web.Application(client_max_size=MAX_BODY,
                           middlewares=[metrics.observe, request_context])
+    app[KEVIN] = service
     metrics.install(app)
     app.on_response_prepare.append(echo_request_id)
-    app[KEVIN] = service
     app[ADMIN_TOKEN] = admin_token
     app[KEY_CACHE] = {}
     # The workbench reads the service's clock when it reads (a test may set it later).

@@ -96,6 +96,12 @@ class Metrics:
             "kevin_matches", "Matches made: auto by the engine, forced by an operator",
             ["kind"], registry=r,
         )
+        self.group_sizes = Histogram(
+            "kevin_group_commit_size",
+            "Single writes (POST, PUT, DELETE of one trade) decided in one transaction "
+            "by group commit (1: a write that found nothing in flight)",
+            registry=r, buckets=(1, 2, 4, 8, 16, 32, 64),
+        )
         self.mismatches = Counter(
             "kevin_mismatches", "Submissions and amendments that came back mismatched",
             registry=r,
@@ -295,3 +301,6 @@ def install(app: web.Application) -> None:
     """Add /metrics; ``observe`` must also be among the app's middlewares (outermost)."""
     app[METRICS] = Metrics()
     app.router.add_get("/metrics", metrics_handler)
+    group = app[KEVIN].group
+    if group is not None:
+        group.observers.append(app[METRICS].group_sizes.observe)

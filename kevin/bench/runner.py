@@ -164,8 +164,11 @@ class ServeProcess:
         self.workers = workers
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        # KEVIN_GROUP_COMMIT passes through: `KEVIN_GROUP_COMMIT=0 kevin bench` measures
+        # the service with each write its own transaction.
         self.env = kevin_env(KEVIN_DATABASE_URL=url, KEVIN_ADMIN_TOKEN=admin_token,
-                             KEVIN_LOG_FORMAT="json")
+                             KEVIN_LOG_FORMAT="json",
+                             KEVIN_GROUP_COMMIT=os.environ.get("KEVIN_GROUP_COMMIT", "1"))
         self.log_path = log_path
         self.process: asyncio.subprocess.Process | None = None
 

@@ -109,7 +109,8 @@ async def submit_batch(
                 for trade_id, index in first.items() if trade_id not in stored]
         inserted = await bulk.insert_first_versions(conn, news)
         created = await _match_lines(
-            conn, participant, [inserted[n.trade_id] for n in news if n.trade_id in inserted],
+            conn, participant, [inserted[(participant, n.trade_id)] for n in news
+                                if (participant, n.trade_id) in inserted],
             {product: stored_rules.get(product) for product in products})
         missing = [n.trade_id for n in news if n.trade_id not in created]
         if missing:  # created by another writer meanwhile: as if it had been stored

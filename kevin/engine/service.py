@@ -6,19 +6,15 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 from uuid import UUID
 
 import asyncpg
 import structlog
 
 from kevin.domain.errors import (
-    AgreementRequired,
     Conflict,
     ExistsWithDifferentFields,
     NotFound,
-    PreconditionRequired,
-    TradeCancelled,
     VersionConflict,
 )
 from kevin.domain.matching import TradeRef
@@ -29,22 +25,21 @@ from kevin.engine import imports
 from kevin.engine.ageing import Clock, age_trades, system_clock
 from kevin.engine.agreements import Agreements
 from kevin.engine.batch import LineOutcome, submit_batch, terms_of
+from kevin.engine.group_commit import Amend, Answer, GroupCommitter, Submit, SubmitResult, Write
 from kevin.engine.imports import ImportOutcome
 from kevin.engine.matching import Matcher
+from kevin.engine.preconditions import IfMatch, current_for_change, unless_cancelled_by_agreement
 from kevin.engine.reports import Reports
 from kevin.formats.records import Operation
 from kevin.store import database, participants
 from kevin.store import matching as match_store
-from kevin.store import profiles as profile_store
 from kevin.store import trades as store
 from kevin.store.book import PostgresBook
 from kevin.store.matching import MatchKey
 from kevin.store.replica import Reads
 from kevin.store.trades import NewVersion
 
-SubmitResult = Literal["created", "exists"]
-# What If-Match named: a version, "*" (whatever version is current, RFC 9110), or nothing.
-IfMatch = int | Literal["*"] | None
+__all__ = ["IfMatch", "Page", "SubmitResult", "TradeService"]
 
 log = structlog.get_logger(__name__)
 
@@ -65,8 +60,11 @@ class TradeService:
     """The service's operations, independent of HTTP."""
 
     def __init__(self, pool: asyncpg.Pool, reads: Reads | None = None,
-                 clock: Clock = system_clock) -> None:
+                 clock: Clock = system_clock, group_commit: bool = True) -> None:
         self.pool = pool
+        # Concurrent single writes decided and written in one transaction
+        # (kevin.engine.group_commit); None: each write is its own transaction.
+        self.group = GroupCommitter(pool, self._alone) if group_commit else None
         # History, as-of, lists, alleged, reports and feed pages: on a replica when one
         # is configured (kevin.store.replica); writes and transactions use ``pool``.
         self.reads = reads or Reads(pool)
@@ -109,6 +107,34 @@ class TradeService:
         self, participant: str, submission: TradeSubmission
     ) -> tuple[SubmitResult, Trade]:
         """Create a trade, or recognise an idempotent resubmission of it."""
+        if self.group is not None:
+            return await self.group.submit(participant, submission)
+        return await self._submit_alone(participant, submission)
+
+    async def amend(
+        self, participant: str, trade_id: str, if_match: IfMatch, terms: TradeTerms
+    ) -> Trade:
+        if self.group is not None:
+            return await self.group.amend(participant, trade_id, if_match, terms)
+        return await self._amend_alone(participant, trade_id, if_match, terms)
+
+    async def cancel(self, participant: str, trade_id: str, if_match: IfMatch) -> Trade:
+        if self.group is not None:
+            return await self.group.cancel(participant, trade_id, if_match)
+        return await self._cancel_alone(participant, trade_id, if_match)
+
+    async def _alone(self, write: Write) -> Answer:
+        """One write in its own transaction (the single path)."""
+        if isinstance(write, Submit):
+            return await self._submit_alone(write.participant, write.submission)
+        if isinstance(write, Amend):
+            return await self._amend_alone(write.participant, write.trade_id, write.if_match,
+                                           write.terms)
+        return await self._cancel_alone(write.participant, write.trade_id, write.if_match)
+
+    async def _submit_alone(
+        self, participant: str, submission: TradeSubmission
+    ) -> tuple[SubmitResult, Trade]:
         terms = terms_of(submission)  # validated with the submission: not again
         new = NewVersion(
             participant=participant, trade_id=submission.trade_id, version=1,
@@ -156,7 +182,7 @@ class TradeService:
         """Records of an imported file, each like a batch line (kevin.engine.imports)."""
         return await imports.import_records(self, participant, records)
 
-    async def amend(
+    async def _amend_alone(
         self, participant: str, trade_id: str, if_match: IfMatch, terms: TradeTerms
     ) -> Trade:
         async with database.transaction(self.pool) as conn:
@@ -167,30 +193,22 @@ class TradeService:
             current = await self._current_for_change(conn, participant, trade_id, if_match)
             return await Matcher(PostgresBook(conn), participant).amend(current, terms)
 
-    async def cancel(self, participant: str, trade_id: str, if_match: IfMatch) -> Trade:
+    async def _cancel_alone(self, participant: str, trade_id: str, if_match: IfMatch
+                            ) -> Trade:
         async with database.transaction(self.pool) as conn:
             current = await self._current_for_change(conn, participant, trade_id, if_match)
             await match_store.lock_match_keys(conn, [MatchKey.of(participant, current.terms())])
             current = await self._current_for_change(conn, participant, trade_id, if_match)
             if current.status == "matched":
-                await _unless_cancelled_by_agreement(conn, current)
+                await unless_cancelled_by_agreement(conn, current)
             return await Matcher(PostgresBook(conn), participant).cancel(current)
 
     @staticmethod
     async def _current_for_change(
         conn: asyncpg.Connection, participant: str, trade_id: str, if_match: IfMatch
     ) -> Trade:
-        current = await store.latest(conn, participant, trade_id)
-        if current is None:
-            raise NotFound(f"no trade {trade_id}")
-        if if_match is None:
-            raise PreconditionRequired(details={"current_version": current.version})
-        if current.status == "cancelled":
-            raise TradeCancelled(f"trade {trade_id} is cancelled",
-                                 {"current_version": current.version})
-        if if_match != "*" and current.version != if_match:
-            raise VersionConflict(current.version, if_match)
-        return current
+        return current_for_change(await store.latest(conn, participant, trade_id), trade_id,
+                                  if_match)
 
     # --- matching: rules, operator overrides, alleged -------------------------------------
 
@@ -343,16 +361,3 @@ class TradeService:
         kept = kept[:limit]
         return Page(kept, (kept[-1].participant, kept[-1].trade_id) if more else None)
 
-
-async def _unless_cancelled_by_agreement(conn: asyncpg.Connection, matched: Trade) -> None:
-    """A profile of the pair saying ``"matched_cancel": "by_agreement"`` refuses a plain
-    cancel of a matched trade: the two sides agree it through a cancel proposal."""
-    profile = await profile_store.profile_for_trade(conn, matched.participant,
-                                                    matched.counterparty, matched.product)
-    if profile is not None and profile.matched_cancel == "by_agreement":
-        raise AgreementRequired(
-            f"profile {profile.name} says a matched trade is cancelled only by agreement: "
-            "propose a cancel (POST /v1/proposals, kind cancel)",
-            {"profile": profile.name, "profile_version": profile.version,
-             "counterparty_trade_id": matched.match.counterparty_trade_id
-             if matched.match else None})

@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
@@ -70,6 +71,7 @@ class BatchBook(MemoryBook):
         self._hidden: set[TradeRef] = set()
         self._pending: list[NewVersion] = []
         self._stored: dict[TradeRef, int] = {}  # each held trade's version in the database
+        self.recorded: dict[bulk.VersionRef, datetime] = {}
 
     def _rules_of(self, trade: Trade) -> RulesInForce:
         """The pair's profile, else the product's rules (choose_in_force), chosen once
@@ -214,10 +216,14 @@ class BatchBook(MemoryBook):
 
     async def flush(self) -> None:
         """Write everything the matcher wrote (kevin.store.bulk.write_versions), and give
-        each trade it wrote the recorded_at the database chose."""
-        recorded = await bulk.write_versions(self.conn, self._pending, self._stored)
+        each trade it wrote the recorded_at the database chose (``recorded``: that of
+        every version written, by (participant, trade_id, version))."""
+        self.recorded = await bulk.write_versions(self.conn, self._pending, self._stored)
         self._pending = []
-        for key, recorded_at in recorded.items():
+        for (participant, trade_id, version), recorded_at in self.recorded.items():
+            key = (participant, trade_id)
             trade = self.trades[key]
-            self.trades[key] = trusted(Trade, {**trade.__dict__, "recorded_at": recorded_at})
-            self._stored[key] = trade.version
+            if trade.version == version:
+                self.trades[key] = trusted(Trade, {**trade.__dict__,
+                                                   "recorded_at": recorded_at})
+                self._stored[key] = version

@@ -19,6 +19,9 @@ from kevin.store.matching import MATCH_LOCK_CLASS, MatchKey, _rules_from_row
 from kevin.store.named import line_values
 from kevin.store.trades import NewVersion, trade_from_new, trade_from_row, version_args
 
+# (participant, trade_id, version): one version of one trade.
+VersionRef = tuple[str, str, int]
+
 
 async def lock_match_keys(conn: asyncpg.Connection, keys: Iterable[MatchKey]) -> None:
     """kevin.store.matching.lock_match_keys in one round trip (same ascending order)."""
@@ -50,24 +53,25 @@ async def broken_among(conn: asyncpg.Connection,
 
 
 async def insert_first_versions(conn: asyncpg.Connection,
-                                news: Sequence[NewVersion]) -> dict[str, Trade]:
+                                news: Sequence[NewVersion]) -> dict[TradeRef, Trade]:
     """Version 1 of each new trade with its feed row, in one round trip, in order. A
-    trade_id that exists already is skipped. The written trades, by trade_id."""
+    trade that exists already is skipped. The written trades, by (participant, trade_id)."""
     if not news:
         return {}
     rows = await conn.fetch(q.INSERT_FIRST_VERSIONS, [version_args(new) for new in news])
-    by_id = {new.trade_id: new for new in news}
-    return {row["trade_id"]: trade_from_new(by_id[row["trade_id"]], row["first_submitted_at"],
-                                            row["recorded_at"])
+    by_ref = {(new.participant, new.trade_id): new for new in news}
+    return {(row["participant"], row["trade_id"]): trade_from_new(
+                by_ref[(row["participant"], row["trade_id"])], row["first_submitted_at"],
+                row["recorded_at"])
             for row in rows}
 
 
 async def write_versions(conn: asyncpg.Connection, versions: Sequence[NewVersion],
-                         stored: Mapping[TradeRef, int]) -> dict[TradeRef, datetime]:
+                         stored: Mapping[TradeRef, int]) -> dict[VersionRef, datetime]:
     """Every version in order, each trade's last one latest, after flipping the version
     each trade has in the database (``stored``) — two round trips however many. Raises
-    VersionConflict if another writer moved one of those trades first. Returns each
-    trade's latest recorded_at."""
+    VersionConflict if another writer moved one of those trades first. Returns the
+    recorded_at of every version written, by (participant, trade_id, version)."""
     if not versions:
         return {}
     last: dict[TradeRef, int] = {}
@@ -81,7 +85,7 @@ async def write_versions(conn: asyncpg.Connection, versions: Sequence[NewVersion
     lines: list[Any] = [(*version_args(new), index == last[(new.participant, new.trade_id)])
                         for index, new in enumerate(versions)]
     rows = await conn.fetch(q.INSERT_VERSIONS, lines)
-    return {(r["participant"], r["trade_id"]): r["recorded_at"] for r in rows}
+    return {(r["participant"], r["trade_id"], r["version"]): r["recorded_at"] for r in rows}
 
 
 # (segment, from_price, inclusive, above): a window of a segment from a price outwards.

@@ -29,13 +29,12 @@ WITH new AS (
     FROM new
     ORDER BY ord
     ON CONFLICT ON CONSTRAINT pk_trades DO NOTHING
-    RETURNING trade_id, version, first_submitted_at, recorded_at
+    RETURNING participant, trade_id, version, first_submitted_at, recorded_at
 ), update AS (
     INSERT INTO feed (participant, trade_id, version)
-    SELECT n.participant, v.trade_id, v.version FROM version v JOIN new n USING (trade_id)
-    ORDER BY v.recorded_at
+    SELECT participant, trade_id, version FROM version ORDER BY recorded_at
 )
-SELECT trade_id, first_submitted_at, recorded_at FROM version
+SELECT participant, trade_id, first_submitted_at, recorded_at FROM version
 """
 
 # Before the versions a batch's matching wrote go in, the versions they derive from stop
@@ -56,8 +55,9 @@ SELECT count(*) FROM flipped
 
 # Every version a batch's matching wrote, in the order it wrote them, with their feed
 # rows: a trade's last one is latest, those before it (a trade mismatched, then matched
-# later in the batch) are history already. Each trade's latest version comes back with
-# its recorded_at, the one column the caller cannot know.
+# later in the batch) are history already. Every version comes back with its
+# recorded_at, the one column the caller cannot know (a group commit answers a request
+# with a version a later request of the group derived another from).
 INSERT_VERSIONS = f"""
 WITH new AS (
     SELECT * FROM {lines_source((*VERSION_COLUMNS, ("latest", "bool")))} AS n
@@ -71,7 +71,7 @@ WITH new AS (
     INSERT INTO feed (participant, trade_id, version)
     SELECT participant, trade_id, version FROM version ORDER BY recorded_at, version
 )
-SELECT participant, trade_id, version, recorded_at FROM version WHERE latest
+SELECT participant, trade_id, version, recorded_at FROM version
 """
 
 # The latest versions of some of one participant's trades ($1), by trade_id ($2).

@@ -1,0 +1,318 @@
+"""Group commit: single writes (``POST /v1/trades``, ``PUT`` and ``DELETE
+/v1/trades/{id}``) that arrive together are decided and written in one transaction.
+
+Each write is queued with a future; one drain task per process takes what is queued (up
+to MAX_GROUP, in arrival order) and runs it as one *group*, then the next. Nothing waits
+for a window to fill: a write arriving when nothing is in flight starts a group at once
+(a group of one runs on the single path, kevin.engine.service, which is the fastest for
+one), and the writes that arrive while a group's transaction runs form the next group.
+So a write waits at most for the group ahead of it, itself at most MAX_GROUP writes.
+
+A group is one transaction over the batch's book (kevin.store.batch_book): every match
+key of the group locked in one statement (ascending, as every writer takes them: the
+locks stay the arbiter between processes), version 1 of every new trade inserted in one
+statement, then each write decided in arrival order by the one Matcher exactly as alone
+— a submission over the book as the writes before it left it, a change behind the same
+preconditions as alone (kevin.engine.preconditions) — and every version written in two
+statements at the end. Each write's answer is what it was right after its own decision
+(a later write of the group may change the trade again; alone it would not have seen
+that), given only after the commit. A write the preconditions refuse (404, 409, 412,
+428) is refused alone and changes nothing. If the transaction fails as a whole (a lost
+race, a trade moved to a key the group did not lock, anything unexpected), each write
+of the group runs again alone, in order, so a bad one fails only itself. A client that
+goes away changes nothing for the others: the group runs in the drain task, not in its
+request; a write still queued when its client went away is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+import structlog
+
+from kevin.domain.errors import DatabaseUnavailable, ExistsWithDifferentFields, KevinError
+from kevin.domain.matching import TradeRef
+from kevin.domain.models import Trade, TradeSubmission, TradeTerms, differing_fields, trusted
+from kevin.domain.profiles import ProfileVersion
+from kevin.domain.versions import NewVersion
+from kevin.engine.batch import terms_of
+from kevin.engine.matching import Matcher
+from kevin.engine.preconditions import IfMatch, current_for_change, unless_cancelled_by_agreement
+from kevin.store import bulk, database
+from kevin.store import profiles as profile_store
+from kevin.store.batch_book import BatchBook
+from kevin.store.matching import MatchKey
+
+log = structlog.get_logger(__name__)
+
+# Writes in one group at most: bounds a group's transaction, and so how long the
+# writes arriving meanwhile wait for it.
+MAX_GROUP = 64
+
+SubmitResult = Literal["created", "exists"]
+
+
+@dataclass(frozen=True)
+class Submit:
+    participant: str
+    submission: TradeSubmission
+    terms: TradeTerms
+
+    @property
+    def trade(self) -> TradeRef:
+        return self.participant, self.submission.trade_id
+
+
+@dataclass(frozen=True)
+class Amend:
+    participant: str
+    trade_id: str
+    if_match: IfMatch
+    terms: TradeTerms
+
+    @property
+    def trade(self) -> TradeRef:
+        return self.participant, self.trade_id
+
+
+@dataclass(frozen=True)
+class Cancel:
+    participant: str
+    trade_id: str
+    if_match: IfMatch
+
+    @property
+    def trade(self) -> TradeRef:
+        return self.participant, self.trade_id
+
+
+Write = Submit | Amend | Cancel
+Answer = tuple[SubmitResult, Trade] | Trade
+# A write's outcome: its answer, or the error it gets (raised in its request).
+Outcome = Answer | BaseException
+Alone = Callable[[Write], Awaitable[Answer]]
+
+
+class GroupCommitter:
+    """Queues single writes and runs them in groups (see the module docstring).
+    ``alone`` runs one write on the single path. ``observers`` are told each group's
+    size (the app's metrics)."""
+
+    def __init__(self, pool: asyncpg.Pool, alone: Alone, max_group: int = MAX_GROUP) -> None:
+        self.pool = pool
+        self.alone = alone
+        self.max_group = max_group
+        self.observers: list[Callable[[int], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: deque[tuple[Write, asyncio.Future[Answer]]] = deque()
+        self._drain: asyncio.Task[None] | None = None
+
+    @property
+    def queued(self) -> int:
+        """Writes waiting for the next group."""
+        return len(self._queue)
+
+    async def submit(self, participant: str,
+                     submission: TradeSubmission) -> tuple[SubmitResult, Trade]:
+        answer = await self._run(Submit(participant, submission, terms_of(submission)))
+        assert isinstance(answer, tuple)
+        return answer
+
+    async def amend(self, participant: str, trade_id: str, if_match: IfMatch,
+                    terms: TradeTerms) -> Trade:
+        answer = await self._run(Amend(participant, trade_id, if_match, terms))
+        assert isinstance(answer, Trade)
+        return answer
+
+    async def cancel(self, participant: str, trade_id: str, if_match: IfMatch) -> Trade:
+        answer = await self._run(Cancel(participant, trade_id, if_match))
+        assert isinstance(answer, Trade)
+        return answer
+
+    async def _run(self, write: Write) -> Answer:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a service reused under another event loop (tests)
+            self._loop, self._queue, self._drain = loop, deque(), None
+        future: asyncio.Future[Answer] = loop.create_future()
+        self._queue.append((write, future))
+        if self._drain is None or self._drain.done():
+            self._drain = loop.create_task(self._drain_queue(), name="group-commit")
+        # Cancelled (the client went away), this cancels only the future: a write
+        # still queued is dropped, one in a group runs on with its group.
+        return await future
+
+    async def _drain_queue(self) -> None:
+        group: list[tuple[Write, asyncio.Future[Answer]]] = []
+        try:
+            while self._queue:
+                group = []
+                while self._queue and len(group) < self.max_group:
+                    write, future = self._queue.popleft()
+                    if not future.done():
+                        group.append((write, future))
+                if group:
+                    await self._commit(group)
+        finally:  # cancelled (the loop shuts down): no request waits for ever
+            for _, future in [*group, *self._queue]:
+                future.cancel()
+
+    async def _commit(self, group: Sequence[tuple[Write, asyncio.Future[Answer]]]) -> None:
+        for observe in self.observers:
+            observe(len(group))
+        writes = [write for write, _ in group]
+        if len(writes) == 1:
+            outcomes = [await self._alone(writes[0])]
+        else:
+            try:
+                outcomes = await decide_group(self.pool, writes)
+            except DatabaseUnavailable:
+                # Maybe even during the commit: whether it happened is unknown, as it
+                # would be alone. Running the writes again could answer "exists" or 412
+                # for what this group did write; every write gets the 503 instead.
+                outcomes = [DatabaseUnavailable() for _ in writes]
+            except Exception:
+                log.warning("group commit failed as a whole; each write alone",
+                            size=len(writes), exc_info=True)
+                outcomes = [await self._alone(write) for write in writes]
+        for (_, future), outcome in zip(group, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    async def _alone(self, write: Write) -> Outcome:
+        try:
+            return await self.alone(write)
+        except Exception as error:  # its own answer, raised in its own request
+            return error
+
+
+class _KeyMoved(Exception):
+    """A trade changed meanwhile to a match key the group did not lock."""
+
+
+async def decide_group(pool: asyncpg.Pool, writes: Sequence[Write]) -> list[Outcome]:
+    """Decide and write ``writes`` in one transaction, in order; one outcome each (a
+    refusal is a KevinError). Raises when the transaction fails as a whole."""
+    async with database.transaction(pool) as conn:
+        before = await _latest(conn, [w.trade for w in writes if not isinstance(w, Submit)])
+        keys = _match_keys(writes, before)
+        await bulk.lock_match_keys(conn, keys)
+        products = {key.product for key in keys}
+        stored_rules = await bulk.latest_rules(conn, products)
+        book = BatchBook(
+            conn, {product: stored_rules.get(product) for product in products},
+            await bulk.broken_among(conn, {name for key in keys for name in key.participants}),
+            await _live_profiles(conn, {w.participant for w in writes}))
+        firsts: dict[TradeRef, NewVersion] = {}
+        for write in writes:
+            if isinstance(write, Submit) and write.trade not in firsts:
+                firsts[write.trade] = NewVersion(
+                    participant=write.participant, trade_id=write.submission.trade_id,
+                    version=1, status="unmatched", reason="submitted", terms=write.terms,
+                    actor=write.participant)
+        created = await bulk.insert_first_versions(conn, list(firsts.values()))
+        book.hide(created.values())
+        await book.candidates_many([(trade, (await book.rules_in_force(trade)).rules)
+                                    for trade in created.values()])
+        decider = _Decider(conn, book, keys, created)
+        outcomes = [await decider.decide(write) for write in writes]
+        await book.flush()
+    return [_as_recorded(outcome, book.recorded) for outcome in outcomes]
+
+
+class _Decider:
+    """Decides the writes of one group, one after the other, over its book."""
+
+    def __init__(self, conn: asyncpg.Connection, book: BatchBook, keys: set[MatchKey],
+                 created: dict[TradeRef, Trade]) -> None:
+        self.conn = conn
+        self.book = book
+        self.keys = keys
+        self.unrevealed = dict(created)  # inserted, not yet reached in arrival order
+
+    async def decide(self, write: Write) -> Outcome:
+        if isinstance(write, Submit):
+            return await self._submit(write)
+        try:
+            current = current_for_change(await self.book.latest(write.trade), write.trade_id,
+                                         write.if_match)
+            if isinstance(write, Cancel) and current.status == "matched":
+                await unless_cancelled_by_agreement(self.conn, current)
+        except KevinError as refused:  # refused before anything was written for it
+            return refused
+        if MatchKey.of(write.participant, current.terms()) not in self.keys:
+            raise _KeyMoved(write.trade)
+        matcher = Matcher(self.book, write.participant)
+        if isinstance(write, Amend):
+            return await matcher.amend(current, write.terms)
+        return await matcher.cancel(current)
+
+    async def _submit(self, write: Submit) -> Outcome:
+        new = self.unrevealed.pop(write.trade, None)
+        if new is not None:
+            self.book.reveal(new)
+            # One matcher per write, as one transaction per single submission.
+            return "created", await Matcher(self.book, write.participant).submitted(new)
+        stored = await self.book.latest(write.trade)
+        assert stored is not None  # not inserted by the group: it was there already
+        fields = differing_fields(stored.terms(), write.terms)
+        if fields:
+            return ExistsWithDifferentFields(fields)
+        return "exists", stored
+
+
+async def _latest(conn: asyncpg.Connection,
+                  trades: Iterable[TradeRef]) -> dict[TradeRef, Trade]:
+    """The latest version of each trade that exists (one statement per participant)."""
+    by_participant: dict[str, set[str]] = {}
+    for participant, trade_id in trades:
+        by_participant.setdefault(participant, set()).add(trade_id)
+    found: dict[TradeRef, Trade] = {}
+    for participant, trade_ids in by_participant.items():
+        for trade_id, trade in (await bulk.latest_many(conn, participant, trade_ids)).items():
+            found[(participant, trade_id)] = trade
+    return found
+
+
+def _match_keys(writes: Sequence[Write], before: dict[TradeRef, Trade]) -> set[MatchKey]:
+    """Every key the group may touch: each submission's and amendment's terms, and the
+    key each changed trade is in as read before the locks (checked again under them)."""
+    keys: set[MatchKey] = set()
+    for write in writes:
+        if isinstance(write, Submit | Amend):
+            keys.add(MatchKey.of(write.participant, write.terms))
+        found = None if isinstance(write, Submit) else before.get(write.trade)
+        if found is not None:
+            keys.add(MatchKey.of(write.participant, found.terms()))
+    return keys
+
+
+async def _live_profiles(conn: asyncpg.Connection,
+                         participants: Iterable[str]) -> list[ProfileVersion]:
+    """Every live profile naming one of the writers: each pair the group may match in
+    has a writer in it."""
+    found: list[ProfileVersion] = []
+    for participant in sorted(participants):
+        found += await profile_store.live_profiles_of(conn, participant)
+    return found
+
+
+def _as_recorded(outcome: Outcome, recorded: dict[bulk.VersionRef, datetime]) -> Outcome:
+    """The answer with the recorded_at the database gave its version (a version written
+    by the group's matching is held with its predecessor's until written)."""
+    if isinstance(outcome, BaseException):
+        return outcome
+    trade = outcome[1] if isinstance(outcome, tuple) else outcome
+    at = recorded.get((trade.participant, trade.trade_id, trade.version))
+    if at is not None:
+        trade = trusted(Trade, {**trade.__dict__, "recorded_at": at})
+    return (outcome[0], trade) if isinstance(outcome, tuple) else trade

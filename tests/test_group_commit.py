@@ -1,0 +1,293 @@
+"""Group commit (kevin.engine.group_commit): concurrent single writes decided and written
+in one transaction, each answered exactly as it would have been alone.
+
+To put chosen writes in one group for certain, a test holds the drain task: it holds
+the match-key lock of a blocker trade (product XAG) in its own transaction, sends the
+blocker (a group of one, waiting for that lock), sends the writes one after the other
+(each waits until the one before it is queued: arrival order is the order sent), then
+lets the blocker go — the writes queued meanwhile are the next group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import pytest
+
+from kevin.api.app import create_app
+from kevin.dburl import to_asyncpg_dsn
+from kevin.domain.models import TradeSubmission
+from kevin.engine.service import TradeService
+from kevin.store.matching import MATCH_LOCK_CLASS, MatchKey
+from tests.conftest import ADMIN_TOKEN, as_read, wait_for
+from tests.support import buy, get, sell, versions
+
+Send = Callable[[], Awaitable[Any]]
+BLOCKER_KEY = MatchKey("XAG", "USD", ("BANKA", "BANKB"))
+
+
+async def _lock_waiters(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+
+
+@asynccontextmanager
+async def held_drain(service: TradeService, conn: asyncpg.Connection,
+                     send_blocker: Send) -> AsyncIterator[Callable[[Send], Awaitable[Any]]]:
+    """Yields ``queue(send)``: starts a write and waits until it is queued. On exit the
+    blocker is let go and everything queued runs as one group."""
+    group = service.group
+    assert group is not None
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", MATCH_LOCK_CLASS,
+                           BLOCKER_KEY.lock_id())
+        blocker = asyncio.ensure_future(send_blocker())
+        await wait_for(lambda: _lock_waiters(conn))
+
+        async def queue(send: Send) -> asyncio.Future[Any]:
+            before = group.queued
+            task = asyncio.ensure_future(send())
+
+            async def queued() -> bool:
+                return group.queued > before
+
+            await wait_for(queued)
+            return task
+
+        yield queue
+    finally:
+        await tx.rollback()
+    await blocker
+
+
+async def _group_sizes(client) -> dict[str, float]:
+    text = await (await client.get("/metrics")).text()
+    return {le: float(n) for le, n in re.findall(
+        r'^kevin_group_commit_size_bucket\{le="([^"]+)"\} (\S+)$', text, re.M)}
+
+
+def blocker_send(client, a) -> Send:
+    return lambda: client.post("/v1/trades", json=sell("BLOCK-1", product="XAG"), headers=a)
+
+
+async def _answer(resp) -> tuple[int, str | None, Any]:
+    return resp.status, resp.headers.get("ETag"), await resp.json()
+
+
+async def test_concurrent_submissions_form_groups(client, banks, conn):
+    a, b = banks
+    bodies = [(a, sell(f"A-{i:02d}")) for i in range(30)] + \
+             [(b, buy(f"B-{i:02d}")) for i in range(30)]
+    responses = await asyncio.gather(*(client.post("/v1/trades", json=body, headers=h)
+                                       for h, body in bodies))
+    assert [r.status for r in responses] == [201] * 60
+    sizes = await _group_sizes(client)
+    assert sizes["+Inf"] < 60, "every write went alone: no group formed"
+    assert sizes["1.0"] < sizes["+Inf"]  # some group had more than one write
+    assert await conn.fetchval("SELECT count(*) FROM trades WHERE latest AND status = "
+                               "'matched'") == 60
+
+
+async def test_a_sell_and_its_buy_in_one_group_are_answered_as_alone(client, service, banks,
+                                                                     conn):
+    a, b = banks
+    async with held_drain(service, conn, blocker_send(client, a)) as queue:
+        sell_sent = await queue(lambda: client.post("/v1/trades", json=sell("A-1"),
+                                                    headers=a))
+        buy_sent = await queue(lambda: client.post("/v1/trades", json=buy("B-1"), headers=b))
+        assert not sell_sent.done() and not buy_sent.done()  # nothing before the commit
+    sell_status, sell_etag, sell_answer = await _answer(await sell_sent)
+    buy_status, buy_etag, buy_answer = await _answer(await buy_sent)
+    # The sell, alone, rested: its answer is its version 1, as stored.
+    assert (sell_status, sell_etag) == (201, '"1"')
+    assert sell_answer["status"] == "unmatched"
+    assert as_read(sell_answer) == (await versions(client, a, "A-1"))[0] | {
+        "cutoff_at": None, "overdue": False}
+    # The buy matched it: its answer is its matched version, exactly as stored.
+    assert (buy_status, buy_etag) == (201, '"2"')
+    assert as_read(buy_answer) == await get(client, b, "B-1")
+    assert buy_answer["status"] == "matched"
+    assert (await get(client, a, "A-1"))["match"]["match_id"] == buy_answer["match"]["match_id"]
+    sizes = await _group_sizes(client)
+    assert sizes["1.0"] == 1 and sizes["2.0"] == 2  # the blocker alone, then the pair
+    assert await _transactions(conn, "_-1") == 1
+
+
+async def test_a_conflicting_resubmission_in_a_group_fails_only_itself(client, service,
+                                                                       banks, conn):
+    a, b = banks
+    async with held_drain(service, conn, blocker_send(client, a)) as queue:
+        first = await queue(lambda: client.post("/v1/trades", json=sell("A-1"), headers=a))
+        conflicting = await queue(lambda: client.post(
+            "/v1/trades", json=sell("A-1", price="999"), headers=a))
+        same = await queue(lambda: client.post("/v1/trades", json=sell("A-1"), headers=a))
+        other = await queue(lambda: client.post("/v1/trades", json=buy("B-1"), headers=b))
+    assert (await first).status == 201
+    refused = await conflicting
+    assert refused.status == 409
+    body = await refused.json()
+    assert body["error"] == "exists_with_different_fields"
+    assert body["details"] == {"fields": ["price"]}
+    status, etag, again = await _answer(await same)
+    assert (status, etag, again["version"], again["status"]) == (200, '"1"', 1, "unmatched")
+    status, _, matched = await _answer(await other)
+    assert (status, matched["status"]) == (201, "matched")
+    assert (await get(client, a, "A-1"))["price"] == "1000.25"
+
+
+async def test_a_stale_if_match_in_a_group_fails_only_itself(client, service, banks, conn):
+    a, b = banks
+    resp = await client.post("/v1/trades", json=sell("A-1"), headers=a)
+    assert resp.status == 201
+    async with held_drain(service, conn, blocker_send(client, a)) as queue:
+        amended = await queue(lambda: client.put(
+            "/v1/trades/A-1", json=sell("A-1", price="1001"), headers={**a, "If-Match": '"1"'}))
+        stale = await queue(lambda: client.put(
+            "/v1/trades/A-1", json=sell("A-1", price="1002"), headers={**a, "If-Match": '"1"'}))
+        unconditional = await queue(lambda: client.delete("/v1/trades/A-1", headers=a))
+        submitted = await queue(lambda: client.post(
+            "/v1/trades", json=buy("B-1", price="1001"), headers=b))
+        missing = await queue(lambda: client.delete(
+            "/v1/trades/A-404", headers={**a, "If-Match": "*"}))
+    status, etag, body = await _answer(await amended)
+    assert (status, etag, body["price"]) == (200, '"2"', "1001")
+    status, _, body = await _answer(await stale)
+    assert status == 412 and body["details"] == {"current_version": 2}
+    status, _, body = await _answer(await unconditional)
+    assert status == 428 and body["details"] == {"current_version": 2}
+    status, _, body = await _answer(await submitted)
+    assert (status, body["status"], body["match"]["counterparty_trade_id"]) == \
+        (201, "matched", "A-1")
+    assert (await missing).status == 404
+    latest = await get(client, a, "A-1")
+    assert (latest["version"], latest["price"], latest["status"]) == (3, "1001", "matched")
+
+
+async def test_a_write_cancelled_mid_group_changes_nothing_for_the_others(client, service,
+                                                                          banks, conn, db_url):
+    """The group waits on a key the test holds with a second transaction; the client of
+    one write in it goes away, and that of one still queued behind it."""
+    a, b = banks
+    other_key = MatchKey("XPT", "USD", ("BANKA", "BANKB"))
+    holder = await asyncpg.connect(to_asyncpg_dsn(db_url))
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT pg_advisory_xact_lock($1, $2)", MATCH_LOCK_CLASS,
+                             other_key.lock_id())
+        try:
+            async with held_drain(service, conn, blocker_send(client, a)) as queue:
+                sold = await queue(lambda: service.submit("BANKA", _submission(sell("A-1"))))
+                bought = await queue(lambda: service.submit("BANKB", _submission(buy("B-1"))))
+                held = await queue(lambda: service.submit(
+                    "BANKA", _submission(sell("A-2", product="XPT"))))
+            # The group now waits for the XPT key (the blocker's lock is gone).
+            await wait_for(lambda: _lock_waiters(conn))
+            late = asyncio.ensure_future(service.submit("BANKA", _submission(sell("A-3"))))
+            await wait_for(lambda: _queued(service))
+            bought.cancel()
+            late.cancel()
+        finally:
+            await tx.rollback()
+    finally:
+        await holder.close()
+    result, trade = await sold
+    assert (result, trade.version, trade.status) == ("created", 1, "unmatched")
+    result, trade = await held
+    assert (result, trade.status) == ("created", "unmatched")
+    with pytest.raises(asyncio.CancelledError):
+        await bought
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    # The write in the group was written with it (its client just never heard); the one
+    # still queued was dropped before it ran.
+    assert (await get(client, b, "B-1"))["status"] == "matched"
+    assert (await get(client, a, "A-1"))["status"] == "matched"
+    assert (await client.get("/v1/trades/A-3", headers=a)).status == 404
+
+
+async def _queued(service: TradeService) -> bool:
+    assert service.group is not None
+    return service.group.queued > 0
+
+
+def _submission(body: dict[str, Any]) -> TradeSubmission:
+    return TradeSubmission.model_validate(body)
+
+
+# One script of writes: each answered alone (group commit off, in order) and all in one
+# group must get the same answers — status, ETag and body, but for what differs between
+# two runs (instants, match ids) and the product each run uses (its own match keys).
+SCRIPT: list[tuple[str, str, str, dict[str, Any] | None, str | None]] = [
+    # (who, method, trade_id, body, If-Match)
+    ("A", "POST", "A-1", sell("A-1"), None),
+    ("B", "POST", "B-1", buy("B-1"), None),
+    ("A", "POST", "A-1", sell("A-1"), None),
+    ("A", "POST", "A-1", sell("A-1", price="1"), None),
+    ("B", "POST", "B-2", buy("B-2", price="1001"), None),
+    ("A", "POST", "A-2", sell("A-2", price="1002"), None),
+    ("A", "PUT", "A-2", sell("A-2", price="1003"), '"1"'),
+    ("A", "PUT", "A-2", sell("A-2", price="1001"), '"2"'),
+    ("B", "DELETE", "B-1", None, None),
+    ("B", "DELETE", "B-1", None, "*"),
+    ("A", "PUT", "A-9", sell("A-9"), "*"),
+    ("A", "DELETE", "A-1", None, "*"),
+    ("A", "DELETE", "A-1", None, "*"),
+    ("B", "PUT", "B-2", buy("B-2", price="1001", attributes={"book": "x"}), '"3"'),
+]
+
+
+def _request(client, headers: dict[str, dict[str, str]], run: str, product: str,
+             step: tuple[str, str, str, dict[str, Any] | None, str | None]) -> Send:
+    """The step for one run: its own product and trade_ids (``run`` before each)."""
+    who, method, trade_id, body, if_match = step
+    trade_id = run + trade_id
+    sent = {**headers[who], **({"If-Match": if_match} if if_match else {})}
+    payload = None if body is None else {**body, "trade_id": trade_id, "product": product}
+    if method == "POST":
+        return lambda: client.post("/v1/trades", json=payload, headers=sent)
+    if method == "PUT":
+        return lambda: client.put(f"/v1/trades/{trade_id}", json=payload, headers=sent)
+    return lambda: client.delete(f"/v1/trades/{trade_id}", headers=sent)
+
+
+def _comparable(answer: tuple[int, str | None, Any], run: str, product: str) -> str:
+    text = json.dumps(answer, sort_keys=True).replace(f'"{product}"', '"PRODUCT"')
+    text = text.replace(run, "")
+    text = re.sub(r'"(recorded_at|first_submitted_at)": "[^"]*"', r'"\1": "T"', text)
+    return re.sub(r'"match_id": "[^"]*"', '"match_id": "M"', text)
+
+
+async def test_a_group_answers_every_write_exactly_as_alone(client, service, banks, conn,
+                                                            pool, aiohttp_client):
+    a, b = banks
+    headers = {"A": a, "B": b}
+    alone_client = await aiohttp_client(create_app(TradeService(pool, group_commit=False),
+                                                   ADMIN_TOKEN))
+    alone = [_comparable(await _answer(await _request(alone_client, headers, "solo-", "XAU",
+                                                      step)()), "solo-", "XAU")
+             for step in SCRIPT]
+    async with held_drain(service, conn, blocker_send(client, a)) as queue:
+        sent = [await queue(_request(client, headers, "grp-", "XPT", step))
+                for step in SCRIPT]
+    grouped = [_comparable(await _answer(await s), "grp-", "XPT") for s in sent]
+    assert grouped == alone
+    statuses = [json.loads(answer)[0] for answer in alone]
+    assert statuses == [201, 201, 200, 409, 201, 201, 412, 200, 428, 200, 404, 200, 409, 200]
+    assert (await _group_sizes(client))["+Inf"] == 2  # the blocker, then all of them
+    assert await _transactions(conn, "grp-%") == 1  # decided together, not one by one
+
+
+async def _transactions(conn: asyncpg.Connection, trade_ids: str) -> int:
+    """How many transactions wrote the versions of these trades."""
+    return await conn.fetchval("SELECT count(DISTINCT xmin::text) FROM trades "
+                               "WHERE trade_id LIKE $1", trade_ids)
