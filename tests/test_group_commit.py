@@ -45,6 +45,7 @@ async def held_drain(service: TradeService, conn: asyncpg.Connection,
     blocker is let go and everything queued runs as one group."""
     group = service.group
     assert group is not None
+    group.max_wait = 60  # no second group beside the blocker's: the writes wait for it
     tx = conn.transaction()
     await tx.start()
     try:

@@ -54,6 +54,10 @@ log = structlog.get_logger(__name__)
 # Writes in one group at most: bounds a group's transaction, and so how long the
 # writes arriving meanwhile wait for it.
 MAX_GROUP = 64
+# Seconds a write waits for the group in flight before another group starts beside it,
+# and how many groups may run at once (each holds a pooled connection).
+MAX_WAIT = 0.025
+MAX_IN_FLIGHT = 4
 
 SubmitResult = Literal["created", "exists"]
 
@@ -102,20 +106,28 @@ Alone = Callable[[Write], Awaitable[Answer]]
 class GroupCommitter:
     """Queues single writes and runs them in groups (see the module docstring).
     ``alone`` runs one write on the single path. ``observers`` are told each group's
-    size (the app's metrics)."""
+    size (the app's metrics).
 
-    def __init__(self, pool: asyncpg.Pool, alone: Alone, max_group: int = MAX_GROUP) -> None:
+    ``max_wait``: how long a write may wait for the group in flight before another
+    group starts beside it (up to ``max_in_flight`` groups), the cap on the latency
+    grouping adds when a transaction is slow."""
+
+    def __init__(self, pool: asyncpg.Pool, alone: Alone, max_group: int = MAX_GROUP,
+                 max_wait: float = MAX_WAIT, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self.pool = pool
         self.alone = alone
         self.max_group = max_group
+        self.max_wait = max_wait
+        self.max_in_flight = max_in_flight
         self.observers: list[Callable[[int], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: deque[tuple[Write, asyncio.Future[Answer]]] = deque()
-        self._drain: asyncio.Task[None] | None = None
+        self._queue: deque[_Queued] = deque()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def queued(self) -> int:
-        """Writes waiting for the next group."""
+        """Writes waiting for a group."""
         return len(self._queue)
 
     async def submit(self, participant: str,
@@ -138,61 +150,103 @@ class GroupCommitter:
     async def _run(self, write: Write) -> Answer:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a service reused under another event loop (tests)
-            self._loop, self._queue, self._drain = loop, deque(), None
+            self._loop, self._queue, self._in_flight, self._timer = loop, deque(), set(), None
         future: asyncio.Future[Answer] = loop.create_future()
-        self._queue.append((write, future))
-        if self._drain is None or self._drain.done():
-            self._drain = loop.create_task(self._drain_queue(), name="group-commit")
+        self._queue.append(_Queued(write, future, loop.time()))
+        self._start_groups()
         # Cancelled (the client went away), this cancels only the future: a write
         # still queued is dropped, one in a group runs on with its group.
         return await future
 
-    async def _drain_queue(self) -> None:
-        group: list[tuple[Write, asyncio.Future[Answer]]] = []
-        try:
-            while self._queue:
-                group = []
-                while self._queue and len(group) < self.max_group:
-                    write, future = self._queue.popleft()
-                    if not future.done():
-                        group.append((write, future))
-                if group:
-                    await self._commit(group)
-        finally:  # cancelled (the loop shuts down): no request waits for ever
-            for _, future in [*group, *self._queue]:
-                future.cancel()
+    def _start_groups(self) -> None:
+        """Start a group now if none is in flight, or if the oldest write queued has
+        waited ``max_wait`` and another may run; else wake up when that is due."""
+        assert self._loop is not None
+        while self._queue and self._queue[0].future.done():
+            self._queue.popleft()  # its client went away while it was queued
+        while self._queue and (not self._in_flight or (
+                len(self._in_flight) < self.max_in_flight
+                and self._loop.time() - self._queue[0].since >= self.max_wait)):
+            group: list[_Queued] = []
+            while self._queue and len(group) < self.max_group:
+                queued = self._queue.popleft()
+                if not queued.future.done():
+                    group.append(queued)
+            if group:
+                task = self._loop.create_task(self._commit(group), name="group-commit")
+                self._in_flight.add(task)
+                task.add_done_callback(self._finished)
+        if self._queue and self._timer is None and len(self._in_flight) < self.max_in_flight:
+            due = self._queue[0].since + self.max_wait
+            self._timer = self._loop.call_at(due, self._timer_fired)
 
-    async def _commit(self, group: Sequence[tuple[Write, asyncio.Future[Answer]]]) -> None:
-        for observe in self.observers:
-            observe(len(group))
-        writes = [write for write, _ in group]
-        if len(writes) == 1:
-            outcomes = [await self._alone(writes[0])]
-        else:
-            try:
-                outcomes = await decide_group(self.pool, writes)
-            except DatabaseUnavailable:
-                # Maybe even during the commit: whether it happened is unknown, as it
-                # would be alone. Running the writes again could answer "exists" or 412
-                # for what this group did write; every write gets the 503 instead.
-                outcomes = [DatabaseUnavailable() for _ in writes]
-            except Exception:
-                log.warning("group commit failed as a whole; each write alone",
-                            size=len(writes), exc_info=True)
-                outcomes = [await self._alone(write) for write in writes]
-        for (_, future), outcome in zip(group, outcomes, strict=True):
-            if future.done():
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._start_groups()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if self._loop is task.get_loop() and not self._loop.is_closed():
+            self._start_groups()
+
+    async def _commit(self, group: Sequence[_Queued]) -> None:
+        try:
+            for observe in self.observers:
+                observe(len(group))
+            outcomes = await self._decide(group)
+        except BaseException:  # cancelled (the loop shuts down): no request waits for ever
+            for queued in group:
+                queued.future.cancel()
+            raise
+        for queued, outcome in zip(group, outcomes, strict=True):
+            if queued.future.done():
                 continue
             if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
+                queued.future.set_exception(outcome)
             else:
-                future.set_result(outcome)
+                queued.future.set_result(outcome)
+
+    async def _decide(self, group: Sequence[_Queued]) -> list[Outcome]:
+        writes = [queued.write for queued in group]
+        if len(writes) == 1:
+            outcome = await self._alone(writes[0])
+            if isinstance(outcome, DatabaseUnavailable):
+                self._unavailable_to_queued()
+            return [outcome]
+        try:
+            return await decide_group(self.pool, writes)
+        except DatabaseUnavailable:
+            # Maybe even during the commit: whether it happened is unknown, as it would
+            # be alone. Running the writes again could answer "exists" or 412 for what
+            # this group did write; each gets the 503 instead.
+            self._unavailable_to_queued()
+            return [DatabaseUnavailable() for _ in writes]
+        except Exception:
+            log.warning("group commit failed as a whole; each write alone",
+                        size=len(writes), exc_info=True)
+            return [await self._alone(write) for write in writes]
+
+    def _unavailable_to_queued(self) -> None:
+        """The database has not answered for a statement's timeout (or cannot be
+        reached): the writes queued meanwhile get the 503 now rather than wait as long
+        again to learn the same."""
+        for queued in self._queue:
+            if not queued.future.done():
+                queued.future.set_exception(DatabaseUnavailable())
+        self._queue.clear()
 
     async def _alone(self, write: Write) -> Outcome:
         try:
             return await self.alone(write)
         except Exception as error:  # its own answer, raised in its own request
             return error
+
+
+@dataclass(frozen=True)
+class _Queued:
+    write: Write
+    future: asyncio.Future[Answer]
+    since: float  # the event loop's time it was queued at
 
 
 class _KeyMoved(Exception):
