@@ -1,0 +1,115 @@
+"""The workbench's overdue tab over a large book: how long the exceptions page's read takes.
+
+    PYTHONPATH=. python benchmarks/overdue_tab.py [--trades 1000000] [--runs 5]
+        [--url postgresql://postgres@127.0.0.1:5432/postgres]
+
+Loads a scratch database as benchmarks/report_latency.py does (two participants, 20
+trade dates, about 30% of the trades left open: unmatched or mismatched), gives each
+product a cut-off (T+0 17:00 UTC), and times, for BANKA, at two instants — when only the
+first trade date's cut-off has passed (few overdue) and when every one has (all open
+trades overdue):
+
+- the workbench's overdue tab (``Workbench.exceptions``: its 500 rows and every tab's
+  count), against the mismatched tab's read in the same rounds;
+- the JSON API's ``GET /v1/trades?overdue=true&limit=500`` (``TradeService.list``),
+  which reads on through the book until its page is full.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from benchmarks.report_latency import DATES, FIRST_DATE, load
+from kevin.dburl import to_asyncpg_dsn, with_database
+from kevin.domain.queries import PageQuery
+from kevin.engine.service import TradeService
+from kevin.engine.workbench import ExceptionsQuery, Workbench
+from kevin.store import database
+
+RULES = {"cutoff": {"business_days": 0, "time": "17:00", "timezone": "UTC", "calendar": "GB"}}
+PUT_RULES = """
+INSERT INTO rules (product, version, latest, body, actor)
+SELECT 'P' || p, 1, true, $1::jsonb, 'bench' FROM generate_series(0, 3) AS p
+"""
+
+
+async def timed(call: Callable[[], Awaitable[object]], runs: int) -> tuple[float, object]:
+    values, result = [], None
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = await call()
+        values.append(time.perf_counter() - started)
+    return statistics.median(values), result
+
+
+async def measure(url: str, runs: int) -> None:
+    pool = await database.create_pool(url, min_size=1, max_size=2)
+    try:
+        if await pool.fetchval("SELECT count(*) FROM rules") == 0:
+            await pool.execute(PUT_RULES, RULES)
+            await pool.execute("ANALYZE rules")
+        instants = {
+            "first day overdue": datetime.combine(FIRST_DATE, datetime.min.time(), UTC)
+            + timedelta(hours=18),
+            "all overdue": datetime.combine(FIRST_DATE + timedelta(days=DATES),
+                                            datetime.min.time(), UTC),
+        }
+        for label, instant in instants.items():
+            service = TradeService(pool, clock=lambda at=instant: at)
+            workbench = Workbench(pool, None, clock=lambda at=instant: at)
+            overdue_tab, found = await timed(lambda: workbench.exceptions(
+                ExceptionsQuery(tab="overdue", participant="BANKA")), runs)
+            mismatched_tab, _ = await timed(lambda: workbench.exceptions(
+                ExceptionsQuery(tab="mismatched", participant="BANKA")), runs)
+            api_page, page = await timed(lambda: service.list(
+                PageQuery("BANKA", limit=500), overdue=True), runs)
+            rows = len(found.trades)  # type: ignore[attr-defined]
+            count = found.counts["overdue"]  # type: ignore[attr-defined]
+            print(f"{label}: overdue tab {overdue_tab * 1000:7.1f} ms ({rows} rows, count "
+                  f"{count}) | mismatched tab {mismatched_tab * 1000:7.1f} ms | "
+                  f"GET /v1/trades?overdue=true {api_page * 1000:7.1f} ms "
+                  f"({len(page.trades)} rows)")  # type: ignore[attr-defined]
+    finally:
+        await pool.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--trades", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--reuse", metavar="DATABASE",
+                        help="measure a database a --keep run left, without loading")
+    args = parser.parse_args()
+    if args.reuse:
+        await measure(with_database(args.url, args.reuse), args.runs)
+        return
+    name = f"kevin_bench_overdue_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(to_asyncpg_dsn(args.url))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = with_database(args.url, name)
+    try:
+        await database.migrate(url)
+        started = time.perf_counter()
+        await load(url, args.trades)
+        print(f"loaded {args.trades:,} trades in {time.perf_counter() - started:.1f} s")
+        await measure(url, args.runs)
+    finally:
+        if args.keep:
+            print(f"kept: --reuse {name}")
+        else:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
