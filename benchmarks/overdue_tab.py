@@ -30,8 +30,8 @@ import asyncpg
 from benchmarks.report_latency import DATES, FIRST_DATE, load
 from kevin.dburl import to_asyncpg_dsn, with_database
 from kevin.domain.queries import PageQuery
-from kevin.engine.service import TradeService
-from kevin.engine.workbench import ExceptionsQuery, Workbench
+from kevin.engine.service import Page, TradeService
+from kevin.engine.workbench import Exceptions, ExceptionsQuery, Workbench
 from kevin.store import database
 
 RULES = {"cutoff": {"business_days": 0, "time": "17:00", "timezone": "UTC", "calendar": "GB"}}
@@ -50,33 +50,35 @@ async def timed(call: Callable[[], Awaitable[object]], runs: int) -> tuple[float
     return statistics.median(values), result
 
 
+async def measure_at(pool: asyncpg.Pool, label: str, instant: datetime, runs: int) -> None:
+    service = TradeService(pool, clock=lambda: instant)
+    workbench = Workbench(pool, None, clock=lambda: instant)
+    overdue_tab, found = await timed(lambda: workbench.exceptions(
+        ExceptionsQuery(tab="overdue", participant="BANKA")), runs)
+    mismatched_tab, _ = await timed(lambda: workbench.exceptions(
+        ExceptionsQuery(tab="mismatched", participant="BANKA")), runs)
+    api_page, page = await timed(lambda: service.list(
+        PageQuery("BANKA", limit=500), overdue=True), runs)
+    assert isinstance(found, Exceptions) and isinstance(page, Page)
+    print(f"{label}: overdue tab {overdue_tab * 1000:7.1f} ms ({len(found.trades)} rows, "
+          f"count {found.counts['overdue']}) | mismatched tab {mismatched_tab * 1000:7.1f} ms"
+          f" | GET /v1/trades?overdue=true {api_page * 1000:7.1f} ms "
+          f"({len(page.trades)} rows)")
+
+
 async def measure(url: str, runs: int) -> None:
     pool = await database.create_pool(url, min_size=1, max_size=2)
     try:
         if await pool.fetchval("SELECT count(*) FROM rules") == 0:
             await pool.execute(PUT_RULES, RULES)
             await pool.execute("ANALYZE rules")
-        instants = {
-            "first day overdue": datetime.combine(FIRST_DATE, datetime.min.time(), UTC)
-            + timedelta(hours=18),
-            "all overdue": datetime.combine(FIRST_DATE + timedelta(days=DATES),
-                                            datetime.min.time(), UTC),
-        }
-        for label, instant in instants.items():
-            service = TradeService(pool, clock=lambda at=instant: at)
-            workbench = Workbench(pool, None, clock=lambda at=instant: at)
-            overdue_tab, found = await timed(lambda: workbench.exceptions(
-                ExceptionsQuery(tab="overdue", participant="BANKA")), runs)
-            mismatched_tab, _ = await timed(lambda: workbench.exceptions(
-                ExceptionsQuery(tab="mismatched", participant="BANKA")), runs)
-            api_page, page = await timed(lambda: service.list(
-                PageQuery("BANKA", limit=500), overdue=True), runs)
-            rows = len(found.trades)  # type: ignore[attr-defined]
-            count = found.counts["overdue"]  # type: ignore[attr-defined]
-            print(f"{label}: overdue tab {overdue_tab * 1000:7.1f} ms ({rows} rows, count "
-                  f"{count}) | mismatched tab {mismatched_tab * 1000:7.1f} ms | "
-                  f"GET /v1/trades?overdue=true {api_page * 1000:7.1f} ms "
-                  f"({len(page.trades)} rows)")  # type: ignore[attr-defined]
+        midnight = datetime.min.time()
+        await measure_at(pool, "first day overdue",
+                         datetime.combine(FIRST_DATE, midnight, UTC) + timedelta(hours=18),
+                         runs)
+        await measure_at(pool, "all overdue",
+                         datetime.combine(FIRST_DATE + timedelta(days=DATES), midnight, UTC),
+                         runs)
     finally:
         await pool.close()
 
