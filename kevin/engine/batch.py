@@ -77,8 +77,8 @@ async def _match_in_memory(conn: asyncpg.Connection, participant: str,
     book = BatchBook(conn, rules, await bulk.broken_among(conn, {participant, *counterparties}),
                      await profile_store.live_profiles_of(conn, participant))
     book.hide(created)
-    await book.candidates_many([(trade, (await book.rules_in_force(trade)).rules)
-                                for trade in created])
+    await book.prefetch([(trade, (await book.rules_in_force(trade)).rules)
+                         for trade in created])
     for trade in created:
         book.reveal(trade)
         # One matcher per line, as one transaction per single submission: its safety
