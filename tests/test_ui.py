@@ -5,6 +5,9 @@ test_ui_browser.py."""
 from __future__ import annotations
 
 import hashlib
+import html
+import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -305,8 +308,6 @@ async def test_bad_filters_are_a_clear_page_not_a_500(client, banks):
 
 
 def _counts(page: str) -> dict[str, int]:
-    import re
-
     return {tab: int(count) for tab, count in re.findall(
         r'id="tab-(\w+)"[^>]*>[^<]*<span class="count" data-count="(\d+)"', page)}
 
@@ -343,8 +344,6 @@ async def overdue_book(client, api, service):
 
 
 def _rows(page: str) -> list[str]:
-    import re
-
     return re.findall(r'<tr id="row-([A-Z0-9_]+-[^"]+)"', page)
 
 
@@ -359,6 +358,9 @@ async def test_the_overdue_tab_lists_the_books_own_and_what_is_alleged_against_i
     assert _rows(page) == ["BANKA-A-C", "BANKB-B-XAG", "BANKA-A-LATE", "BANKA-A-MM",
                            "BANKB-B-MM"]
     assert _counts(page)["overdue"] == 5
+    # The page redraws on the feed's overdue notices as on trade and proposal updates.
+    listened = json.loads(html.unescape(re.search(r"data-feed-events='([^']*)'", page)[1]))
+    assert {"overdue", "proposal", "matched", "submitted"} <= set(listened)
     assert "BANKA's own and those others allege against BANKA" in page
     assert page.count('<td class="whose">own</td>') == 3
     assert page.count('<td class="whose">alleged by BANKB</td>') == 2
@@ -549,8 +551,6 @@ async def test_admin_bulk_force_match_and_break(client, banks):
 
 async def test_the_stp_report_shows_the_figures_and_its_charts_for_whose_trades_they_are(
         client, banks):
-    import re
-
     a, b = banks
     await submit(client, a, trade_body("A-1"))
     await submit(client, b, buy("B-1"))  # matched

@@ -63,8 +63,9 @@ BULK_ACTIONS = {"cancel": "Cancel", "force_match": "Force-match with the named t
 BULK_LIMIT = 500
 COMMENT_LIMIT = 2000  # kevin.domain.match_models.Comment
 DECISIONS: tuple[Decision, ...] = ("accept", "reject", "withdraw")
-# Every kind of feed event a page listens for: a trade version's reason, or a proposal's.
-FEED_EVENTS = [*typing.get_args(Reason), "proposal"]
+# Every kind of feed event a page listens for: a trade version's reason, a proposal's, or
+# an overdue notice (a trade's cut-off passed while it was open: the overdue tab changes).
+FEED_EVENTS = [*typing.get_args(Reason), "proposal", "overdue"]
 
 _TRADE_ID = re.compile(TRADE_ID_PATTERN)
 _PARTICIPANT = re.compile(PARTICIPANT_PATTERN)

@@ -69,8 +69,10 @@
       if (onlyTrade) {
         var update = JSON.parse(event.data);
         var p = update.proposal;  // a proposal's update concerns both of its trades
+        // An overdue notice names its trade's participant apart from whose feed it is on.
+        var owner = update.event === "overdue" ? update.trade_participant : update.participant;
         var refs = p ? [p.proposer + "/" + p.trade_id, p.counterparty + "/" + p.counterparty_trade_id]
-                     : [update.participant + "/" + update.trade_id];
+                     : [owner + "/" + update.trade_id];
         if (refs.indexOf(onlyTrade) < 0) return;
       }
       // Updates come in bursts (a match writes two versions): one refresh per burst.
