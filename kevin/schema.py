@@ -137,6 +137,10 @@ sa.Index("ix_trades_alleged", trades.c.counterparty, trades.c.status,
 
 # The STP report: a range of trade dates, for one participant or all (alembic 0012).
 sa.Index("ix_trades_trade_date", trades.c.trade_date, trades.c.participant)
+# The overdue scan: the open trades of given trade dates, walked in key order (alembic 0014).
+sa.Index("ix_trades_open_by_trade_date", trades.c.trade_date, trades.c.participant,
+         trades.c.trade_id,
+         postgresql_where=sa.text("latest AND status IN ('unmatched', 'mismatched')"))
 
 # One update per trade version, written in the version's own transaction (invariant 5),
 # and one per participant of each proposal version (alembic 0011): a row names either a
@@ -159,13 +163,20 @@ feed = sa.Table(
               server_default=sa.text("clock_timestamp()")),
     sa.Column("proposal_id", pg.UUID(as_uuid=True), nullable=True),
     sa.Column("proposal_version", sa.Integer, nullable=True),
+    # An overdue notice (alembic 0014): one update for the trade's participant, one for
+    # its counterparty.
+    sa.Column("notice_id", sa.BigInteger, nullable=True),
     sa.UniqueConstraint("participant", "trade_id", "version"),
     sa.UniqueConstraint("seq"),
     sa.UniqueConstraint("participant", "proposal_id", "proposal_version"),
+    sa.UniqueConstraint("participant", "notice_id"),
     sa.CheckConstraint(
         "(trade_id IS NOT NULL AND version IS NOT NULL AND proposal_id IS NULL"
-        " AND proposal_version IS NULL) OR (trade_id IS NULL AND version IS NULL"
-        " AND proposal_id IS NOT NULL AND proposal_version IS NOT NULL)", name="one_subject"),
+        " AND proposal_version IS NULL AND notice_id IS NULL)"
+        " OR (trade_id IS NULL AND version IS NULL AND proposal_id IS NOT NULL"
+        " AND proposal_version IS NOT NULL AND notice_id IS NULL)"
+        " OR (trade_id IS NULL AND version IS NULL AND proposal_id IS NULL"
+        " AND proposal_version IS NULL AND notice_id IS NOT NULL)", name="one_subject"),
 )
 sa.Index("ix_feed_participant_seq", feed.c.participant, feed.c.seq,
          postgresql_where=feed.c.seq.isnot(None))
@@ -345,3 +356,27 @@ sa.Index("ix_proposals_latest_by_proposer", proposals.c.proposer, proposals.c.st
          proposals.c.proposal_id, postgresql_where=proposals.c.latest)
 sa.Index("ix_proposals_latest_by_counterparty", proposals.c.counterparty, proposals.c.state,
          proposals.c.proposal_id, postgresql_where=proposals.c.latest)
+
+# Chasers (alembic 0014): one notice per trade and trade date, when the trade's cut-off
+# has passed while it was unmatched or mismatched. The unique key decides: however many
+# scanners run, a second insert of the same notice does nothing, and the notice's two
+# feed updates (participant and counterparty) are written in its statement. A trade
+# amended to another trade date is a new key: it is chased again once that date's cut-off
+# passes. Append-only (a trigger refuses UPDATE, DELETE and TRUNCATE).
+overdue_notices = sa.Table(
+    "overdue_notices",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    sa.Column("participant", sa.Text, nullable=False),
+    sa.Column("trade_id", sa.Text, nullable=False),
+    sa.Column("trade_date", sa.Date, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),  # the open version that was late
+    sa.Column("counterparty", sa.Text, nullable=False),
+    sa.Column("product", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("cutoff_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("noticed_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.text("clock_timestamp()")),
+    sa.UniqueConstraint("participant", "trade_id", "trade_date"),
+    sa.CheckConstraint("status IN ('unmatched', 'mismatched')", name="status_open"),
+)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -243,3 +244,76 @@ async def test_now_and_as_of_a_moment_later_read_the_same(client, banks, today):
     # Broken, A-BROKEN is open, yet it was first matched on its trade date.
     assert now["trades"] == 6 and now["open"] == 3 and now["matched"] == 3
     assert now["matched_on_trade_date_pct"] == "50.0"
+
+
+async def test_overdue_is_counted_at_the_reports_instant(client, banks, db_url, today):
+    """With a cut-off in force (T+1 17:00 London): of the trades open at the report's
+    instant, those past it — as a read at that instant says, now or as of then; the
+    figures otherwise as before, every one worked out here."""
+    a, b = banks
+    old, fresh = (today - timedelta(days=10)).isoformat(), (today + timedelta(days=5)).isoformat()
+    before_cutoff = datetime.now(UTC).isoformat()
+    resp = await client.put("/v1/profiles/a-b-xau", headers=ADMIN, json={
+        "participants": ["BANKA", "BANKB"], "product": "XAU",
+        "cutoff": {"business_days": 1, "time": "17:00", "timezone": "Europe/London",
+                   "calendar": "GB"}})
+    assert resp.status == 200, await resp.text()
+    # Each under a match key of its own (currency), so that only A-MM and B-MM differ.
+    await post(client, a, sell("A-OPEN", trade_date=old, settlement_date=old,
+                               currency="GBP"))  # overdue
+    await post(client, a, sell("A-MM", trade_date=old, settlement_date=old, quantity="7",
+                               currency="EUR"))
+    await post(client, b, buy("B-MM", trade_date=old, settlement_date=old, quantity="8",
+                              currency="EUR"))
+    await post(client, a, sell("A-DONE", trade_date=old, settlement_date=old, currency="CHF"))
+    before_match = datetime.now(UTC).isoformat()
+    await post(client, b, buy("B-DONE", trade_date=old, settlement_date=old, currency="CHF"))
+    await post(client, a, sell("A-FRESH", trade_date=fresh, settlement_date=fresh,
+                               currency="JPY"))  # open, its cut-off ahead
+    await post(client, a, sell("A-XPT", trade_date=old, settlement_date=old,
+                               product="XPT"))  # open, no cut-off
+    await post(client, a, sell("A-GONE", trade_date=old, settlement_date=old,
+                               currency="AUD"))
+    await cancel(client, a, "A-GONE")
+    assert (await get(client, a, "A-DONE"))["status"] == "matched"
+    assert (await get(client, a, "A-MM"))["status"] == "mismatched"
+
+    params = {"from": old, "to": fresh}
+    got = await report(client, a, **params)
+    wait = await time_to_match(client, a, "A-DONE")
+    assert {k: v for k, v in got.items() if k not in ("as_of",)} == {
+        "trades": 5, "cancelled": 1, "matched": 1,
+        # A-DONE matched today, ten days after its trade date.
+        "matched_on_trade_date_pct": "0.0", "matched_by_t1_pct": "0.0",
+        "auto": 1, "agreed": 0, "forced": 0,
+        "open": 4, "overdue": 2,  # A-OPEN and A-MM; not A-FRESH (ahead), A-XPT (none)
+        "time_to_match_seconds": {k: str(wait.quantize(Decimal("0.001")))
+                                  for k in ("p50", "p90", "p99")},
+        "mismatch_fields": {"quantity": 1},
+        "start": old, "end": fresh, "participant": "BANKA", "group_by": None, "groups": []}
+    # What a read now says agrees.
+    resp = await client.get("/v1/trades", params={"overdue": "true"}, headers=a)
+    assert sorted(t["trade_id"] for t in (await resp.json())["trades"]) == ["A-MM", "A-OPEN"]
+    by_product = {g["key"]: (g["open"], g["overdue"]) for g in
+                  (await report(client, a, **params, group_by="product"))["groups"]}
+    assert by_product == {"XAU": (3, 2), "XPT": (1, 0)}
+    everyone = await report(client, ADMIN, **params, group_by="counterparty")
+    assert everyone["overdue"] == 3  # B-MM too
+    assert {g["key"]: g["overdue"] for g in everyone["groups"]} == {"BANKA": 1, "BANKB": 2}
+
+    # As of before B-DONE came: A-DONE was open, and overdue. Before the profile: no
+    # cut-off, nothing overdue.
+    then = await report(client, a, **params, as_of=before_match)
+    assert (then["open"], then["overdue"], then["matched"]) == (3, 3, 0)
+    assert (await report(client, a, **params, as_of=before_cutoff))["overdue"] == 0
+
+    resp = await client.get("/v1/reports/stp", params={**params, "group_by": "product"},
+                            headers={**a, "Accept": "text/csv"})
+    rows = {r["key"]: r for r in csv.DictReader(io.StringIO(await resp.text()))}
+    assert {k: (r["open"], r["overdue"]) for k, r in rows.items()} == \
+        {"XAU": ("3", "2"), "XPT": ("1", "0")}
+    done = await kevin_cli(db_url, "report", "stp", "--from", old, "--to", fresh,
+                           "--participant", "BANKA", "--as-of", before_match)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert (printed["open"], printed["overdue"]) == (3, 3)

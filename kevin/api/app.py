@@ -65,7 +65,8 @@ def create_app(
     install_workbench(app)  # the web pages under /ui/
     # The feed's watch and sequencer run in the background of every app (and so of every
     # `kevin serve` and every test client); SSE streams end on shutdown.
-    install_feed(app, service.pool, feed_options or FeedOptions(), service.reads)
+    install_feed(app, service.pool, feed_options or FeedOptions(), service.reads,
+                 clock=lambda: service.clock())
     app.cleanup_ctx.append(_young_statistics)
     return app
 

@@ -122,6 +122,11 @@ class Metrics:
             "Live trades past their cut-off while unmatched or mismatched, by product",
             ["product"], registry=r, multiprocess_mode=LATEST)
         self._overdue_products: set[str] = set()
+        self.overdue_notices = Counter(
+            "kevin_overdue_notices",
+            "Overdue notices this process's scan recorded (each is one feed update for the "
+            "trade's participant and one for its counterparty)", registry=r)
+        self._notices_counted = 0
         self.feed_unsequenced = Gauge(
             "kevin_feed_unsequenced_updates",
             "Feed updates written but not yet given a seq (capped at 100000)", registry=r,
@@ -210,6 +215,9 @@ class Metrics:
         feed = app.get(FEED)
         if feed is not None:
             self.sse_streams.set(feed.active_streams)
+            if feed.scanner is not None and feed.scanner.recorded > self._notices_counted:
+                self.overdue_notices.inc(feed.scanner.recorded - self._notices_counted)
+                self._notices_counted = feed.scanner.recorded
         stats = await scrape(pool, SCRAPE_DB_TIMEOUT)
         if stats is None:
             self.database_up.set(0)

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 import kevin
-from kevin.domain.feed import FeedPage, FeedUpdate, RelayStub
+from kevin.domain.feed import FeedPage, FeedUpdate, OverdueUpdate, RelayStub
 from kevin.domain.models import (
     AgedTrade,
     ErrorBody,
@@ -29,6 +29,7 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (ParticipantCreate, "validation"), (ParticipantCreated, "serialization"),
     (ErrorBody, "serialization"),
     (FeedUpdate, "serialization"), (FeedPage, "serialization"),
+    (OverdueUpdate, "serialization"),
     (RelayStub, "serialization"),
 ]
 
@@ -242,7 +243,8 @@ def openapi_document() -> dict[str, Any]:
                        "in commit order, each with a global, strictly increasing seq. "
                        "Accept: text/event-stream streams Server-Sent Events (id: seq, "
                        "event: reason, data: FeedUpdate; a proposal's change is event "
-                       "proposal, data: ProposalUpdate; comment lines as heartbeats); "
+                       "proposal, data: ProposalUpdate; an overdue notice is event "
+                       "overdue, data: OverdueUpdate; comment lines as heartbeats); "
                        "Accept: application/json returns one FeedPage. At-least-once: "
                        "apply idempotently on (trade_id, version). A stream is sent at its "
                        "client's pace; a client that cannot take a 64 KiB write within 30 s is "

@@ -13,11 +13,13 @@ from kevin.consumer.consumer import (
     Callback,
     Consumer,
     ConsumerError,
+    OverdueCallback,
+    OverdueEvent,
     ProposalCallback,
     ProposalEvent,
     Strategy,
     Update,
 )
 
-__all__ = ["STRATEGIES", "Callback", "Consumer", "ConsumerError", "ProposalCallback",
-           "ProposalEvent", "Strategy", "Update"]
+__all__ = ["STRATEGIES", "Callback", "Consumer", "ConsumerError", "OverdueCallback",
+           "OverdueEvent", "ProposalCallback", "ProposalEvent", "Strategy", "Update"]

@@ -88,11 +88,30 @@ class ProposalEvent:
                    proposal=body["proposal"])
 
 
+@dataclass(frozen=True)
+class OverdueEvent:
+    """An overdue notice on the feed (event ``overdue``): the trade ``trade_participant``
+    /``trade_id`` passed its cut-off unmatched or mismatched. ``participant`` is whose feed
+    carried it (the trade's participant, or its counterparty, for whom it is alleged).
+    Delivery is at-least-once: apply idempotently on ``notice_id``."""
+
+    participant: str
+    notice_id: int
+    seq: int
+    body: dict[str, Any]  # the whole update as the feed carried it
+
+    @classmethod
+    def from_feed(cls, body: dict[str, Any]) -> OverdueEvent:
+        return cls(participant=body["participant"], notice_id=body["notice_id"],
+                   seq=body["seq"], body=body)
+
+
 # User code, run inside the applying transaction: write your own effects with `conn` and
 # they commit (or roll back) together with the update and the checkpoint.
 Callback = Callable[[asyncpg.Connection, Update], Awaitable[None]]
 # The same for proposals; they touch no mirror table, only the checkpoint.
 ProposalCallback = Callable[[asyncpg.Connection, ProposalEvent], Awaitable[None]]
+OverdueCallback = Callable[[asyncpg.Connection, OverdueEvent], Awaitable[None]]
 
 
 class ConsumerError(Exception):
@@ -115,6 +134,7 @@ class Consumer:
         callback: Callback | None = None, name: str = "default",
         max_backoff: float = 30.0, idle_timeout: float = 60.0,
         on_proposal: ProposalCallback | None = None,
+        on_overdue: OverdueCallback | None = None,
     ) -> None:
         if strategy not in STRATEGIES:
             raise ConsumerError(f"unknown strategy {strategy!r}: use {' or '.join(STRATEGIES)}")
@@ -124,6 +144,7 @@ class Consumer:
         self.strategy = strategy
         self.callback = callback
         self.on_proposal = on_proposal
+        self.on_overdue = on_overdue
         self.name = name
         self.max_backoff = max_backoff
         self.idle_timeout = idle_timeout  # no byte (not even a heartbeat) for this long: reconnect
@@ -162,6 +183,14 @@ class Consumer:
         async with self.pool.acquire() as conn, conn.transaction():
             if self.on_proposal is not None:
                 await self.on_proposal(conn, event)
+            await conn.execute(q.SAVE_CHECKPOINT, self.name, event.seq)
+
+    async def apply_overdue(self, event: OverdueEvent) -> None:
+        """Hand an overdue notice to ``on_overdue`` and advance the checkpoint, in one
+        transaction (the mirror tables are not touched: the trade has no new version)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if self.on_overdue is not None:
+                await self.on_overdue(conn, event)
             await conn.execute(q.SAVE_CHECKPOINT, self.name, event.seq)
 
     async def _apply(self, conn: asyncpg.Connection, update: Update) -> list[Update]:
@@ -354,6 +383,8 @@ class Consumer:
                 body = jsoncodec.loads(event.data)
                 if body.get("event") == "proposal":
                     await self.apply_proposal(ProposalEvent.from_feed(body))
+                elif body.get("event") == "overdue":
+                    await self.apply_overdue(OverdueEvent.from_feed(body))
                 else:
                     await self.apply(Update.from_feed(body))
         raise ConnectionError("the server ended the feed stream")

@@ -21,7 +21,7 @@ Choices, documented in docs/api.md ("Cut-offs and ageing"):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -81,3 +81,49 @@ class DecidingCutoffs:
             if claim in self.profiles:
                 return self.profiles[claim]
         return self.rules.get(product)
+
+    def in_force(self) -> set[Cutoff]:
+        """Every distinct cut-off among them."""
+        return {c for c in (*self.profiles.values(), *self.rules.values()) if c is not None}
+
+    def latest_trade_date_passed(self, now: datetime) -> date | None:
+        """The latest trade date whose cut-off, under any of them, is before ``now``: no
+        trade of a later date is overdue at ``now`` (None: none is)."""
+        found = [d for c in self.in_force() if (d := latest_trade_date_passed(c, now))]
+        return max(found) if found else None
+
+
+# How far back from "now" a trade date's cut-off can still lie ahead: 31 business days
+# and the holidays among them fit well inside; the walk below stops far earlier.
+_LOOKBACK = timedelta(days=400)
+
+
+def trade_dates_passing(cutoff: Cutoff, since: datetime | None, now: datetime) -> list[date]:
+    """The trade dates whose cut-off (under ``cutoff``) is in ``[since, now)``: the trades
+    of these dates became overdue in that span (at ``since`` they were still in time, at
+    ``now`` they are not). ``since`` None: every trade date whose cut-off is before
+    ``now``, as the latest one (every earlier date's has passed too) — see
+    ``latest_trade_date_passed``.
+
+    A cut-off never precedes its trade date's own day by more than a day in UTC and grows
+    with the trade date, so the walk goes back from the day after ``now`` and stops at the
+    first date whose cut-off is before ``since``."""
+    found = []
+    day = now.date() + timedelta(days=1)
+    floor = now.date() - _LOOKBACK
+    while day >= floor:
+        at = cutoff_at(day, cutoff)
+        if since is not None and at < since:
+            break
+        if at < now:
+            found.append(day)
+            if since is None:
+                break
+        day -= timedelta(days=1)
+    return sorted(found)
+
+
+def latest_trade_date_passed(cutoff: Cutoff, now: datetime) -> date | None:
+    """The latest trade date whose cut-off is before ``now`` (None: none within reach)."""
+    passed = trade_dates_passing(cutoff, None, now)
+    return passed[-1] if passed else None

@@ -1,8 +1,10 @@
-"""The feed's values: one update per trade version, and one per participant of each
-proposal version, as SSE events and JSON pages carry them."""
+"""The feed's values: one update per trade version, one per participant of each
+proposal version, and one per recipient of each overdue notice, as SSE events and JSON
+pages carry them."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
@@ -64,7 +66,42 @@ class ProposalUpdate(BaseModel):
         return self.model_dump(mode="python")
 
 
-AnyUpdate = FeedUpdate | ProposalUpdate
+class OverdueNotice(BaseModel):
+    """A trade whose cut-off passed while it was unmatched or mismatched (a chaser): one
+    per trade and trade date, recorded once whatever the number of scanners."""
+
+    model_config = ConfigDict(frozen=True)
+
+    notice_id: int
+    trade_participant: str  # whose trade it is
+    trade_id: str
+    version: int  # the trade's version that was open when the notice was recorded
+    status: Literal["unmatched", "mismatched"]
+    counterparty: str
+    product: str
+    trade_date: date
+    cutoff_at: Annotated[AwareDatetime, UtcText]
+    recorded_at: Annotated[AwareDatetime, UtcText]
+
+
+class OverdueUpdate(OverdueNotice):
+    """An overdue notice (event ``overdue``) on the feed of the trade's participant and on
+    its counterparty's (for whom the trade is alleged): ``participant`` is whose feed it
+    is on. Apply idempotently on ``notice_id``."""
+
+    seq: int
+    event: Literal["overdue"] = "overdue"
+    participant: str
+
+    @classmethod
+    def of(cls, seq: int, participant: str, notice: OverdueNotice) -> OverdueUpdate:
+        return cls(seq=seq, participant=participant, **notice.model_dump())
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(mode="python")
+
+
+AnyUpdate = FeedUpdate | ProposalUpdate | OverdueUpdate
 
 
 class StubInfo(BaseModel):
@@ -90,6 +127,7 @@ class RelayStub(BaseModel):
     version: int
     trade_id: str | None = None
     proposal_id: str | None = None
+    notice_id: int | None = None
     recorded_at: Annotated[AwareDatetime, UtcText]
     stub: StubInfo
 
@@ -98,5 +136,5 @@ class FeedPage(BaseModel):
     """``GET /v1/feed`` as JSON: updates after ``after``; ``last_seq`` is where to resume
     (the last update's seq, or ``after`` itself when the page is empty)."""
 
-    updates: list[FeedUpdate | ProposalUpdate]
+    updates: list[FeedUpdate | ProposalUpdate | OverdueUpdate]
     last_seq: int

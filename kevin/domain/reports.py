@@ -80,6 +80,7 @@ class StpCounts:
     p90: Decimal | None
     p99: Decimal | None
     mismatch_fields: dict[str, int]
+    overdue: int = 0  # of the open, those past their cut-off at the instant
 
 
 class TimeToMatch(BaseModel):
@@ -106,6 +107,7 @@ class StpFigures(BaseModel):
     agreed: int
     forced: int
     open: int
+    overdue: int
     time_to_match_seconds: TimeToMatch
     mismatch_fields: dict[str, int]
 
@@ -116,6 +118,7 @@ class StpFigures(BaseModel):
             matched_on_trade_date_pct=percent(counts.matched_on_trade_date, counts.trades),
             matched_by_t1_pct=percent(counts.matched_by_t1, counts.trades),
             auto=counts.auto, agreed=counts.agreed, forced=counts.forced, open=counts.open,
+            overdue=counts.overdue,
             time_to_match_seconds=TimeToMatch(p50=seconds(counts.p50), p90=seconds(counts.p90),
                                               p99=seconds(counts.p99)),
             mismatch_fields=dict(sorted(counts.mismatch_fields.items())))
@@ -158,7 +161,8 @@ def build_report(query: StpQuery, as_of: datetime, total: StpCounts,
 
 CSV_COLUMNS = (
     "key", "trades", "cancelled", "matched", "matched_on_trade_date_pct",
-    "matched_by_t1_pct", "auto", "agreed", "forced", "open", "time_to_match_p50_seconds",
+    "matched_by_t1_pct", "auto", "agreed", "forced", "open", "overdue",
+    "time_to_match_p50_seconds",
     "time_to_match_p90_seconds", "time_to_match_p99_seconds", "mismatch_fields",
 )
 
@@ -174,7 +178,7 @@ def csv_rows(report: StpReport) -> list[list[str]]:
 
     return [[key, *(text(v) for v in (
         f.trades, f.cancelled, f.matched, f.matched_on_trade_date_pct, f.matched_by_t1_pct,
-        f.auto, f.agreed, f.forced, f.open, f.time_to_match_seconds.p50,
+        f.auto, f.agreed, f.forced, f.open, f.overdue, f.time_to_match_seconds.p50,
         f.time_to_match_seconds.p90, f.time_to_match_seconds.p99)),
         ";".join(f"{k}={n}" for k, n in f.mismatch_fields.items())] for key, f in rows]
 

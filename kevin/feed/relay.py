@@ -1,10 +1,11 @@
 """``kevin relay nats``: the feed, published into a NATS JetStream stream.
 
 Subjects ``<prefix>.<participant>`` (default ``kevin.updates.BANKA``); the payload is the
-feed update exactly as SSE carries it (proposal updates too); headers ``Nats-Msg-Id:
-participant/trade_id/version`` (``participant/proposal/<id>/<version>`` for a proposal)
-(JetStream drops a second message with the same id inside the stream's duplicate window)
-and ``Kevin-Seq``.
+feed update exactly as SSE carries it (proposal and overdue updates too); headers
+``Nats-Msg-Id: participant/trade_id/version`` (``participant/proposal/<id>/<version>`` for
+a proposal, ``participant/overdue/<notice_id>`` for an overdue notice) (JetStream drops
+a second message with the same id inside the stream's duplicate window) and
+``Kevin-Seq``.
 
 Durable position: the relay stores the highest seq JetStream acknowledged in Kevin's
 database (``relay_checkpoints``), after a whole batch was acknowledged. Why there and not
@@ -53,7 +54,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
 from kevin import jsoncodec
-from kevin.domain.feed import AnyUpdate, ProposalUpdate, RelayStub, StubInfo
+from kevin.domain.feed import AnyUpdate, OverdueUpdate, ProposalUpdate, RelayStub, StubInfo
 from kevin.feed.sequencer import Sequencer
 from kevin.feed.watch import FeedWatch
 from kevin.lifecycle import cancel_and_wait
@@ -76,6 +77,8 @@ def subject_for(prefix: str, update: AnyUpdate) -> str:
 def message_id(update: AnyUpdate) -> str:
     if isinstance(update, ProposalUpdate):
         return f"{update.participant}/proposal/{update.proposal_id}/{update.version}"
+    if isinstance(update, OverdueUpdate):
+        return f"{update.participant}/overdue/{update.notice_id}"
     return f"{update.participant}/{update.trade_id}/{update.version}"
 
 
@@ -83,6 +86,10 @@ def fetch_path(update: AnyUpdate) -> str:
     """Where a consumer reads the body a stub leaves out (ids are URL-safe by pattern)."""
     if isinstance(update, ProposalUpdate):
         return f"/v1/proposals/{update.proposal_id}"
+    if isinstance(update, OverdueUpdate):  # small, never stubbed in practice: the trade
+        if update.participant != update.trade_participant:
+            return "/v1/alleged?overdue=true"
+        return f"/v1/trades/{update.trade_id}"
     return f"/v1/trades/{update.trade_id}/versions?participant={update.participant}"
 
 

@@ -11,6 +11,8 @@ import structlog
 from aiohttp import web
 
 from kevin.domain.feed import AnyUpdate
+from kevin.engine.ageing import Clock, system_clock
+from kevin.engine.chasers import OverdueScanner
 from kevin.feed.sequencer import Sequencer
 from kevin.feed.watch import FeedWatch
 from kevin.lifecycle import cancel_and_wait
@@ -30,6 +32,7 @@ class FeedOptions:
     client_check: float = 1.0  # seconds: how soon a quiet SSE stream notices its client left
     watch_poll: float = 0.5  # fallback poll of the feed head when NOTIFY is missed
     sequencer_poll: float = 0.1  # fallback poll for writes committed by other processes
+    overdue_scan: float = 1.0  # seconds between overdue scans (in the leading process only)
 
 
 @dataclass
@@ -38,6 +41,7 @@ class FeedRuntime:
     options: FeedOptions
     watch: FeedWatch
     sequencer: Sequencer | None
+    scanner: OverdueScanner | None  # runs while this process leads the sequencer
     reads: Reads  # pages on a replica when one is configured
     active_streams: int = 0  # SSE streams open in this process (tests, metrics)
 
@@ -62,12 +66,17 @@ FEED = web.AppKey("feed", FeedRuntime)
 
 
 def install_feed(app: web.Application, pool: asyncpg.Pool, options: FeedOptions,
-                 reads: Reads | None = None) -> None:
-    """The watch and the sequencer on the primary ``pool``; pages through ``reads``."""
+                 reads: Reads | None = None, clock: Clock = system_clock) -> None:
+    """The watch and the sequencer on the primary ``pool``, with the overdue scan riding
+    on the sequencer's lead (``clock``: "now" for cut-offs); pages through ``reads``."""
     watch = FeedWatch(pool, options.watch_poll)
-    sequencer = (Sequencer(pool, watch, poll_interval=options.sequencer_poll)
-                 if options.sequencer else None)
-    app[FEED] = FeedRuntime(pool, options, watch, sequencer, reads or Reads(pool))
+    sequencer = scanner = None
+    if options.sequencer:
+        sequencer = Sequencer(pool, watch, poll_interval=options.sequencer_poll)
+        scanner = OverdueScanner(pool, clock, interval=options.overdue_scan,
+                                 on_recorded=sequencer.poke)
+        sequencer.while_leading.append(scanner.run)
+    app[FEED] = FeedRuntime(pool, options, watch, sequencer, scanner, reads or Reads(pool))
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_close_streams)
 

@@ -15,17 +15,24 @@ session), and after their own commits they tell the leader over LISTEN/NOTIFY.
 
 Wake-ups: every committed transaction() of this process pokes it (database.on_commit);
 the leader also wakes on a follower's notification, and polls.
+
+Work that one process at a time should do rides on the same lead (``while_leading``):
+started when this process takes the lead, cancelled when it loses it — the overdue
+scan (kevin.engine.chasers) is such work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import asyncpg
 import structlog
 
 from kevin.feed.watch import FeedWatch
+from kevin.lifecycle import cancel_and_wait
 from kevin.store import database
 from kevin.store import feed as store
 from kevin.store.feed_queries import WRITTEN_CHANNEL
@@ -37,8 +44,10 @@ class Sequencer:
     def __init__(
         self, pool: asyncpg.Pool, watch: FeedWatch | None = None, *, batch: int = 5000,
         poll_interval: float = 0.1,
+        while_leading: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
     ) -> None:
         self.pool = pool
+        self.while_leading = list(while_leading)
         self.watch = watch
         self.batch = batch
         self.poll_interval = poll_interval
@@ -83,12 +92,14 @@ class Sequencer:
         await conn.add_listener(WRITTEN_CHANNEL, self._on_written)
         # A session killed under us: wake now, fail the next round, try again.
         conn.add_termination_listener(self._on_written)
+        duties = [asyncio.create_task(work()) for work in self.while_leading]
         try:
             while True:
                 await self.drain(conn)
                 await self._wait(self.poll_interval)
         finally:
             self.leading = False
+            await cancel_and_wait(duties)
 
     async def _follow(self) -> None:
         """Until the next try for the lead: pass this process's commits on to the leader,

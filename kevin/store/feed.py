@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from kevin import jsoncodec
-from kevin.domain.feed import AnyUpdate, FeedUpdate, ProposalUpdate
+from kevin.domain.feed import AnyUpdate, FeedUpdate, OverdueNotice, OverdueUpdate, ProposalUpdate
 from kevin.store import feed_queries as q
 from kevin.store.proposals import proposal_from_row
 from kevin.store.trades import trade_from_row
@@ -58,11 +58,25 @@ async def updates_after(
 def _update(row: asyncpg.Record) -> AnyUpdate:
     if row["trade_id"] is not None:
         return FeedUpdate.of(row["seq"], trade_from_row(row))
+    if row["notice"] is not None:
+        return OverdueUpdate.of(row["seq"], row["feed_participant"],
+                                notice_from_json(row["notice"]))
     proposal = row["proposal"]
     if isinstance(proposal, str | bytes):
         proposal = jsoncodec.loads(proposal)
     return ProposalUpdate.of(row["seq"], row["feed_participant"],
                              proposal_from_row(proposal))
+
+
+def notice_from_json(value: object) -> OverdueNotice:
+    """An overdue_notices row read as one JSON value (to_jsonb)."""
+    row = jsoncodec.loads(value) if isinstance(value, str | bytes) else value
+    assert isinstance(row, dict)
+    return OverdueNotice(
+        notice_id=row["id"], trade_participant=row["participant"], trade_id=row["trade_id"],
+        version=row["version"], status=row["status"], counterparty=row["counterparty"],
+        product=row["product"], trade_date=row["trade_date"], cutoff_at=row["cutoff_at"],
+        recorded_at=row["noticed_at"])
 
 
 async def relay_checkpoint(conn: asyncpg.Connection, name: str) -> int:

@@ -39,9 +39,9 @@ NOTIFY_WRITTEN = "SELECT pg_notify($1, '')"
 #   than all those assigned now. A reader that has seen seq N therefore never later
 #   finds a committed update with a smaller seq (invariant 6): seqs only become visible
 #   when this transaction commits, all at once, and later ones are always larger.
-# * A row announces a trade version or a proposal version (alembic 0011); its subject is
-#   the trade (participant, trade_id) or the proposal, whose versions are held in order
-#   the same way.
+# * A row announces a trade version or a proposal version (alembic 0011), or an overdue
+#   notice (alembic 0014); its subject is the trade (participant, trade_id), the
+#   proposal, whose versions are held in order the same way, or the notice (one row).
 # * Per-trade order: xids are assigned at a transaction's first write, so version n+1's
 #   transaction may own a SMALLER xid than version n's (it wrote something else first and
 #   then waited for n to commit). Then n+1 can be eligible while n (committed, but with
@@ -74,8 +74,8 @@ WITH horizon AS (
     SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
 ), backlog AS (
     SELECT id, written_at, participant,
-           coalesce(trade_id, proposal_id::text) AS subject,
-           coalesce(version, proposal_version) AS version, txid FROM feed
+           coalesce(trade_id, proposal_id::text, 'overdue ' || notice_id) AS subject,
+           coalesce(version, proposal_version, 1) AS version, txid FROM feed
     WHERE seq IS NULL
     ORDER BY written_at, id
     LIMIT $1 * 4
@@ -115,22 +115,25 @@ MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM feed"
 # Both branches are written out (not `$2 IS NULL OR participant = $2`) so the planner can
 # use the right index for each with a generic plan.
 # A proposal update (trade_id NULL) finds no version and reads its proposal version
-# instead, as one JSON value (kevin.store.proposals reads it); each join is a key probe.
+# instead, as one JSON value (kevin.store.proposals reads it); an overdue update its
+# notice, the same way; each join is a key probe.
 _UPDATE_COLUMNS = ", ".join(f"t.{c.strip()}" for c in TRADE_COLUMNS.split(",")
                             if c.strip() != "participant")
 _PAGE = f"""
 SELECT f.seq, f.participant AS feed_participant, f.participant, {_UPDATE_COLUMNS},
-       to_jsonb(p) AS proposal
+       to_jsonb(p) AS proposal, to_jsonb(n) AS notice
 FROM page f
 LEFT JOIN trade_history t
        ON t.participant = f.participant AND t.trade_id = f.trade_id AND t.version = f.version
 LEFT JOIN proposals p ON p.proposal_id = f.proposal_id AND p.version = f.proposal_version
+LEFT JOIN overdue_notices n ON n.id = f.notice_id
 ORDER BY f.seq
 """
 
 SELECT_UPDATES_FOR_PARTICIPANT = f"""
 WITH page AS MATERIALIZED (
-    SELECT seq, participant, trade_id, version, proposal_id, proposal_version FROM feed
+    SELECT seq, participant, trade_id, version, proposal_id, proposal_version, notice_id
+    FROM feed
     WHERE participant = $2 AND seq > $1
     ORDER BY seq
     LIMIT $3
@@ -138,7 +141,8 @@ WITH page AS MATERIALIZED (
 
 SELECT_UPDATES_ALL = f"""
 WITH page AS MATERIALIZED (
-    SELECT seq, participant, trade_id, version, proposal_id, proposal_version FROM feed
+    SELECT seq, participant, trade_id, version, proposal_id, proposal_version, notice_id
+    FROM feed
     WHERE seq > $1
     ORDER BY seq
     LIMIT $2

@@ -67,7 +67,8 @@ LIMIT $1
 
 # Invariant 5: every version has exactly one feed update, and every update a version. Feed rows
 # of archived versions stay, so versions are read from trade_history. A proposal version has
-# one update on each of its two participants' feeds.
+# one update on each of its two participants' feeds, an overdue notice one on its
+# participant's and one on its counterparty's.
 FEED_ROWS = """
 SELECT participant, trade_id, version, problem FROM (
     SELECT t.participant, t.trade_id, t.version, 'version has no feed update' AS problem
@@ -106,6 +107,26 @@ SELECT participant, trade_id, version, problem FROM (
     WHERE f.proposal_id IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM proposals p WHERE p.proposal_id = f.proposal_id
                       AND p.version = f.proposal_version)
+    UNION ALL
+    -- An overdue notice: exactly one update on its participant's feed and one on its
+    -- counterparty's.
+    SELECT n.participant, 'overdue notice ' || n.id, n.version,
+           'overdue notice has ' || count(f.id) FILTER (WHERE f.participant = n.participant)
+           || ' update(s) for the participant and '
+           || count(f.id) FILTER (WHERE f.participant = n.counterparty)
+           || ' for the counterparty, not one each'
+    FROM overdue_notices n
+    LEFT JOIN feed f ON f.notice_id = n.id
+    GROUP BY n.id, n.participant, n.counterparty, n.version
+    HAVING count(f.id) FILTER (WHERE f.participant = n.participant) <> 1
+        OR count(f.id) FILTER (WHERE f.participant = n.counterparty) <> 1
+        OR count(f.id) <> 2
+    UNION ALL
+    SELECT f.participant, 'overdue notice ' || f.notice_id, NULL,
+           'feed update for an overdue notice that does not exist'
+    FROM feed f
+    WHERE f.notice_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM overdue_notices n WHERE n.id = f.notice_id)
 ) AS problems
 ORDER BY participant, trade_id, version
 LIMIT $1
@@ -116,15 +137,18 @@ LIMIT $1
 # Commit order across trades leaves no trace in a snapshot; the race tests prove that part.
 FEED_SEQ = """
 SELECT participant, trade_id, version, problem FROM (
-    SELECT participant, coalesce(trade_id, 'proposal ' || proposal_id) AS trade_id,
-           coalesce(version, proposal_version) AS version,
+    SELECT participant,
+           coalesce(trade_id, 'proposal ' || proposal_id, 'overdue notice ' || notice_id)
+               AS trade_id,
+           coalesce(version, proposal_version, 1) AS version,
            'seq ' || seq || ' is shared by ' || count(*) OVER (PARTITION BY seq)
            || ' updates' AS problem,
            count(*) OVER (PARTITION BY seq) > 1 AS bad
     FROM feed WHERE seq IS NOT NULL
     UNION ALL
-    SELECT participant, coalesce(trade_id, 'proposal ' || proposal_id),
-           coalesce(version, proposal_version), 'seq ' || seq || ' is not positive', seq <= 0
+    SELECT participant,
+           coalesce(trade_id, 'proposal ' || proposal_id, 'overdue notice ' || notice_id),
+           coalesce(version, proposal_version, 1), 'seq ' || seq || ' is not positive', seq <= 0
     FROM feed WHERE seq IS NOT NULL
     UNION ALL
     SELECT participant, trade_id, version,
@@ -138,8 +162,10 @@ SELECT participant, trade_id, version, problem FROM (
     FROM (
         SELECT participant, trade_id, version, seq,
                lag(seq) OVER w AS previous_seq, lag(version) OVER w AS previous_version
-        FROM (SELECT participant, coalesce(trade_id, 'proposal ' || proposal_id) AS trade_id,
-                     coalesce(version, proposal_version) AS version, seq FROM feed) AS subjects
+        FROM (SELECT participant,
+                     coalesce(trade_id, 'proposal ' || proposal_id,
+                              'overdue notice ' || notice_id) AS trade_id,
+                     coalesce(version, proposal_version, 1) AS version, seq FROM feed) AS subjects
         WINDOW w AS (PARTITION BY participant, trade_id ORDER BY version)
     ) AS ordered
 ) AS checks

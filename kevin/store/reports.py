@@ -8,6 +8,7 @@ exactly the versions recorded by then and reads the same however often it is ask
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -159,12 +160,75 @@ def _figures(group_by: GroupBy | None) -> str:
             ",\n       "))
 
 
+# The trades open at the instant (their version latest then, among those in range, is
+# unmatched or mismatched), counted by what decides their cut-off (pair, product), their
+# trade date and the report's group key: few rows, from which the engine tells the
+# overdue ones (a cut-off is computed, kevin.domain.cutoffs). Now: the partial index of
+# open trades by trade date (ix_trades_open_by_trade_date). As of an instant: the versions
+# recorded by then, as the figures read them.
+_OPEN_NOW = """
+SELECT t.participant, t.counterparty, t.product, t.trade_date, {key} AS key,
+       count(*) AS open
+FROM trades t
+WHERE t.latest AND t.status IN ('unmatched', 'mismatched')
+  AND t.trade_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR t.participant = $3)
+GROUP BY 1, 2, 3, 4, 5
+"""
+_OPEN_AS_OF = """
+WITH versions AS (
+    SELECT participant,
+           (array_agg(status ORDER BY version DESC))[1] AS status,
+           (array_agg(counterparty ORDER BY version DESC))[1] AS counterparty,
+           (array_agg(product ORDER BY version DESC))[1] AS product,
+           (array_agg(trade_date ORDER BY version DESC))[1] AS trade_date,
+           {key} AS key
+    FROM trade_history
+    WHERE trade_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR participant = $3)
+      AND recorded_at <= $4
+    GROUP BY participant, trade_id
+)
+SELECT participant, counterparty, product, trade_date, key, count(*) AS open
+FROM versions WHERE status IN ('unmatched', 'mismatched')
+GROUP BY 1, 2, 3, 4, 5
+"""
+
+
+@dataclass(frozen=True)
+class OpenGroup:
+    """Trades open at the report's instant that share what decides their cut-off."""
+
+    participant: str
+    counterparty: str
+    product: str
+    trade_date: date
+    key: str
+    open: int
+
+
+async def open_groups(conn: asyncpg.Connection, start: date, end: date,
+                      participant: str | None, group_by: GroupBy | None,
+                      as_of: datetime | None) -> list[OpenGroup]:
+    """The trades the report counts as open, grouped (as the versions are now, or were at
+    ``as_of``)."""
+    if as_of is None:
+        rows = await conn.fetch(_OPEN_NOW_STATEMENTS[group_by], start, end, participant,
+                                timeout=REPORT_TIMEOUT)
+    else:
+        rows = await conn.fetch(_OPEN_AS_OF_STATEMENTS[group_by], start, end, participant,
+                                as_of, timeout=REPORT_TIMEOUT)
+    return [OpenGroup(r["participant"], r["counterparty"], r["product"], r["trade_date"],
+                      r["key"], r["open"]) for r in rows]
+
+
 # A report reads a year of versions at most: longer than any request's statement may take,
 # but bounded all the same.
 REPORT_TIMEOUT = 60.0
 
 _NOW_STATEMENTS = {group_by: _now(group_by) for group_by in _NOW_KEYS}
 _AS_OF_STATEMENTS = {group_by: _as_of(group_by) for group_by in _AS_OF_KEYS}
+_OPEN_NOW_STATEMENTS = {group_by: _OPEN_NOW.format(key=key) for group_by, key in _NOW_KEYS.items()}
+_OPEN_AS_OF_STATEMENTS = {group_by: _OPEN_AS_OF.format(key=key)
+                          for group_by, key in _AS_OF_KEYS.items()}
 
 
 async def stp_counts(conn: asyncpg.Connection, start: date, end: date,

@@ -42,6 +42,7 @@ WHERE latest AND status IN ('unmatched', 'mismatched')
 GROUP BY participant, counterparty, product, trade_date
 """
 
+
 @dataclass(frozen=True)
 class ScrapeStats:
     now: datetime
