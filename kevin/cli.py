@@ -222,6 +222,8 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
                       warmup=args.warmup, duration=args.duration, rounds=args.rounds,
                       batch_lines=args.batch_lines, batch_requests=args.batch_requests,
                       workers=args.workers, latency_at=args.latency_at,
+                      **({"group_commit": _GROUP_COMMIT[args.group_commit]}
+                         if args.group_commit else {}),
                       output=Path(args.output) if args.output else None)
     try:
         await run_bench(settings, options)
@@ -268,6 +270,9 @@ def _worker_count(text: str) -> int:
     if count > MAX_WORKERS:
         raise argparse.ArgumentTypeError(f"at most {MAX_WORKERS} workers")
     return count
+
+
+_GROUP_COMMIT = {"on": (True,), "off": (False,), "both": (True, False)}
 
 
 def _worker_counts(text: str) -> tuple[int, ...]:
@@ -409,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="pairs: one service configuration per kevin serve --workers "
                               "count, measured in alternating rounds (default 1,2); batch: "
                               "the largest")
+    bench_p.add_argument("--group-commit", choices=tuple(_GROUP_COMMIT),
+                         help="pairs: each configuration with group commit on, off, or both "
+                              "(default: as KEVIN_GROUP_COMMIT, on)")
     bench_p.add_argument("--latency-at", type=_fraction, default=0.5, metavar="F",
                          help="pairs: time each configuration's pairs in paced (open-loop) "
                               "slices at F x its peak pairs/s (default 0.5; 0: none)")

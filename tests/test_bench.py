@@ -32,10 +32,12 @@ async def _bench_databases(server_url: str) -> list[str]:
 async def test_bench_pairs_writes_figures_and_cleans_up(server_url: str, tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
     done = run_cli("bench", "pairs", "--concurrency", "2", "--warmup", "0.2", "--duration", "1",
-                   "--rounds", "2", "--workers", "1,2", "--output", str(output), timeout=240,
-                   KEVIN_DATABASE_URL=server_url)
+                   "--rounds", "2", "--workers", "1,2", "--group-commit", "both",
+                   "--output", str(output), timeout=300, KEVIN_DATABASE_URL=server_url)
     assert done.returncode == 0, done.stderr
-    assert "kevin serve --workers 1" in done.stdout and "kevin serve --workers 2" in done.stdout
+    for configuration in ("--workers 1, group commit on", "--workers 1, group commit off",
+                          "--workers 2, group commit on", "--workers 2, group commit off"):
+        assert f"kevin serve {configuration}:" in done.stdout
     assert "x ceiling" in done.stdout and "paced at 0.5 x its peak" in done.stdout
     figures = json.loads(output.read_text())
     pairs = figures["pairs"]
@@ -49,8 +51,9 @@ async def test_bench_pairs_writes_figures_and_cleans_up(server_url: str, tmp_pat
     assert pgbench.pgbench() is not None, "pgbench is not on PATH"
     minimal = pairs["minimal_ceiling"]
     assert minimal["pairs"] > 0 and minimal["errors"] == 0 and "minimal ceiling" in done.stdout
-    assert [c["workers"] for c in pairs["services"]] == [1, 2]
-    for config, processes in zip(pairs["services"], (1, 3), strict=True):
+    assert [(c["workers"], c["group_commit"]) for c in pairs["services"]] == [
+        (1, True), (1, False), (2, True), (2, False)]
+    for config, processes in zip(pairs["services"], (1, 1, 3, 3), strict=True):
         service = config["service"]
         assert service["pairs"] > 0 and not service["errors"]
         assert service["latency"]["p50_ms"] is not None and "latencies_s" not in service
@@ -69,7 +72,7 @@ async def test_bench_pairs_writes_figures_and_cleans_up(server_url: str, tmp_pat
         assert paced["pairs"] > 0 and not paced["errors"] and paced["unfinished"] == 0
         assert paced["pairs_not_seen_on_feed"] == 0
         assert paced["latency"]["p50_ms"] is not None and "latencies_s" not in paced
-    assert len(figures["scratch_databases"]) == 4
+    assert len(figures["scratch_databases"]) == 6
     assert not set(figures["scratch_databases"]) & set(await _bench_databases(server_url))
 
 

@@ -90,7 +90,8 @@ def test_the_text_says_whether_each_target_is_met() -> None:
     def config(workers: int, ratio: float, p99: float) -> dict[str, object]:
         latency = {"p50_ms": 10.0, "p99_ms": p99, "max_ms": p99}
         return {
-            "workers": workers, "ratio": 0.5, "minimal_ratio": ratio,
+            "workers": workers, "group_commit": workers == 1, "ratio": 0.5,
+            "minimal_ratio": ratio,
             "rounds": [{"pairs_per_s": 100.0, "ratio": 0.5, "minimal_ratio": ratio}],
             "service": {"pairs_per_s": 100.0, "latency": latency, "errors": {}},
             "paced": {"rate": 50.0, "pairs": 250, "latency": latency, "errors": {},
@@ -105,7 +106,8 @@ def test_the_text_says_whether_each_target_is_met() -> None:
         "rounds": [{"ceiling_pairs_per_s": 200.0, "minimal_pairs_per_s": 400.0}],
         "services": [config(1, 0.25, 20.0), config(2, 0.35, 70.0)], "latency_at": 0.5}
     text = pairs_text(figures, Options(rounds=1))
-    one, two = text.split("kevin serve --workers 1")[1].split("kevin serve --workers 2")
+    one, two = text.split("kevin serve --workers 1, group commit on")[1].split(
+        "kevin serve --workers 2, group commit off")
     assert "0.25 x minimal ceiling (target >= 0.3: NOT met)" in one
     assert "p99 20.0 ms max 20.0 ms (target p99 < 50 ms: met)" in one
     assert "0.35 x minimal ceiling (target >= 0.3: met)" in two

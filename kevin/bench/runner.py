@@ -54,6 +54,10 @@ class Options:
     # The service configurations measured, as kevin serve --workers: the default (one
     # process) and one per core on this 2-core machine.
     workers: tuple[int, ...] = (1, 2)
+    # Group commit in each configuration (KEVIN_GROUP_COMMIT): as this process's
+    # environment says (on unless it says 0), or both, doubling the configurations.
+    group_commit: tuple[bool, ...] = field(
+        default_factory=lambda: (os.environ.get("KEVIN_GROUP_COMMIT", "1") != "0",))
     # The paced slices' rate, as a fraction of each configuration's peak (0: none).
     latency_at: float = 0.5
     output: Path | None = None
@@ -160,15 +164,18 @@ def kevin_env(**settings: str) -> dict[str, str]:
 class ServeProcess:
     """``kevin serve`` on a free port of 127.0.0.1, on the given database."""
 
-    def __init__(self, url: str, admin_token: str, log_path: Path, workers: int = 1) -> None:
+    def __init__(self, url: str, admin_token: str, log_path: Path, workers: int = 1,
+                 group_commit: bool | None = None) -> None:
         self.workers = workers
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        # KEVIN_GROUP_COMMIT passes through: `KEVIN_GROUP_COMMIT=0 kevin bench` measures
-        # the service with each write its own transaction.
+        # Group commit as asked, else KEVIN_GROUP_COMMIT passes through:
+        # `KEVIN_GROUP_COMMIT=0 kevin bench` measures the service with each write its own
+        # transaction.
+        group = os.environ.get("KEVIN_GROUP_COMMIT", "1") if group_commit is None \
+            else str(int(group_commit))
         self.env = kevin_env(KEVIN_DATABASE_URL=url, KEVIN_ADMIN_TOKEN=admin_token,
-                             KEVIN_LOG_FORMAT="json",
-                             KEVIN_GROUP_COMMIT=os.environ.get("KEVIN_GROUP_COMMIT", "1"))
+                             KEVIN_LOG_FORMAT="json", KEVIN_GROUP_COMMIT=group)
         self.log_path = log_path
         self.process: asyncio.subprocess.Process | None = None
 
@@ -263,6 +270,7 @@ class Service:
     database, and the slices measured on it."""
 
     workers: int
+    group_commit: bool
     url: str
     keys: dict[str, str]
     admin_token: str
@@ -322,14 +330,16 @@ async def bench_pairs(server_url: str, options: Options, workdir: Path) -> dict[
     async with contextlib.AsyncExitStack() as stack:
         ceiling_url = await stack.enter_async_context(scratch_database(server_url, "ceiling"))
         minimal_url = await stack.enter_async_context(scratch_database(server_url, "minimal"))
-        for n, workers in enumerate(options.workers):
+        configurations = [(workers, group) for workers in options.workers
+                          for group in options.group_commit]
+        for n, (workers, group) in enumerate(configurations):
             url = await stack.enter_async_context(
                 scratch_database(server_url, f"service{n}"))
             keys = await create_participants(url)
             admin_token = secrets.token_urlsafe(16)
             server = await stack.enter_async_context(
-                ServeProcess(url, admin_token, workdir / f"serve-{n}.log", workers))
-            services.append(Service(workers, url, keys, admin_token, server))
+                ServeProcess(url, admin_token, workdir / f"serve-{n}.log", workers, group))
+            services.append(Service(workers, group, url, keys, admin_token, server))
         for r in range(options.rounds):
             if with_pgbench:
                 minimal.append(await pgbench.run(minimal_url, options.concurrency,
@@ -352,18 +362,17 @@ async def bench_pairs(server_url: str, options: Options, workdir: Path) -> dict[
     rounds: list[dict[str, Any]] = [{"ceiling_pairs_per_s": c["pairs_per_s"]} for c in ceilings]
     for round_figures, slice_ in zip(rounds, minimal, strict=False):
         round_figures["minimal_pairs_per_s"] = slice_["pairs_per_s"]
-    configurations = []
+    measured = []
     for service, figures_at_end in zip(services, at_end, strict=True):
         merged = _merged(service.slices, seconds)
         if figures_at_end:
             # CPU per pair is steadier than pairs/s on a shared machine: the figure to
             # compare when judging a change to the service.
-            measured = merged["pairs"] * (options.warmup + options.duration) / options.duration
+            pairs = merged["pairs"] * (options.warmup + options.duration) / options.duration
             merged["server"] = {
                 "rss_mib": figures_at_end["rss_mib"], "processes": figures_at_end["processes"],
                 "cpu_s": round(service.cpu_s, 2),
-                "cpu_ms_per_pair": round(1000 * service.cpu_s / measured, 3) if measured
-                else None}
+                "cpu_ms_per_pair": round(1000 * service.cpu_s / pairs, 3) if pairs else None}
         by_round = []
         for r, slice_ in enumerate(service.slices):
             entry = {"pairs_per_s": slice_["pairs_per_s"],
@@ -372,8 +381,9 @@ async def bench_pairs(server_url: str, options: Options, workdir: Path) -> dict[
                 entry["minimal_ratio"] = _ratio(slice_["pairs_per_s"],
                                                 minimal[r]["pairs_per_s"])
             by_round.append(entry)
-        configurations.append({
-            "workers": service.workers, "service": merged,
+        measured.append({
+            "workers": service.workers, "group_commit": service.group_commit,
+            "service": merged,
             "ratio": _ratio(merged["pairs_per_s"], ceiling_figures["pairs_per_s"]),
             "minimal_ratio": _ratio(merged["pairs_per_s"], floor["pairs_per_s"])
             if floor else None,
@@ -381,7 +391,7 @@ async def bench_pairs(server_url: str, options: Options, workdir: Path) -> dict[
             "paced": _merged_paced(service.paced, options.duration * len(service.paced))
             if service.paced else None})
     return {"ceiling": ceiling_figures, "minimal_ceiling": floor, "rounds": rounds,
-            "services": configurations, "latency_at": options.latency_at,
+            "services": measured, "latency_at": options.latency_at,
             "targets": {"minimal_ratio": TARGET_MINIMAL_RATIO, "paced_p99_ms": TARGET_P99_MS}}
 
 
@@ -463,7 +473,8 @@ def pairs_text(figures: dict[str, Any], options: Options) -> str:
     for config in figures["services"]:
         s = config["service"]
         lines.append(
-            f"  kevin serve --workers {config['workers']}: {s['pairs_per_s']:.1f} pairs/s"
+            f"  kevin serve --workers {config['workers']}, group commit "
+            f"{'on' if config['group_commit'] else 'off'}: {s['pairs_per_s']:.1f} pairs/s"
             f" closed loop, p50 {_ms(s['latency']['p50_ms'])} p99 {_ms(s['latency']['p99_ms'])}"
             + (f"; server {s['server']['cpu_ms_per_pair']} CPU ms per pair, "
                f"RSS {s['server']['rss_mib']} MiB" if "server" in s else ""))
