@@ -25,7 +25,7 @@ from kevin.dburl import to_asyncpg_dsn
 from kevin.domain.models import TradeSubmission
 from kevin.engine.service import TradeService
 from kevin.store.matching import MATCH_LOCK_CLASS, MatchKey
-from tests.conftest import ADMIN_TOKEN, as_read, wait_for
+from tests.conftest import ADMIN, ADMIN_TOKEN, as_read, wait_for
 from tests.support import buy, get, sell, versions
 
 Send = Callable[[], Awaitable[Any]]
@@ -268,22 +268,44 @@ def _comparable(answer: tuple[int, str | None, Any], run: str, product: str) -> 
     return re.sub(r'"match_id": "[^"]*"', '"match_id": "M"', text)
 
 
+# Under a profile of the pair (every product): a tolerance, a matched cancel kept for
+# agreement.
+PROFILE = {"participants": ["BANKA", "BANKB"], "product": "*",
+           "fields": {"price": {"abs": "1"}}, "matched_cancel": "by_agreement"}
+PROFILE_SCRIPT: list[tuple[str, str, str, dict[str, Any] | None, str | None]] = [
+    ("A", "POST", "A-1", sell("A-1", price="1000"), None),
+    ("B", "POST", "B-1", buy("B-1", price="1000.5"), None),
+    ("A", "DELETE", "A-1", None, "*"),
+    ("B", "POST", "B-2", buy("B-2", price="1003"), None),
+    ("A", "POST", "A-2", sell("A-2", price="1004.5"), None),
+    ("A", "PUT", "A-2", sell("A-2", price="1003.5"), "*"),
+    ("B", "DELETE", "B-2", None, '"2"'),
+]
+
+
+@pytest.mark.parametrize("script,profile,statuses", [
+    (SCRIPT, None, [201, 201, 200, 409, 201, 201, 412, 200, 428, 200, 404, 200, 409, 200]),
+    (PROFILE_SCRIPT, PROFILE, [201, 201, 409, 201, 201, 200, 412]),
+], ids=["exact", "profile"])
 async def test_a_group_answers_every_write_exactly_as_alone(client, service, banks, conn,
-                                                            pool, aiohttp_client):
+                                                            pool, aiohttp_client, script,
+                                                            profile, statuses):
     a, b = banks
     headers = {"A": a, "B": b}
+    if profile is not None:
+        resp = await client.put("/v1/profiles/a-b", json=profile, headers=ADMIN)
+        assert resp.status == 200, await resp.text()
     alone_client = await aiohttp_client(create_app(TradeService(pool, group_commit=False),
                                                    ADMIN_TOKEN))
     alone = [_comparable(await _answer(await _request(alone_client, headers, "solo-", "XAU",
                                                       step)()), "solo-", "XAU")
-             for step in SCRIPT]
+             for step in script]
     async with held_drain(service, conn, blocker_send(client, a)) as queue:
         sent = [await queue(_request(client, headers, "grp-", "XPT", step))
-                for step in SCRIPT]
+                for step in script]
     grouped = [_comparable(await _answer(await s), "grp-", "XPT") for s in sent]
     assert grouped == alone
-    statuses = [json.loads(answer)[0] for answer in alone]
-    assert statuses == [201, 201, 200, 409, 201, 201, 412, 200, 428, 200, 404, 200, 409, 200]
+    assert [json.loads(answer)[0] for answer in alone] == statuses
     assert (await _group_sizes(client))["+Inf"] == 2  # the blocker, then all of them
     assert await _transactions(conn, "grp-%") == 1  # decided together, not one by one
 

@@ -39,13 +39,11 @@ import structlog
 from kevin.domain.errors import DatabaseUnavailable, ExistsWithDifferentFields, KevinError
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade, TradeSubmission, TradeTerms, differing_fields, trusted
-from kevin.domain.profiles import ProfileVersion
 from kevin.domain.versions import NewVersion
 from kevin.engine.batch import terms_of
 from kevin.engine.matching import Matcher
 from kevin.engine.preconditions import IfMatch, current_for_change, unless_cancelled_by_agreement
 from kevin.store import bulk, database
-from kevin.store import profiles as profile_store
 from kevin.store.batch_book import BatchBook
 from kevin.store.matching import MatchKey
 
@@ -259,13 +257,14 @@ async def decide_group(pool: asyncpg.Pool, writes: Sequence[Write]) -> list[Outc
     async with database.transaction(pool) as conn:
         before = await _latest(conn, [w.trade for w in writes if not isinstance(w, Submit)])
         keys = _match_keys(writes, before)
-        await bulk.lock_match_keys(conn, keys)
-        products = {key.product for key in keys}
-        stored_rules = await bulk.latest_rules(conn, products)
+        # Each pair the group may match in has one of its writers in it: their profiles.
+        stored_rules, profiles = await bulk.open_group(conn, keys,
+                                                       {w.participant for w in writes})
         book = BatchBook(
-            conn, {product: stored_rules.get(product) for product in products},
+            conn, {key.product: stored_rules.get(key.product) for key in keys},
+            # Read under the locks: an operator's break holds them while it records one.
             await bulk.broken_among(conn, {name for key in keys for name in key.participants}),
-            await _live_profiles(conn, {w.participant for w in writes}))
+            profiles)
         firsts: dict[TradeRef, NewVersion] = {}
         for write in writes:
             if isinstance(write, Submit) and write.trade not in firsts:
@@ -275,8 +274,8 @@ async def decide_group(pool: asyncpg.Pool, writes: Sequence[Write]) -> list[Outc
                     actor=write.participant)
         created = await bulk.insert_first_versions(conn, list(firsts.values()))
         book.hide(created.values())
-        await book.candidates_many([(trade, (await book.rules_in_force(trade)).rules)
-                                    for trade in created.values()])
+        await book.prefetch([(trade, (await book.rules_in_force(trade)).rules)
+                             for trade in created.values()], own_side=False)
         decider = _Decider(conn, book, keys, created)
         outcomes = [await decider.decide(write) for write in writes]
         await book.flush()
@@ -348,16 +347,6 @@ def _match_keys(writes: Sequence[Write], before: dict[TradeRef, Trade]) -> set[M
         if found is not None:
             keys.add(MatchKey.of(write.participant, found.terms()))
     return keys
-
-
-async def _live_profiles(conn: asyncpg.Connection,
-                         participants: Iterable[str]) -> list[ProfileVersion]:
-    """Every live profile naming one of the writers: each pair the group may match in
-    has a writer in it."""
-    found: list[ProfileVersion] = []
-    for participant in sorted(participants):
-        found += await profile_store.live_profiles_of(conn, participant)
-    return found
 
 
 def _as_recorded(outcome: Outcome, recorded: dict[bulk.VersionRef, datetime]) -> Outcome:

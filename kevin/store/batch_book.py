@@ -187,16 +187,19 @@ class BatchBook(MemoryBook):
         await self.prefetch(trades)
         return [await self.candidates(trade, rules) for trade, rules in trades]
 
-    async def prefetch(self, trades: Sequence[tuple[Trade, Rules]]) -> None:
+    async def prefetch(self, trades: Sequence[tuple[Trade, Rules]],
+                       own_side: bool = True) -> None:
         """Loads the windows around every trade's price at once (two statements), and the
-        trades naming what they found (one more). Where a trade has counterparts, the
-        windows of its own side too (two more): those counterparts meet them when a
-        mismatch has them re-evaluated. A batch calls this, not candidates_many: each
-        line's candidates are looked up again when the line is matched, so answering
-        them here too would only walk the book twice."""
+        trades naming what they found (one more). Where a trade has counterparts, and
+        ``own_side``, the windows of its own side too (two more): those counterparts meet
+        them when a mismatch has them re-evaluated (a few trades that mostly match — a
+        group commit's — leave them to be read if needed). A batch calls this, not
+        candidates_many: each line's candidates are looked up again when the line is
+        matched, so answering them here too would only walk the book twice."""
         held = await self._load_around(trades, opposite)
-        with_counterparts = [(t, r) for t, r in trades if self.walk(t, r)[0]]
-        held += await self._load_around(with_counterparts, segment_of)
+        if own_side:
+            with_counterparts = [(t, r) for t, r in trades if self.walk(t, r)[0]]
+            held += await self._load_around(with_counterparts, segment_of)
         await self.naming(held)
 
     async def naming(self, trades: Sequence[Trade]) -> list[Trade]:

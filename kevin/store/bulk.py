@@ -13,10 +13,12 @@ import asyncpg
 from kevin.domain.errors import VersionConflict
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade
+from kevin.domain.profiles import ProfileVersion
 from kevin.domain.rules import RulesVersion
 from kevin.store import bulk_queries as q
 from kevin.store.matching import MATCH_LOCK_CLASS, MatchKey, _rules_from_row
 from kevin.store.named import line_values
+from kevin.store.profiles import profile_from_row
 from kevin.store.trades import NewVersion, trade_from_new, trade_from_row, version_args
 
 # (participant, trade_id, version): one version of one trade.
@@ -28,6 +30,20 @@ async def lock_match_keys(conn: asyncpg.Connection, keys: Iterable[MatchKey]) ->
     lock_ids = sorted({key.lock_id() for key in keys})
     if lock_ids:
         await conn.fetchval(q.LOCK_MATCH_KEYS, MATCH_LOCK_CLASS, lock_ids)
+
+
+async def open_group(conn: asyncpg.Connection, keys: Iterable[MatchKey],
+                     participants: Iterable[str]
+                     ) -> tuple[dict[str, RulesVersion], list[ProfileVersion]]:
+    """lock_match_keys, then the latest rules of the keys' products and every live
+    profile naming one of ``participants``, in one round trip (bulk_queries.OPEN_GROUP)."""
+    keys = list(keys)
+    rows = await conn.fetch(q.OPEN_GROUP, MATCH_LOCK_CLASS, sorted({k.lock_id() for k in keys}),
+                            sorted({k.product for k in keys}), sorted(set(participants)))
+    rules = {row["row"]["product"]: _rules_from_row(row["row"])
+             for row in rows if row["kind"] == "rules"}
+    profiles = [profile_from_row(row["row"]) for row in rows if row["kind"] == "profile"]
+    return rules, profiles
 
 
 async def latest_rules(conn: asyncpg.Connection,

@@ -88,6 +88,33 @@ LOCK_MATCH_KEYS = """
 SELECT count(pg_advisory_xact_lock($1::int, k)) FROM unnest($2::int[]) AS k
 """
 
+# A group commit's opening (kevin.engine.group_commit): LOCK_MATCH_KEYS, then the latest
+# rules of its products ($3) and every live profile naming one of its writers ($4), as
+# one row each (kind, row as jsonb), in one round trip. The first branch takes the locks
+# (an Append runs its branches in order, and the CTE is computed once), so the rows come
+# only once every lock is held — read from the statement's snapshot, as
+# matching_queries.LOCK_MATCH_KEY_AND_RULES reads them for a single submission: rules and
+# profiles have their own writers' locks, not the match keys'.
+OPEN_GROUP = """
+WITH locked AS MATERIALIZED (
+    SELECT count(pg_advisory_xact_lock($1::int, k)) AS n FROM unnest($2::int[]) AS k
+)
+SELECT 'locked' AS kind, to_jsonb(n) AS row FROM locked
+UNION ALL
+SELECT 'rules', to_jsonb(r) FROM locked, (
+    SELECT product, version, body, actor, recorded_at FROM rules
+    WHERE product = ANY($3::text[]) AND latest
+) AS r
+UNION ALL
+SELECT 'profile', to_jsonb(p) FROM locked, (
+    SELECT name, version, retired, participant_a, participant_b, product, body, actor,
+           recorded_at
+    FROM profiles
+    WHERE latest AND NOT retired
+      AND (participant_a = ANY($4::text[]) OR participant_b = ANY($4::text[]))
+) AS p
+"""
+
 # The latest rules of several products at once.
 SELECT_LATEST_RULES_MANY = """
 SELECT product, version, body, actor, recorded_at FROM rules

@@ -4,7 +4,7 @@ broken pairs, alleged trades. SQL lives in kevin.store.matching_queries."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -153,7 +153,7 @@ async def naming_any(conn: asyncpg.Connection, trades: Sequence[Trade]) -> list[
 # --- rules -----------------------------------------------------------------------------
 
 
-def _rules_from_row(row: asyncpg.Record) -> RulesVersion:
+def _rules_from_row(row: Mapping[str, Any]) -> RulesVersion:
     return RulesVersion(product=row["product"], version=row["version"],
                         recorded_at=row["recorded_at"], actor=row["actor"], **row["body"])
 
