@@ -458,3 +458,27 @@ async def test_a_trade_joins_the_overdue_tab_live_when_its_cutoff_passes(
     await expect(row.locator(".ageing .due")).to_have_text("overdue by 1s", timeout=WAIT_MS)
     await expect(bank_a.page.locator("#tab-overdue .count")).to_have_text("5")
     assert await bank_a.page_id() == page_id
+
+
+async def test_an_overdue_notice_on_the_feed_brings_its_trade_onto_the_tab(
+        client, api, service, people):
+    a, _, clock = await overdue_book(client, api, service)
+    # An hour before Monday's 17:00 UTC cut-off: left to itself, the page would redraw
+    # only in an hour.
+    clock.at("2026-10-26T16:00:00+00:00")
+    bank_a = await people(key_of(a))
+    await bank_a.page.locator("#tab-overdue").click()
+    region = bank_a.page.locator("#live-region")
+    await expect(region).to_have_attribute("data-tab", "overdue")
+    await expect(region).to_have_attribute("data-refresh-in", "3600")
+    await expect(bank_a.page.locator("#tab-overdue .count")).to_have_text("2")
+    await bank_a.live()
+    page_id = await bank_a.page_id()
+    # The clock jumps past the cut-off: the chasers' overdue notices on BANKA's feed (its
+    # A-LATE and A-MM, and BANKB's B-MM alleged against it) redraw the page.
+    clock.at("2026-10-26T17:00:01+00:00")
+    row = bank_a.page.locator("#row-BANKA-A-LATE")
+    await expect(row.locator(".ageing .due")).to_have_text(
+        re.compile(r"overdue by \d+s"), timeout=WAIT_MS)
+    await expect(bank_a.page.locator("#tab-overdue .count")).to_have_text("5")
+    assert await bank_a.page_id() == page_id
