@@ -98,14 +98,19 @@ def out_of_tolerance(trade: Trade, candidate: Trade, rules: Rules) -> list[str]:
 
 def candidate_order(trade: Trade, candidate: Trade) -> tuple[Decimal, Decimal, datetime, str]:
     """docs/design.md invariant 7: smallest price difference, then smallest quantity
-    difference, then earliest first submission, then trade_id."""
+    difference, then earliest first submission, then trade_id (``tie_break``)."""
     with localcontext(EXACT):
         return (
             abs(trade.price - candidate.price),
             abs(trade.quantity - candidate.quantity),
-            candidate.first_submitted_at or _NEVER,
-            candidate.trade_id,
+            *tie_break(candidate),
         )
+
+
+def tie_break(candidate: Trade) -> tuple[datetime, str]:
+    """The last two keys of invariant 7, which depend on the candidate alone: its first
+    submission (none: first), then its trade_id."""
+    return candidate.first_submitted_at or _NEVER, candidate.trade_id
 
 
 def _text(value: object) -> str | None:
