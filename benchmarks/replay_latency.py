@@ -10,7 +10,9 @@ pairs about a third of them and mismatches the rest — then times a dry-run rep
 before the first trade under a 0.50 price tolerance, the apply of the same replay, and a
 second dry run (which must find nothing left to change). Each database is dropped at the
 end. With several sizes, the last line compares the dry runs' times with the first
-size's: a replay that stays linear takes size/first times as long.
+size's: a replay that stays linear takes size/first times as long. The process runs as
+`kevin serve` does: its garbage collector tuned the same way (kevin.cli), the busy tables
+analyzed once they hold a few thousand rows (kevin.store.analyze).
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from decimal import Decimal
 import asyncpg
 import structlog
 
+from kevin.cli import tune_garbage_collector
 from kevin.dburl import to_asyncpg_dsn, with_database
 from kevin.domain.models import TradeSubmission
 from kevin.domain.rules import Rules
 from kevin.engine.replay import Replayer
 from kevin.engine.service import TradeService
-from kevin.store import database
+from kevin.store import analyze, database
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 BATCH = 1000
@@ -78,6 +81,8 @@ async def one_size(server_url: str, trades: int) -> float:
                          for i in range(trades // 2)]
                 for at in range(0, len(lines), BATCH):
                     await service.submit_batch(participant, lines[at:at + BATCH])
+                    async with pool.acquire() as conn:  # the server's statistics task
+                        await analyze.analyze_young_tables(conn)
             async with pool.acquire() as conn:
                 versions = await conn.fetchval("SELECT count(*) FROM trade_history")
                 matched = await conn.fetchval(
@@ -118,4 +123,5 @@ if __name__ == "__main__":
     parser.add_argument("--trades", type=int, nargs="+", default=[10_000])
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    tune_garbage_collector()
     asyncio.run(main(args.server_url, args.trades))

@@ -333,6 +333,7 @@ async def replay(settings: Settings, since: datetime, rules_file: str | None,
         first = validation_details(e)[0]
         source = profiles_file if first["field"].startswith("profiles") else rules_file
         raise CommandFailed(f"{source}: {first['field']}: {first['message']}") from None
+    tune_garbage_collector()  # a replay holds as many objects as a large batch
     async with database_url(settings) as url:
         pool = await database.create_pool(url, min_size=1, max_size=2)
         try:
