@@ -154,7 +154,7 @@ class Rules(BaseModel):
 
     def is_exact(self) -> bool:
         """Whether these rules match exactly on every field (the batch's fast path)."""
-        t = self._tolerances
+        t = self.tolerances
         return (_exact_amount(t.price) and _exact_amount(t.quantity)
                 and t.settlement_date.within_days == 0 and t.location.mode == "exact")
 
@@ -166,7 +166,7 @@ class Rules(BaseModel):
         resting trade's price: ``theirs`` unless given)."""
         resting = theirs if reference is None else reference
         other = ours if resting == theirs else theirs
-        return self._tolerances.price.within(resting, other)
+        return self.tolerances.price.within(resting, other)
 
     # --- index ranges for the candidate query ------------------------------------------
 
@@ -174,13 +174,13 @@ class Rules(BaseModel):
         """Inclusive bounds on the prices that can match ``price``, whichever of the two
         rests: a superset for relative forms (rounded outwards), so the store can
         range-scan its index and then apply the exact test. ``None``: unbounded."""
-        return self._tolerances.price.bounds(price)
+        return self.tolerances.price.bounds(price)
 
     def quantity_bounds(self, quantity: Decimal) -> tuple[Decimal | None, Decimal | None]:
-        return self._tolerances.quantity.bounds(quantity)
+        return self.tolerances.quantity.bounds(quantity)
 
     def settlement_bounds(self, settlement: date) -> tuple[date, date]:
-        return self._tolerances.settlement_date.bounds(settlement)
+        return self.tolerances.settlement_date.bounds(settlement)
 
 
 _LEGACY = ("price_tolerance", "quantity_tolerance", "settlement_date_window_days", "location")

@@ -152,22 +152,27 @@ class AmountTolerance(BaseModel):
 
     def within(self, resting: Decimal, other: Decimal) -> bool:
         """Whether ``other`` matches ``resting`` (the resting trade's value), inclusive."""
-        if self.form == "ignore":
+        # The context's methods, not a localcontext block: matching asks this for every
+        # candidate it weighs, and entering a context costs more than the arithmetic.
+        # Comparisons, copy_abs and copy_negate are exact in any context.
+        form = self.form
+        if form == "ignore":
             return True
-        with localcontext(EXACT):
-            difference = other - resting
-            if self.form == "exact":
-                return difference == 0
-            if self.form == "range":
-                assert self.below is not None and self.above is not None
-                return -self.below <= difference <= self.above
-            assert self.amount is not None
-            if self.max_abs is not None and abs(difference) > self.max_abs:
-                return False
-            if self.form == "abs":
-                return abs(difference) <= self.amount
-            # |d| <= resting * amount / unit, multiplied out: no division rounds.
-            return abs(difference) * _RELATIVE_UNIT[self.form] <= resting * self.amount
+        if form == "exact":
+            return other == resting
+        difference = EXACT.subtract(other, resting)
+        if form == "range":
+            assert self.below is not None and self.above is not None
+            return self.below.copy_negate() <= difference <= self.above
+        assert self.amount is not None
+        gap = difference.copy_abs()
+        if self.max_abs is not None and gap > self.max_abs:
+            return False
+        if form == "abs":
+            return gap <= self.amount
+        # |d| <= resting * amount / unit, multiplied out: no division rounds.
+        return (EXACT.multiply(gap, _RELATIVE_UNIT[form])
+                <= EXACT.multiply(resting, self.amount))
 
     # --- the window the candidate search scans ---------------------------------------------
 
