@@ -42,7 +42,7 @@ import asyncpg
 from kevin.domain.book import RulesInForce, choose_in_force
 from kevin.domain.errors import CannotMatch, NotFound
 from kevin.domain.matching import TradeRef, ref
-from kevin.domain.memory_book import MemoryBook, RulesLookup
+from kevin.domain.memory_book import MemoryBook, RulesLookup, exact_rules
 from kevin.domain.models import MatchRef, Trade
 from kevin.domain.profiles import Profile, ProfileVersion
 from kevin.domain.replay import (
@@ -134,37 +134,42 @@ async def simulate(history: History, rules: Mapping[str, Rules],
     each trade's replayed state."""
     book = MemoryBook(history.book.values(), broken=history.broken_before)
     book.rules = replay_rules(book, rules, stored, profiles, stored_profiles)
-    for event in history.events:
-        # One matcher per event, as live matching runs one per transaction (its safety
-        # net counts evaluations per matcher); the book and its broken pairs carry over.
-        matcher = Matcher(book, REPLAY_ACTOR)
-        book.now = event.at
-        if isinstance(event, Submitted):
-            book.put(event.trade)
-            await matcher.submitted(event.trade)
-        elif isinstance(event, Amended | Cancelled):
-            current = book.get(event.trade)
-            if current is None or current.status == "cancelled":
-                continue
-            if isinstance(event, Amended):
-                await matcher.amend(current, event.terms)
-            else:
-                await matcher.cancel(current)
-        elif isinstance(event, Forced):
-            first, second = (book.get(leg) for leg in event.legs)
-            if first is None or second is None:
-                continue
-            try:
-                await matcher.force(first, second, event.comment)
-            except CannotMatch:
-                pass  # the replay already matched a leg elsewhere (or it is cancelled)
-        elif isinstance(event, Broken):
-            first, second = (book.get(leg) for leg in event.legs)
-            if _matched_with(first, second):
-                assert first is not None and second is not None
-                await matcher.break_match([first, second], event.comment)
-            else:
-                book.broken.add(frozenset(event.legs))
+    try:
+        for event in history.events:
+            # One matcher per event, as live matching runs one per transaction (its safety
+            # net counts evaluations per matcher); the book and its broken pairs carry over.
+            matcher = Matcher(book, REPLAY_ACTOR)
+            book.now = event.at
+            if isinstance(event, Submitted):
+                book.put(event.trade)
+                await matcher.submitted(event.trade)
+            elif isinstance(event, Amended | Cancelled):
+                current = book.get(event.trade)
+                if current is None or current.status == "cancelled":
+                    continue
+                if isinstance(event, Amended):
+                    await matcher.amend(current, event.terms)
+                else:
+                    await matcher.cancel(current)
+            elif isinstance(event, Forced):
+                first, second = (book.get(leg) for leg in event.legs)
+                if first is None or second is None:
+                    continue
+                try:
+                    await matcher.force(first, second, event.comment)
+                except CannotMatch:
+                    pass  # the replay already matched a leg elsewhere (or it is cancelled)
+            elif isinstance(event, Broken):
+                first, second = (book.get(leg) for leg in event.legs)
+                if _matched_with(first, second):
+                    assert first is not None and second is not None
+                    await matcher.break_match([first, second], event.comment)
+                else:
+                    book.broken.add(frozenset(event.legs))
+    finally:
+        # The lookup reads the book's clock, so book and lookup form a cycle: broken,
+        # the book is freed as soon as its trades are, not at the collector's next pass.
+        book.rules = exact_rules
     return book.trades
 
 
@@ -221,15 +226,20 @@ class Replayer:
     async def replay(self, since: datetime, rules: Mapping[str, Rules], *, apply: bool,
                      actor: str, profiles: Mapping[str, Profile] | None = None
                      ) -> ReplayResult:
-        # The history a replay reads is hundreds of thousands of objects that live as
-        # long as the replay: frozen, the collector's full passes (which the versions the
-        # replay creates trigger) do not walk them over and over.
-        gc.freeze()
+        # A replay builds hundreds of thousands of objects (the history it reads, the
+        # versions it writes) that live until it ends and form no reference cycles: the
+        # cyclic collector can free none of them, yet each of its passes walks the young
+        # ones, and at 100,000 trades those passes cost more than the replay itself
+        # (docs/performance.md). It is paused for the replay; reference counting frees
+        # everything else as usual.
+        paused = gc.isenabled()
+        gc.disable()
         try:
             return await self._replay(since, rules, apply=apply, actor=actor,
                                       profiles=profiles)
         finally:
-            gc.unfreeze()
+            if paused:
+                gc.enable()
 
     async def _replay(self, since: datetime, rules: Mapping[str, Rules], *, apply: bool,
                       actor: str, profiles: Mapping[str, Profile] | None

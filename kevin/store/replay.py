@@ -51,18 +51,24 @@ SELECT_BROKEN_PAIRS = """
 SELECT participant_a, trade_id_a, participant_b, trade_id_b FROM broken_pairs
 """
 
-# Products whose trades can meet trades of the given ones: the products of every other
-# version of those trades (amended across products), and of their match counterparties
-# (an operator may force a match across products). The caller repeats to a fixed point.
+# Products other than the given ones whose trades can meet trades of the given ones: the
+# products of every other version of those trades (amended across products), and of
+# their match counterparties (an operator may force a match across products). The caller
+# repeats to a fixed point. Written from the other products' side (a semi-join): where
+# nothing crosses products, as is usual, the scan finds no other product's row to join
+# and the statement costs one pass, not a join of the history with itself.
 SELECT_LINKED_PRODUCTS = """
-SELECT DISTINCT o.product FROM trade_history t
-JOIN trade_history o ON o.participant = t.participant AND o.trade_id = t.trade_id
-WHERE t.product = ANY($1::text[])
+SELECT DISTINCT o.product FROM trade_history o
+WHERE o.product <> ALL($1::text[]) AND EXISTS (
+    SELECT 1 FROM trade_history t
+    WHERE t.participant = o.participant AND t.trade_id = o.trade_id
+      AND t.product = ANY($1::text[]))
 UNION
-SELECT DISTINCT c.product FROM trade_history t
-JOIN trade_history c ON c.participant = t.counterparty
-                    AND c.trade_id = t.match_counterparty_trade_id
-WHERE t.product = ANY($1::text[]) AND t.match_counterparty_trade_id IS NOT NULL
+SELECT DISTINCT c.product FROM trade_history c
+WHERE c.product <> ALL($1::text[]) AND EXISTS (
+    SELECT 1 FROM trade_history t
+    WHERE t.counterparty = c.participant AND t.match_counterparty_trade_id = c.trade_id
+      AND t.product = ANY($1::text[]))
 """
 
 # Every stored version of the rules of the products, oldest first: a replay without
