@@ -6,7 +6,8 @@ saving change; a holiday), with two scanners at work on one database."""
 from __future__ import annotations
 
 import asyncio
-from datetime import date, datetime
+import json
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from kevin import jsoncodec
@@ -14,11 +15,14 @@ from kevin.consumer import Consumer, OverdueEvent
 from kevin.dburl import to_asyncpg_dsn
 from kevin.domain.cutoffs import trade_dates_passing
 from kevin.domain.feed import OverdueUpdate
+from kevin.domain.models import TradeSubmission
 from kevin.domain.profiles import Cutoff
 from kevin.engine.chasers import OverdueScanner
 from kevin.engine.service import TradeService
 from kevin.feed.relay import message_id
 from kevin.store import database
+from kevin.store import feed as feed_store
+from kevin.store import overdue as q
 from kevin.store.invariants import find_violations
 from tests.conftest import ADMIN, wait_for
 from tests.feed_helpers import read_all
@@ -249,3 +253,70 @@ async def test_scanners_racing_record_each_notice_once(client, banks, db_url, co
     assert recorded <= 300
     assert await conn.fetchval("SELECT count(*) FROM feed WHERE notice_id IS NOT NULL") == 600
     assert await find_violations(conn) == []
+
+
+class Rollback(Exception):
+    pass
+
+
+def _rows_read(node: dict, tables: tuple[str, ...]) -> int:
+    """Rows and index entries a plan read from ``tables`` (EXPLAIN ANALYZE, JSON), each
+    loop and each row a filter removed counted."""
+    index = node.get("Index Name", "")
+    on_table = node.get("Relation Name") in tables or any(
+        index.startswith((f"pk_{t}", f"ix_{t}_", f"uq_{t}_")) for t in tables)
+    own = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) \
+        * node["Actual Loops"] if on_table else 0
+    return own + sum(_rows_read(child, tables) for child in node.get("Plans", []))
+
+
+async def test_a_scan_reads_the_dates_that_passed_not_every_trade(service: TradeService, pool):
+    """2,000 open trades over 40 trade dates: the statements of a tick, on the plan a
+    scanner keeps (generic), read one date's trades, one batch of the walk, one window of
+    the feed — never the whole book."""
+    for name in ("BANKA", "BANKB"):
+        await service.create_participant(name)
+    first = date(2026, 1, 5)
+    await service.submit_batch("BANKA", [TradeSubmission.model_validate(ours(
+        f"A-{n}", (first + timedelta(days=n % 40)).isoformat(), quantity=str(n + 1)))
+        for n in range(2000)])
+    async with pool.acquire() as conn:
+        assert await feed_store.take_lead(conn)
+
+        async def sequenced() -> bool:  # the xmin horizon is cluster-wide: other runs
+            await feed_store.sequence_round(conn, 5000)
+            return await conn.fetchval("SELECT count(*) FROM feed WHERE seq IS NULL") == 0
+
+        await wait_for(sequenced, timeout=60)
+        await conn.execute("SELECT pg_advisory_unlock_all()")
+        await conn.execute("ANALYZE trades; ANALYZE feed")
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        top = await conn.fetchval("SELECT max(seq) FROM feed")
+
+        async def read(statement: str, *args: object) -> int:
+            explained = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}",
+                                            *args)
+            (plan,) = json.loads(explained) if isinstance(explained, str) else explained
+            return _rows_read(plan["Plan"], ("trades", "feed"))
+
+        try:
+            one_date = await read(q.OPEN_ON_DATES, [first + timedelta(days=3)],
+                                  *q.WALK_START, 1000)
+            walk = await read(q.OPEN_UNTIL, first + timedelta(days=39), *q.WALK_START, 100)
+            window = await read(q.OPENED_ON_FEED, top - 100, top)
+            async with conn.transaction():  # recording 100 notices, then not
+                recorded = await read(q.RECORD_NOTICES, ["BANKA"] * 100,
+                                      [f"A-{n}" for n in range(100)], [1] * 100,
+                                      [datetime(2026, 1, 6, tzinfo=UTC)] * 100)
+                raise Rollback
+        except Rollback:
+            pass
+        finally:
+            await conn.execute("RESET plan_cache_mode")
+    # 50 trades a date: their index entries and rows; a batch of 100; 100 feed rows and
+    # a version probe each (index entry and row).
+    assert one_date <= 2 * 50 + 10, one_date
+    assert walk <= 2 * 100 + 10, walk
+    assert window <= 100 + 2 * 100 + 10, window
+    # 100 candidates: a probe each (index entry and row), 100 notices and 200 feed rows.
+    assert 100 <= recorded <= 2 * 100 + 10, recorded

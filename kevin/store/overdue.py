@@ -36,15 +36,20 @@ LIMIT $5
 
 # The trade versions announced on the feed in seqs ($1, $2] that are still their trade's
 # latest and open: a trade that was submitted late, re-opened (a broken match) or amended
-# to an earlier trade date may be overdue at once. The feed's seq index and a key probe
-# per row.
+# to an earlier trade date may be overdue at once. The feed's seq index, then a key probe
+# per row: LATERAL with LIMIT 1 (a version is one row), which the planner cannot flatten
+# into a join, so that a generic plan, which cannot tell how narrow the window is, never
+# hashes the whole trades table for it.
 OPENED_ON_FEED = f"""
-SELECT {", ".join("t." + c.strip() for c in _OPEN_COLUMNS.split(","))}, f.seq
+SELECT t.*
 FROM feed f
-JOIN trades t ON t.participant = f.participant AND t.trade_id = f.trade_id
-             AND t.version = f.version
+CROSS JOIN LATERAL (
+    SELECT {_OPEN_COLUMNS} FROM trades
+    WHERE participant = f.participant AND trade_id = f.trade_id AND version = f.version
+      AND latest AND status IN ('unmatched', 'mismatched')
+    LIMIT 1
+) AS t
 WHERE f.seq > $1 AND f.seq <= $2 AND f.trade_id IS NOT NULL
-  AND t.latest AND t.status IN ('unmatched', 'mismatched')
 """  # noqa: S608 (a constant column list only)
 
 MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM feed"
@@ -62,9 +67,12 @@ WITH candidates AS (
     SELECT t.participant, t.trade_id, t.trade_date, t.version, t.counterparty, t.product,
            t.status, c.cutoff_at
     FROM candidates c
-    JOIN trades t ON t.participant = c.participant AND t.trade_id = c.trade_id
-                 AND t.version = c.version
-    WHERE t.latest AND t.status IN ('unmatched', 'mismatched')
+    CROSS JOIN LATERAL (  -- a key probe per candidate (see OPENED_ON_FEED)
+        SELECT * FROM trades
+        WHERE participant = c.participant AND trade_id = c.trade_id
+          AND version = c.version AND latest AND status IN ('unmatched', 'mismatched')
+        LIMIT 1
+    ) AS t
 ), noticed AS (
     INSERT INTO overdue_notices (participant, trade_id, trade_date, version, counterparty,
                                  product, status, cutoff_at)
