@@ -1,7 +1,7 @@
 """The STP report over a million trades: how long GET /v1/reports/stp takes to answer.
 
     PYTHONPATH=. python benchmarks/report_latency.py [--trades 1000000] [--runs 5]
-        [--url postgresql://postgres@127.0.0.1:5432/postgres] [--keep]
+        [--url postgresql://postgres@127.0.0.1:5432/postgres] [--keep] [--cutoff]
 
 Creates a scratch database, loads --trades trades over 20 trade dates straight into
 `trades` with generate_series (two participants, four products; per trade a submitted
@@ -14,6 +14,11 @@ The baseline, run interleaved with the report in the same rounds, is the least w
 such report needs: one pass over the same versions (`count(*)` over the trade-date
 range of `trade_history`), so the ratio shows what the report's figures cost on top of
 reading the rows at all.
+
+With --cutoff the rounds are measured twice: as loaded (no cut-off in force, so the
+report's `overdue` reads nothing more), then with every product's rules carrying a
+cut-off (T+1 17:00 London) that has passed for every trade date, so `overdue` reads
+the open trades (30% of them) on top.
 """
 
 from __future__ import annotations
@@ -69,6 +74,14 @@ CROSS JOIN LATERAL (
 ) AS v
 """
 
+# Every product's rules with a cut-off (the report reads only the cut-off of them).
+CUTOFF_RULES = """
+INSERT INTO rules (product, version, latest, body, actor)
+SELECT 'P' || p, 1, true, '{"cutoff": {"business_days": 1, "time": "17:00",
+    "timezone": "Europe/London", "calendar": "GB"}}'::jsonb, 'bench'
+FROM generate_series(0, 3) AS p
+"""
+
 FLOOR = """
 SELECT count(*) FROM trade_history
 WHERE trade_date BETWEEN $1 AND $2 AND recorded_at <= $3
@@ -113,7 +126,8 @@ async def measure(url: str, runs: int) -> None:
                 report = await reports.stp(query)
                 timings[name].append(time.perf_counter() - started)
         print(f"versions in range: {rows:,}; last report: {report.trades:,} trades, "
-              f"{report.matched:,} matched")
+              f"{report.matched:,} matched, {report.open:,} open, "
+              f"{report.overdue:,} overdue")
         floor = statistics.median(timings["floor: count(*)"])
         for name, values in timings.items():
             median = statistics.median(values)
@@ -129,6 +143,8 @@ async def main() -> None:
     parser.add_argument("--trades", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--cutoff", action="store_true",
+                        help="measure again with a cut-off in force for every product")
     parser.add_argument("--reuse", metavar="DATABASE",
                         help="measure a database a --keep run left, without loading")
     args = parser.parse_args()
@@ -145,6 +161,14 @@ async def main() -> None:
         await load(url, args.trades)
         print(f"loaded {args.trades:,} trades in {time.perf_counter() - started:.1f} s")
         await measure(url, args.runs)
+        if args.cutoff:
+            conn = await asyncpg.connect(to_asyncpg_dsn(url))
+            try:
+                await conn.execute(CUTOFF_RULES)
+            finally:
+                await conn.close()
+            print("with a cut-off in force for every product:")
+            await measure(url, args.runs)
     finally:
         if not args.keep:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

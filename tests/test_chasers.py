@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+import nats
+import pytest
 
 from kevin import jsoncodec
 from kevin.consumer import Consumer, OverdueEvent
@@ -19,7 +23,7 @@ from kevin.domain.models import TradeSubmission
 from kevin.domain.profiles import Cutoff
 from kevin.engine.chasers import OverdueScanner
 from kevin.engine.service import TradeService
-from kevin.feed.relay import message_id
+from kevin.feed.relay import NatsRelay, message_id
 from kevin.store import database
 from kevin.store import feed as feed_store
 from kevin.store import overdue as q
@@ -27,6 +31,8 @@ from kevin.store.invariants import find_violations
 from tests.conftest import ADMIN, wait_for
 from tests.feed_helpers import read_all
 from tests.test_cutoffs_api import PROFILE, XAU_CUTOFF, Clock, ours, read, submit, theirs
+
+NATS_URL = "nats://127.0.0.1:4222"
 
 Notice = tuple[str, str, str]  # (participant, trade_id, trade_date)
 
@@ -320,3 +326,45 @@ async def test_a_scan_reads_the_dates_that_passed_not_every_trade(service: Trade
     assert window <= 100 + 2 * 100 + 10, window
     # 100 candidates: a probe each (index entry and row), 100 notices and 200 feed rows.
     assert 100 <= recorded <= 2 * 100 + 10, recorded
+
+
+@pytest.mark.slow
+async def test_the_nats_relay_carries_overdue_updates(client, banks, pool):
+    a, _ = banks
+    resp = await client.put("/v1/profiles/a-b-xau", json=PROFILE, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    await submit(client, a, ours("A-OLD", "2026-01-05"))
+    (event,) = await overdue_events(client, a, 1)
+    feed = await read_all(client, ADMIN)
+    tag = uuid.uuid4().hex[:10]
+    stream, prefix = f"KEVIN_TEST_{tag}", f"test_{tag}.updates"
+    relay = NatsRelay(pool, NATS_URL, stream=stream, subject_prefix=prefix)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    nc = await nats.connect(NATS_URL, connect_timeout=5)
+    js = nc.jetstream()
+    try:
+        async def relayed() -> bool:
+            try:
+                return (await js.stream_info(stream)).state.messages >= len(feed)
+            except Exception:  # the stream is not there before the relay's first batch
+                return False
+
+        await wait_for(relayed, timeout=30)
+        info = await js.stream_info(stream)
+        carried = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, seq)
+            carried.append((msg.subject, msg.headers["Nats-Msg-Id"], jsoncodec.loads(msg.data)))
+        overdue = sorted((subject, mid, body["trade_id"]) for subject, mid, body in carried
+                         if body["event"] == "overdue")
+        notice = event["notice_id"]
+        assert overdue == [(f"{prefix}.BANKA", f"BANKA/overdue/{notice}", "A-OLD"),
+                           (f"{prefix}.BANKB", f"BANKB/overdue/{notice}", "A-OLD")]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        try:
+            await js.delete_stream(stream)
+        finally:
+            await nc.close()
