@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog.testing
 
 from kevin.api.app import create_app
 from kevin.dburl import to_asyncpg_dsn
@@ -314,3 +315,27 @@ async def _transactions(conn: asyncpg.Connection, trade_ids: str) -> int:
     """How many transactions wrote the versions of these trades."""
     return await conn.fetchval("SELECT count(DISTINCT xmin::text) FROM trades "
                                "WHERE trade_id LIKE $1", trade_ids)
+
+
+async def test_a_write_the_database_refuses_fails_only_itself(client, service, banks, conn):
+    """A NUL character, which no request body gets past validation, but which
+    PostgreSQL refuses: the group's transaction fails as a whole, and each write runs
+    again alone."""
+    from kevin.domain.errors import ValidationFailed
+
+    a, _ = banks
+    unstorable = _submission(sell("A-2")).model_copy(update={"location": "a\u0000b"})
+    with structlog.testing.capture_logs() as logs:
+        async with held_drain(service, conn, blocker_send(client, a)) as queue:
+            sold = await queue(lambda: service.submit("BANKA", _submission(sell("A-1"))))
+            refused = await queue(lambda: service.submit("BANKA", unstorable))
+            bought = await queue(lambda: service.submit("BANKB", _submission(buy("B-1"))))
+        result, trade = await sold
+    assert [e["size"] for e in logs if e["event"].startswith("group commit failed")] == [3]
+    assert (result, trade.version, trade.status) == ("created", 1, "unmatched")
+    with pytest.raises(ValidationFailed):
+        await refused
+    result, trade = await bought
+    assert (result, trade.status, trade.match.counterparty_trade_id) == \
+        ("created", "matched", "A-1")
+    assert (await client.get("/v1/trades/A-2", headers=a)).status == 404
