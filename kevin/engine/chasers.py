@@ -18,7 +18,8 @@ What a tick looks at, never every trade:
   once), by seq;
 - once when this process takes the lead, or when a cut-off of a profile or of product
   rules changes: every open trade up to the latest trade date whose cut-off passed, a
-  batch per tick (the trades that became overdue while no one scanned).
+  batch per tick (the trades that became overdue while no one scanned), alongside the
+  two above.
 
 "Now" is the injectable clock the trade service reads, so tests move time.
 """
@@ -96,9 +97,10 @@ class OverdueScanner:
                 self._feed_seq = await store.max_seq(conn)
             if self._walk is not None:
                 recorded += await self._walk_on(conn, cutoffs, now)
-            if self._walk is None:
-                recorded += await self._passed_since(conn, cutoffs, now)
-                self._since = now
+            # Alongside a walk, not after it: a long walk (many open trades) must not
+            # hold back the trades whose cut-off passes meanwhile.
+            recorded += await self._passed_since(conn, cutoffs, now)
+            self._since = now
             recorded += await self._opened_on_feed(conn, cutoffs, now)
         if recorded:
             self.recorded += recorded
