@@ -48,6 +48,12 @@ from kevin.store.book import in_force
 
 # Rows per window: enough that a lookup near a line's price rarely needs a second one.
 WINDOW_SIZE = 6
+# A segment asked for at this many prices or more is read whole between the lowest and
+# the highest of them (one range scan and a window beyond each end, instead of two
+# windows a price, each its own index probe) when it holds few resting trades there: at
+# most DENSE_ROWS per price asked, about what the windows would have read.
+DENSE_PRICES = 32
+DENSE_ROWS = 2
 
 INFINITY = Decimal("Infinity")
 # A closed price interval, unbounded on a side as -/+ INFINITY.
@@ -138,12 +144,39 @@ class BatchBook(MemoryBook):
                 merged.append((start, end))
         self._known[segment] = merged
 
+    async def _spans(self, above: list[tuple[Segment, Decimal, bool]],
+                     below: list[tuple[Segment, Decimal, bool]]
+                     ) -> list[tuple[Segment, Decimal, Decimal]]:
+        """The segments worth reading whole between the lowest and the highest price
+        asked (DENSE_PRICES, DENSE_ROWS): their windows in ``above`` and ``below`` are
+        replaced, in place, by one window beyond each end of that span."""
+        prices: dict[Segment, list[Decimal]] = defaultdict(list)
+        for segment, price, _ in (*above, *below):
+            prices[segment].append(price)
+        many = [(segment, min(asked), max(asked)) for segment, asked in prices.items()
+                if len(asked) >= DENSE_PRICES]
+        if not many:
+            return []
+        caps = [DENSE_ROWS * len(prices[segment]) + 1 for segment, _, _ in many]
+        counts = await bulk.resting_counts(self.conn, many, caps)
+        spans = [span for span, count, cap in zip(many, counts, caps, strict=True)
+                 if count < cap]
+        dense = {segment for segment, _, _ in spans}
+        above[:] = [a for a in above if a[0] not in dense] + [(s, high, False)
+                                                            for s, _, high in spans]
+        below[:] = [b for b in below if b[0] not in dense] + [(s, low, False)
+                                                            for s, low, _ in spans]
+        return spans
+
     async def _load(self, above: Sequence[tuple[Segment, Decimal, bool]],
-                    below: Sequence[tuple[Segment, Decimal, bool]]) -> list[Trade]:
+                    below: Sequence[tuple[Segment, Decimal, bool]],
+                    spans: Sequence[tuple[Segment, Decimal, Decimal]] = ()) -> list[Trade]:
         requests = [(*a, True) for a in above] + [(*b, False) for b in below]
-        edges, rows = await bulk.windows(self.conn, requests, WINDOW_SIZE)
+        edges, rows = await bulk.windows(self.conn, requests, WINDOW_SIZE, spans)
         held = self._hold(rows)
         learnt: dict[Segment, list[Interval]] = defaultdict(list)
+        for segment, low, high in spans:
+            learnt[segment].append((low, high))
         for (segment, price, _, is_above), edge in zip(requests, edges, strict=True):
             learnt[segment].append((price, INFINITY if edge is None else edge) if is_above
                                    else (-INFINITY if edge is None else edge, price))
@@ -153,12 +186,14 @@ class BatchBook(MemoryBook):
 
     async def _load_around(self, trades: Sequence[tuple[Trade, Rules]],
                            segment: Callable[[Trade], Segment]) -> list[Trade]:
-        above, below = [], []
+        above: list[tuple[Segment, Decimal, bool]] = []
+        below: list[tuple[Segment, Decimal, bool]] = []
         for trade, _ in trades:
             up, down = self._gaps(segment(trade), trade.price, Decimal(0))
             above += up
             below += down
-        return await self._load(above, below)
+        spans = await self._spans(above, below)
+        return await self._load(above, below, spans)
 
     # --- the Book protocol ----------------------------------------------------------------
 

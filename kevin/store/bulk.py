@@ -104,28 +104,46 @@ async def write_versions(conn: asyncpg.Connection, versions: Sequence[NewVersion
     return {(r["participant"], r["trade_id"], r["version"]): r["recorded_at"] for r in rows}
 
 
+SegmentKey = tuple[str, str, str, str, str, object]
 # (segment, from_price, inclusive, above): a window of a segment from a price outwards.
-Window = tuple[tuple[str, str, str, str, str, object], Decimal, bool, bool]
+Window = tuple[SegmentKey, Decimal, bool, bool]
+# (segment, low, high): every resting trade of a segment priced within [low, high].
+Span = tuple[SegmentKey, Decimal, Decimal]
 _INFINITY = Decimal("Infinity")
 
 
-async def windows(conn: asyncpg.Connection, requests: Sequence[Window],
-                  size: int) -> tuple[list[Decimal | None], list[asyncpg.Record]]:
+async def resting_counts(conn: asyncpg.Connection, spans: Sequence[Span],
+                         caps: Sequence[int]) -> list[int]:
+    """How many resting trades each span holds, counted up to its cap only."""
+    segment_names = [name for name, _ in q.COUNT_LINE[:6]]
+    rows = await conn.fetch(q.COUNT_RESTING, [line_values(q.COUNT_LINE, {
+        **dict(zip(segment_names, segment, strict=True)), "low": low, "high": high,
+        "cap": cap}) for (segment, low, high), cap in zip(spans, caps, strict=True)])
+    counts = {row["line_ord"]: row["resting"] for row in rows}
+    return [counts[n] for n in range(1, len(spans) + 1)]
+
+
+async def windows(conn: asyncpg.Connection, requests: Sequence[Window], size: int,
+                  spans: Sequence[Span] = ()) -> tuple[list[Decimal | None],
+                                                       list[asyncpg.Record]]:
     """Each window's edge (bulk_queries, WINDOW_EDGES), and the resting trades of all
-    the windows, each once: the same window asked twice is read once, and overlapping
-    windows of a segment are read as one range."""
-    if not requests:
+    the windows and ``spans``, each once: the same window asked twice is read once, and
+    overlapping windows and spans of a segment are read as one range."""
+    if not requests and not spans:
         return [], []
     unique = list(dict.fromkeys(requests))
     segment_names = [name for name, _ in q.EDGE_LINE[:6]]
     edge_of: dict[Window, Decimal | None] = {}
-    rows = await conn.fetch(q.WINDOW_EDGES, [line_values(q.EDGE_LINE, {
-        **dict(zip(segment_names, segment, strict=True)), "from_price": price,
-        "inclusive": inclusive, "above": above, "size": size})
-        for segment, price, inclusive, above in unique])
-    for row in rows:
-        edge_of[unique[row["line_ord"] - 1]] = row["edge"]
-    ranges: dict[tuple[str, str, str, str, str, object], list[tuple[Decimal, Decimal]]] = {}
+    if unique:
+        rows = await conn.fetch(q.WINDOW_EDGES, [line_values(q.EDGE_LINE, {
+            **dict(zip(segment_names, segment, strict=True)), "from_price": price,
+            "inclusive": inclusive, "above": above, "size": size})
+            for segment, price, inclusive, above in unique])
+        for row in rows:
+            edge_of[unique[row["line_ord"] - 1]] = row["edge"]
+    ranges: dict[SegmentKey, list[tuple[Decimal, Decimal]]] = {}
+    for segment, low, high in spans:
+        ranges.setdefault(segment, []).append((low, high))
     for window in unique:
         segment, price, _, above = window
         edge = edge_of[window]
@@ -133,9 +151,9 @@ async def windows(conn: asyncpg.Connection, requests: Sequence[Window],
         high = (_INFINITY if edge is None else edge) if above else price
         ranges.setdefault(segment, []).append((low, high))
     lines = []
-    for segment, spans in ranges.items():
+    for segment, parts in ranges.items():
         merged: list[tuple[Decimal, Decimal]] = []
-        for low, high in sorted(spans):
+        for low, high in sorted(parts):
             if merged and low <= merged[-1][1]:
                 merged[-1] = (merged[-1][0], max(merged[-1][1], high))
             else:

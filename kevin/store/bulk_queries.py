@@ -189,3 +189,17 @@ CROSS JOIN LATERAL (
     OFFSET 0
 ) AS t
 """
+
+# How many resting trades each (segment, low, high) holds, counted up to ``cap`` only
+# (a walk of ix_trades_resting that stops there): whether a range is worth reading whole.
+COUNT_LINE = (*_SEGMENT, ("low", "numeric"), ("high", "numeric"), ("cap", "int"))
+COUNT_RESTING = f"""
+SELECT w.ord AS line_ord, (
+    SELECT count(*) FROM (
+        SELECT 1 FROM trades t
+        WHERE {_resting("t", "w")} AND t.price BETWEEN w.low AND w.high
+        LIMIT w.cap
+    ) AS capped
+) AS resting
+FROM {lines_source(COUNT_LINE)} AS w
+"""
