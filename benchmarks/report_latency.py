@@ -28,7 +28,7 @@ import asyncio
 import statistics
 import time
 import uuid
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
@@ -74,11 +74,12 @@ CROSS JOIN LATERAL (
 ) AS v
 """
 
-# Every product's rules with a cut-off (the report reads only the cut-off of them).
+# Every product's rules with a cut-off (the report reads only the cut-off of them),
+# recorded at $1.
 CUTOFF_RULES = """
-INSERT INTO rules (product, version, latest, body, actor)
+INSERT INTO rules (product, version, latest, body, actor, recorded_at)
 SELECT 'P' || p, 1, true, '{"cutoff": {"business_days": 1, "time": "17:00",
-    "timezone": "Europe/London", "calendar": "GB"}}'::jsonb, 'bench'
+    "timezone": "Europe/London", "calendar": "GB"}}'::jsonb, 'bench', $1::timestamptz
 FROM generate_series(0, 3) AS p
 """
 
@@ -164,7 +165,9 @@ async def main() -> None:
         if args.cutoff:
             conn = await asyncpg.connect(to_asyncpg_dsn(url))
             try:
-                await conn.execute(CUTOFF_RULES)
+                # In force before the first trade: the as-of report reads them too.
+                await conn.execute(CUTOFF_RULES, datetime(
+                    FIRST_DATE.year, FIRST_DATE.month, FIRST_DATE.day, tzinfo=UTC))
             finally:
                 await conn.close()
             print("with a cut-off in force for every product:")
