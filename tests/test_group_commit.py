@@ -40,13 +40,14 @@ async def _lock_waiters(conn: asyncpg.Connection) -> int:
 
 
 @asynccontextmanager
-async def held_drain(service: TradeService, conn: asyncpg.Connection,
-                     send_blocker: Send) -> AsyncIterator[Callable[[Send], Awaitable[Any]]]:
+async def held_drain(service: TradeService, conn: asyncpg.Connection, send_blocker: Send,
+                     max_wait: float = 60) -> AsyncIterator[Callable[[Send], Awaitable[Any]]]:
     """Yields ``queue(send)``: starts a write and waits until it is queued. On exit the
-    blocker is let go and everything queued runs as one group."""
+    blocker is let go and everything queued runs as one group. (``max_wait``: by
+    default no second group starts beside the blocker's: the writes wait for it.)"""
     group = service.group
     assert group is not None
-    group.max_wait = 60  # no second group beside the blocker's: the writes wait for it
+    group.max_wait = max_wait
     tx = conn.transaction()
     await tx.start()
     try:
@@ -339,3 +340,17 @@ async def test_a_write_the_database_refuses_fails_only_itself(client, service, b
     assert (result, trade.status, trade.match.counterparty_trade_id) == \
         ("created", "matched", "A-1")
     assert (await client.get("/v1/trades/A-2", headers=a)).status == 404
+
+
+async def test_a_write_waits_for_a_stuck_group_at_most_max_wait(client, service, banks, conn):
+    """The cap on the latency grouping adds: the blocker's group is stuck on a lock, and
+    a write arriving meanwhile starts its own group beside it after ``max_wait``."""
+    a, b = banks
+    assert service.group is not None and service.group.max_wait == 0.025
+    async with held_drain(service, conn, blocker_send(client, a), max_wait=0.025):
+        started = asyncio.get_running_loop().time()
+        resp = await client.post("/v1/trades", json=sell("A-1"), headers=a)
+        assert resp.status == 201
+        # Answered while the blocker still waits: well within its statement timeout.
+        assert asyncio.get_running_loop().time() - started < 4
+        assert await _lock_waiters(conn) == 1

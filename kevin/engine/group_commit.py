@@ -226,12 +226,21 @@ class GroupCommitter:
 
     def _unavailable_to_queued(self) -> None:
         """The database has not answered for a statement's timeout (or cannot be
-        reached): the writes queued meanwhile get the 503 now rather than wait as long
-        again to learn the same."""
+        reached): the writes that have been queued for ``max_wait`` — every group slot
+        taken, by groups stuck like this one — get the 503 now rather than wait as long
+        again to learn the same. Younger ones (a slot was free: only this group's own
+        keys may be stuck) go on."""
+        assert self._loop is not None
+        now = self._loop.time()
+        waiting: deque[_Queued] = deque()
         for queued in self._queue:
-            if not queued.future.done():
+            if queued.future.done():
+                continue
+            if now - queued.since >= self.max_wait:
                 queued.future.set_exception(DatabaseUnavailable())
-        self._queue.clear()
+            else:
+                waiting.append(queued)
+        self._queue = waiting
 
     async def _alone(self, write: Write) -> Outcome:
         try:
