@@ -364,6 +364,9 @@ async def test_the_overdue_tab_lists_the_books_own_and_what_is_alleged_against_i
     assert "BANKA's own and those others allege against BANKA" in page
     assert page.count('<td class="whose">own</td>') == 3
     assert page.count('<td class="whose">alleged by BANKB</td>') == 2
+    # Rows of trades alleged against BANKA are BANKA's to see, not to open or select.
+    assert 'href="/ui/trades/B-XAG' not in page and 'value="BANKB/' not in page
+    assert 'href="/ui/trades/A-C"' in page
     assert "overdue by 3d 1h" in page and "overdue by 1h 0m" in page  # A-C, A-LATE
     assert '<time class="meta" datetime="2026-10-26T17:00:00+00:00">cut-off ' \
            '2026-10-26 17:00 UTC</time>' in page
@@ -377,6 +380,9 @@ async def test_the_overdue_tab_lists_the_books_own_and_what_is_alleged_against_i
     page = await bank_a.page("/ui/exceptions?tab=overdue&age=1h")  # all submitted just now
     assert _rows(page) == [] and _counts(page)["overdue"] == 0
 
+    # Another book's overdue tab is not BANKA's to read.
+    resp = await bank_a.get("/ui/exceptions?tab=overdue&participant=BANKB")
+    assert resp.status == 404 and "B-XAG" not in await resp.text()
     # BANKB sees its own and what is alleged against it: never BANKA's trade with BANKC.
     bank_b = await Browser.login(client, b["Authorization"].split()[1])
     page = await bank_b.page("/ui/exceptions?tab=overdue")
