@@ -233,7 +233,12 @@ class BatchBook(MemoryBook):
         matched, so answering them here too would only walk the book twice."""
         held = await self._load_around(trades, opposite)
         if own_side:
-            with_counterparts = [(t, r) for t, r in trades if self.walk(t, r)[0]]
+            # A trade's walk finds counterparts whenever its opposite segment rests
+            # anything not broken with it (the nearest are taken even out of tolerance):
+            # asking the segment, not walking it, loads a few windows more at most, never
+            # fewer.
+            with_counterparts = [(t, r) for t, r in trades
+                                 if self._resting.get(opposite(t))]
             held += await self._load_around(with_counterparts, segment_of)
         await self.naming(held)
 
