@@ -442,6 +442,40 @@ async def test_the_trade_page_shows_its_cutoff_and_ageing(client, api, service):
     assert "due in 1m 0s" in page and 'data-refresh-in="61"' in page
 
 
+# A book of 20 participants' open trades, each with its feed update (the invariants hold).
+_MANY_BOOKS = """
+INSERT INTO trades (participant, trade_id, version, latest, status, reason, counterparty,
+                    side, product, quantity, price, currency, trade_date, settlement_date,
+                    actor, first_submitted_at)
+SELECT 'P' || (i % 20), 'T-' || i, 1, true, 'unmatched', 'submitted', 'P' || ((i + 1) % 20),
+       'sell', 'XAU', 1, 1000 + i, 'USD', '2026-11-20', '2026-11-24', 'P' || (i % 20),
+       clock_timestamp()
+FROM generate_series(1, 20000) AS i;
+INSERT INTO feed (participant, trade_id, version)
+SELECT 'P' || (i % 20), 'T-' || i, 1 FROM generate_series(1, 20000) AS i;
+ANALYZE trades;
+"""
+
+
+async def test_a_books_exceptions_read_its_trades_by_index_on_a_generic_plan(conn):
+    """A prepared statement runs on a generic plan after five runs: one book's statements
+    must still find its trades through an index, never by reading every trade."""
+    from kevin.store import workbench_queries as q
+
+    await conn.execute(_MANY_BOOKS)
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    today = f"'{datetime.now(UTC).date().isoformat()}T00:00:00+00:00'"
+    for name, rest in (("SELECT_MISMATCHED", "500"), ("SELECT_UNMATCHED", "500"),
+                       ("SELECT_MATCHED_TODAY", f"{today}, 500"),
+                       ("COUNT_TABS", f"{today}, 1000"), ("OPEN_GROUPS", "")):
+        await conn.execute(f"PREPARE {name.lower()} AS {getattr(q, name)[True]}")
+        plan = "\n".join(r[0] for r in await conn.fetch(
+            f"EXPLAIN EXECUTE {name.lower()}('P1', NULL, NULL, NULL{', ' if rest else ''}"
+            f"{rest})"))
+        assert "Seq Scan on trades" not in plan, (name, plan)
+        assert "participant = $1" in plan or "Index Cond: (participant" in plan, (name, plan)
+
+
 # --- the trade page and its actions -------------------------------------------------------
 
 

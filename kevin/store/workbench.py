@@ -60,26 +60,32 @@ class ExceptionsQuery:
     submitted_before: datetime | None = None
     limit: int = 500
 
+    @property
+    def has_book(self) -> bool:
+        return self.participant is not None
+
     def filters(self) -> tuple[str | None, str | None, str | None, datetime | None]:
         return self.participant, self.product, self.other, self.submitted_before
 
 
 _TAB_STATEMENTS = {"mismatched": q.SELECT_MISMATCHED, "unmatched": q.SELECT_UNMATCHED,
-                   "alleged": q.SELECT_ALLEGED}
+                   "alleged": {True: q.SELECT_ALLEGED, False: q.SELECT_ALLEGED}}
 
 
 async def exceptions(conn: asyncpg.Connection, query: ExceptionsQuery,
                      today: datetime) -> list[Trade]:
     if query.tab == "matched_today":
-        rows = await conn.fetch(q.SELECT_MATCHED_TODAY, *query.filters(), today, query.limit)
+        rows = await conn.fetch(q.SELECT_MATCHED_TODAY[query.has_book], *query.filters(), today,
+                                query.limit)
     else:
-        rows = await conn.fetch(_TAB_STATEMENTS[query.tab], *query.filters(), query.limit)
+        rows = await conn.fetch(_TAB_STATEMENTS[query.tab][query.has_book], *query.filters(),
+                                query.limit)
     return [trade_from_row(r) for r in rows]
 
 
 async def tab_counts(conn: asyncpg.Connection, query: ExceptionsQuery, today: datetime,
                      bound: int) -> dict[str, int]:
-    row = await conn.fetchrow(q.COUNT_TABS, *query.filters(), today, bound)
+    row = await conn.fetchrow(q.COUNT_TABS[query.has_book], *query.filters(), today, bound)
     return {tab: row[tab] for tab in _COUNTED}
 
 
@@ -101,7 +107,7 @@ async def open_groups(conn: asyncpg.Connection, query: ExceptionsQuery) -> list[
     against it, grouped, under the query's filters."""
     return [OpenGroup(r["alleged"], r["participant"], r["counterparty"], r["product"],
                       r["trade_date"], r["open"])
-            for r in await conn.fetch(q.OPEN_GROUPS, *query.filters())]
+            for r in await conn.fetch(q.OPEN_GROUPS[query.has_book], *query.filters())]
 
 
 async def overdue_trades(conn: asyncpg.Connection, query: ExceptionsQuery,

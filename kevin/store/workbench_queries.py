@@ -33,8 +33,9 @@ DELETE_EXPIRED_SESSIONS = "DELETE FROM ui_sessions WHERE expires_at <= clock_tim
 # $2 product, $3 the other party, $4 first submitted before this instant (age).
 # For the alleged tab "whose" is the counterparty named and "the other party" the
 # participant that submitted the trade.
-_OWN = """
-  AND ($1::text IS NULL OR participant = $1)
+_WHO = "@WHO@"
+_OWN = f"""
+  AND {_WHO}
   AND ($2::text IS NULL OR product = $2)
   AND ($3::text IS NULL OR counterparty = $3)
   AND ($4::timestamptz IS NULL OR first_submitted_at <= $4)
@@ -45,35 +46,45 @@ _ALLEGED = """
   AND ($3::text IS NULL OR participant = $3)
   AND ($4::timestamptz IS NULL OR first_submitted_at <= $4)
 """
+
+
+def _by_book(statement: str) -> dict[bool, str]:
+    """A statement of the book's own trades twice, by whether a book is named: ``$1 IS
+    NULL OR participant = $1`` in one statement would let a generic plan (a prepared
+    statement's after five runs) use no index on the participant and read every trade."""
+    return {True: statement.replace(_WHO, "participant = $1"),
+            False: statement.replace(_WHO, "$1::text IS NULL")}
+
+
 # Matched today: the matching version was recorded since midnight UTC ($5).
 _TODAY = "AND recorded_at >= $5"
 
 # Oldest first: the trades nearest (or past) their cut-off lead each list. The limit is
 # the last parameter.
-SELECT_MISMATCHED = f"""
+SELECT_MISMATCHED = _by_book(f"""
 SELECT {TRADE_COLUMNS} FROM trades
 WHERE latest AND status = 'mismatched' {_OWN}
 ORDER BY first_submitted_at, participant, trade_id LIMIT $5
-"""
-SELECT_UNMATCHED = f"""
+""")
+SELECT_UNMATCHED = _by_book(f"""
 SELECT {TRADE_COLUMNS} FROM trades
 WHERE latest AND status = 'unmatched' {_OWN}
 ORDER BY first_submitted_at, participant, trade_id LIMIT $5
-"""
+""")
 SELECT_ALLEGED = f"""
 SELECT {TRADE_COLUMNS} FROM trades
 WHERE latest AND status IN ('unmatched', 'mismatched') {_ALLEGED}
 ORDER BY first_submitted_at, participant, trade_id LIMIT $5
 """
-SELECT_MATCHED_TODAY = f"""
+SELECT_MATCHED_TODAY = _by_book(f"""
 SELECT {TRADE_COLUMNS} FROM trades
 WHERE latest AND status = 'matched' {_OWN} {_TODAY}
 ORDER BY recorded_at DESC, participant, trade_id LIMIT $6
-"""
+""")
 
 # The counts on the tabs, under the same filters. Each count is bounded ($6): a tab says
 # "1000+" rather than counting a million-row book on every live refresh.
-COUNT_TABS = f"""
+COUNT_TABS = _by_book(f"""
 SELECT
   (SELECT count(*) FROM (SELECT 1 FROM trades
      WHERE latest AND status = 'mismatched' {_OWN} LIMIT $6) AS m) AS mismatched,
@@ -84,7 +95,7 @@ SELECT
      {_ALLEGED} LIMIT $6) AS a) AS alleged,
   (SELECT count(*) FROM (SELECT 1 FROM trades
      WHERE latest AND status = 'matched' {_OWN} {_TODAY} LIMIT $6) AS t) AS matched_today
-"""
+""")
 
 # The overdue tab. Whether a trade is overdue is computed from its trade date and the
 # cut-off of what decides its (pair, product), so the open trades are first read grouped
@@ -92,7 +103,7 @@ SELECT
 # ix_trades_alleged; the admin's every book: ix_trades_resting) — and the overdue groups
 # are then read back as trades. A book's own groups (alleged false) and, for a book,
 # those of the trades others allege against it (alleged true), under the same filters.
-OPEN_GROUPS = f"""
+OPEN_GROUPS = _by_book(f"""
 SELECT false AS alleged, participant, counterparty, product, trade_date, count(*) AS open
 FROM trades
 WHERE latest AND status IN ('unmatched', 'mismatched') {_OWN}
@@ -102,7 +113,7 @@ SELECT true, participant, counterparty, product, trade_date, count(*)
 FROM trades
 WHERE $1::text IS NOT NULL AND latest AND status IN ('unmatched', 'mismatched') {_ALLEGED}
 GROUP BY participant, counterparty, product, trade_date
-"""
+""")
 
 # The open trades of the overdue groups ($2..$5 their keys, $6 their cut-offs), most
 # overdue first; $1 the age filter again (a group holds trades of every age), $7 the limit.
