@@ -55,6 +55,7 @@ per_trade AS (
            least(e.first_matched_at,
                  CASE WHEN t.status = 'matched' THEN t.recorded_at END) AS first_matched_at,
            t.first_submitted_at, t.trade_date, {key} AS key,
+           t.participant, t.counterparty, t.product,
            {latest_differed}
     FROM trades t
     LEFT JOIN earlier e USING (participant, trade_id)
@@ -74,6 +75,7 @@ WITH versions AS (
            min(first_submitted_at) AS first_submitted_at,
            max(trade_date) AS trade_date,
            {key} AS key,
+           max(counterparty) AS counterparty, max(product) AS product,
            {earlier_differed}
     FROM trade_history
     WHERE trade_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR participant = $3)
@@ -82,7 +84,8 @@ WITH versions AS (
 ),
 per_trade AS (
     SELECT state % 64 / 8 AS status, state % 8 AS how, first_matched_at,
-           first_submitted_at, trade_date, key, {differed_columns}
+           first_submitted_at, trade_date, key, participant, counterparty, product,
+           {differed_columns}
     FROM versions
 )"""
 
@@ -90,11 +93,12 @@ per_trade AS (
 # pass; ungrouped, one plain aggregate.
 _FIGURES = """,
 at_instant AS (
-    SELECT *, status <> 3 AS live,
+    SELECT p.*, status <> 3 AS live,
            (first_matched_at AT TIME ZONE 'UTC')::date AS matched_on,
            trade_date + CASE extract(isodow FROM trade_date)
-                            WHEN 5 THEN 3 WHEN 6 THEN 2 ELSE 1 END AS t_plus_1
-    FROM per_trade
+                            WHEN 5 THEN 3 WHEN 6 THEN 2 ELSE 1 END AS t_plus_1,
+           {overdue_until} AS overdue_until
+    FROM per_trade p{deciding}
 )
 SELECT {is_total} AS is_total, {key} AS key,
        count(*) FILTER (WHERE live) AS trades,
@@ -106,6 +110,7 @@ SELECT {is_total} AS is_total, {key} AS key,
        count(*) FILTER (WHERE status = 2 AND how = 2) AS agreed,
        count(*) FILTER (WHERE status = 2 AND how = 1) AS forced,
        count(*) FILTER (WHERE status IN (0, 1)) AS open,
+       count(*) FILTER (WHERE status IN (0, 1) AND trade_date <= overdue_until) AS overdue,
        percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (
            ORDER BY first_matched_at - first_submitted_at)
            FILTER (WHERE live AND first_matched_at IS NOT NULL)
@@ -114,6 +119,45 @@ SELECT {is_total} AS is_total, {key} AS key,
 FROM at_instant
 {group_by}
 """
+
+# Overdue at the instant: open, and its trade date at most the last one whose cut-off
+# had passed then under what decides it (a cut-off grows with the trade date, so that is
+# exactly "its cut-off had passed"). The engine works those dates out per profile claim
+# (pair and product, or "*") and per product's rules and binds them as small arrays
+# ({n} is the first of their six parameters); '-infinity' where a claim or rules have no
+# cut-off or none had passed. Precedence as matching's: pair + product, pair + "*", the
+# product's rules. Three hash joins against a handful of rows, in the one pass; none at
+# all while no cut-off is in force (OverdueDates None).
+_DECIDING = """
+    LEFT JOIN unnest(${a}::text[], ${b}::text[], ${c}::text[], ${d}::date[])
+        AS claim(a, b, product, until)
+        ON claim.a = least(p.participant, p.counterparty)
+       AND claim.b = greatest(p.participant, p.counterparty) AND claim.product = p.product
+    LEFT JOIN unnest(${a}::text[], ${b}::text[], ${c}::text[], ${d}::date[])
+        AS any_claim(a, b, product, until)
+        ON any_claim.a = least(p.participant, p.counterparty)
+       AND any_claim.b = greatest(p.participant, p.counterparty) AND any_claim.product = '*'
+    LEFT JOIN unnest(${e}::text[], ${f}::date[]) AS product_rules(product, until)
+        ON product_rules.product = p.product"""
+_OVERDUE_UNTIL = "coalesce(claim.until, any_claim.until, product_rules.until)"
+
+
+@dataclass(frozen=True)
+class OverdueDates:
+    """Per profile claim and per product's rules in force at the report's instant, the
+    last trade date whose cut-off had passed then (None: no cut-off, or none passed)."""
+
+    claims: dict[tuple[str, str, str], date | None]  # (a, b, product or "*")
+    rules: dict[str, date | None]
+
+    def parameters(self) -> list[list[object]]:
+        never = date.min  # no trade date is ever at or before it
+        claims = list(self.claims.items())
+        rules = list(self.rules.items())
+        return [[k[0] for k, _ in claims], [k[1] for k, _ in claims],
+                [k[2] for k, _ in claims], [d or never for _, d in claims],
+                [p for p, _ in rules], [d or never for _, d in rules]]
+
 
 _NOW_KEYS: dict[GroupBy | None, str] = {
     None: "''::text", "counterparty": "t.counterparty", "product": "t.product",
@@ -131,117 +175,66 @@ def _earlier_differed(field: str) -> str:
     return f"coalesce(bool_or({_differed('', field)}), false) AS differed_on_{field}"
 
 
-def _now(group_by: GroupBy | None) -> str:
+def _now(group_by: GroupBy | None, overdue: bool) -> str:
     return _PER_TRADE_NOW.format(
         status=_STATUS.format(t="t."), how=_HOW.format(t="t."), key=_NOW_KEYS[group_by],
         earlier_differed=_columns(_earlier_differed),
         latest_differed=_columns(
             lambda f: f"coalesce(e.differed_on_{f}, false) OR {_differed('t.', f)}"
                       f" AS differed_on_{f}"),
-    ) + _figures(group_by)
+    ) + _figures(group_by, 4 if overdue else None)
 
 
-def _as_of(group_by: GroupBy | None) -> str:
+def _as_of(group_by: GroupBy | None, overdue: bool) -> str:
     return _PER_TRADE_AS_OF.format(
         status=_STATUS.format(t=""), how=_HOW.format(t=""), key=_AS_OF_KEYS[group_by],
         earlier_differed=_columns(_earlier_differed),
         differed_columns=_columns(lambda f: f"differed_on_{f}", ", "),
-    ) + _figures(group_by)
+    ) + _figures(group_by, 5 if overdue else None)
 
 
-def _figures(group_by: GroupBy | None) -> str:
+def _figures(group_by: GroupBy | None, overdue_parameters: int | None) -> str:
+    """``overdue_parameters``: the number of the first of the six OverdueDates parameters
+    (None: no cut-off in force, nothing is overdue and nothing is joined)."""
     grouped = group_by is not None
+    n = overdue_parameters
     return _FIGURES.format(
         is_total="GROUPING(key) = 1" if grouped else "true",
         key="key" if grouped else "NULL::text",
         group_by="GROUP BY GROUPING SETS ((), (key))" if grouped else "",
+        overdue_until="NULL::date" if n is None else _OVERDUE_UNTIL,
+        deciding="" if n is None else _DECIDING.format(
+            a=n, b=n + 1, c=n + 2, d=n + 3, e=n + 4, f=n + 5),
         count_differed=_columns(
             lambda f: f"count(*) FILTER (WHERE live AND differed_on_{f}) AS differed_on_{f}",
             ",\n       "))
-
-
-# The trades open at the instant (their version latest then, among those in range, is
-# unmatched or mismatched), counted by what decides their cut-off (pair, product), their
-# trade date and the report's group key: few rows, from which the engine tells the
-# overdue ones (a cut-off is computed, kevin.domain.cutoffs). Now: the partial index of
-# open trades by trade date (ix_trades_open_by_trade_date). As of an instant: the versions
-# recorded by then, as the figures read them.
-_OPEN_NOW = """
-SELECT t.participant, t.counterparty, t.product, t.trade_date, {key} AS key,
-       count(*) AS open
-FROM trades t
-WHERE t.latest AND t.status IN ('unmatched', 'mismatched')
-  AND t.trade_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR t.participant = $3)
-GROUP BY 1, 2, 3, 4, 5
-"""
-_OPEN_AS_OF = """
-WITH versions AS (
-    SELECT participant,
-           (array_agg(status ORDER BY version DESC))[1] AS status,
-           (array_agg(counterparty ORDER BY version DESC))[1] AS counterparty,
-           (array_agg(product ORDER BY version DESC))[1] AS product,
-           (array_agg(trade_date ORDER BY version DESC))[1] AS trade_date,
-           {key} AS key
-    FROM trade_history
-    WHERE trade_date BETWEEN $1 AND $2 AND ($3::text IS NULL OR participant = $3)
-      AND recorded_at <= $4
-    GROUP BY participant, trade_id
-)
-SELECT participant, counterparty, product, trade_date, key, count(*) AS open
-FROM versions WHERE status IN ('unmatched', 'mismatched')
-GROUP BY 1, 2, 3, 4, 5
-"""
-
-
-@dataclass(frozen=True)
-class OpenGroup:
-    """Trades open at the report's instant that share what decides their cut-off."""
-
-    participant: str
-    counterparty: str
-    product: str
-    trade_date: date
-    key: str
-    open: int
-
-
-async def open_groups(conn: asyncpg.Connection, start: date, end: date,
-                      participant: str | None, group_by: GroupBy | None,
-                      as_of: datetime | None) -> list[OpenGroup]:
-    """The trades the report counts as open, grouped (as the versions are now, or were at
-    ``as_of``)."""
-    if as_of is None:
-        rows = await conn.fetch(_OPEN_NOW_STATEMENTS[group_by], start, end, participant,
-                                timeout=REPORT_TIMEOUT)
-    else:
-        rows = await conn.fetch(_OPEN_AS_OF_STATEMENTS[group_by], start, end, participant,
-                                as_of, timeout=REPORT_TIMEOUT)
-    return [OpenGroup(r["participant"], r["counterparty"], r["product"], r["trade_date"],
-                      r["key"], r["open"]) for r in rows]
 
 
 # A report reads a year of versions at most: longer than any request's statement may take,
 # but bounded all the same.
 REPORT_TIMEOUT = 60.0
 
-_NOW_STATEMENTS = {group_by: _now(group_by) for group_by in _NOW_KEYS}
-_AS_OF_STATEMENTS = {group_by: _as_of(group_by) for group_by in _AS_OF_KEYS}
-_OPEN_NOW_STATEMENTS = {group_by: _OPEN_NOW.format(key=key) for group_by, key in _NOW_KEYS.items()}
-_OPEN_AS_OF_STATEMENTS = {group_by: _OPEN_AS_OF.format(key=key)
-                          for group_by, key in _AS_OF_KEYS.items()}
+_NOW_STATEMENTS = {(group_by, overdue): _now(group_by, overdue)
+                   for group_by in _NOW_KEYS for overdue in (False, True)}
+_AS_OF_STATEMENTS = {(group_by, overdue): _as_of(group_by, overdue)
+                     for group_by in _AS_OF_KEYS for overdue in (False, True)}
 
 
 async def stp_counts(conn: asyncpg.Connection, start: date, end: date,
                      participant: str | None, group_by: GroupBy | None,
-                     as_of: datetime | None) -> tuple[StpCounts, list[StpCounts]]:
+                     as_of: datetime | None, overdue: OverdueDates | None = None
+                     ) -> tuple[StpCounts, list[StpCounts]]:
     """The totals and, with ``group_by``, each group's counts (ordered by key); as the
-    versions are now, or as they were at ``as_of``."""
+    versions are now, or as they were at ``as_of``; ``overdue``: the cut-offs' last
+    passed trade dates at the report's instant (None: none in force)."""
+    extra = overdue.parameters() if overdue is not None else []
+    key = (group_by, overdue is not None)
     if as_of is None:
-        rows = await conn.fetch(_NOW_STATEMENTS[group_by], start, end, participant,
+        rows = await conn.fetch(_NOW_STATEMENTS[key], start, end, participant, *extra,
                                 timeout=REPORT_TIMEOUT)
     else:
-        rows = await conn.fetch(_AS_OF_STATEMENTS[group_by], start, end, participant, as_of,
-                                timeout=REPORT_TIMEOUT)
+        rows = await conn.fetch(_AS_OF_STATEMENTS[key], start, end, participant, as_of,
+                                *extra, timeout=REPORT_TIMEOUT)
     total = next((_counts(r) for r in rows if r["is_total"]), None) or _empty()
     groups = sorted((_counts(r) for r in rows if not r["is_total"]),
                     key=lambda c: c.key or "")
@@ -257,7 +250,8 @@ def _counts(row: asyncpg.Record) -> StpCounts:
         cancelled=row["cancelled"], matched=row["matched"],
         matched_on_trade_date=row["matched_on_trade_date"],
         matched_by_t1=row["matched_by_t1"], auto=row["auto"], agreed=row["agreed"],
-        forced=row["forced"], open=row["open"], p50=percentiles[0], p90=percentiles[1],
+        forced=row["forced"], open=row["open"], overdue=row["overdue"],
+        p50=percentiles[0], p90=percentiles[1],
         p99=percentiles[2],
         mismatch_fields={field: row[f"differed_on_{field}"] for field in TOLERANCE_FIELDS
                          if row[f"differed_on_{field}"]})
