@@ -73,17 +73,18 @@ def _incoming(price: str, quantity: str, second: int) -> Trade:
         "recorded_at": T0, "first_submitted_at": T0 + timedelta(seconds=second)})
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs=resting_trades,
-       ids=st.lists(st.integers(0, 10_000), min_size=60, max_size=60, unique=True),
+       salt=st.integers(1, 1008),
        price=st.sampled_from([*PRICES, "999.97", "1000.02", "1000.05"]),
        quantity=st.sampled_from([*QUANTITIES, "97", "100.5", "103"]),
        second=st.integers(0, 4), rules=st.sampled_from(RULES),
        broken_every=st.integers(0, 5))
 def test_the_walk_through_ties_decides_as_every_counterpart_would(
-        specs: list[Any], ids: list[int], price: str, quantity: str, second: int,
+        specs: list[Any], salt: int, price: str, quantity: str, second: int,
         rules: Rules, broken_every: int) -> None:
-    resting = _resting(specs, ids)
+    # Distinct ids (1009 is prime) whose order as text is not the order of the list.
+    resting = _resting(specs, [i * salt % 1009 for i in range(len(specs))])
     trade = _incoming(price, quantity, second)
     broken = {frozenset((("BANKA", "A-1"), ("BANKB", t.trade_id)))
               for i, t in enumerate(resting) if broken_every and i % broken_every == 0}
