@@ -61,13 +61,17 @@ def terms_of(submission: TradeSubmission) -> TradeTerms:
 async def _match_lines(conn: asyncpg.Connection, participant: str, created: Sequence[Trade],
                        rules: dict[str, RulesVersion | None]) -> dict[str, Trade]:
     """Match the new trades in line order over a BatchBook; each one's latest version."""
-    # A batch's book is tens of thousands of objects alive until it ends: frozen, the
-    # collector's full passes (which the versions it creates trigger) skip them.
-    gc.freeze()
+    # A batch's book is tens of thousands of objects alive until it ends, in no
+    # reference cycle: the cyclic collector can free none of them, yet its passes walk
+    # them over and over (docs/performance.md, change 25). Paused while the batch is
+    # matched; reference counting frees everything else as usual.
+    paused = gc.isenabled()
+    gc.disable()
     try:
         return await _match_in_memory(conn, participant, created, rules)
     finally:
-        gc.unfreeze()
+        if paused:
+            gc.enable()
 
 
 async def _match_in_memory(conn: asyncpg.Connection, participant: str,

@@ -67,7 +67,7 @@ class BatchBook(MemoryBook):
     def __init__(self, conn: asyncpg.Connection, rules: Mapping[str, RulesVersion | None],
                  broken: Iterable[frozenset[TradeRef]],
                  profiles: Iterable[ProfileVersion] = ()) -> None:
-        super().__init__(rules=self._rules_of, broken=broken)
+        super().__init__(broken=broken)
         self.conn = conn
         self._in_force = {product: in_force(product, found) for product, found in rules.items()}
         self._profiles = list(profiles)  # every live profile naming the batch's participant
@@ -79,9 +79,11 @@ class BatchBook(MemoryBook):
         self._stored: dict[TradeRef, int] = {}  # each held trade's version in the database
         self.recorded: dict[bulk.VersionRef, datetime] = {}
 
-    def _rules_of(self, trade: Trade) -> RulesInForce:
+    async def rules_in_force(self, trade: Trade) -> RulesInForce:
         """The pair's profile, else the product's rules (choose_in_force), chosen once
-        per pair and product."""
+        per pair and product. (Overridden, not handed to MemoryBook as its lookup: the
+        book holding its own bound method would be a reference cycle, all its trades
+        left for the cyclic collector instead of freed when the batch ends.)"""
         claim = (trade.participant, trade.counterparty, trade.product)
         found = self._chosen.get(claim)
         if found is None:
