@@ -29,6 +29,8 @@ async def _bench_databases(server_url: str) -> list[str]:
     return [r["datname"] for r in rows]
 
 
+# Four servers, each driven closed-loop and paced twice: minutes on a loaded machine.
+@pytest.mark.timeout(360)
 async def test_bench_pairs_writes_figures_and_cleans_up(server_url: str, tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
     done = run_cli("bench", "pairs", "--concurrency", "2", "--warmup", "0.2", "--duration", "1",
@@ -72,6 +74,7 @@ async def test_bench_pairs_writes_figures_and_cleans_up(server_url: str, tmp_pat
         assert paced["pairs"] > 0 and not paced["errors"] and paced["unfinished"] == 0
         assert paced["pairs_not_seen_on_feed"] == 0
         assert paced["latency"]["p50_ms"] is not None and "latencies_s" not in paced
+        assert paced["other_transactions"]["longest_s"] >= 0
     assert len(figures["scratch_databases"]) == 6
     assert not set(figures["scratch_databases"]) & set(await _bench_databases(server_url))
 

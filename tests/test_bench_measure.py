@@ -97,7 +97,9 @@ def test_the_text_says_whether_each_target_is_met() -> None:
             "paced": {"rate": 50.0, "pairs": 250, "latency": latency, "errors": {},
                       "latency_is": "buy sent -> both matched updates seen on GET /v1/feed",
                       "pairs_not_seen_on_feed": 0, "unfinished": 0,
-                      "start_lateness_p99_ms": 0.5}}
+                      "start_lateness_p99_ms": 0.5,
+                      "other_transactions": {"longest_s": workers * 0.04,
+                                             "share_over_target": 0.25}}}
 
     figures = {
         "ceiling": {"pairs_per_s": 200.0, "latency": {"p50_ms": 1.0, "p99_ms": 2.0},
@@ -112,3 +114,6 @@ def test_the_text_says_whether_each_target_is_met() -> None:
     assert "p99 20.0 ms max 20.0 ms (target p99 < 50 ms: met)" in one
     assert "0.35 x minimal ceiling (target >= 0.3: met)" in two
     assert "(target p99 < 50 ms: NOT met)" in two
+    # Another session's transaction open longer than the target is called out.
+    assert "held transactions" not in one
+    assert "held transactions open up to 0.1 s (25% of samples over 50 ms)" in two

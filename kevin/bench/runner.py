@@ -296,6 +296,45 @@ class Service:
             self.cpu_s += after["cpu_s"] - before["cpu_s"]
 
 
+# The oldest transaction holding an xid in any database but the bench's own: the feed
+# sequences no commit newer than the oldest transaction still open on the whole server
+# (kevin/store/feed_queries.py), so another session's long transaction delays every
+# update on the feed, whatever the service does.
+OLDEST_OTHER_TRANSACTION = """
+SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0)::float8
+FROM pg_stat_activity
+WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND datname <> ALL($1::text[])
+"""
+
+
+@contextlib.asynccontextmanager
+async def other_transactions(url: str) -> AsyncIterator[dict[str, Any]]:
+    """Samples, every 50 ms while the block runs, the age of the oldest transaction of
+    the server's other sessions; on exit the figures hold the longest and the share of
+    samples that found one open longer than TARGET_P99_MS."""
+    figures: dict[str, Any] = {}
+    conn = await asyncpg.connect(to_asyncpg_dsn(url))
+    ages: list[float] = []
+
+    async def sample() -> None:
+        while True:
+            ages.append(await conn.fetchval(OLDEST_OTHER_TRANSACTION, created_databases))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        yield figures
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        await conn.close()
+        figures.update(
+            longest_s=round(max(ages, default=0.0), 3),
+            share_over_target=round(sum(a * 1000 > TARGET_P99_MS for a in ages)
+                                    / len(ages), 3) if ages else None)
+
+
 def _ratio(value: float, to: float) -> float | None:
     return round(value / to, 3) if to else None
 
@@ -308,7 +347,11 @@ def _merged_paced(slices: list[dict[str, Any]], seconds: float) -> dict[str, Any
         offered_pairs_per_s=round(sum(s["offered_pairs_per_s"] for s in slices)
                                   / len(slices), 1),
         start_lateness_p99_ms=max((s["start_lateness"]["p99_ms"] or 0.0) for s in slices),
-        unfinished=sum(s["unfinished"] for s in slices))
+        unfinished=sum(s["unfinished"] for s in slices),
+        other_transactions={
+            "longest_s": max(s["other_transactions"]["longest_s"] for s in slices),
+            "share_over_target": round(sum(s["other_transactions"]["share_over_target"] or 0
+                                           for s in slices) / len(slices), 3)})
     for key in ("start_lateness", "latencies_s"):
         merged.pop(key, None)
     return merged
@@ -352,9 +395,10 @@ async def bench_pairs(server_url: str, options: Options, workdir: Path) -> dict[
         for r in range(options.rounds if options.latency_at > 0 else 0):
             for n, (service, peak) in enumerate(zip(services, peaks, strict=True)):
                 if peak > 0:
-                    service.paced.append(await service.load(
-                        common, f"{run_id}p{n}r{r}", mode="paced",
-                        rate=options.latency_at * peak))
+                    async with other_transactions(server_url) as others:
+                        paced = await service.load(common, f"{run_id}p{n}r{r}", mode="paced",
+                                                   rate=options.latency_at * peak)
+                    service.paced.append({**paced, "other_transactions": others})
         at_end = [tree_figures(s.server.process.pid) if s.server.process else {}
                   for s in services]
     ceiling_figures = _merged(ceilings, seconds)
@@ -498,6 +542,13 @@ def pairs_text(figures: dict[str, Any], options: Options) -> str:
             if p.get("pairs_not_seen_on_feed") or p.get("unfinished") or p.get("errors"):
                 lines.append(f"    paced: {p['pairs_not_seen_on_feed']} pairs not seen on the "
                              f"feed, {p['unfinished']} unfinished, errors {p['errors']}")
+            others = p["other_transactions"]
+            if others["longest_s"] * 1000 > TARGET_P99_MS:
+                lines.append(
+                    f"    paced: other sessions on this PostgreSQL server held transactions "
+                    f"open up to {others['longest_s']:.1f} s ({others['share_over_target']:.0%}"
+                    f" of samples over {TARGET_P99_MS:g} ms): the feed sequences no commit "
+                    f"newer than the oldest, so they delay it")
             if p["start_lateness_p99_ms"] > 5:
                 lines.append(f"    paced: the generator started pairs up to "
                              f"{p['start_lateness_p99_ms']:.1f} ms late (p99): less was offered")
