@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from kevin import jsoncodec
 from kevin.consumer.sse import events
+from tests.conftest import wait_for
 
 
 async def page(client: TestClient, headers: dict[str, str], after: int = 0,
@@ -40,3 +43,43 @@ async def sse_events(resp: Any, count: int) -> list[tuple[str | None, str, dict[
         if len(out) == count:
             break
     return out
+
+
+async def relayed(pool: Any, count: int, nats_url: str = "nats://127.0.0.1:4222"
+                  ) -> tuple[str, list[tuple[str, str, dict[str, Any]]]]:
+    """Run `kevin relay nats` into a stream of the test's own until it holds ``count``
+    messages; its subject prefix and every message as (subject, Nats-Msg-Id, body). The
+    stream is deleted after."""
+    import nats
+
+    from kevin.feed.relay import NatsRelay
+
+    tag = uuid.uuid4().hex[:10]
+    stream, prefix = f"KEVIN_TEST_{tag}", f"test_{tag}.updates"
+    relay = NatsRelay(pool, nats_url, stream=stream, subject_prefix=prefix)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    nc = await nats.connect(nats_url, connect_timeout=5)
+    js = nc.jetstream()
+
+    async def enough() -> bool:
+        try:
+            return (await js.stream_info(stream)).state.messages >= count
+        except Exception:  # the stream is not there before the relay's first batch
+            return False
+
+    try:
+        await wait_for(enough, timeout=30)
+        info = await js.stream_info(stream)
+        carried = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, seq)
+            carried.append((msg.subject, msg.headers["Nats-Msg-Id"], jsoncodec.loads(msg.data)))
+        return prefix, carried
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        try:
+            await js.delete_stream(stream)
+        finally:
+            await nc.close()

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import nats
 import pytest
 
 from kevin import jsoncodec
@@ -23,13 +21,13 @@ from kevin.domain.models import TradeSubmission
 from kevin.domain.profiles import Cutoff
 from kevin.engine.chasers import OverdueScanner
 from kevin.engine.service import TradeService
-from kevin.feed.relay import NatsRelay, message_id
+from kevin.feed.relay import message_id
 from kevin.store import database
 from kevin.store import feed as feed_store
 from kevin.store import overdue as q
 from kevin.store.invariants import find_violations
 from tests.conftest import ADMIN, wait_for
-from tests.feed_helpers import read_all
+from tests.feed_helpers import read_all, relayed
 from tests.test_cutoffs_api import PROFILE, XAU_CUTOFF, Clock, ours, read, submit, theirs
 
 NATS_URL = "nats://127.0.0.1:4222"
@@ -336,35 +334,9 @@ async def test_the_nats_relay_carries_overdue_updates(client, banks, pool):
     await submit(client, a, ours("A-OLD", "2026-01-05"))
     (event,) = await overdue_events(client, a, 1)
     feed = await read_all(client, ADMIN)
-    tag = uuid.uuid4().hex[:10]
-    stream, prefix = f"KEVIN_TEST_{tag}", f"test_{tag}.updates"
-    relay = NatsRelay(pool, NATS_URL, stream=stream, subject_prefix=prefix)
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
-    nc = await nats.connect(NATS_URL, connect_timeout=5)
-    js = nc.jetstream()
-    try:
-        async def relayed() -> bool:
-            try:
-                return (await js.stream_info(stream)).state.messages >= len(feed)
-            except Exception:  # the stream is not there before the relay's first batch
-                return False
-
-        await wait_for(relayed, timeout=30)
-        info = await js.stream_info(stream)
-        carried = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(stream, seq)
-            carried.append((msg.subject, msg.headers["Nats-Msg-Id"], jsoncodec.loads(msg.data)))
-        overdue = sorted((subject, mid, body["trade_id"]) for subject, mid, body in carried
-                         if body["event"] == "overdue")
-        notice = event["notice_id"]
-        assert overdue == [(f"{prefix}.BANKA", f"BANKA/overdue/{notice}", "A-OLD"),
-                           (f"{prefix}.BANKB", f"BANKB/overdue/{notice}", "A-OLD")]
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
-        try:
-            await js.delete_stream(stream)
-        finally:
-            await nc.close()
+    prefix, carried = await relayed(pool, len(feed))
+    overdue = sorted((subject, mid, body["trade_id"]) for subject, mid, body in carried
+                     if body["event"] == "overdue")
+    notice = event["notice_id"]
+    assert overdue == [(f"{prefix}.BANKA", f"BANKA/overdue/{notice}", "A-OLD"),
+                       (f"{prefix}.BANKB", f"BANKB/overdue/{notice}", "A-OLD")]

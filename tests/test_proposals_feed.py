@@ -4,17 +4,13 @@ mirror tables hold trades only), and the NATS relay carries them."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
-import nats
 import pytest
 
-from kevin import jsoncodec
 from kevin.consumer import Consumer, ProposalEvent
 from kevin.dburl import to_asyncpg_dsn
-from kevin.feed.relay import NatsRelay
 from tests.conftest import ADMIN, wait_for
-from tests.feed_helpers import read_all
+from tests.feed_helpers import read_all, relayed
 from tests.test_proposals_api import answer, near_miss, propose
 
 NATS_URL = "nats://127.0.0.1:4222"
@@ -76,37 +72,10 @@ async def test_the_nats_relay_carries_proposal_updates(client, banks, pool):
     _, proposal = await propose(client, a)
     await answer(client, a, proposal["proposal_id"], "withdraw")
     feed = await wait_for(lambda: _sequenced(client, ADMIN, 8))
-    tag = uuid.uuid4().hex[:10]
-    stream, prefix = f"KEVIN_TEST_{tag}", f"test_{tag}.updates"
-    relay = NatsRelay(pool, NATS_URL, stream=stream, subject_prefix=prefix)
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
-    nc = await nats.connect(NATS_URL, connect_timeout=5)
-    js = nc.jetstream()
-    try:
-        await wait_for(lambda: _messages(js, stream, len(feed)), timeout=30)
-        info = await js.stream_info(stream)
-        carried = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(stream, seq)
-            carried.append((msg.subject, msg.headers["Nats-Msg-Id"], jsoncodec.loads(msg.data)))
-        pid = proposal["proposal_id"]
-        proposal_ids = [mid for _, mid, body in carried if body["event"] == "proposal"]
-        assert sorted(proposal_ids) == sorted(
-            f"{who}/proposal/{pid}/{v}" for who in ("BANKA", "BANKB") for v in (1, 2))
-        subjects = {subject for subject, mid, _ in carried if "/proposal/" in mid}
-        assert subjects == {f"{prefix}.BANKA", f"{prefix}.BANKB"}
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
-        try:
-            await js.delete_stream(stream)
-        finally:
-            await nc.close()
-
-
-async def _messages(js, stream, n):
-    try:
-        return (await js.stream_info(stream)).state.messages >= n
-    except Exception:
-        return False
+    prefix, carried = await relayed(pool, len(feed))
+    pid = proposal["proposal_id"]
+    proposal_ids = [mid for _, mid, body in carried if body["event"] == "proposal"]
+    assert sorted(proposal_ids) == sorted(
+        f"{who}/proposal/{pid}/{v}" for who in ("BANKA", "BANKB") for v in (1, 2))
+    subjects = {subject for subject, mid, _ in carried if "/proposal/" in mid}
+    assert subjects == {f"{prefix}.BANKA", f"{prefix}.BANKB"}
