@@ -1,12 +1,13 @@
 """Group commit: single writes (``POST /v1/trades``, ``PUT`` and ``DELETE
 /v1/trades/{id}``) that arrive together are decided and written in one transaction.
 
-Each write is queued with a future; one drain task per process takes what is queued (up
-to MAX_GROUP, in arrival order) and runs it as one *group*, then the next. Nothing waits
-for a window to fill: a write arriving when nothing is in flight starts a group at once
-(a group of one runs on the single path, kevin.engine.service, which is the fastest for
-one), and the writes that arrive while a group's transaction runs form the next group.
-So a write waits at most for the group ahead of it, itself at most MAX_GROUP writes.
+Each write is queued with a future; the process takes what is queued (up to MAX_GROUP,
+in arrival order) and runs it as one *group*, in a task of its own. Nothing waits for a
+window to fill: a write arriving when no group is in flight starts a group at once (a
+group of one runs on the single path, kevin.engine.service, which is the fastest for
+one), and the writes that arrive while a group's transaction runs form the next group
+when it ends. A write that has waited MAX_WAIT for a slow group starts another beside
+it (up to MAX_IN_FLIGHT): the cap on the latency grouping adds.
 
 A group is one transaction over the batch's book (kevin.store.batch_book): every match
 key of the group locked in one statement (ascending, as every writer takes them: the
@@ -20,7 +21,7 @@ that), given only after the commit. A write the preconditions refuse (404, 409, 
 428) is refused alone and changes nothing. If the transaction fails as a whole (a lost
 race, a trade moved to a key the group did not lock, anything unexpected), each write
 of the group runs again alone, in order, so a bad one fails only itself. A client that
-goes away changes nothing for the others: the group runs in the drain task, not in its
+goes away changes nothing for the others: the group runs in its own task, not in any
 request; a write still queued when its client went away is dropped.
 """
 
