@@ -385,8 +385,11 @@ async def bench_pairs(server_url: str, options: Options, workdir: Path) -> dict[
             services.append(Service(workers, group, url, keys, admin_token, server))
         for r in range(options.rounds):
             if with_pgbench:
-                minimal.append(await pgbench.run(minimal_url, options.concurrency,
-                                                 options.duration))
+                try:
+                    minimal.append(await pgbench.run(minimal_url, options.concurrency,
+                                                     options.duration))
+                except pgbench.PgbenchFailed as e:  # a clean message, servers stopped
+                    raise BenchFailed(str(e)) from e
             ceilings.append(await ceiling.run(ceiling_url, **common, run_id=f"{run_id}c{r}"))
             for n, service in enumerate(services):
                 await service.closed_slice(common, f"{run_id}s{n}r{r}")
