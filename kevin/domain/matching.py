@@ -75,17 +75,12 @@ def _entry(trade: Trade) -> tuple[datetime, str, str]:
     return trade.first_submitted_at or _NEVER, trade.participant, trade.trade_id
 
 
-def reference_price(trade: Trade, candidate: Trade) -> Decimal:
-    """The price a bps tolerance is taken of: the resting trade's, i.e. of the two the
-    one that entered the book first (earliest first submission, then participant and
-    trade_id). When a new trade meets the book that is always the candidate; defining
-    it per pair means re-evaluating either side later gives the same answer."""
-    return min(trade, candidate, key=_entry).price
-
-
 def resting_of(trade: Trade, candidate: Trade) -> tuple[Trade, Trade]:
-    """(resting, other): of the two, the one that entered the book first rests; relative
-    and asymmetric tolerances are seen from it (see reference_price)."""
+    """(resting, other): of the two, the one that entered the book first (earliest first
+    submission, then participant and trade_id) rests; relative and asymmetric tolerances
+    are seen from it, a bps tolerance taken of its price. When a new trade meets the book
+    the candidate always rests; defining it per pair means re-evaluating either side
+    later gives the same answer."""
     resting = min(trade, candidate, key=_entry)
     return resting, (candidate if resting is trade else trade)
 

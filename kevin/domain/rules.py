@@ -103,7 +103,7 @@ class Rules(BaseModel):
     tolerance form of kevin.domain.tolerances (the form matching profiles use). Not
     both. Either way ``tolerances`` is what matching applies; relative and asymmetric
     forms are seen from the *resting* trade: of the two, the one that entered the book
-    first (see kevin.domain.matching.reference_price).
+    first (see kevin.domain.matching.resting_of).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

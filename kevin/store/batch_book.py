@@ -14,7 +14,7 @@ walks the memory (kevin.domain.memory_book) and learns how far from the price it
 know the segment; until the intervals cover that, it loads the next window of the
 segment from the database (bulk_queries, WINDOW_ABOVE/BELOW) and walks again. The
 windows around every line's price are loaded for all lines at once, before the first is
-matched (``candidates_many``). Trades whose mismatch lists name a trade are loaded
+matched (``prefetch``). Trades whose mismatch lists name a trade are loaded
 from the database once per named trade; after that the memory's own index answers.
 
 The batch's new trades are in the database from the start (version 1, inserted before
