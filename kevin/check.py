@@ -1,9 +1,11 @@
-"""``kevin check``: verify the invariants 1-6 and 8-10 of docs/design.md on a live database.
+"""``kevin check``: verify the invariants 1-6 and 8-11 of docs/design.md on a live database.
 
 The SQL lives in ``kevin.store.invariants``; this module runs it and words the report.
 Invariant 3 (a version is written only against the one it derives from) leaves its trace
 as invariant 2's: a lost race would show as two latest rows or a hole in the versions.
 Invariant 7 (deterministic matching) is a property of code, proven by tests, not data.
+Invariant 11 (one overdue notice per trade and date) is its unique key; its feed updates
+are checked with invariant 5's.
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ INVARIANTS = {
     1: "trades are insert-only, enforced by a trigger",
     2: "versions run 1..n without holes; exactly one latest row, the highest version",
     4: "a live match joins exactly two mirrored, opposite trades that name each other",
-    5: "every version (of a trade, or of a proposal: one per participant) has exactly one "
-       "feed update",
+    5: "every version has exactly one feed update (a proposal's: one per participant)",
     6: "feed seq is unique and grows with the version",
     8: "an accepted proposal's trades are matched (agreed) or cancelled, as it said",
     9: "no two open proposals of one kind for the same trades; an open proposal names "

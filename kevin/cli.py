@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_p = participant_cmds.add_parser("add", help="create a participant and print its API key")
     add_p.add_argument("name", help="participant name, [A-Z0-9_]{1,32}")
     check_p = commands.add_parser(
-        "check", help="verify the invariants (docs/design.md 1-6) on the live database")
+        "check", help="verify the invariants (docs/design.md 1-6, 8-11) on the live database")
     check_p.add_argument("--limit", type=int, default=100,
                          help="report at most this many violations per invariant")
     archive_p = commands.add_parser(

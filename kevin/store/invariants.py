@@ -1,4 +1,4 @@
-"""SQL that verifies the invariants 1-6 of docs/design.md on a live database (``kevin check``).
+"""SQL that verifies the invariants 1-6 and 8-11 of docs/design.md live (``kevin check``).
 
 Each statement returns one row per offending trade (or trigger), with the columns
 ``participant, trade_id, version, problem``; an empty result means the invariant holds.
