@@ -117,6 +117,30 @@ async def people(browser: Any, base_url: str) -> AsyncIterator[Any]:
             await context.close()
 
 
+# Every element of every table on the page, against the window's width: a table's cells
+# may not run past the right edge, not even hidden inside their scrolling box.
+_TABLE_OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const past = [];
+  for (const table of document.querySelectorAll("main table")) {
+    const name = table.id || table.className;
+    const over = [table, ...table.querySelectorAll("*")].filter(
+      el => el.getBoundingClientRect().right > width + 0.5);
+    if (over.length) {
+      const last = over[over.length - 1];
+      past.push(`${name}: ${over.length} elements past ${width}px, the last a `
+                + `${last.tagName} to ${Math.round(last.getBoundingClientRect().right)}px `
+                + `(${last.textContent.trim().slice(0, 40)})`);
+    }
+    const box = table.parentElement;
+    if (box.scrollWidth > box.clientWidth) {
+      past.push(`${name}: its box scrolls by ${box.scrollWidth - box.clientWidth}px`);
+    }
+  }
+  return {page: document.documentElement.scrollWidth - width, past};
+}"""
+
+
 def key_of(headers: dict[str, str]) -> str:
     return headers["Authorization"].removeprefix("Bearer ")
 
@@ -370,6 +394,7 @@ async def test_the_stp_report_draws_its_charts(client, banks, people):
         await expect(image).to_be_visible()
         assert (await image.bounding_box())["height"] > 20
     await expect(admin.page.locator("#figures tr[data-key=BANKA]")).to_be_visible()
+    assert await admin.page.evaluate(_TABLE_OVERFLOW) == {"page": 0, "past": []}
     await admin.screenshot("stp-report")
 
 
@@ -388,6 +413,7 @@ async def test_the_admin_sees_a_rules_change_before_making_it(client, banks, peo
     await expect(admin.page.locator("#changes-title")).to_have_text(
         "Dry run: 2 trades would change")
     await expect(admin.page.locator("#change-BANKA-A-1")).to_contain_text("matched with B-1")
+    assert await admin.page.evaluate(_TABLE_OVERFLOW) == {"page": 0, "past": []}
     await admin.screenshot("rules-dry-run")
     assert (await latest(client, a, "A-1"))["status"] == "mismatched"
 
@@ -482,3 +508,44 @@ async def test_an_overdue_notice_on_the_feed_brings_its_trade_onto_the_tab(
         re.compile(r"overdue by \d+s"), timeout=WAIT_MS)
     await expect(bank_a.page.locator("#tab-overdue .count")).to_have_text("5")
     assert await bank_a.page_id() == page_id
+
+
+TABS = ("mismatched", "unmatched", "alleged", "overdue", "proposals", "matched_today")
+
+
+async def test_every_table_fits_a_1280_window_even_with_long_differences(
+        client, api, service, people):
+    a, b, _ = await overdue_book(client, api, service)  # the clock: 2026-10-26 18:00 UTC
+    # Thursday's trade, overdue since Friday 17:00 UTC, differing on every term that can
+    # differ: the longest Differences cells of the lists, the proposal and the trade.
+    await submit(client, a, trade_body("A-WIDE", trade_date="2026-10-22",
+                                       settlement_date="2026-10-22"))
+    wide = await submit(client, b, buy("B-WIDE", trade_date="2026-10-22",
+                                       settlement_date="2026-10-26", price="1003.00",
+                                       quantity="99", location="NYC"))
+    assert wide["status"] == "mismatched"
+    assert {f["field"] for f in wide["mismatches"][0]["fields"]} == {
+        "quantity", "price", "settlement_date", "location"}
+    resp = await client.post("/v1/proposals", headers=a, json={
+        "trade_id": "A-WIDE", "kind": "match", "counterparty_trade_id": "B-WIDE",
+        "comment": "the desk agreed every difference on the phone " * 3})
+    assert resp.status == 201, await resp.text()
+
+    found: dict[tuple[str, str], Any] = {}
+    # BANKA's lists (its overdue tab has Whose and Other party), then the admin's (every
+    # book's: Participant and Counterparty), and the trade with its proposal.
+    for who, credential in (("BANKA", key_of(a)), ("admin", ADMIN_TOKEN)):
+        person = await people(credential, width=1280, height=800)
+        for tab in TABS:
+            await person.goto(f"/ui/exceptions?tab={tab}")
+            await expect(person.page.locator("#live-region")).to_have_attribute(
+                "data-tab", tab)
+            await expect(person.page.locator("main table")).to_have_count(1)
+            if tab == "overdue":
+                await expect(person.page.locator("#row-BANKA-A-WIDE .field")).to_have_count(4)
+            found[who, tab] = await person.page.evaluate(_TABLE_OVERFLOW)
+        await person.goto("/ui/trades/A-WIDE?participant=BANKA")
+        await expect(person.page.locator("table.diff tbody tr")).to_have_count(4)
+        await expect(person.page.locator("#proposals tbody tr")).to_have_count(1)
+        found[who, "trade"] = await person.page.evaluate(_TABLE_OVERFLOW)
+    assert found == dict.fromkeys(found, {"page": 0, "past": []})
