@@ -1,11 +1,12 @@
 """A book in memory: replays, what-if runs and tests run the live matcher over it.
 
-Resting trades are kept per segment (kevin.domain.book.Segment) ordered by price, and
-within a price by quantity, first submission and trade_id, so a candidate lookup visits
-the segment in invariant 7's order (``in_order``): outwards from the trade's price and,
-within a price, outwards from its quantity — O(log n) to find each place, then only the
-trades ``decide`` must see, however many are tied at a price. Mismatched trades are
-indexed by the trades their lists name, as ix_trades_mismatch_targets does in PostgreSQL.
+Resting trades are kept per segment (kevin.domain.book.Segment) by price level — the
+levels' prices in order, each level's trades ordered by quantity, first submission and
+trade_id — so a candidate lookup visits the segment in invariant 7's order
+(``in_order``): outwards from the trade's price and, within a price, outwards from its
+quantity — O(log n) to find each place, then only the trades ``decide`` must see, however
+many are tied at a price. Mismatched trades are indexed by the trades their lists name,
+as ix_trades_mismatch_targets does in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from sortedcontainers import SortedList
@@ -37,16 +39,43 @@ from kevin.domain.versions import NewVersion, written
 RulesLookup = Callable[[Trade], RulesInForce]
 # (participant, counterparty, trade_id named): the mismatched trades naming that trade.
 Named = tuple[str, str, str]
-# A resting trade in its segment's order: (price, quantity, *tie_break).
-Entry = tuple[Decimal, Decimal, datetime, str]
-_BOTTOM, _TOP = Decimal("-Infinity"), Decimal("Infinity")
+# A resting trade in its price level's order: (quantity, *tie_break).
+Entry = tuple[Decimal, datetime, str]
 _FIRST, _LAST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
 
-def _place(price: Decimal, quantity: Decimal = _BOTTOM, submitted: datetime = _FIRST) -> Entry:
-    """Where the entries starting with these keys begin (a trade_id is never empty); with
-    _TOP or _LAST, where those with the keys before it end."""
-    return price, quantity, submitted, ""
+def _place(quantity: Decimal, submitted: datetime = _FIRST) -> Entry:
+    """Where a level's entries of ``quantity`` begin (a trade_id is never empty); with
+    _LAST, where they end."""
+    return quantity, submitted, ""
+
+
+class Resting:
+    """The resting trades of one segment: the prices of its levels in order, and each
+    level's entries (``entry``) in order. False when empty."""
+
+    __slots__ = ("levels", "prices")
+
+    def __init__(self) -> None:
+        self.prices: SortedList[Decimal] = SortedList()
+        self.levels: dict[Decimal, SortedList[Entry]] = {}
+
+    def __len__(self) -> int:
+        return len(self.levels)
+
+    def add(self, trade: Trade) -> None:
+        level = self.levels.get(trade.price)
+        if level is None:
+            level = self.levels[trade.price] = SortedList()
+            self.prices.add(trade.price)
+        level.add(entry(trade))
+
+    def remove(self, trade: Trade) -> None:
+        level = self.levels[trade.price]
+        level.remove(entry(trade))
+        if not level:
+            del self.levels[trade.price]
+            self.prices.remove(trade.price)
 
 
 def exact_rules(trade: Trade) -> RulesInForce:
@@ -67,8 +96,7 @@ class MemoryBook:
         self.rules = rules
         self.broken: set[frozenset[TradeRef]] = set(broken)
         self.now: datetime | None = None
-        # The resting trades of each segment, as entries (``entry``).
-        self._resting: dict[Segment, SortedList[Entry]] = {}
+        self._resting: dict[Segment, Resting] = {}
         self._naming: dict[Named, set[TradeRef]] = defaultdict(set)
         for trade in trades:
             self.put(trade)
@@ -83,16 +111,16 @@ class MemoryBook:
         old = self.trades.get(ref(trade))
         if old is not None:
             if old.status in RESTING:
-                self._resting[segment_of(old)].remove(entry(old))
+                self._resting[segment_of(old)].remove(old)
             for named in _named(old):
                 self._naming[named].discard(ref(old))
         self.trades[ref(trade)] = trade
         if trade.status in RESTING:
             segment = segment_of(trade)
-            entries = self._resting.get(segment)
-            if entries is None:
-                entries = self._resting[segment] = SortedList()
-            entries.add(entry(trade))
+            resting = self._resting.get(segment)
+            if resting is None:
+                resting = self._resting[segment] = Resting()
+            resting.add(trade)
         for named in _named(trade):
             self._naming[named].add(ref(trade))
 
@@ -111,20 +139,20 @@ class MemoryBook:
         at any distance) must be held, for any of them might come before the last one
         taken. A book holding only part of the trades (kevin.store.batch_book) checks
         that it holds that part."""
-        entries = self._resting.get(opposite(trade))
-        if not entries:
+        resting = self._resting.get(opposite(trade))
+        if not resting:
             return [], None
         price = trade.price
         low, high = rules.price_bounds(price)
         chosen: list[Trade] = []
         participant = trade.counterparty
         broken = self.broken
-        for distance, found in in_order(entries, price, trade.quantity):
+        for distance, found in in_order(resting, price, trade.quantity):
             if (len(chosen) >= MAX_MISMATCHES
                     and high is not None and EXACT.add(price, distance) > high
                     and low is not None and EXACT.subtract(price, distance) < low):
                 return chosen, distance  # nothing from here on can match
-            candidate_ref = (participant, found[3])
+            candidate_ref = (participant, found[2])
             if broken and frozenset((candidate_ref, ref(trade))) in broken:
                 continue
             candidate = self.trades[candidate_ref]
@@ -181,75 +209,84 @@ class MemoryBook:
 
 
 def entry(trade: Trade) -> Entry:
-    return (trade.price, trade.quantity, *tie_break(trade))
+    return (trade.quantity, *tie_break(trade))
 
 
-def in_order(entries: SortedList[Entry], price: Decimal, quantity: Decimal
+def in_order(resting: Resting, price: Decimal, quantity: Decimal
              ) -> Iterator[tuple[Decimal, Entry]]:
     """The entries of a segment in invariant 7's order for a trade of ``price`` and
     ``quantity`` (kevin.domain.matching.candidate_order), each with its distance from
     ``price``: price levels outwards from ``price`` (the two at one distance together),
-    within them quantities outwards from ``quantity``, each run of equal price and
-    quantity already in tie-break order. Lazy: each step costs a few bisections, so a
-    caller that stops after k entries pays O(k + log n), not the size of a level."""
-    up = entries.bisect_left(_place(price))
+    within them quantities outwards from ``quantity``, each run of equal quantity already
+    in tie-break order. Lazy: each step costs a few bisections, so a caller that stops
+    after k entries pays O(k + log n), not the size of a level."""
+    prices, levels = resting.prices, resting.levels
+    up = prices.bisect_left(price)
     down = up - 1
-    while up < len(entries) or down >= 0:
-        up_gap = EXACT.subtract(entries[up][0], price) if up < len(entries) else None
-        down_gap = EXACT.subtract(price, entries[down][0]) if down >= 0 else None
-        distance = min(gap for gap in (up_gap, down_gap) if gap is not None)
-        levels = []  # (start, end) of the price levels at this distance
+    count = len(prices)
+    while up < count or down >= 0:
+        up_gap = EXACT.subtract(prices[up], price) if up < count else None
+        down_gap = EXACT.subtract(price, prices[down]) if down >= 0 else None
+        if up_gap is None or (down_gap is not None and down_gap < up_gap):
+            assert down_gap is not None
+            distance = down_gap
+        else:
+            distance = up_gap
+        at = []  # the levels at this distance
         if up_gap == distance:
-            end = entries.bisect_left(_place(entries[up][0], _TOP))
-            levels.append((up, end))
-            up = end
+            at.append(levels[prices[up]])
+            up += 1
         if down_gap == distance:
-            start = entries.bisect_left(_place(entries[down][0]))
-            levels.append((start, down + 1))
-            down = start - 1
-        for found in _by_quantity(entries, levels, quantity):
-            yield distance, found
+            at.append(levels[prices[down]])
+            down -= 1
+        if len(at) == 1 and at[0][0][0] == at[0][-1][0]:
+            # One level of one quantity (the usual case): its order is the tie-break's.
+            for found in at[0]:
+                yield distance, found
+        else:
+            for found in _by_quantity(at, quantity):
+                yield distance, found
 
 
-def _by_quantity(entries: SortedList[Entry], levels: list[tuple[int, int]],
-                 quantity: Decimal) -> Iterator[Entry]:
-    """The entries of one or two price levels (index ranges) by quantity difference, then
-    tie-break: each level is two runs of quantity groups going away from ``quantity``
-    (those at or above it upwards, those below it downwards)."""
-    # Each run: [start, end, upwards]; the groups still to visit lie in [start, end).
-    runs = []
-    for start, end in levels:
-        middle = entries.bisect_left(_place(entries[start][0], quantity))
-        runs.append([middle, end, True])
-        runs.append([start, middle, False])
+def _by_quantity(levels: list[SortedList[Entry]], quantity: Decimal) -> Iterator[Entry]:
+    """The entries of one or two price levels by quantity difference, then tie-break:
+    each level is two runs of quantity groups going away from ``quantity`` (those at or
+    above it upwards, those below it downwards)."""
+    # Each run: [level, start, end, upwards]; the groups still to visit lie in [start, end).
+    runs: list[list[Any]] = []
+    for level in levels:
+        middle = level.bisect_left(_place(quantity))
+        runs.append([level, middle, len(level), True])
+        runs.append([level, 0, middle, False])
     while True:
         heads = []  # (quantity difference, group start, group end, run)
         for run in runs:
-            start, end, upwards = run
+            level, start, end, upwards = run
             if start >= end:
                 continue
             if upwards:
-                level_price, group_quantity = entries[start][0], entries[start][1]
-                group_end = entries.bisect_left(_place(level_price, group_quantity, _LAST))
+                group_quantity = level[start][0]
+                group_end = level.bisect_left(_place(group_quantity, _LAST))
                 heads.append((EXACT.subtract(group_quantity, quantity), start, group_end, run))
             else:
-                level_price, group_quantity = entries[end - 1][0], entries[end - 1][1]
-                group_start = entries.bisect_left(_place(level_price, group_quantity))
+                group_quantity = level[end - 1][0]
+                group_start = level.bisect_left(_place(group_quantity))
                 heads.append((EXACT.subtract(quantity, group_quantity), group_start, end, run))
         if not heads:
             return
         nearest = min(head[0] for head in heads)
         groups = [head for head in heads if head[0] == nearest]
         for _, group_start, group_end, run in groups:
-            if run[2]:
-                run[0] = group_end
+            if run[3]:
+                run[1] = group_end
             else:
-                run[1] = group_start
+                run[2] = group_start
         if len(groups) == 1:
-            yield from entries.islice(groups[0][1], groups[0][2])
+            _, start, end, run = groups[0]
+            yield from run[0].islice(start, end)
         else:
-            yield from heapq.merge(*(entries.islice(start, end) for _, start, end, _ in groups),
-                                   key=lambda e: e[2:])
+            yield from heapq.merge(*(run[0].islice(start, end) for _, start, end, run in groups),
+                                   key=lambda e: e[1:])
 
 
 def _named(trade: Trade) -> list[Named]:
