@@ -9,17 +9,19 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from kevin import jsoncodec
 from kevin.domain.matching import TradeRef
+from kevin.domain.models import MatchRef, RulesRef, Trade, trusted
 from kevin.domain.profiles import ProfileVersion
 from kevin.domain.replay import ReplayRecord, RulesTimeline, StoredVersion
 from kevin.domain.rules import Rules
 from kevin.store.profiles import profile_from_row
-from kevin.store.queries import TRADE_COLUMNS
-from kevin.store.trades import trade_from_row
+from kevin.store.trades import accepted_differences, attributes_of, mismatches_of
 
 # Products with any version recorded after the instant (a replay with no rules names).
 SELECT_ACTIVE_PRODUCTS = """
@@ -33,18 +35,29 @@ SELECT DISTINCT product FROM trade_history WHERE recorded_at > $1 ORDER BY produ
 # rare and read everything once. When each transaction wrote its first version here is
 # worked out by ``history`` from these rows: as a window over the transaction it cost a
 # second sort of every row, half of the statement's time.
+# The columns are those of a Trade (not ``latest``: a replay knows a trade's last version
+# from its history), in HISTORY_COLUMNS' order, and the jsonb ones as text for
+# ``_version`` to decode: a matched version's one entry (what decided it, the differences
+# both sides accepted) is split off by the server, so the client parses no JSON for it
+# and reads its ``rules`` from a handful of distinct texts.
+HISTORY_COLUMNS = (
+    "participant", "trade_id", "version", "status", "reason", "counterparty", "side",
+    "product", "quantity", "price", "currency", "trade_date", "settlement_date",
+    "location", "attributes::text", "match_id", "match_counterparty_trade_id",
+    "match_counterparty_version",
+    "CASE WHEN match_id IS NULL THEN mismatches::text END",
+    "CASE WHEN match_id IS NOT NULL THEN (mismatches -> 0 -> 'rules')::text END",
+    "CASE WHEN match_id IS NOT NULL THEN (mismatches -> 0 -> 'fields')::text END",
+    "rules_version", "comment", "replay_id", "actor", "first_submitted_at", "recorded_at",
+)
 SELECT_REPLAY_HISTORY = f"""
 WITH scope AS (
     SELECT DISTINCT participant, trade_id FROM trade_history WHERE product = ANY($1::text[])
-), versions AS (
-    SELECT {", ".join(f"h.{c.strip()}" for c in TRADE_COLUMNS.split(","))},
-           f.txid::text::bigint AS txid
-    FROM trade_history h
-    JOIN scope USING (participant, trade_id)
-    LEFT JOIN feed f USING (participant, trade_id, version)
 )
-SELECT {TRADE_COLUMNS}, coalesce(txid, -version) AS txid
-FROM versions
+SELECT {", ".join(HISTORY_COLUMNS)}, coalesce(f.txid::text::bigint, -version) AS txid
+FROM trade_history h
+JOIN scope USING (participant, trade_id)
+LEFT JOIN feed f USING (participant, trade_id, version)
 ORDER BY participant, trade_id, version
 """  # noqa: S608 (constant column lists only)
 
@@ -105,10 +118,68 @@ async def history(conn: asyncpg.Connection, products: Sequence[str]) -> list[Sto
     rows = await conn.fetch(SELECT_REPLAY_HISTORY, list(products), timeout=STATEMENT_TIMEOUT)
     started: dict[int, datetime] = {}  # each transaction's first version's recorded_at
     for r in rows:
-        txid, at = r["txid"], r["recorded_at"]
+        txid, at = r[-1], r[-2]
         if txid not in started or at < started[txid]:
             started[txid] = at
-    return [StoredVersion(trade_from_row(r), r["txid"], started[r["txid"]]) for r in rows]
+    read = _Reader()
+    return [StoredVersion(read.version(r), r[-1], started[r[-1]]) for r in rows]
+
+
+class _Reader:
+    """SELECT_REPLAY_HISTORY's rows as Trades, as trade_from_row builds them (not
+    validated again: see there), taken by position. The few distinct ``rules`` a
+    replay's versions name are decoded once each."""
+
+    def __init__(self) -> None:
+        self._rules: dict[object, RulesRef] = {}
+
+    def rules_text(self, text: str) -> RulesRef:
+        found = self._rules.get(text)
+        if found is None:
+            found = self._rules[text] = trusted(RulesRef, dict(jsoncodec.loads(text)))
+        return found
+
+    def rules(self, stored: dict[str, Any] | None) -> RulesRef | None:
+        if stored is None:
+            return None
+        key = (stored["kind"], stored["name"], stored["version"])
+        found = self._rules.get(key)
+        if found is None:
+            found = self._rules[key] = trusted(RulesRef, dict(stored))
+        return found
+
+    def version(self, row: asyncpg.Record) -> Trade:
+        (participant, trade_id, version, status, reason, counterparty, side, product,
+         quantity, price, currency, trade_date, settlement_date, location, attributes,
+         match_id, counterparty_trade_id, counterparty_version, mismatches, match_rules,
+         accepted, rules_version, comment, replay_id, actor, first_submitted_at,
+         recorded_at, _) = row
+        match = None
+        if match_id is not None:
+            match = trusted(MatchRef, {
+                "match_id": UUID(int=match_id.int),
+                "counterparty_trade_id": counterparty_trade_id,
+                "counterparty_version": counterparty_version,
+                "accepted_differences": (accepted_differences(jsoncodec.loads(accepted))
+                                         if accepted is not None and accepted != "[]"
+                                         else None),
+                "rules": self.rules_text(match_rules) if match_rules is not None else None,
+            })
+        return trusted(Trade, {
+            "counterparty": counterparty, "side": side, "product": product,
+            "quantity": quantity, "price": price, "currency": currency,
+            "trade_date": trade_date, "settlement_date": settlement_date,
+            "location": location,
+            "attributes": {} if attributes == "{}" else attributes_of(
+                jsoncodec.loads(attributes)),
+            "trade_id": trade_id, "participant": participant, "version": version,
+            "status": status, "match": match,
+            "mismatches": ([] if mismatches is None or mismatches == "[]"
+                           else mismatches_of(jsoncodec.loads(mismatches), self.rules)),
+            "reason": reason, "comment": comment, "recorded_at": recorded_at, "actor": actor,
+            "first_submitted_at": first_submitted_at, "rules_version": rules_version,
+            "replay_id": None if replay_id is None else UUID(int=replay_id.int),
+        })
 
 
 async def broken_pairs(conn: asyncpg.Connection) -> list[tuple[TradeRef, TradeRef]]:

@@ -4,7 +4,7 @@ here."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -103,9 +103,7 @@ def trade_from_row(row: Mapping[str, Any]) -> Trade:
         accepted = rules = None
         if stored_mismatches:
             details = stored_mismatches[0]
-            accepted = [trusted(AcceptedDifference, {
-                "field": f["field"], "ours": f["ours"], "theirs": f["theirs"]})
-                for f in details["fields"]] or None
+            accepted = accepted_differences(details["fields"])
             rules = _rules_ref(details.get("rules"))
             stored_mismatches = []
         match = trusted(MatchRef, {
@@ -121,16 +119,31 @@ def trade_from_row(row: Mapping[str, Any]) -> Trade:
         "location": row["location"], "attributes": attributes_of(row["attributes"]),
         "trade_id": row["trade_id"], "participant": row["participant"],
         "version": row["version"], "status": row["status"], "match": match,
-        "mismatches": [trusted(Mismatch, {
-            "counterparty_trade_id": m["counterparty_trade_id"],
-            "fields": [trusted(MismatchField, dict(f)) for f in m["fields"]],
-            "rules": _rules_ref(m.get("rules"))})
-            for m in stored_mismatches],
+        "mismatches": mismatches_of(stored_mismatches, _rules_ref),
         "reason": row["reason"], "comment": row["comment"],
         "recorded_at": row["recorded_at"], "actor": row["actor"],
         "first_submitted_at": row["first_submitted_at"],
         "rules_version": row["rules_version"], "replay_id": _uuid(row["replay_id"]),
     })
+
+
+def accepted_differences(stored: list[dict[str, Any]]) -> list[AcceptedDifference] | None:
+    """A matched version's accepted differences, from its ``mismatches`` entry."""
+    return [trusted(AcceptedDifference, {
+        "field": f["field"], "ours": f["ours"], "theirs": f["theirs"]})
+        for f in stored] or None
+
+
+def mismatches_of(stored: list[dict[str, Any]],
+                  rules_ref: Callable[[dict[str, Any] | None], RulesRef | None]
+                  ) -> list[Mismatch]:
+    """An unmatched version's mismatch list, from its ``mismatches`` column; each
+    entry's ``rules`` as ``rules_ref`` reads them."""
+    return [trusted(Mismatch, {
+        "counterparty_trade_id": m["counterparty_trade_id"],
+        "fields": [trusted(MismatchField, dict(f)) for f in m["fields"]],
+        "rules": rules_ref(m.get("rules"))})
+        for m in stored]
 
 
 def trade_from_new(new: NewVersion, first_submitted_at: datetime,
