@@ -3,8 +3,9 @@
     PYTHONPATH=. python benchmarks/overdue_tab.py [--trades 1000000] [--runs 5]
         [--url postgresql://postgres@127.0.0.1:5432/postgres]
 
-Loads a scratch database as benchmarks/report_latency.py does (two participants, 20
-trade dates, about 30% of the trades left open: unmatched or mismatched), gives each
+Loads a scratch database as benchmarks/report_latency.py does (benchmarks/scratch_book.py:
+two participants, 20 trade dates, about 30% of the trades left open: unmatched or
+mismatched), gives each
 product a cut-off (T+0 17:00 UTC), and times, for BANKA, at two instants — when only the
 first trade date's cut-off has passed (few overdue) and when every one has (all open
 trades overdue):
@@ -17,18 +18,15 @@ trades overdue):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from benchmarks.report_latency import DATES, FIRST_DATE, load
-from kevin.dburl import to_asyncpg_dsn, with_database
+from benchmarks.scratch_book import DATES, FIRST_DATE, arguments, on_scratch_book
 from kevin.domain.queries import PageQuery
 from kevin.engine.service import Page, TradeService
 from kevin.engine.workbench import Exceptions, ExceptionsQuery, Workbench
@@ -84,33 +82,8 @@ async def measure(url: str, runs: int) -> None:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--trades", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
-    parser.add_argument("--reuse", metavar="DATABASE",
-                        help="measure a database a --keep run left, without loading")
-    args = parser.parse_args()
-    if args.reuse:
-        await measure(with_database(args.url, args.reuse), args.runs)
-        return
-    name = f"kevin_bench_overdue_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(to_asyncpg_dsn(args.url))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = with_database(args.url, name)
-    try:
-        await database.migrate(url)
-        started = time.perf_counter()
-        await load(url, args.trades)
-        print(f"loaded {args.trades:,} trades in {time.perf_counter() - started:.1f} s")
-        await measure(url, args.runs)
-    finally:
-        if args.keep:
-            print(f"kept: --reuse {name}")
-        else:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    args = arguments(__doc__.split("\n")[0]).parse_args()
+    await on_scratch_book(args, "overdue", lambda url: measure(url, args.runs))
 
 
 if __name__ == "__main__":
