@@ -1,8 +1,9 @@
-"""Helpers the HTTP tests share: the two sides of a trade, and the trade routes called
-with the status each must answer."""
+"""Helpers the HTTP tests share: the two sides of a trade, the trade routes called
+with the status each must answer, and a book's state as stored."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.conftest import ADMIN, trade_body
@@ -69,3 +70,14 @@ def assert_matched(ours: dict, theirs: dict) -> None:
     assert ours["match"]["counterparty_version"] == theirs["version"]
     assert theirs["match"]["counterparty_trade_id"] == ours["trade_id"]
     assert theirs["match"]["counterparty_version"] == ours["version"]
+
+
+async def book_state(conn, participant: str) -> dict[str, tuple]:
+    """A participant's trades as stored, by trade_id: the latest version's number, status,
+    matched counterparty trade and mismatches (to compare two books traded alike)."""
+    rows = await conn.fetch(
+        "SELECT trade_id, version, status, match_counterparty_trade_id, mismatches "
+        "FROM trades WHERE latest AND participant = $1", participant)
+    return {r["trade_id"]: (r["version"], r["status"], r["match_counterparty_trade_id"],
+                            json.loads(r["mismatches"]) if isinstance(r["mismatches"], str)
+                            else r["mismatches"]) for r in rows}

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import ADMIN, as_read, trade_body, wait_for
 from tests.matching_checks import check_matching_invariants
+from tests.support import book_state
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
@@ -206,22 +207,14 @@ async def test_a_batch_matches_exactly_as_single_submissions_do(client, api, con
     result = await batch(client, heads["BANKD"], *buys("BANKD", "BANKC"))
     assert [r["result"] for r in result["results"]] == ["created"] * 5
 
-    async def state(participant: str) -> dict[str, tuple]:
-        rows = await conn.fetch(
-            "SELECT trade_id, version, status, match_counterparty_trade_id, mismatches "
-            "FROM trades WHERE latest AND participant = $1", participant)
-        return {r["trade_id"]: (r["version"], r["status"], r["match_counterparty_trade_id"],
-                                json.loads(r["mismatches"]) if isinstance(r["mismatches"], str)
-                                else r["mismatches"]) for r in rows}
-
-    assert await state("BANKC") == await state("BANKA")
-    assert await state("BANKD") == await state("BANKB")
-    statuses = {k: v[1] for k, v in (await state("BANKD")).items()}
+    assert await book_state(conn, "BANKC") == await book_state(conn, "BANKA")
+    assert await book_state(conn, "BANKD") == await book_state(conn, "BANKB")
+    statuses = {k: v[1] for k, v in (await book_state(conn, "BANKD")).items()}
     assert statuses == {"B-1": "matched", "B-2": "mismatched", "B-3": "matched",
                         "B-4": "mismatched", "B-5": "mismatched"}
     # What the batch answered is each trade's latest version.
     answered = {r["trade"]["trade_id"]: r["trade"]["version"] for r in result["results"]}
-    assert answered == {k: v[0] for k, v in (await state("BANKD")).items()}
+    assert answered == {k: v[0] for k, v in (await book_state(conn, "BANKD")).items()}
     await check_matching_invariants(conn)
 
 

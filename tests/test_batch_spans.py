@@ -5,7 +5,6 @@ segment was sparse enough to be read that way."""
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from kevin.store import batch_book, bulk
 from tests.conftest import ADMIN, trade_body
 from tests.matching_checks import check_matching_invariants
+from tests.support import book_state
 from tests.test_batch_api import batch
 
 LINES = 40  # buys, at or above batch_book.DENSE_PRICES
@@ -79,17 +79,9 @@ async def test_a_crowded_batch_matches_as_single_submissions_do(
     [count], [cap] = counted[0]
     assert (count < cap) is not crowded
 
-    async def state(participant: str) -> dict[str, tuple]:
-        rows = await conn.fetch(
-            "SELECT trade_id, version, status, match_counterparty_trade_id, mismatches "
-            "FROM trades WHERE latest AND participant = $1", participant)
-        return {r["trade_id"]: (r["version"], r["status"], r["match_counterparty_trade_id"],
-                                json.loads(r["mismatches"]) if isinstance(r["mismatches"], str)
-                                else r["mismatches"]) for r in rows}
-
-    assert await state("BANKC") == await state("BANKA")
-    assert await state("BANKD") == await state("BANKB")
-    matched = await state("BANKD")
+    assert await book_state(conn, "BANKC") == await book_state(conn, "BANKA")
+    assert await book_state(conn, "BANKD") == await book_state(conn, "BANKB")
+    matched = await book_state(conn, "BANKD")
     assert matched["B-0"][1:3] == ("matched", "S-L")
     assert matched[f"B-{LINES - 1}"][1:3] == ("matched", "S-H")
     assert {v[1] for v in matched.values()} == {"matched", "mismatched"}
