@@ -55,3 +55,16 @@ def test_unreachable_database_fails_with_one_line():
     line = _one_line_error(
         run_cli("migrate", KEVIN_DATABASE_URL="postgresql://postgres@127.0.0.1:1/kevin"))
     assert "database" in line
+
+
+@pytest.mark.slow  # CLI subprocesses
+def test_consume_names_the_hook_it_cannot_load():
+    base = ("consume", "--url", "http://127.0.0.1:1", "--api-key", "kv_x",
+            "--database-url", "postgresql://postgres@127.0.0.1:1/none", "--strategy",
+            "contiguous")
+    for option, spec, why in (
+            ("--callback", "tests.consumer_hooks:nothing", "has no attribute"),
+            ("--on-proposal", "tests.no_such_module:record", "No module named"),
+            ("--on-overdue", "tests.consumer_hooks:NOT_A_FUNCTION", "not a function")):
+        line = _one_line_error(run_cli(*base, option, spec))
+        assert f"cannot load {option} {spec!r}" in line and why in line, line

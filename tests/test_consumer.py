@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from kevin import jsoncodec
 from kevin.consumer import Consumer, Update
 from kevin.dburl import to_asyncpg_dsn
-from tests.conftest import ADMIN_TOKEN, trade_body, wait_for
+from tests.conftest import ADMIN, ADMIN_TOKEN, trade_body, wait_for
 from tests.feed_helpers import read_all
 from tests.processes import Server, kevin_env
+from tests.test_cutoffs_api import PROFILE, ours
 
 
 def _key(headers: dict[str, str]) -> str:
@@ -342,3 +343,86 @@ async def test_the_consumer_keeps_numbers_in_attributes_as_written(client, banks
         assert [jsoncodec.dumps(p) for p in played] == [attributes]
     finally:
         await pool.close()
+
+
+@pytest.mark.slow
+async def test_kevin_consume_hands_each_kind_of_event_to_its_own_hook(
+        client, banks, empty_db_url, tmp_path):
+    """`kevin consume` as BANKB with --callback, --on-proposal and --on-overdue: every
+    update on its feed reaches the hook for its kind, once, by the time the checkpoint is
+    at the feed's end."""
+    a, b = banks
+    resp = await client.put("/v1/profiles/a-b-xau", json=PROFILE, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    # BANKA's XAU trade of a date long past: overdue at once, alleged against BANKB.
+    resp = await client.post("/v1/trades", json=ours("A-OLD", "2026-01-05"), headers=a)
+    assert resp.status == 201, await resp.text()
+    # XAG has no cut-off: a mismatch, BANKA's proposal on it and BANKB's answer.
+    for headers, body in ((a, trade_body("A-1", product="XAG")),
+                          (b, trade_body("B-1", product="XAG", counterparty="BANKA",
+                                         side="buy", price="1003.00"))):
+        resp = await client.post("/v1/trades", json=body, headers=headers)
+        assert resp.status == 201, await resp.text()
+    resp = await client.post("/v1/proposals", headers=a, json={
+        "trade_id": "A-1", "kind": "match", "counterparty_trade_id": "B-1"})
+    assert resp.status == 201, await resp.text()
+    proposal_id = (await resp.json())["proposal_id"]
+    resp = await client.post(f"/v1/proposals/{proposal_id}/reject", headers=b)
+    assert resp.status == 200, await resp.text()
+
+    async def whole_feed() -> list[dict] | None:
+        updates = await read_all(client, b)
+        kinds = [u["event"] for u in updates]
+        return updates if kinds.count("overdue") == 1 and kinds.count("proposal") == 2 \
+            else None
+
+    feed = await wait_for(whole_feed, timeout=30)
+    trades = {(u["participant"], u["trade_id"], u["version"]) for u in feed
+              if u["event"] not in ("proposal", "overdue")}
+    assert {t[1] for t in trades} == {"B-1"}
+    dsn = to_asyncpg_dsn(empty_db_url)
+    check = await asyncpg.connect(dsn)
+    await check.execute(
+        "CREATE TABLE effects (participant text, trade_id text, version int);"
+        "CREATE TABLE proposal_effects (participant text, proposal_id text, version int,"
+        " state text);"
+        "CREATE TABLE overdue_effects (participant text, notice_id bigint, trade_id text)")
+    argv = [sys.executable, "-m", "kevin.cli", "consume", "--url", str(client.make_url("")),
+            "--database-url", dsn, "--strategy", "contiguous",
+            "--callback", "tests.consumer_hooks:record",
+            "--on-proposal", "tests.consumer_hooks:record_proposal",
+            "--on-overdue", "tests.consumer_hooks:record_overdue"]
+
+    def start() -> subprocess.Popen:
+        with open(tmp_path / "consume.log", "wb") as log:
+            return subprocess.Popen(argv, env=kevin_env(KEVIN_API_KEY=_key(b)),
+                                    stdout=subprocess.DEVNULL, stderr=log)
+
+    process = start()
+
+    async def caught_up() -> bool:
+        try:
+            return await check.fetchval("SELECT seq FROM kevin_feed_checkpoints") == \
+                feed[-1]["seq"]
+        except asyncpg.UndefinedTableError:  # before the consumer creates its tables
+            return False
+
+    try:
+        await wait_for(caught_up, timeout=60)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 15) == 0
+        effects = await check.fetch("SELECT participant, trade_id, version FROM effects")
+        assert sorted(map(tuple, effects)) == sorted(trades)
+        proposals = await check.fetch(
+            "SELECT participant, proposal_id, version, state FROM proposal_effects")
+        assert sorted(map(tuple, proposals)) == [
+            ("BANKB", proposal_id, 1, "open"), ("BANKB", proposal_id, 2, "rejected")]
+        (overdue,) = [u for u in feed if u["event"] == "overdue"]
+        notices = await check.fetch(
+            "SELECT participant, notice_id, trade_id FROM overdue_effects")
+        assert list(map(tuple, notices)) == [("BANKB", overdue["notice_id"], "A-OLD")]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        await check.close()
