@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, localcontext
+from decimal import Decimal
 
-from kevin.domain.models import Mismatch, MismatchField, Trade
+from kevin.domain.models import Mismatch, MismatchField, Trade, trusted
 from kevin.domain.rules import EXACT, Rules
 
 RESTING = frozenset({"unmatched", "mismatched"})
@@ -94,12 +94,11 @@ def out_of_tolerance(trade: Trade, candidate: Trade, rules: Rules) -> list[str]:
 def candidate_order(trade: Trade, candidate: Trade) -> tuple[Decimal, Decimal, datetime, str]:
     """docs/design.md invariant 7: smallest price difference, then smallest quantity
     difference, then earliest first submission, then trade_id (``tie_break``)."""
-    with localcontext(EXACT):
-        return (
-            abs(trade.price - candidate.price),
-            abs(trade.quantity - candidate.quantity),
-            *tie_break(candidate),
-        )
+    return (
+        EXACT.abs(EXACT.subtract(trade.price, candidate.price)),
+        EXACT.abs(EXACT.subtract(trade.quantity, candidate.quantity)),
+        *tie_break(candidate),
+    )
 
 
 def tie_break(candidate: Trade) -> tuple[datetime, str]:
@@ -118,15 +117,16 @@ def _text(value: object) -> str | None:
 
 def explain(trade: Trade, resting: Trade, rules: Rules, fields: Iterable[str]) -> Mismatch:
     """One mismatch entry, from ``trade``'s point of view (ours) against ``resting``."""
-    return Mismatch(
-        counterparty_trade_id=resting.trade_id,
-        fields=[
-            MismatchField(field=name, ours=_text(getattr(trade, name)),
-                          theirs=_text(getattr(resting, name)),
-                          tolerance=rules.tolerances.text(name, resting_of(trade, resting)[0]))
-            for name in fields
-        ],
-    )
+    # Built from values of validated trades and rules: not validated again (trusted).
+    base = resting_of(trade, resting)[0]
+    return trusted(Mismatch, {
+        "counterparty_trade_id": resting.trade_id,
+        "fields": [trusted(MismatchField, {
+            "field": name, "ours": _text(getattr(trade, name)),
+            "theirs": _text(getattr(resting, name)),
+            "tolerance": rules.tolerances.text(name, base)}) for name in fields],
+        "rules": None,
+    })
 
 
 def decide(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -40,7 +41,13 @@ class DecidedBy:
         return {"kind": self.kind, "name": self.name, "version": self.version}
 
     def as_ref(self) -> RulesRef:
-        return RulesRef.model_validate(self.as_json())
+        return _rules_ref(self.kind, self.name, self.version)
+
+
+@lru_cache(maxsize=1024)
+def _rules_ref(kind: str, name: str, version: int | None) -> RulesRef:
+    """One RulesRef (frozen) per definition: every match and mismatch names one."""
+    return RulesRef.model_validate({"kind": kind, "name": name, "version": version})
 
 
 @dataclass(frozen=True)

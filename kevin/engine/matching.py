@@ -24,7 +24,16 @@ import structlog
 from kevin.domain.book import Book, RulesInForce
 from kevin.domain.errors import CannotMatch, VersionConflict
 from kevin.domain.matching import RESTING, Matched, Mismatched, TradeRef, decide, ref
-from kevin.domain.models import ECONOMIC_FIELDS, MatchRef, Reason, Trade, TradeTerms
+from kevin.domain.models import (
+    ECONOMIC_FIELDS,
+    MatchRef,
+    Mismatch,
+    Reason,
+    RulesRef,
+    Trade,
+    TradeTerms,
+    trusted,
+)
 from kevin.domain.versions import next_version
 
 log = structlog.get_logger(__name__)
@@ -78,11 +87,9 @@ class Matcher:
         rules = in_force.decided_by.as_ref() if in_force is not None else None
         first, second = await self.append_all([
             (trade, {"status": "matched", "reason": reason, "comment": comment, **decided_by,
-                     "match": MatchRef(match_id=match_id, counterparty_trade_id=other.trade_id,
-                                       counterparty_version=other.version + 1, rules=rules)}),
+                     "match": _match_ref(match_id, other, rules)}),
             (other, {"status": "matched", "reason": reason, "comment": comment, **decided_by,
-                     "match": MatchRef(match_id=match_id, counterparty_trade_id=trade.trade_id,
-                                       counterparty_version=trade.version + 1, rules=rules)}),
+                     "match": _match_ref(match_id, trade, rules)}),
         ])
         await self.recheck_trades_naming(trade, other)
         return first, second
@@ -147,7 +154,8 @@ class Matcher:
         elif isinstance(decision, Mismatched):
             # Each entry names what it was compared under (the rules in force).
             rules = in_force.decided_by.as_ref()
-            mismatches = [m.model_copy(update={"rules": rules}) for m in decision.mismatches]
+            mismatches = [trusted(Mismatch, {**m.__dict__, "rules": rules})
+                          for m in decision.mismatches]
             if trade.status != "mismatched" or trade.mismatches != mismatches:
                 await self.append(trade, status="mismatched", reason="mismatched",
                                   mismatches=mismatches, **decided_by)
@@ -255,6 +263,14 @@ class Matcher:
         latest = await self.book.latest(ref(trade))
         assert latest is not None
         return latest
+
+
+def _match_ref(match_id: UUID, other: Trade, rules: RulesRef | None) -> MatchRef:
+    """A leg's match with ``other``, about to get its next version. Made of validated
+    values: not validated again (trusted)."""
+    return trusted(MatchRef, {"match_id": match_id, "counterparty_trade_id": other.trade_id,
+                              "counterparty_version": other.version + 1,
+                              "accepted_differences": None, "rules": rules})
 
 
 def _decided_by(in_force: RulesInForce | None) -> dict[str, Any]:
