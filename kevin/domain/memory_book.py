@@ -108,21 +108,28 @@ class MemoryBook:
 
     def put(self, trade: Trade) -> None:
         """Hold ``trade`` as the latest version of its trade."""
-        old = self.trades.get(ref(trade))
+        key = (trade.participant, trade.trade_id)
+        old = self.trades.get(key)
+        self.trades[key] = trade
+        resting = trade.status in RESTING
         if old is not None:
             if old.status in RESTING:
-                self._resting[segment_of(old)].remove(old)
-            for named in _named(old):
-                self._naming[named].discard(ref(old))
-        self.trades[ref(trade)] = trade
-        if trade.status in RESTING:
+                if resting and _same_place(old, trade):
+                    resting = False  # its entry stands (a new mismatch list, say)
+                else:
+                    self._resting[segment_of(old)].remove(old)
+            if old.status == "mismatched":
+                for named in _named(old):
+                    self._naming[named].discard(key)
+        if resting:
             segment = segment_of(trade)
-            resting = self._resting.get(segment)
-            if resting is None:
-                resting = self._resting[segment] = Resting()
-            resting.add(trade)
-        for named in _named(trade):
-            self._naming[named].add(ref(trade))
+            found = self._resting.get(segment)
+            if found is None:
+                found = self._resting[segment] = Resting()
+            found.add(trade)
+        if trade.status == "mismatched":
+            for named in _named(trade):
+                self._naming[named].add(key)
 
     # --- what decide needs ---------------------------------------------------------------
 
@@ -287,6 +294,14 @@ def _by_quantity(levels: list[SortedList[Entry]], quantity: Decimal) -> Iterator
         else:
             yield from heapq.merge(*(run[0].islice(start, end) for _, start, end, run in groups),
                                    key=lambda e: e[1:])
+
+
+def _same_place(old: Trade, new: Trade) -> bool:
+    """Whether two versions of a trade rest in the same place: segment, price level and
+    entry."""
+    return (old.price == new.price and old.quantity == new.quantity
+            and old.first_submitted_at == new.first_submitted_at
+            and segment_of(old) == segment_of(new))
 
 
 def _named(trade: Trade) -> list[Named]:
