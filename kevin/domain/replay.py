@@ -11,10 +11,10 @@ matching; the replay works those out afresh. No I/O here.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -152,14 +152,20 @@ def rules_at(timeline: RulesTimeline, product: str, instant: datetime
 # --- from stored history to a starting book and events --------------------------------
 
 
-@dataclass(frozen=True)
-class StoredVersion:
+class StoredVersion(NamedTuple):
     """A version as stored, with its writing transaction (from its feed row) and when
-    that transaction wrote its first version: the instant it belongs to as a whole."""
+    that transaction wrote its first version: the instant it belongs to as a whole.
+    ``read`` builds the version as a Trade: a replay needs few versions whole (each
+    trade's latest, the one it had at ``since``, the participants' and operators' acts),
+    matching's other outcomes only for their place in time, so most are never built."""
 
-    trade: Trade
+    trade_ref: TradeRef
+    version: int
+    reason: str
+    recorded_at: datetime
     txid: int
     tx_started: datetime
+    read: Callable[[], Trade]
 
 
 @dataclass(frozen=True)
@@ -209,6 +215,14 @@ class History:
     broken_before: set[frozenset[TradeRef]] = field(default_factory=set)
 
 
+# The versions that are someone's act, read whole (cancelled needs only its instant).
+_ACTS = frozenset({"submitted", "amended", "forced", "broken"})
+
+
+def _version(stored: StoredVersion) -> int:
+    return stored.version
+
+
 def _event_key(event: Event) -> tuple[datetime, int, str]:
     first = event.trade if isinstance(event, Amended | Cancelled) else (
         ref(event.trade) if isinstance(event, Submitted) else event.legs[0])
@@ -228,28 +242,39 @@ def split_history(
     """
     by_trade: dict[TradeRef, list[StoredVersion]] = defaultdict(list)
     for stored in versions:
-        by_trade[ref(stored.trade)].append(stored)
+        by_trade[stored.trade_ref].append(stored)
     history = History()
     forced: dict[UUID, list[Trade]] = defaultdict(list)
     broken: dict[int, list[Trade]] = defaultdict(list)
     for trade_ref, stored_versions in by_trade.items():
-        stored_versions.sort(key=lambda s: s.trade.version)
-        history.latest[trade_ref] = stored_versions[-1].trade
+        stored_versions.sort(key=_version)
+        last = stored_versions[-1]
+        last_trade = None  # the last version, once built
+        at_since = None  # the last version whose transaction began by ``since``
         for stored in stored_versions:
-            trade = stored.trade
             if stored.tx_started <= since:
-                history.book[trade_ref] = trade
+                at_since = stored
                 continue
-            if trade.reason == "submitted":
-                history.events.append(Submitted(trade.recorded_at, trade))
-            elif trade.reason == "amended":
-                history.events.append(Amended(trade.recorded_at, trade_ref, trade.terms()))
-            elif trade.reason == "cancelled":
-                history.events.append(Cancelled(trade.recorded_at, trade_ref))
-            elif trade.reason == "forced" and trade.match is not None:
-                forced[trade.match.match_id].append(trade)
-            elif trade.reason == "broken":
-                broken[stored.txid].append(trade)
+            reason = stored.reason
+            if reason == "cancelled":
+                history.events.append(Cancelled(stored.recorded_at, trade_ref))
+            elif reason in _ACTS:
+                trade = stored.read()
+                if stored is last:
+                    last_trade = trade
+                if reason == "submitted":
+                    history.events.append(Submitted(trade.recorded_at, trade))
+                elif reason == "amended":
+                    history.events.append(Amended(trade.recorded_at, trade_ref, trade.terms()))
+                elif reason == "forced" and trade.match is not None:
+                    forced[trade.match.match_id].append(trade)
+                elif reason == "broken":
+                    broken[stored.txid].append(trade)
+        if at_since is last:
+            history.book[trade_ref] = last_trade = last.read()
+        elif at_since is not None:
+            history.book[trade_ref] = at_since.read()
+        history.latest[trade_ref] = last_trade if last_trade is not None else last.read()
     for legs in forced.values():
         if len(legs) == 2:
             legs.sort(key=lambda t: t.recorded_at)

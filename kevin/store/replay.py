@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -121,8 +122,9 @@ async def history(conn: asyncpg.Connection, products: Sequence[str]) -> list[Sto
         txid, at = r[-1], r[-2]
         if txid not in started or at < started[txid]:
             started[txid] = at
-    read = _Reader()
-    return [StoredVersion(read.version(r), r[-1], started[r[-1]]) for r in rows]
+    reader = _Reader()
+    return [StoredVersion((r[0], r[1]), r[2], r[4], r[-2], r[-1], started[r[-1]],
+                          partial(reader.version, r)) for r in rows]
 
 
 class _Reader:
