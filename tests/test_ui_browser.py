@@ -8,6 +8,7 @@ saves a picture of each page as the scenarios pass through it (the README's).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -549,3 +550,66 @@ async def test_every_table_fits_a_1280_window_even_with_long_differences(
         await expect(person.page.locator("#proposals tbody tr")).to_have_count(1)
         found[who, "trade"] = await person.page.evaluate(_TABLE_OVERFLOW)
     assert found == dict.fromkeys(found, {"page": 0, "past": []})
+
+
+async def test_a_tab_clicked_while_a_live_refresh_runs_is_the_tab_that_shows(
+        client, banks, people):
+    """A live refresh may replace the region while a person's tab request is on its way:
+    the tab's answer still shows, and a refresh the tab overtook does not bring back the
+    tab the person left."""
+    a, _ = banks
+    await submit(client, a, trade_body("A-1"))
+    bank_a = await people(key_of(a))
+    await bank_a.live()
+    page = bank_a.page
+    region = page.locator("#live-region")
+    await expect(region).to_have_attribute("data-tab", "mismatched")
+    page_id = await bank_a.page_id()
+
+    # The unmatched tab's answer is held until a live refresh has replaced the region.
+    unmatched_tab = re.compile(r".*/ui/exceptions\?(.*&)?tab=unmatched(&.*)?$")
+    held, release = asyncio.Event(), asyncio.Event()
+    refreshes = {"when held": 0}
+    armed = [True]  # the next request for the tab is held, the ones after it not
+
+    async def hold(route: Any) -> None:
+        if not armed[0]:
+            await route.continue_()
+            return
+        armed[0] = False
+        refreshes["when held"] = await page.evaluate(
+            "Number(document.body.dataset.refreshed || 0)")
+        held.set()
+        await release.wait()
+        await route.continue_()
+
+    def more_than(count: int) -> re.Pattern[str]:
+        return re.compile(rf"^(?!{count}$)[0-9]+$")  # the count only grows
+
+    await page.route(unmatched_tab, hold)
+    await page.locator("#tab-unmatched").click()
+    await asyncio.wait_for(held.wait(), WAIT_MS / 1000)
+    await submit(client, a, trade_body("A-2", product="XAG"))  # on BANKA's feed: a refresh
+    body = page.locator("body")
+    await expect(body).to_have_attribute(
+        "data-refreshed", more_than(refreshes["when held"]), timeout=WAIT_MS)
+    release.set()
+    await expect(region).to_have_attribute("data-tab", "unmatched")
+    await expect(page.locator("#tab-unmatched")).to_have_attribute("aria-current", "page")
+    await expect(page.locator("#row-BANKA-A-1")).to_be_visible()
+
+    # The other way round: a refresh sent before a tab click answers after it. The tab
+    # stays, and its lists come up to date.
+    held.clear()
+    release.clear()
+    armed[0] = True
+    await submit(client, a, trade_body("A-3", product="XAG"))
+    await asyncio.wait_for(held.wait(), WAIT_MS / 1000)  # the refresh, of the tab shown
+    await page.locator("#tab-alleged").click()
+    await expect(region).to_have_attribute("data-tab", "alleged")
+    await expect(page.locator("#tab-unmatched .count")).to_have_text("3")
+    release.set()
+    await expect(body).to_have_attribute(
+        "data-refreshed", more_than(refreshes["when held"]), timeout=WAIT_MS)
+    await expect(region).to_have_attribute("data-tab", "alleged")
+    assert await bank_a.page_id() == page_id

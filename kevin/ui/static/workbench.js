@@ -47,15 +47,20 @@
     var running = false;
     var again = false;
 
+    var dropped = false;
+
     function refresh() {
       pending = null;
       if (running) { again = true; return; }
       var region = document.getElementById(regionId);
       if (!region) return;
       running = true;
+      dropped = false;
       var kept = keptValues(region);
-      htmx.ajax("GET", window.location.href, {target: "#" + regionId, swap: "outerHTML"})
+      htmx.ajax("GET", window.location.href,
+                {target: "#" + regionId, swap: "outerHTML", headers: {"X-Kevin-Refresh": "1"}})
         .then(function () {
+          if (dropped) return;
           restore(kept);
           document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
         })
@@ -64,6 +69,34 @@
           if (again) { again = false; refresh(); }
         });
     }
+
+    // A request's answer goes to the region it was sent for, and a refresh may replace
+    // that region while a person's tab or filter request is on its way (or the other way
+    // round). A person's answer then goes to the region now on the page; a refresh of a
+    // region that has been replaced is stale — dropped, and run again for what is shown.
+    // htmx announces the swap on the old region, detached by then: each region gets its
+    // own listener as it comes onto the page.
+    var watched = new WeakSet();
+    function onRegionAnswer(event) {
+      var target = event.detail.target;
+      if (!target || target.isConnected) return;
+      var headers = (event.detail.requestConfig || {}).headers || {};
+      if (headers["X-Kevin-Refresh"]) {
+        event.detail.shouldSwap = false;
+        dropped = true;
+        again = true;
+      } else {
+        event.detail.target = document.getElementById(regionId);
+      }
+    }
+    function watchRegion() {
+      var region = document.getElementById(regionId);
+      if (!region || watched.has(region)) return;
+      watched.add(region);
+      region.addEventListener("htmx:beforeSwap", onRegionAnswer);
+    }
+    watchRegion();
+    body.addEventListener("htmx:load", watchRegion);
 
     function onUpdate(event) {
       if (onlyTrade) {
