@@ -135,8 +135,12 @@ sa.Index("ix_trades_latest_by_participant", trades.c.participant, trades.c.statu
 sa.Index("ix_trades_alleged", trades.c.counterparty, trades.c.status,
          postgresql_where=trades.c.latest)
 
-# The STP report: a range of trade dates, for one participant or all (alembic 0012).
+# The STP report: a range of trade dates, for one participant or all (alembic 0012); and
+# the few earlier versions it reads besides the latest: those matched or mismatched
+# (alembic 0015, which also creates the report's `array_collect` aggregate).
 sa.Index("ix_trades_trade_date", trades.c.trade_date, trades.c.participant)
+sa.Index("ix_trades_earlier", trades.c.trade_date, trades.c.participant,
+         postgresql_where=sa.text("NOT latest AND status IN ('matched', 'mismatched')"))
 # The overdue scan: the open trades of given trade dates, walked in key order (alembic 0014).
 sa.Index("ix_trades_open_by_trade_date", trades.c.trade_date, trades.c.participant,
          trades.c.trade_id,
@@ -257,6 +261,9 @@ sa.Index("ix_trades_archive_as_of", trades_archive.c.participant, trades_archive
 
 sa.Index("ix_trades_archive_trade_date", trades_archive.c.trade_date,
          trades_archive.c.participant)
+sa.Index("ix_trades_archive_earlier", trades_archive.c.trade_date,
+         trades_archive.c.participant,
+         postgresql_where=sa.text("status IN ('matched', 'mismatched')"))
 
 # Matching profiles: tolerances a pair of participants agreed, for one product or "*".
 # Versioned and append-only like rules (the only UPDATE flips `latest`, by trigger); a

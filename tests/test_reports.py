@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from kevin.store import reports
 from tests.conftest import ADMIN
 from tests.support import buy, cancel, get, post, sell, versions
 
@@ -124,6 +125,25 @@ async def test_groups_by_product_and_counterparty_add_up_to_the_whole(client, ba
     by_counterparty = await report(client, a, **params, group_by="counterparty")
     assert [g["key"] for g in by_counterparty["groups"]] == ["BANKB"]
     assert by_counterparty["groups"][0]["trades"] == by_counterparty["trades"] == 5
+    # The totals of a grouped report are the ungrouped report's, percentiles included
+    # (taken over every group's waits, not derived from the groups' own).
+    whole = await report(client, a, **params)
+    for grouped in (by_product, by_counterparty):
+        assert {k: v for k, v in grouped.items() if k not in ("groups", "group_by", "as_of")} \
+            == {k: v for k, v in whole.items() if k not in ("groups", "group_by", "as_of")}
+
+
+async def test_the_next_weekday_after_a_trade_date_is_the_calendars(conn):
+    """matched_by_t1 reads the next weekday from the date's day number (0001-01-01 was a
+    Monday): it agrees with the calendar over years of dates."""
+    rows = await conn.fetch(
+        f"SELECT d::date AS d, {reports.NEXT_WEEKDAY.format(d='d::date')} AS next_weekday "
+        "FROM generate_series(DATE '1999-12-25', DATE '2031-01-05', interval '1 day') AS d")
+    assert len(rows) > 11_000
+    for row in rows:
+        day = row["d"]
+        expected = day + timedelta(days={4: 3, 5: 2}.get(day.weekday(), 1))
+        assert row["next_weekday"] == expected, day
 
 
 async def test_as_of_reads_the_report_as_it_stood_and_again_the_same(client, banks, today):

@@ -21,10 +21,13 @@ from kevin.domain.tolerances import TOLERANCE_FIELDS
 # and the as-of form $4: the instant. The key column is one of a fixed set (GROUP_KEYS),
 # never text from a request.
 #
-# Each form yields one row per trade: its status and how it matched at the instant
-# (status 0 unmatched, 1 mismatched, 2 matched, 3 cancelled; how 0 auto, 1 forced,
-# 2 agreed), the first instant it was ever matched, its first submission, trade date, key,
-# and per field whether its nearest candidate ever differed on it.
+# Each form yields one row per trade, as it stood at the instant: live (not cancelled),
+# is_matched, is_agreed and is_forced (matched, by that reason), the first instant it was
+# ever matched, its first submission, trade date, key, and per field whether its nearest
+# candidate ever differed on it. The figures are one aggregate over those rows, and the
+# planner writes a column's expression into every figure that reads it: each form spells
+# them in what it has at hand (the status text now, the packed state as of an instant),
+# never as a code to be decoded again per figure.
 
 _STATUS = ("CASE {t}status WHEN 'unmatched' THEN 0 WHEN 'mismatched' THEN 1 "
            "WHEN 'matched' THEN 2 ELSE 3 END")
@@ -37,9 +40,9 @@ def _differed(t: str, field: str) -> str:
             f"'[{{\"field\": \"{field}\"}}]')")
 
 
-# Now: the latest rows say almost everything (ix_trades_trade_date finds them). Only an
-# earlier match (since broken or amended away) or an earlier mismatch is in older
-# versions; those are few, aggregated apart, and joined by hash.
+# Now: the latest rows say almost everything. Only an earlier match (since broken or
+# amended away) or an earlier mismatch is in older versions; those are few, found by
+# ix_trades_earlier, aggregated apart, and joined by hash.
 _PER_TRADE_NOW = """
 WITH earlier AS (
     SELECT participant, trade_id,
@@ -51,7 +54,9 @@ WITH earlier AS (
     GROUP BY participant, trade_id
 ),
 per_trade AS (
-    SELECT {status} AS status, {how} AS how,
+    SELECT t.status <> 'cancelled' AS live, t.status = 'matched' AS is_matched,
+           t.reason = 'agreed' AND t.status = 'matched' AS is_agreed,
+           t.reason = 'forced' AND t.status = 'matched' AS is_forced,
            least(e.first_matched_at,
                  CASE WHEN t.status = 'matched' THEN t.recorded_at END) AS first_matched_at,
            t.first_submitted_at, t.trade_date, {key} AS key,
@@ -83,42 +88,62 @@ WITH versions AS (
     GROUP BY participant, trade_id
 ),
 per_trade AS (
-    SELECT state % 64 / 8 AS status, state % 8 AS how, first_matched_at,
-           first_submitted_at, trade_date, key, participant, counterparty, product,
-           {differed_columns}
+    SELECT state % 64 / 8 <> 3 AS live, state % 64 / 8 = 2 AS is_matched,
+           state % 64 = 2 * 8 + 2 AS is_agreed, state % 64 = 2 * 8 + 1 AS is_forced,
+           first_matched_at, first_submitted_at, trade_date, key, participant,
+           counterparty, product, {differed_columns}
     FROM versions
 )"""
 
-# The figures: grouped, GROUPING SETS give the totals (is_total) and each group's from one
-# pass; ungrouped, one plain aggregate.
+# The figures: one aggregate per group (or over everything), of counts and the waits
+# collected as an array, so that each parallel worker aggregates its share of the rows:
+# an ordered-set aggregate such as percentile_cont has no partial form, and a statement
+# with one is aggregated by one process. The percentiles are then taken over each group's
+# waits, and the totals add the groups up (GROUPING SETS has no partial form either).
+# The matched date is the first match's UTC date (AT TIME ZONE INTERVAL '0' is 'UTC'
+# without looking the name up); the next weekday after a trade date comes from its day
+# number, 0001-01-01 being a Monday (extract(isodow) is a numeric).
 _FIGURES = """,
 at_instant AS (
-    SELECT p.*, status <> 3 AS live,
-           (first_matched_at AT TIME ZONE 'UTC')::date AS matched_on,
-           trade_date + CASE extract(isodow FROM trade_date)
-                            WHEN 5 THEN 3 WHEN 6 THEN 2 ELSE 1 END AS t_plus_1,
-           {overdue_until} AS overdue_until
+    SELECT p.*, {overdue_until} AS overdue_until
     FROM per_trade p{deciding}
+),
+groups AS (
+    SELECT {key} AS key, count(*) AS counted,
+           count(*) FILTER (WHERE live) AS trades,
+           count(*) FILTER (WHERE is_matched) AS matched,
+           count(*) FILTER (WHERE live AND
+               (first_matched_at AT TIME ZONE INTERVAL '0')::date <= trade_date)
+               AS matched_on_trade_date,
+           count(*) FILTER (WHERE live AND
+               (first_matched_at AT TIME ZONE INTERVAL '0')::date <= {t_plus_1})
+               AS matched_by_t1,
+           count(*) FILTER (WHERE is_agreed) AS agreed,
+           count(*) FILTER (WHERE is_forced) AS forced,
+           {count_overdue} AS overdue,
+           array_collect(first_matched_at - first_submitted_at)
+               FILTER (WHERE live AND first_matched_at IS NOT NULL) AS waits,
+           {count_differed}
+    FROM at_instant
+    {group_by}
 )
-SELECT {is_total} AS is_total, {key} AS key,
-       count(*) FILTER (WHERE live) AS trades,
-       count(*) FILTER (WHERE NOT live) AS cancelled,
-       count(*) FILTER (WHERE status = 2) AS matched,
-       count(*) FILTER (WHERE live AND matched_on <= trade_date) AS matched_on_trade_date,
-       count(*) FILTER (WHERE live AND matched_on <= t_plus_1) AS matched_by_t1,
-       count(*) FILTER (WHERE status = 2 AND how = 0) AS auto,
-       count(*) FILTER (WHERE status = 2 AND how = 2) AS agreed,
-       count(*) FILTER (WHERE status = 2 AND how = 1) AS forced,
-       count(*) FILTER (WHERE status IN (0, 1)) AS open,
-       count(*) FILTER (WHERE status IN (0, 1) AND trade_date <= overdue_until) AS overdue,
-       percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (
-           ORDER BY first_matched_at - first_submitted_at)
-           FILTER (WHERE live AND first_matched_at IS NOT NULL)
-           AS time_to_match,
-       {count_differed}
-FROM at_instant
-{group_by}
 """
+
+# The next weekday after the date {d}: Friday's is Monday, and so is Saturday's.
+NEXT_WEEKDAY = ("{d} + CASE ({d} - DATE '0001-01-01') % 7 WHEN 4 THEN 3 WHEN 5 THEN 2 "
+                "ELSE 1 END")
+_PERCENTILES = ("(SELECT percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY w) "
+                "FROM (SELECT unnest({waits}) AS w{source}) AS collected)")
+_ROW = """SELECT {is_total} AS is_total, {key} AS key, trades, counted - trades AS cancelled,
+       matched, matched_on_trade_date, matched_by_t1, matched - agreed - forced AS auto,
+       agreed, forced, trades - matched AS open, overdue,
+       {percentiles} AS time_to_match,
+       {differed}
+FROM {source}"""
+_GROUPED_ROWS = "{groups}\nUNION ALL\n{totals}"
+_TOTALS = "(SELECT {summed} FROM groups) AS totals"
+_SUMMED = ("counted", "trades", "matched", "matched_on_trade_date", "matched_by_t1", "agreed",
+           "forced", "overdue")
 
 # Overdue at the instant: open, and its trade date at most the last one whose cut-off
 # had passed then under what decides it (a cut-off grows with the trade date, so that is
@@ -177,8 +202,7 @@ def _earlier_differed(field: str) -> str:
 
 def _now(group_by: GroupBy | None, overdue: bool) -> str:
     return _PER_TRADE_NOW.format(
-        status=_STATUS.format(t="t."), how=_HOW.format(t="t."), key=_NOW_KEYS[group_by],
-        earlier_differed=_columns(_earlier_differed),
+        key=_NOW_KEYS[group_by], earlier_differed=_columns(_earlier_differed),
         latest_differed=_columns(
             lambda f: f"coalesce(e.differed_on_{f}, false) OR {_differed('t.', f)}"
                       f" AS differed_on_{f}"),
@@ -195,24 +219,44 @@ def _as_of(group_by: GroupBy | None, overdue: bool) -> str:
 
 def _figures(group_by: GroupBy | None, overdue_parameters: int | None) -> str:
     """``overdue_parameters``: the number of the first of the six OverdueDates parameters
-    (None: no cut-off in force, nothing is overdue and nothing is joined)."""
+    (None: no cut-off in force, nothing is overdue and nothing is joined). Grouped: a row
+    per group, then the totals; ungrouped: the one aggregate row is the totals."""
     grouped = group_by is not None
     n = overdue_parameters
-    return _FIGURES.format(
-        is_total="GROUPING(key) = 1" if grouped else "true",
-        key="key" if grouped else "NULL::text",
-        group_by="GROUP BY GROUPING SETS ((), (key))" if grouped else "",
+    differed = _columns(lambda f: f"differed_on_{f}", ", ")
+    figures = _FIGURES.format(
+        key="key" if grouped else "NULL::text", t_plus_1=NEXT_WEEKDAY.format(d="trade_date"),
+        group_by="GROUP BY key" if grouped else "",
         overdue_until="NULL::date" if n is None else _OVERDUE_UNTIL,
         deciding="" if n is None else _DECIDING.format(
             a=n, b=n + 1, c=n + 2, d=n + 3, e=n + 4, f=n + 5),
+        count_overdue="0::bigint" if n is None else (
+            "count(*) FILTER (WHERE live AND NOT is_matched AND trade_date <= overdue_until)"),
         count_differed=_columns(
-            lambda f: f"count(*) FILTER (WHERE live AND differed_on_{f}) AS differed_on_{f}",
-            ",\n       "))
+            lambda f: f"count(*) FILTER (WHERE live AND differed_on_{f}) AS differed_on_{f}"))
+    if not grouped:
+        return figures + _ROW.format(
+            is_total="true", key="key", differed=differed, source="groups",
+            percentiles=_PERCENTILES.format(waits="waits", source=""))
+    summed = ", ".join(f"coalesce(sum({c}), 0)::bigint AS {c}"
+                       for c in (*_SUMMED, *(f"differed_on_{f}" for f in TOLERANCE_FIELDS)))
+    return figures + _GROUPED_ROWS.format(
+        groups=_ROW.format(
+            is_total="false", key="key", differed=differed, source="groups",
+            percentiles=_PERCENTILES.format(waits="waits", source="")),
+        totals=_ROW.format(
+            is_total="true", key="NULL::text", differed=differed,
+            source=_TOTALS.format(summed=summed),
+            percentiles=_PERCENTILES.format(waits="waits", source=" FROM groups")))
 
 
 # A report reads a year of versions at most: longer than any request's statement may take,
 # but bounded all the same.
 REPORT_TIMEOUT = 60.0
+# The percentiles sort every wait in range (700,000 at a million trades, about 40 MB as
+# sort tuples) and as of an instant a row per trade is hashed: in memory, where the
+# server's default (4 MB) sends both to temporary files. For the report's transaction only.
+REPORT_WORK_MEM = "64MB"
 
 _NOW_STATEMENTS = {(group_by, overdue): _now(group_by, overdue)
                    for group_by in _NOW_KEYS for overdue in (False, True)}
@@ -229,12 +273,14 @@ async def stp_counts(conn: asyncpg.Connection, start: date, end: date,
     passed trade dates at the report's instant (None: none in force)."""
     extra = overdue.parameters() if overdue is not None else []
     key = (group_by, overdue is not None)
-    if as_of is None:
-        rows = await conn.fetch(_NOW_STATEMENTS[key], start, end, participant, *extra,
-                                timeout=REPORT_TIMEOUT)
-    else:
-        rows = await conn.fetch(_AS_OF_STATEMENTS[key], start, end, participant, as_of,
-                                *extra, timeout=REPORT_TIMEOUT)
+    async with conn.transaction(readonly=True):
+        await conn.execute(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'")
+        if as_of is None:
+            rows = await conn.fetch(_NOW_STATEMENTS[key], start, end, participant, *extra,
+                                    timeout=REPORT_TIMEOUT)
+        else:
+            rows = await conn.fetch(_AS_OF_STATEMENTS[key], start, end, participant, as_of,
+                                    *extra, timeout=REPORT_TIMEOUT)
     total = next((_counts(r) for r in rows if r["is_total"]), None) or _empty()
     groups = sorted((_counts(r) for r in rows if not r["is_total"]),
                     key=lambda c: c.key or "")
