@@ -375,7 +375,7 @@ class DateTolerance(BaseModel):
 
     def within(self, ours: date, theirs: date) -> bool:
         """Symmetric: the later date no further than the tolerance after the earlier."""
-        if self.ignore:
+        if self.ignore or ours == theirs:  # a date is within any tolerance of itself
             return True
         earlier, later = sorted((ours, theirs))
         return later <= self._shift(earlier, self._reach())
@@ -472,6 +472,8 @@ class LocationTolerance(BaseModel):
         return frozenset({location})
 
     def within(self, ours: str | None, theirs: str | None) -> bool:
+        if ours == theirs:  # equal locations match under every mode
+            return True
         allowed = self.matching(ours)
         return allowed is None or theirs in allowed
 
