@@ -20,7 +20,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from kevin.domain.matching import TradeRef, ref
-from kevin.domain.models import Instant, Mismatch, Status, Trade, TradeTerms, UtcText
+from kevin.domain.models import Instant, Mismatch, Status, Trade, TradeTerms, UtcText, trusted
 from kevin.domain.profiles import Profile, ProfileName, ProfileVersion
 from kevin.domain.rules import Rules
 
@@ -68,14 +68,17 @@ class MatchState(BaseModel):
 
     @classmethod
     def of(cls, trade: Trade, *, stored: bool = True) -> MatchState:
+        # The values of a Trade, valid already: not validated again (trusted).
         match = None
         if trade.match is not None:
-            match = ReplayMatch(counterparty_trade_id=trade.match.counterparty_trade_id,
-                                match_id=trade.match.match_id if stored else None,
-                                counterparty_version=(trade.match.counterparty_version
-                                                      if stored else None))
-        return cls(status=trade.status, version=trade.version if stored else None,
-                   match=match, mismatches=list(trade.mismatches))
+            match = trusted(ReplayMatch, {
+                "counterparty_trade_id": trade.match.counterparty_trade_id,
+                "match_id": trade.match.match_id if stored else None,
+                "counterparty_version": (trade.match.counterparty_version
+                                         if stored else None)})
+        return trusted(cls, {"status": trade.status,
+                             "version": trade.version if stored else None,
+                             "match": match, "mismatches": list(trade.mismatches)})
 
 
 def same_outcome(a: Trade, b: Trade) -> bool:
