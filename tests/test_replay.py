@@ -14,7 +14,7 @@ import pytest
 
 from kevin.check import check
 from kevin.engine.archive import archive
-from tests.conftest import ADMIN, as_read
+from tests.conftest import ADMIN, as_read, wait_for
 from tests.matching_checks import check_matching_invariants
 from tests.processes import run_cli_async as run_cli
 from tests.support import amend, buy, cancel, get, post, sell
@@ -445,3 +445,50 @@ async def test_batch_submissions_replay_to_themselves(client, banks, conn):
     # And under exact rules, the batch would have matched nothing.
     exact = await replay(client, since, {"XAU": {}})
     assert {c["trade_id"] for c in exact["changes"] if c["before"]["status"] == "matched"}
+
+
+async def test_a_dry_run_reading_its_history_does_not_hold_back_the_feed(
+        client, banks, conn, monkeypatch):
+    """A dry run reads everything in one read-only snapshot and takes no transaction id,
+    so the feed's sequencer, which waits only for transactions holding one (the snapshot
+    xmin it reads is the oldest running xid), keeps handing out seqs while a replay
+    reads: the dry run is held open mid-read here while another trade is written."""
+    from kevin.store import replay as replay_store
+
+    a, b = banks
+    since = await db_now(conn)
+    await post(client, a, sell("A-1", price="1000.00"))
+    await post(client, b, buy("B-1", price="1000.40"))
+    reading, release = asyncio.Event(), asyncio.Event()
+    replay_pids = []
+    read_history = replay_store.history
+
+    async def history_held_open(read_conn, products):
+        versions = await read_history(read_conn, products)
+        replay_pids.append(read_conn.get_server_pid())
+        reading.set()
+        await asyncio.wait_for(release.wait(), 60)
+        return versions
+
+    monkeypatch.setattr(replay_store, "history", history_held_open)
+    dry_run = asyncio.create_task(replay(client, since, {"XAU": XAU_RULES}))
+    try:
+        await asyncio.wait_for(reading.wait(), 30)
+        (pid,) = replay_pids
+        holds = await conn.fetchrow(
+            "SELECT backend_xid, backend_xmin, state FROM pg_stat_activity WHERE pid = $1", pid)
+        assert holds["state"] == "idle in transaction" and holds["backend_xmin"] is not None
+        assert holds["backend_xid"] is None
+        await post(client, a, sell("A-2", price="1005.00"))
+
+        async def sequenced() -> bool:
+            return await conn.fetchval(
+                "SELECT seq IS NOT NULL FROM feed WHERE participant = 'BANKA' "
+                "AND trade_id = 'A-2'")
+
+        await wait_for(sequenced, timeout=30)
+        assert not dry_run.done()  # still reading when the feed moved on
+    finally:
+        release.set()
+    answer = await dry_run
+    assert answer["applied"] is False and answer["products"] == ["XAU"]
