@@ -24,6 +24,7 @@ import structlog.testing
 from kevin.api.app import create_app
 from kevin.dburl import to_asyncpg_dsn
 from kevin.domain.models import TradeSubmission
+from kevin.engine.group_commit import LIGHT_WAIT
 from kevin.engine.service import TradeService
 from kevin.store.matching import MATCH_LOCK_CLASS, MatchKey
 from tests.conftest import ADMIN, ADMIN_TOKEN, as_read, wait_for
@@ -354,3 +355,36 @@ async def test_a_write_waits_for_a_stuck_group_at_most_max_wait(client, service,
         # Answered while the blocker still waits: well within its statement timeout.
         assert asyncio.get_running_loop().time() - started < 4
         assert await _lock_waiters(conn) == 1
+
+
+async def test_under_light_load_a_write_waits_a_tenth_of_max_wait(client, service, banks,
+                                                                    conn):
+    """Fewer than LIGHT_LOAD writes in flight and queued: grouping would save little, so
+    a write waits only LIGHT_WAIT x ``max_wait`` for the stuck group before starting its
+    own beside it — not ``max_wait`` itself."""
+    a, _ = banks
+    assert LIGHT_WAIT * 5 < 5
+    async with held_drain(service, conn, blocker_send(client, a), max_wait=5):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        resp = await client.post("/v1/trades", json=sell("A-1"), headers=a)
+        waited = loop.time() - started
+        assert resp.status == 201
+        assert LIGHT_WAIT * 5 <= waited < 5
+        assert await _lock_waiters(conn) == 1  # the blocker is still stuck
+
+
+async def test_under_light_load_a_write_on_a_busy_key_still_waits_for_its_group(
+        client, service, banks, conn):
+    """A submission on the match key of the stuck group would only wait for that group's
+    lock beside it: it starts no group before ``max_wait``, light load or not."""
+    a, _ = banks
+    async with held_drain(service, conn, blocker_send(client, a), max_wait=5) as queue:
+        assert service.group is not None
+        same_key = await queue(lambda: client.post(
+            "/v1/trades", json=sell("BLOCK-2", product="XAG"), headers=a))
+        # Four times the light wait: a group beside the blocker would have started.
+        await asyncio.sleep(4 * LIGHT_WAIT * 5)
+        assert service.group.queued == 1
+        assert await _lock_waiters(conn) == 1
+    assert (await same_key).status == 201

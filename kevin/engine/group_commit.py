@@ -7,7 +7,10 @@ window to fill: a write arriving when no group is in flight starts a group at on
 group of one runs on the single path, kevin.engine.service, which is the fastest for
 one), and the writes that arrive while a group's transaction runs form the next group
 when it ends. A write that has waited MAX_WAIT for a slow group starts another beside
-it (up to MAX_IN_FLIGHT): the cap on the latency grouping adds.
+it (up to MAX_IN_FLIGHT): the cap on the latency grouping adds. Under light load
+(LIGHT_LOAD) submissions that touch no key or trade of the groups in flight start one
+beside them sooner (LIGHT_WAIT): there, waiting for the group in flight is most of a
+write's latency and grouping saves little.
 
 A group is one transaction over the batch's book (kevin.store.batch_book): every match
 key of the group locked in one statement (ascending, as every writer takes them: the
@@ -57,6 +60,13 @@ MAX_GROUP = 64
 # and how many groups may run at once (each holds a pooled connection).
 MAX_WAIT = 0.025
 MAX_IN_FLIGHT = 4
+# Light load: fewer writes than LIGHT_LOAD in flight and queued together. Grouping then
+# saves little (the next group would be as small) and waiting for the group in flight is
+# most of a write's latency, so submissions that touch no match key or trade of the
+# groups in flight (they would only wait for those groups' locks) start a group beside
+# them after LIGHT_WAIT x max_wait (docs/performance.md, change 26).
+LIGHT_LOAD = 8
+LIGHT_WAIT = 0.1
 
 SubmitResult = Literal["created", "exists"]
 
@@ -121,8 +131,9 @@ class GroupCommitter:
         self.observers: list[Callable[[int], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: deque[_Queued] = deque()
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[None], _InFlight] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0  # the event loop's time self._timer fires at
 
     @property
     def queued(self) -> int:
@@ -149,7 +160,7 @@ class GroupCommitter:
     async def _run(self, write: Write) -> Answer:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a service reused under another event loop (tests)
-            self._loop, self._queue, self._in_flight, self._timer = loop, deque(), set(), None
+            self._loop, self._queue, self._in_flight, self._timer = loop, deque(), {}, None
         future: asyncio.Future[Answer] = loop.create_future()
         self._queue.append(_Queued(write, future, loop.time()))
         self._start_groups()
@@ -158,33 +169,85 @@ class GroupCommitter:
         return await future
 
     def _start_groups(self) -> None:
-        """Start a group now if none is in flight, or if the oldest write queued has
-        waited ``max_wait`` and another may run; else wake up when that is due."""
+        """Start a group now if none is in flight; beside the groups in flight (up to
+        ``max_in_flight``) once the oldest write queued has waited ``max_wait``, or, under
+        light load, a tenth of that with the writes no group in flight touches (``_due``);
+        else wake up when that is due."""
         assert self._loop is not None
         while self._queue and self._queue[0].future.done():
             self._queue.popleft()  # its client went away while it was queued
-        while self._queue and (not self._in_flight or (
-                len(self._in_flight) < self.max_in_flight
-                and self._loop.time() - self._queue[0].since >= self.max_wait)):
-            group: list[_Queued] = []
-            while self._queue and len(group) < self.max_group:
-                queued = self._queue.popleft()
-                if not queued.future.done():
-                    group.append(queued)
+        while self._queue:
+            if not self._in_flight:
+                group = self._take(None)
+            elif len(self._in_flight) >= self.max_in_flight:
+                break
+            elif self._loop.time() - self._queue[0].since >= self.max_wait:
+                group = self._take(None)
+            elif self._light() and self._loop.time() - self._queue[0].since \
+                    >= self.max_wait * LIGHT_WAIT:
+                group = self._take(self._touched())
+                if not group:
+                    break
+            else:
+                break
             if group:
                 task = self._loop.create_task(self._commit(group), name="group-commit")
-                self._in_flight.add(task)
+                self._in_flight[task] = _InFlight(len(group), _touches(group))
                 task.add_done_callback(self._finished)
-        if self._queue and self._timer is None and len(self._in_flight) < self.max_in_flight:
-            due = self._queue[0].since + self.max_wait
-            self._timer = self._loop.call_at(due, self._timer_fired)
+        if self._queue and len(self._in_flight) < self.max_in_flight:
+            due = self._due()
+            if self._timer is not None and due < self._timer_due:
+                self._timer.cancel()  # the load went light: due sooner than planned
+                self._timer = None
+            if self._timer is None:
+                self._timer, self._timer_due = self._loop.call_at(due, self._timer_fired), due
+
+    def _take(self, touched: set[object] | None) -> list[_Queued]:
+        """The next group from the head of the queue, in arrival order. With ``touched``
+        (what the groups in flight touch), only the submissions before the first write
+        that may touch any of it: that group's decisions cannot depend on theirs, nor
+        wait for their locks."""
+        group: list[_Queued] = []
+        while self._queue and len(group) < self.max_group:
+            queued = self._queue[0]
+            if touched is not None and not queued.future.done():
+                touches = _touches([queued])
+                if touches is None or not touches.isdisjoint(touched):
+                    break
+            self._queue.popleft()
+            if not queued.future.done():
+                group.append(queued)
+        return group
+
+    def _light(self) -> bool:
+        """Fewer than LIGHT_LOAD writes in flight and queued together."""
+        return len(self._queue) + sum(g.size for g in self._in_flight.values()) < LIGHT_LOAD
+
+    def _touched(self) -> set[object] | None:
+        """The match keys and trades the groups in flight touch; None if unknown (a
+        change's current key is known only once read)."""
+        touched: set[object] = set()
+        for in_flight in self._in_flight.values():
+            if in_flight.touches is None:
+                return None
+            touched |= in_flight.touches
+        return touched
+
+    def _due(self) -> float:
+        """When the oldest write queued may start a group beside those in flight."""
+        head = self._queue[0]
+        if self._light():
+            touched, touches = self._touched(), _touches([head])
+            if touched is not None and touches is not None and touches.isdisjoint(touched):
+                return head.since + self.max_wait * LIGHT_WAIT
+        return head.since + self.max_wait
 
     def _timer_fired(self) -> None:
         self._timer = None
         self._start_groups()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         if self._loop is task.get_loop() and not self._loop.is_closed():
             self._start_groups()
 
@@ -255,6 +318,25 @@ class _Queued:
     write: Write
     future: asyncio.Future[Answer]
     since: float  # the event loop's time it was queued at
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    size: int  # writes
+    touches: set[object] | None  # _touches of its writes
+
+
+def _touches(writes: Iterable[_Queued]) -> set[object] | None:
+    """The match keys and trades ``writes`` may touch, if all are submissions (a change
+    may touch its trade's current key, known only once read: None)."""
+    touches: set[object] = set()
+    for queued in writes:
+        write = queued.write
+        if not isinstance(write, Submit):
+            return None
+        touches.add(MatchKey.of(write.participant, write.terms))
+        touches.add(write.trade)
+    return touches
 
 
 class _KeyMoved(Exception):
