@@ -8,8 +8,9 @@ end. Under the match-key locks of every key involved nothing else changes these 
 so: lock the keys and read their rules; insert every new trade's version 1 (one
 statement, which also tells which trade_ids another writer created meanwhile); load the
 book around every line's price (a few statements for the whole batch); match line after
-line in memory, mismatches and their re-evaluations included; then write every version
-matching wrote (two statements).
+line in memory, mismatches and their re-evaluations included, every version matching
+wrote going to the database a few thousand at a time while the next lines are matched
+(two statements each).
 """
 
 from __future__ import annotations
@@ -83,12 +84,17 @@ async def _match_in_memory(conn: asyncpg.Connection, participant: str,
     book.hide(created)
     await book.prefetch([(trade, (await book.rules_in_force(trade)).rules)
                          for trade in created])
-    for trade in created:
-        book.reveal(trade)
-        # One matcher per line, as one transaction per single submission: its safety
-        # net counts the evaluations of one line.
-        await Matcher(book, participant).submitted(trade)
-    await book.flush()
+    try:
+        for trade in created:
+            book.reveal(trade)
+            # One matcher per line, as one transaction per single submission: its safety
+            # net counts the evaluations of one line.
+            await Matcher(book, participant).submitted(trade)
+            await book.write_behind()
+        await book.flush()
+    except BaseException:
+        await book.abandon()
+        raise
     return {trade.trade_id: book.trades[ref(trade)] for trade in created}
 
 
