@@ -74,7 +74,9 @@ async def insert_first_versions(conn: asyncpg.Connection,
     trade that exists already is skipped. The written trades, by (participant, trade_id)."""
     if not news:
         return {}
-    rows = await conn.fetch(q.INSERT_FIRST_VERSIONS, [version_args(new) for new in news])
+    attributes: dict[int, Any] = {}
+    rows = await conn.fetch(q.INSERT_FIRST_VERSIONS, [version_args(new, attributes)
+                                                      for new in news])
     by_ref = {(new.participant, new.trade_id): new for new in news}
     return {(row["participant"], row["trade_id"]): trade_from_new(
                 by_ref[(row["participant"], row["trade_id"])], row["first_submitted_at"],
@@ -98,7 +100,9 @@ async def write_versions(conn: asyncpg.Connection, versions: Sequence[NewVersion
     flipped = await conn.fetchval(q.FLIP_LATEST_MANY, flips)
     if flipped != len(flips):
         raise VersionConflict(-1, -1)  # which one does not matter: the batch is undone
-    lines: list[Any] = [(*version_args(new), index == last[(new.participant, new.trade_id)])
+    attributes: dict[int, Any] = {}
+    lines: list[Any] = [(*version_args(new, attributes),
+                         index == last[(new.participant, new.trade_id)])
                         for index, new in enumerate(versions)]
     rows = await conn.fetch(q.INSERT_VERSIONS, lines)
     return {(r["participant"], r["trade_id"], r["version"]): r["recorded_at"] for r in rows}
