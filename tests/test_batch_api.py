@@ -133,6 +133,37 @@ async def test_idempotent_lines_and_conflicts(client, banks, conn):
     assert resp.status == 200
 
 
+async def test_a_trade_id_another_writer_created_meanwhile_is_as_if_stored(
+        client, banks, conn, monkeypatch):
+    """Between the batch's read of its trade_ids and its insert, another writer creates
+    one of them — under another match key, since the batch holds its own keys' locks
+    (here: the read is made to miss a trade posted singly before): the line is answered
+    from that trade, and the rest of the batch is matched as usual."""
+    a, b = banks
+    resp = await client.post("/v1/trades", json=trade_body("A-1", product="XAG"),
+                             headers=a)
+    assert resp.status == 201
+    resp = await client.post("/v1/trades", json=buy("B-2", price="1001.5"), headers=b)
+    assert resp.status == 201
+    latest_many = bulk.latest_many
+    calls = []
+
+    async def first_read_misses(conn, participant, trade_ids):
+        calls.append(list(trade_ids))
+        return {} if len(calls) == 1 else await latest_many(conn, participant, trade_ids)
+
+    monkeypatch.setattr(bulk, "latest_many", first_read_misses)
+    result = await batch(client, a, trade_body("A-1", price="1000.5"),
+                         trade_body("A-2", price="1001.5"))
+    assert calls == [["A-1", "A-2"], ["A-1"]]
+    assert [r["result"] for r in result["results"]] == ["exists_with_different_fields",
+                                                        "created"]
+    assert result["results"][1]["trade"]["status"] == "matched"
+    stored = await (await client.get("/v1/trades/A-1", headers=a)).json()
+    assert stored["version"] == 1 and stored["product"] == "XAG"
+    assert await conn.fetchval("SELECT count(*) FROM trades WHERE trade_id = 'A-1'") == 1
+
+
 # (WRITE_BEHIND, YIELD_EVERY): as served, and a write every few versions with the event
 # loop let in after every line — the writes made while matching goes on must leave the
 # same rows, feed and answers as one write at the end.

@@ -3,14 +3,14 @@ standing alone and matched exactly as if its lines had been submitted one by one
 order.
 
 The batch runs the live ``Matcher`` over a ``BatchBook`` (kevin.store.batch_book): the
-in-memory book, filled from PostgreSQL as matching needs it, its writes kept until the
-end. Under the match-key locks of every key involved nothing else changes these keys,
-so: lock the keys and read their rules; insert every new trade's version 1 (one
-statement, which also tells which trade_ids another writer created meanwhile); load the
-book around every line's price (a few statements for the whole batch); match line after
-line in memory, mismatches and their re-evaluations included, every version matching
-wrote going to the database a few thousand at a time while the next lines are matched
-(two statements each).
+in-memory book, filled from PostgreSQL as matching needs it, its writes kept back and
+sent a few thousand at a time. Under the match-key locks of every key involved nothing
+else changes these keys, so: lock the keys and read their rules; load the book around
+every line's price (a few statements for the whole batch); insert every new trade's
+version 1 (one statement, which also tells which trade_ids another writer created
+meanwhile); match line after line in memory, mismatches and their re-evaluations
+included, every version matching wrote going to the database while the next lines are
+matched (two statements per few thousand versions).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
@@ -33,7 +34,7 @@ from kevin.domain.models import (
     trusted,
 )
 from kevin.domain.rules import RulesVersion
-from kevin.domain.versions import NewVersion
+from kevin.domain.versions import NewVersion, written
 from kevin.engine.matching import Matcher
 from kevin.store import bulk, database
 from kevin.store import profiles as profile_store
@@ -41,6 +42,10 @@ from kevin.store.batch_book import BatchBook
 from kevin.store.matching import MatchKey
 
 MAX_LINES = 10_000
+# What a batch's trades carry as recorded_at before they are written: nothing reads it
+# (the book is loaded around their prices and segments, then each is replaced by the
+# trade as written).
+_UNWRITTEN = datetime.min.replace(tzinfo=UTC)
 
 LineResult = Literal["created", "exists", "exists_with_different_fields", "invalid"]
 
@@ -59,9 +64,11 @@ def terms_of(submission: TradeSubmission) -> TradeTerms:
     return trusted(TradeTerms, {name: getattr(submission, name) for name in TERM_FIELDS})
 
 
-async def _match_lines(conn: asyncpg.Connection, participant: str, created: Sequence[Trade],
+async def _match_lines(conn: asyncpg.Connection, participant: str, news: Sequence[NewVersion],
                        rules: dict[str, RulesVersion | None]) -> dict[str, Trade]:
-    """Match the new trades in line order over a BatchBook; each one's latest version."""
+    """Write the new trades' first versions and match them in line order over a
+    BatchBook; each one's latest version, by trade_id (a trade_id another writer created
+    meanwhile is not there)."""
     # A batch's book is tens of thousands of objects alive until it ends, in no
     # reference cycle: the cyclic collector can free none of them, yet its passes walk
     # them over and over (docs/performance.md, change 25). Paused while the batch is
@@ -69,21 +76,30 @@ async def _match_lines(conn: asyncpg.Connection, participant: str, created: Sequ
     paused = gc.isenabled()
     gc.disable()
     try:
-        return await _match_in_memory(conn, participant, created, rules)
+        return await _match_in_memory(conn, participant, news, rules)
     finally:
         if paused:
             gc.enable()
 
 
 async def _match_in_memory(conn: asyncpg.Connection, participant: str,
-                           created: Sequence[Trade],
+                           news: Sequence[NewVersion],
                            rules: dict[str, RulesVersion | None]) -> dict[str, Trade]:
-    counterparties = {trade.counterparty for trade in created}
+    counterparties = {new.terms.counterparty for new in news}
     book = BatchBook(conn, rules, await bulk.broken_among(conn, {participant, *counterparties}),
                      await profile_store.live_profiles_of(conn, participant))
-    book.hide(created)
+    # The book is loaded around the lines before their first versions are written: its
+    # windows then hold none of the batch's own trades, which are hidden until their
+    # lines anyway (the batch's prices and segments are known before they are stored).
+    unwritten = [written(new, None, _UNWRITTEN) for new in news]
+    book.hide(unwritten)
     await book.prefetch([(trade, (await book.rules_in_force(trade)).rules)
-                         for trade in created])
+                         for trade in unwritten])
+    inserted = await bulk.insert_first_versions(conn, news)
+    # A trade_id another writer created meanwhile is none of the batch's: its trade
+    # lies under a match key the batch did not lock, in no segment the book has read.
+    book.unhide([trade for trade in unwritten if ref(trade) not in inserted])
+    created = [inserted[ref(trade)] for trade in unwritten if ref(trade) in inserted]
     try:
         for trade in created:
             book.reveal(trade)
@@ -117,10 +133,8 @@ async def submit_batch(
                            status="unmatched", reason="submitted", terms=terms[index],
                            actor=participant)
                 for trade_id, index in first.items() if trade_id not in stored]
-        inserted = await bulk.insert_first_versions(conn, news)
         created = await _match_lines(
-            conn, participant, [inserted[(participant, n.trade_id)] for n in news
-                                if (participant, n.trade_id) in inserted],
+            conn, participant, news,
             {product: stored_rules.get(product) for product in products})
         missing = [n.trade_id for n in news if n.trade_id not in created]
         if missing:  # created by another writer meanwhile: as if it had been stored

@@ -4,9 +4,11 @@ it, its writes kept until the batch is done.
 A batch matches thousands of lines in one transaction under the match-key locks of
 every key involved, so nothing but the batch changes those keys until it commits. The
 matcher then runs exactly as over the PostgreSQL book, but each read that the book
-already holds is answered from memory, and everything the matcher writes goes to the
-database at the end in two statements (kevin.store.bulk.write_versions). A mismatch,
-whose re-evaluations ripple through the book, costs memory work, not round trips.
+already holds is answered from memory, and what the matcher writes goes to the database
+two statements per few thousand versions (kevin.store.bulk.write_versions), written
+while the batch goes on matching (``write_behind``) and the rest at the end (``flush``).
+A mismatch, whose re-evaluations ripple through the book, costs memory work, not round
+trips.
 
 What the book holds of a segment is tracked as closed price intervals known completely
 (every resting trade of the segment priced within them is held). A candidate lookup
@@ -17,10 +19,11 @@ windows around every line's price are loaded for all lines at once, before the f
 matched (``prefetch``). Trades whose mismatch lists name a trade are loaded
 from the database once per named trade; after that the memory's own index answers.
 
-The batch's new trades are in the database from the start (version 1, inserted before
-matching so that a trade_id another writer created meanwhile is known), but each stays
-hidden from the matcher until its line is reached (``reveal``): a line must not meet a
-later line of the same batch earlier than it would one by one.
+The batch's new trades are hidden from the matcher until their lines are reached
+(``hide``, ``reveal``): a line must not meet a later line of the same batch earlier than
+it would one by one. A bulk submission hides them before the book is loaded and writes
+their first versions after (so no window reads them), before matching (so that a
+trade_id another writer created meanwhile is known: ``unhide``).
 """
 
 from __future__ import annotations
@@ -117,6 +120,12 @@ class BatchBook(MemoryBook):
         for trade in trades:
             self._hidden.add(ref(trade))
             self._stored[ref(trade)] = trade.version
+
+    def unhide(self, trades: Iterable[Trade]) -> None:
+        """Trades ``hide`` was given but that were not written after all."""
+        for trade in trades:
+            self._hidden.discard(ref(trade))
+            self._stored.pop(ref(trade), None)
 
     def reveal(self, trade: Trade) -> None:
         """The line of ``trade`` is reached: it joins the book. A new trade_id is named in
