@@ -71,18 +71,19 @@ def is_counterpart(trade: Trade, candidate: Trade) -> bool:
     )
 
 
-def _entry(trade: Trade) -> tuple[datetime, str, str]:
-    return trade.first_submitted_at or _NEVER, trade.participant, trade.trade_id
-
-
 def resting_of(trade: Trade, candidate: Trade) -> tuple[Trade, Trade]:
     """(resting, other): of the two, the one that entered the book first (earliest first
     submission, then participant and trade_id) rests; relative and asymmetric tolerances
     are seen from it, a bps tolerance taken of its price. When a new trade meets the book
     the candidate always rests; defining it per pair means re-evaluating either side
     later gives the same answer."""
-    resting = min(trade, candidate, key=_entry)
-    return resting, (candidate if resting is trade else trade)
+    # The earlier by (first submission, participant, trade_id); asked for every candidate
+    # weighed, so compared field by field rather than as two tuples through min().
+    ours, theirs = trade.first_submitted_at or _NEVER, candidate.first_submitted_at or _NEVER
+    if ours < theirs or (ours == theirs and (trade.participant, trade.trade_id)
+                         <= (candidate.participant, candidate.trade_id)):
+        return trade, candidate
+    return candidate, trade
 
 
 def out_of_tolerance(trade: Trade, candidate: Trade, rules: Rules) -> list[str]:
