@@ -8,8 +8,8 @@ group of one runs on the single path, kevin.engine.service, which is the fastest
 one), and the writes that arrive while a group's transaction runs form the next group
 when it ends. A write that has waited MAX_WAIT for a slow group starts another beside
 it (up to MAX_IN_FLIGHT): the cap on the latency grouping adds. Under light load
-(LIGHT_LOAD) submissions that touch no key or trade of the groups in flight start one
-beside them sooner (LIGHT_WAIT): there, waiting for the group in flight is most of a
+(LIGHT_LOAD) submissions that touch no key or trade of the one group in flight start a
+second beside it sooner (LIGHT_WAIT): there, waiting for the group in flight is most of a
 write's latency and grouping saves little.
 
 A group is one transaction over the batch's book (kevin.store.batch_book): every match
@@ -62,9 +62,10 @@ MAX_WAIT = 0.025
 MAX_IN_FLIGHT = 4
 # Light load: fewer writes than LIGHT_LOAD in flight and queued together. Grouping then
 # saves little (the next group would be as small) and waiting for the group in flight is
-# most of a write's latency, so submissions that touch no match key or trade of the
-# groups in flight (they would only wait for those groups' locks) start a group beside
-# them after LIGHT_WAIT x max_wait (docs/performance.md, change 26).
+# most of a write's latency, so submissions that touch no match key or trade of the one
+# group in flight (they would only wait for its locks) start a second group beside it
+# after LIGHT_WAIT x max_wait (docs/performance.md, change 26). One beside it at most:
+# more would split a busy server's groups when its clients are slow to send.
 LIGHT_LOAD = 8
 LIGHT_WAIT = 0.1
 
@@ -171,8 +172,8 @@ class GroupCommitter:
     def _start_groups(self) -> None:
         """Start a group now if none is in flight; beside the groups in flight (up to
         ``max_in_flight``) once the oldest write queued has waited ``max_wait``, or, under
-        light load, a tenth of that with the writes no group in flight touches (``_due``);
-        else wake up when that is due."""
+        light load and beside a single group, a tenth of that with the writes that group
+        does not touch (``_due``); else wake up when that is due."""
         assert self._loop is not None
         while self._queue and self._queue[0].future.done():
             self._queue.popleft()  # its client went away while it was queued
@@ -183,8 +184,8 @@ class GroupCommitter:
                 break
             elif self._loop.time() - self._queue[0].since >= self.max_wait:
                 group = self._take(None)
-            elif self._light() and self._loop.time() - self._queue[0].since \
-                    >= self.max_wait * LIGHT_WAIT:
+            elif len(self._in_flight) == 1 and self._light() \
+                    and self._loop.time() - self._queue[0].since >= self.max_wait * LIGHT_WAIT:
                 group = self._take(self._touched())
                 if not group:
                     break
@@ -236,7 +237,7 @@ class GroupCommitter:
     def _due(self) -> float:
         """When the oldest write queued may start a group beside those in flight."""
         head = self._queue[0]
-        if self._light():
+        if len(self._in_flight) == 1 and self._light():
             touched, touches = self._touched(), _touches([head])
             if touched is not None and touches is not None and touches.isdisjoint(touched):
                 return head.since + self.max_wait * LIGHT_WAIT
