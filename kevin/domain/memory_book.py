@@ -150,15 +150,18 @@ class MemoryBook:
         if not resting:
             return [], None
         price = trade.price
-        low, high = rules.price_bounds(price)
+        bounds: tuple[Decimal | None, Decimal | None] | None = None  # asked when needed
         chosen: list[Trade] = []
         participant = trade.counterparty
         broken = self.broken
         for distance, found in in_order(resting, price, trade.quantity):
-            if (len(chosen) >= MAX_MISMATCHES
-                    and high is not None and EXACT.add(price, distance) > high
-                    and low is not None and EXACT.subtract(price, distance) < low):
-                return chosen, distance  # nothing from here on can match
+            if len(chosen) >= MAX_MISMATCHES:
+                if bounds is None:
+                    bounds = rules.price_bounds(price)
+                low, high = bounds
+                if (high is not None and EXACT.add(price, distance) > high
+                        and low is not None and EXACT.subtract(price, distance) < low):
+                    return chosen, distance  # nothing from here on can match
             candidate_ref = (participant, found[2])
             if broken and frozenset((candidate_ref, ref(trade))) in broken:
                 continue
