@@ -196,15 +196,26 @@ def _columns(column: Callable[[str], str], separator: str = ",\n           ") ->
     return separator.join(column(field) for field in TOLERANCE_FIELDS)
 
 
-def _earlier_differed(field: str) -> str:
-    return f"coalesce(bool_or({_differed('', field)}), false) AS differed_on_{field}"
+def _bit(field: str) -> int:
+    return 1 << TOLERANCE_FIELDS.index(field)
+
+
+def _differed_bits() -> str:
+    """Per version, the fields its nearest candidate differed on, a bit each (_bit): one
+    aggregate per trade instead of one per field, in the per-trade hash as in its states."""
+    bits = " | ".join(
+        f"CASE WHEN mismatches -> 0 -> 'fields' @> '[{{\"field\": \"{f}\"}}]' "
+        f"THEN {_bit(f)} ELSE 0 END" for f in TOLERANCE_FIELDS)
+    return f"coalesce(bit_or(CASE WHEN status = 'mismatched' THEN {bits} END), 0) AS differed"
 
 
 def _now(group_by: GroupBy | None, overdue: bool) -> str:
+    # The latest version's own fields stay one test each: a column is written into every
+    # figure that reads it, and the bits of all four would be worked out four times.
     return _PER_TRADE_NOW.format(
-        key=_NOW_KEYS[group_by], earlier_differed=_columns(_earlier_differed),
+        key=_NOW_KEYS[group_by], earlier_differed=_differed_bits(),
         latest_differed=_columns(
-            lambda f: f"coalesce(e.differed_on_{f}, false) OR {_differed('t.', f)}"
+            lambda f: f"coalesce(e.differed, 0) & {_bit(f)} <> 0 OR {_differed('t.', f)}"
                       f" AS differed_on_{f}"),
     ) + _figures(group_by, 4 if overdue else None)
 
@@ -212,8 +223,9 @@ def _now(group_by: GroupBy | None, overdue: bool) -> str:
 def _as_of(group_by: GroupBy | None, overdue: bool) -> str:
     return _PER_TRADE_AS_OF.format(
         status=_STATUS.format(t=""), how=_HOW.format(t=""), key=_AS_OF_KEYS[group_by],
-        earlier_differed=_columns(_earlier_differed),
-        differed_columns=_columns(lambda f: f"differed_on_{f}", ", "),
+        earlier_differed=_differed_bits(),
+        differed_columns=_columns(
+            lambda f: f"differed & {_bit(f)} <> 0 AS differed_on_{f}", ",\n           "),
     ) + _figures(group_by, 5 if overdue else None)
 
 
