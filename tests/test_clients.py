@@ -227,6 +227,44 @@ async def test_a_connection_without_a_complete_request_head_in_time_is_closed(
     assert "closing a connection that sent no complete request head in time" in server.log()
 
 
+async def _answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    return head, await asyncio.wait_for(reader.readexactly(length), 30)
+
+
+@pytest.mark.slow
+async def test_a_kept_alive_connection_idle_after_a_large_body_is_not_timed_out(
+        db_url, tmp_path):
+    """Reading a large body, aiohttp pauses and resumes the connection, and on resuming
+    hands the protocol no bytes at all: that is no next request's head, and the idle
+    connection after the answer must not be closed with a 408 for it."""
+    server = await _serve(db_url, tmp_path, KEVIN_REQUEST_HEAD_TIMEOUT="1")
+    try:
+        status, body = await request("POST", f"{server.url}/v1/participants",
+                                     json={"name": "BANKA"}, headers=AUTH)
+        assert status == 201
+        lines = b"\n".join(json.dumps(trade_body(f"A-{i}", attributes={"pad": "x" * 400}))
+                           .encode() for i in range(3000))
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"POST /v1/trades/batch HTTP/1.1\r\nHost: kevin\r\n"
+                     b"Authorization: Bearer " + body["api_key"].encode() + b"\r\n"
+                     b"Content-Type: application/x-ndjson\r\n"
+                     b"Content-Length: " + str(len(lines)).encode() + b"\r\n\r\n" + lines)
+        head, answer = await _answer(reader)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert len(json.loads(answer)["results"]) == 3000
+        await asyncio.sleep(2.5)  # idle, no byte sent: past the deadline twice
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: kevin\r\n\r\n")
+        head, _ = await _answer(reader)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        writer.close()
+    finally:
+        assert await server.stop() == 0
+    assert "closing a connection that sent no complete request head in time" \
+        not in server.log()
+
+
 def test_the_request_head_timeout_is_configurable_and_checked():
     assert Settings.from_env({}).request_head_timeout == 10
     assert Settings.from_env({"KEVIN_REQUEST_HEAD_TIMEOUT": "2.5"}).request_head_timeout == 2.5

@@ -96,8 +96,10 @@ class _RequestHandler(RequestHandler):
             self._head_pending = False
             self._last_body = self._messages[-1][1] if self._messages else None
             self._disarm_head_deadline()
-        elif not in_body and not self._head_pending:
-            # The first bytes of the next request on a kept-alive connection.
+        elif data and not in_body and not self._head_pending:
+            # The first bytes of the next request on a kept-alive connection. (aiohttp
+            # also calls this with no bytes, to parse what it held while reading was
+            # paused: a large body's, say — that starts no head.)
             self._head_pending = True
             self._arm_head_deadline()
 
