@@ -337,3 +337,23 @@ async def test_overdue_is_counted_at_the_reports_instant(client, banks, db_url, 
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
     assert (printed["open"], printed["overdue"]) == (3, 3)
+
+
+async def test_overdue_under_the_products_rules_alone(client, banks, today):
+    """No profile claims the pair: the product's rules decide (the statement joins them
+    alone), now and as of an instant; a product without rules has nothing overdue."""
+    a, _ = banks
+    old = (today - timedelta(days=10)).isoformat()
+    resp = await client.put("/v1/rules/XAU", headers=ADMIN, json={"cutoff": {
+        "business_days": 1, "time": "17:00", "timezone": "Europe/London", "calendar": "GB"}})
+    assert resp.status == 200, await resp.text()
+    await post(client, a, sell("A-OPEN", trade_date=old, settlement_date=old, currency="GBP"))
+    await post(client, a, sell("A-XPT", trade_date=old, settlement_date=old, product="XPT"))
+    params = {"from": old, "to": old}
+    got = await report(client, a, **params)
+    assert (got["trades"], got["open"], got["overdue"]) == (2, 2, 1)
+    by_product = {g["key"]: (g["open"], g["overdue"]) for g in
+                  (await report(client, a, **params, group_by="product"))["groups"]}
+    assert by_product == {"XAU": (1, 1), "XPT": (1, 0)}
+    then = await report(client, a, **params, as_of=datetime.now(UTC).isoformat())
+    assert (then["open"], then["overdue"]) == (2, 1)

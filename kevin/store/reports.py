@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Literal
 
 import asyncpg
 
@@ -151,9 +152,11 @@ _SUMMED = ("counted", "trades", "matched", "matched_on_trade_date", "matched_by_
 # (pair and product, or "*") and per product's rules and binds them as small arrays
 # ({n} is the first of their six parameters); '-infinity' where a claim or rules have no
 # cut-off or none had passed. Precedence as matching's: pair + product, pair + "*", the
-# product's rules. Three hash joins against a handful of rows, in the one pass; none at
-# all while no cut-off is in force (OverdueDates None).
-_DECIDING = """
+# product's rules. Three hash joins against a handful of rows, in the one pass; only the
+# rules' while no profile claims a pair (each join costs every row its probe, an empty
+# one too: the claims' two were 0.35 s of CPU at a million trades); none at all while no
+# cut-off is in force (OverdueDates None).
+_DECIDING_CLAIMS = """
     LEFT JOIN unnest(${a}::text[], ${b}::text[], ${c}::text[], ${d}::date[])
         AS claim(a, b, product, until)
         ON claim.a = least(p.participant, p.counterparty)
@@ -161,10 +164,15 @@ _DECIDING = """
     LEFT JOIN unnest(${a}::text[], ${b}::text[], ${c}::text[], ${d}::date[])
         AS any_claim(a, b, product, until)
         ON any_claim.a = least(p.participant, p.counterparty)
-       AND any_claim.b = greatest(p.participant, p.counterparty) AND any_claim.product = '*'
+       AND any_claim.b = greatest(p.participant, p.counterparty) AND any_claim.product = '*'"""
+_DECIDING_RULES = """
     LEFT JOIN unnest(${e}::text[], ${f}::date[]) AS product_rules(product, until)
         ON product_rules.product = p.product"""
-_OVERDUE_UNTIL = "coalesce(claim.until, any_claim.until, product_rules.until)"
+_OVERDUE_UNTIL = {"claims": "coalesce(claim.until, any_claim.until, product_rules.until)",
+                  "rules": "product_rules.until"}
+# What decides overdue: None (no cut-off in force), "rules" (the products' rules alone: no
+# profile claims a pair) or "claims" (the claims, then the rules).
+Deciding = Literal["rules", "claims"] | None
 
 
 @dataclass(frozen=True)
@@ -175,13 +183,20 @@ class OverdueDates:
     claims: dict[tuple[str, str, str], date | None]  # (a, b, product or "*")
     rules: dict[str, date | None]
 
+    @property
+    def deciding(self) -> Deciding:
+        return "claims" if self.claims else "rules"
+
     def parameters(self) -> list[list[object]]:
+        """The arrays the statement binds: the claims' four (when any), the rules' two."""
         never = date.min  # no trade date is ever at or before it
         claims = list(self.claims.items())
         rules = list(self.rules.items())
+        by_rules: list[list[object]] = [[p for p, _ in rules], [d or never for _, d in rules]]
+        if not claims:
+            return by_rules
         return [[k[0] for k, _ in claims], [k[1] for k, _ in claims],
-                [k[2] for k, _ in claims], [d or never for _, d in claims],
-                [p for p, _ in rules], [d or never for _, d in rules]]
+                [k[2] for k, _ in claims], [d or never for _, d in claims], *by_rules]
 
 
 _NOW_KEYS: dict[GroupBy | None, str] = {
@@ -209,7 +224,7 @@ def _differed_bits() -> str:
     return f"coalesce(bit_or(CASE WHEN status = 'mismatched' THEN {bits} END), 0) AS differed"
 
 
-def _now(group_by: GroupBy | None, overdue: bool) -> str:
+def _now(group_by: GroupBy | None, deciding: Deciding) -> str:
     # The latest version's own fields stay one test each: a column is written into every
     # figure that reads it, and the bits of all four would be worked out four times.
     return _PER_TRADE_NOW.format(
@@ -217,32 +232,35 @@ def _now(group_by: GroupBy | None, overdue: bool) -> str:
         latest_differed=_columns(
             lambda f: f"coalesce(e.differed, 0) & {_bit(f)} <> 0 OR {_differed('t.', f)}"
                       f" AS differed_on_{f}"),
-    ) + _figures(group_by, 4 if overdue else None)
+    ) + _figures(group_by, deciding, 4)
 
 
-def _as_of(group_by: GroupBy | None, overdue: bool) -> str:
+def _as_of(group_by: GroupBy | None, deciding: Deciding) -> str:
     return _PER_TRADE_AS_OF.format(
         status=_STATUS.format(t=""), how=_HOW.format(t=""), key=_AS_OF_KEYS[group_by],
         earlier_differed=_differed_bits(),
         differed_columns=_columns(
             lambda f: f"differed & {_bit(f)} <> 0 AS differed_on_{f}", ",\n           "),
-    ) + _figures(group_by, 5 if overdue else None)
+    ) + _figures(group_by, deciding, 5)
 
 
-def _figures(group_by: GroupBy | None, overdue_parameters: int | None) -> str:
-    """``overdue_parameters``: the number of the first of the six OverdueDates parameters
-    (None: no cut-off in force, nothing is overdue and nothing is joined). Grouped: a row
-    per group, then the totals; ungrouped: the one aggregate row is the totals."""
+def _figures(group_by: GroupBy | None, deciding: Deciding, n: int) -> str:
+    """``n``: the number of the first of the OverdueDates parameters (``deciding`` None:
+    no cut-off in force, nothing is overdue and nothing is joined). Grouped: a row per
+    group, then the totals; ungrouped: the one aggregate row is the totals."""
     grouped = group_by is not None
-    n = overdue_parameters
+    # The claims' four arrays come first when they are bound at all.
+    e = n + 4 if deciding == "claims" else n
+    joins = {None: "", "rules": _DECIDING_RULES.format(e=e, f=e + 1),
+             "claims": _DECIDING_CLAIMS.format(a=n, b=n + 1, c=n + 2, d=n + 3)
+             + _DECIDING_RULES.format(e=e, f=e + 1)}
     differed = _columns(lambda f: f"differed_on_{f}", ", ")
     figures = _FIGURES.format(
         key="key" if grouped else "NULL::text", t_plus_1=NEXT_WEEKDAY.format(d="trade_date"),
         group_by="GROUP BY key" if grouped else "",
-        overdue_until="NULL::date" if n is None else _OVERDUE_UNTIL,
-        deciding="" if n is None else _DECIDING.format(
-            a=n, b=n + 1, c=n + 2, d=n + 3, e=n + 4, f=n + 5),
-        count_overdue="0::bigint" if n is None else (
+        overdue_until="NULL::date" if deciding is None else _OVERDUE_UNTIL[deciding],
+        deciding=joins[deciding],
+        count_overdue="0::bigint" if deciding is None else (
             "count(*) FILTER (WHERE live AND NOT is_matched AND trade_date <= overdue_until)"),
         count_differed=_columns(
             lambda f: f"count(*) FILTER (WHERE live AND differed_on_{f}) AS differed_on_{f}"))
@@ -270,10 +288,11 @@ REPORT_TIMEOUT = 60.0
 # server's default (4 MB) sends both to temporary files. For the report's transaction only.
 REPORT_WORK_MEM = "64MB"
 
-_NOW_STATEMENTS = {(group_by, overdue): _now(group_by, overdue)
-                   for group_by in _NOW_KEYS for overdue in (False, True)}
-_AS_OF_STATEMENTS = {(group_by, overdue): _as_of(group_by, overdue)
-                     for group_by in _AS_OF_KEYS for overdue in (False, True)}
+_DECIDINGS: tuple[Deciding, ...] = (None, "rules", "claims")
+_NOW_STATEMENTS = {(group_by, deciding): _now(group_by, deciding)
+                   for group_by in _NOW_KEYS for deciding in _DECIDINGS}
+_AS_OF_STATEMENTS = {(group_by, deciding): _as_of(group_by, deciding)
+                     for group_by in _AS_OF_KEYS for deciding in _DECIDINGS}
 
 
 async def stp_counts(conn: asyncpg.Connection, start: date, end: date,
@@ -284,7 +303,7 @@ async def stp_counts(conn: asyncpg.Connection, start: date, end: date,
     versions are now, or as they were at ``as_of``; ``overdue``: the cut-offs' last
     passed trade dates at the report's instant (None: none in force)."""
     extra = overdue.parameters() if overdue is not None else []
-    key = (group_by, overdue is not None)
+    key = (group_by, overdue.deciding if overdue is not None else None)
     async with conn.transaction(readonly=True):
         await conn.execute(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'")
         if as_of is None:
