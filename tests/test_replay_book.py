@@ -84,3 +84,25 @@ async def test_a_long_replay_is_not_one_runaway_transaction():
     replayed = await simulate(History(events=events), {"XAU": Rules()}, {})
     assert len(replayed) == MAX_EVALUATIONS + 10
     assert {t.status for t in replayed.values()} == {"unmatched"}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_verdicts_the_walk_hands_on_are_decides_own(seed):
+    """The book's walk tests each candidate it takes and hands its verdicts to ``decide``,
+    which takes them as they are: they must be what ``decide`` would find itself."""
+    from kevin.domain.matching import out_of_tolerance, ref
+
+    rng = random.Random(seed)
+    trades = [_trade(rng, i, participant, "sell" if participant == "BANKA" else "buy")
+              for i in range(200) for participant in [rng.choice(["BANKA", "BANKB"])]]
+    book = MemoryBook(trades)
+    handed = 0
+    for trade in rng.sample(trades, 60):
+        for rules in RULES:
+            few = book.counterparts(trade, rules)
+            assert set(few.failing) == {ref(c) for c in few}
+            for candidate in few:
+                assert few.failing[ref(candidate)] == out_of_tolerance(trade, candidate, rules)
+                handed += 1
+            assert decide(trade, few, rules) == decide(trade, list(few), rules)
+    assert handed > 0

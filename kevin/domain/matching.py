@@ -52,6 +52,20 @@ Decision = Matched | Mismatched | Unmatched
 UNMATCHED = Unmatched()
 
 
+class Candidates(list[Trade]):
+    """Candidates as a book found them, with what it already knows of each: ``failing``
+    maps a candidate's (participant, trade_id) to ``out_of_tolerance(trade, candidate,
+    rules)`` for the trade and rules they were found for. A book that tests candidates as
+    it walks (kevin.domain.memory_book) hands its verdicts on, so ``decide`` does not test
+    them again; one it has not tested is tested as usual."""
+
+    __slots__ = ("failing",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing: dict[TradeRef, list[str]] = {}
+
+
 def ref(trade: Trade) -> TradeRef:
     return trade.participant, trade.trade_id
 
@@ -144,6 +158,8 @@ def decide(
       counterpart (see ``is_counterpart``) are ignored, as is the trade itself.
     - ``never_match``: (participant, trade_id) of trades this one must never be paired
       with automatically (pairs an operator broke); they are neither matched nor listed.
+    - ``candidates`` given as ``Candidates``: the verdicts they carry are taken as they
+      are (they were reached for this trade under these rules), not recomputed.
     - Returns ``Matched(best)`` if any candidate is within tolerance on every field
       (inclusive), the best by invariant 7; else ``Mismatched`` with the nearest (same
       order) at most three, each listing the fields outside tolerance with both values
@@ -154,13 +170,17 @@ def decide(
         (c for c in candidates if ref(c) not in excluded and is_counterpart(trade, c)),
         key=lambda c: candidate_order(trade, c),
     )
+    known = candidates.failing if isinstance(candidates, Candidates) else {}
     seen: set[TradeRef] = set()
     outside: list[tuple[Trade, list[str]]] = []
     for candidate in eligible:
-        if ref(candidate) in seen:  # the same trade passed twice counts once
+        candidate_ref = ref(candidate)
+        if candidate_ref in seen:  # the same trade passed twice counts once
             continue
-        seen.add(ref(candidate))
-        fields = out_of_tolerance(trade, candidate, rules)
+        seen.add(candidate_ref)
+        fields = known.get(candidate_ref)
+        if fields is None:
+            fields = out_of_tolerance(trade, candidate, rules)
         if not fields:
             return Matched(candidate)
         outside.append((candidate, fields))

@@ -27,6 +27,7 @@ from kevin.domain.errors import VersionConflict
 from kevin.domain.matching import (
     MAX_MISMATCHES,
     RESTING,
+    Candidates,
     TradeRef,
     out_of_tolerance,
     ref,
@@ -133,25 +134,27 @@ class MemoryBook:
 
     # --- what decide needs ---------------------------------------------------------------
 
-    def counterparts(self, trade: Trade, rules: Rules) -> list[Trade]:
+    def counterparts(self, trade: Trade, rules: Rules) -> Candidates:
         """The resting counterparts ``decide`` needs, taken in invariant 7's order
         (``in_order``): up to the first within tolerance, which is the best; or, when
         none is, every one within ``rules.price_bounds`` and at least the nearest
-        MAX_MISMATCHES. Pairs an operator broke are skipped."""
+        MAX_MISMATCHES. Pairs an operator broke are skipped. Each was tested on the way:
+        the verdicts go with them (``Candidates``)."""
         return self.walk(trade, rules)[0]
 
-    def walk(self, trade: Trade, rules: Rules) -> tuple[list[Trade], Decimal | None]:
+    def walk(self, trade: Trade, rules: Rules) -> tuple[Candidates, Decimal | None]:
         """``counterparts``, and how far from the trade's price the walk had to know the
         book to be sure of them: every resting trade priced within that distance (None:
         at any distance) must be held, for any of them might come before the last one
         taken. A book holding only part of the trades (kevin.store.batch_book) checks
         that it holds that part."""
+        chosen = Candidates()
         resting = self._resting.get(opposite(trade))
         if not resting:
-            return [], None
+            return chosen, None
         price = trade.price
         bounds: tuple[Decimal | None, Decimal | None] | None = None  # asked when needed
-        chosen: list[Trade] = []
+        failing = chosen.failing
         participant = trade.counterparty
         broken = self.broken
         for distance, found in in_order(resting, price, trade.quantity):
@@ -167,7 +170,8 @@ class MemoryBook:
                 continue
             candidate = self.trades[candidate_ref]
             chosen.append(candidate)
-            if not out_of_tolerance(trade, candidate, rules):
+            fields = failing[candidate_ref] = out_of_tolerance(trade, candidate, rules)
+            if not fields:
                 return chosen, distance
         return chosen, None
 
