@@ -3,7 +3,8 @@
 ``decide(trade, candidates, rules)`` is the one place that says whether a trade matches,
 mismatches or rests. Live matching (kevin.engine.matching) and replay both call it, so
 they cannot disagree. It does no I/O and reads no clock: the same inputs always give the
-same decision, whatever order the candidates come in.
+same decision, whatever order the candidates come in (but ``Candidates``, which vouch
+for their own order).
 """
 
 from __future__ import annotations
@@ -53,17 +54,18 @@ UNMATCHED = Unmatched()
 
 
 class Candidates(list[Trade]):
-    """Candidates as a book found them, with what it already knows of each: ``failing``
-    maps a candidate's (participant, trade_id) to ``out_of_tolerance(trade, candidate,
-    rules)`` for the trade and rules they were found for. A book that tests candidates as
-    it walks (kevin.domain.memory_book) hands its verdicts on, so ``decide`` does not test
-    them again; one it has not tested is tested as usual."""
+    """Candidates as a book found them walking its trades in invariant 7's order
+    (``candidate_order``), in that order, with what it knows of each: ``failing`` maps a
+    candidate's (participant, trade_id) to ``out_of_tolerance(trade, candidate, rules)``
+    for the trade and rules they were found for. The in-memory book
+    (kevin.domain.memory_book) hands its walk on so, and ``decide`` neither sorts them
+    nor tests again a candidate the walk tested; one without a verdict is tested as
+    usual."""
 
     __slots__ = ("failing",)
 
     def __init__(self) -> None:
-        super().__init__()
-        self.failing: dict[TradeRef, list[str]] = {}
+        self.failing: dict[TradeRef, list[str]] = {}  # empty as list() made it
 
 
 def ref(trade: Trade) -> TradeRef:
@@ -158,19 +160,20 @@ def decide(
       counterpart (see ``is_counterpart``) are ignored, as is the trade itself.
     - ``never_match``: (participant, trade_id) of trades this one must never be paired
       with automatically (pairs an operator broke); they are neither matched nor listed.
-    - ``candidates`` given as ``Candidates``: the verdicts they carry are taken as they
-      are (they were reached for this trade under these rules), not recomputed.
+    - ``candidates`` given as ``Candidates``: their order and the verdicts they carry
+      are taken as they are (reached for this trade under these rules), not recomputed.
     - Returns ``Matched(best)`` if any candidate is within tolerance on every field
       (inclusive), the best by invariant 7; else ``Mismatched`` with the nearest (same
       order) at most three, each listing the fields outside tolerance with both values
       and the tolerance; else ``UNMATCHED``.
     """
     excluded = set(never_match) | {ref(trade)}
-    eligible = sorted(
-        (c for c in candidates if ref(c) not in excluded and is_counterpart(trade, c)),
-        key=lambda c: candidate_order(trade, c),
-    )
-    known = candidates.failing if isinstance(candidates, Candidates) else {}
+    eligible = [c for c in candidates if ref(c) not in excluded and is_counterpart(trade, c)]
+    if isinstance(candidates, Candidates):
+        known = candidates.failing  # and they come in invariant 7's order already
+    else:
+        known = {}
+        eligible.sort(key=lambda c: candidate_order(trade, c))
     seen: set[TradeRef] = set()
     outside: list[tuple[Trade, list[str]]] = []
     for candidate in eligible:
