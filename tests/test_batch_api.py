@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kevin.store import bulk
+from kevin.store import batch_book, bulk
 from tests.conftest import ADMIN, as_read, trade_body, wait_for
 from tests.matching_checks import check_matching_invariants
 from tests.support import book_state
@@ -164,7 +164,32 @@ async def test_a_trade_id_another_writer_created_meanwhile_is_as_if_stored(
     assert await conn.fetchval("SELECT count(*) FROM trades WHERE trade_id = 'A-1'") == 1
 
 
-async def test_batches_match_each_other_and_single_submissions(client, banks, conn):
+# (WRITE_BEHIND, YIELD_EVERY): as served, and a write every few versions with the event
+# loop let in after every line — the writes made while matching goes on must leave the
+# same rows, feed and answers as one write at the end.
+WRITE_BEHIND = [pytest.param(None, id="as-served"), pytest.param((2, 1), id="write-behind")]
+
+
+@pytest.fixture(params=WRITE_BEHIND)
+def write_behind(request, monkeypatch):
+    writes = []
+    if request.param is not None:
+        monkeypatch.setattr(batch_book, "WRITE_BEHIND", request.param[0])
+        monkeypatch.setattr(batch_book, "YIELD_EVERY", request.param[1])
+        write_versions = bulk.write_versions
+
+        async def spy(conn, versions, stored):
+            writes.append(len(versions))
+            return await write_versions(conn, versions, stored)
+
+        monkeypatch.setattr(bulk, "write_versions", spy)
+    yield
+    if request.param is not None:  # the buys' versions went in several writes
+        assert len(writes) >= 2, writes
+
+
+async def test_batches_match_each_other_and_single_submissions(client, banks, conn,
+                                                               write_behind):
     a, b = banks
     sells = [trade_body(f"A-{i}", price=f"{1000 + i}.5") for i in range(20)]
     rest = await batch(client, a, *sells)
@@ -205,7 +230,8 @@ async def test_batches_match_each_other_and_single_submissions(client, banks, co
         await conn.fetchval("SELECT count(*) FROM feed") == 80
 
 
-async def test_a_batch_matches_exactly_as_single_submissions_do(client, api, conn):
+async def test_a_batch_matches_exactly_as_single_submissions_do(client, api, conn,
+                                                               write_behind):
     """The same trades, submitted one by one by two banks and in batches by two others,
     end in the same states, version for version: mismatches (the one-at-a-time path
     inside a batch), two lines after one resting trade (a contended candidate),

@@ -3,13 +3,14 @@ standing alone and matched exactly as if its lines had been submitted one by one
 order.
 
 The batch runs the live ``Matcher`` over a ``BatchBook`` (kevin.store.batch_book): the
-in-memory book, filled from PostgreSQL as matching needs it, its writes kept until the
-end. Under the match-key locks of every key involved nothing else changes these keys,
-so: lock the keys and read their rules; load the book around every line's price (a few
-statements for the whole batch); insert every new trade's version 1 (one statement,
-which also tells which trade_ids another writer created meanwhile); match line after
-line in memory, mismatches and their re-evaluations included; then write every version
-matching wrote (two statements).
+in-memory book, filled from PostgreSQL as matching needs it, its writes kept back and
+sent a few thousand at a time. Under the match-key locks of every key involved nothing
+else changes these keys, so: lock the keys and read their rules; load the book around
+every line's price (a few statements for the whole batch); insert every new trade's
+version 1 (one statement, which also tells which trade_ids another writer created
+meanwhile); match line after line in memory, mismatches and their re-evaluations
+included, every version matching wrote going to the database while the next lines are
+matched (two statements per few thousand versions).
 """
 
 from __future__ import annotations
@@ -99,12 +100,17 @@ async def _match_in_memory(conn: asyncpg.Connection, participant: str,
     # lies under a match key the batch did not lock, in no segment the book has read.
     book.unhide([trade for trade in unwritten if ref(trade) not in inserted])
     created = [inserted[ref(trade)] for trade in unwritten if ref(trade) in inserted]
-    for trade in created:
-        book.reveal(trade)
-        # One matcher per line, as one transaction per single submission: its safety
-        # net counts the evaluations of one line.
-        await Matcher(book, participant).submitted(trade)
-    await book.flush()
+    try:
+        for trade in created:
+            book.reveal(trade)
+            # One matcher per line, as one transaction per single submission: its safety
+            # net counts the evaluations of one line.
+            await Matcher(book, participant).submitted(trade)
+            await book.write_behind()
+        await book.flush()
+    except BaseException:
+        await book.abandon()
+        raise
     return {trade.trade_id: book.trades[ref(trade)] for trade in created}
 
 

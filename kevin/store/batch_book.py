@@ -4,9 +4,11 @@ it, its writes kept until the batch is done.
 A batch matches thousands of lines in one transaction under the match-key locks of
 every key involved, so nothing but the batch changes those keys until it commits. The
 matcher then runs exactly as over the PostgreSQL book, but each read that the book
-already holds is answered from memory, and everything the matcher writes goes to the
-database at the end in two statements (kevin.store.bulk.write_versions). A mismatch,
-whose re-evaluations ripple through the book, costs memory work, not round trips.
+already holds is answered from memory, and what the matcher writes goes to the database
+two statements per few thousand versions (kevin.store.bulk.write_versions), written
+while the batch goes on matching (``write_behind``) and the rest at the end (``flush``).
+A mismatch, whose re-evaluations ripple through the book, costs memory work, not round
+trips.
 
 What the book holds of a segment is tracked as closed price intervals known completely
 (every resting trade of the segment priced within them is held). A candidate lookup
@@ -26,7 +28,9 @@ trade_id another writer created meanwhile is known: ``unhide``).
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -56,6 +60,14 @@ WINDOW_SIZE = 6
 DENSE_PRICES = 32
 DENSE_ROWS = 2
 
+# While a batch goes on matching, what it has written so far goes to the database as soon
+# as this many versions are pending (``write_behind``): PostgreSQL writes them on its core
+# while the matcher goes on on this one, instead of all of them after the last line.
+WRITE_BEHIND = 2_000
+# Lines matched between two yields to the event loop while a write is in flight: the
+# loop sends what the socket did not take at once, and reads the answer.
+YIELD_EVERY = 16
+
 INFINITY = Decimal("Infinity")
 # A closed price interval, unbounded on a side as -/+ INFINITY.
 Interval = tuple[Decimal, Decimal]
@@ -79,6 +91,15 @@ class BatchBook(MemoryBook):
         self._pending: list[NewVersion] = []
         self._stored: dict[TradeRef, int] = {}  # each held trade's version in the database
         self.recorded: dict[bulk.VersionRef, datetime] = {}
+        self._writing: asyncio.Future[dict[bulk.VersionRef, datetime]] | None = None
+        self._lines_since_yield = 0
+
+    async def _connection(self) -> asyncpg.Connection:
+        """The connection, once the write in flight (``write_behind``) is done: it runs
+        one statement at a time."""
+        if self._writing is not None:
+            await self._written()
+        return self.conn
 
     async def rules_in_force(self, trade: Trade) -> RulesInForce:
         """The pair's profile, else the product's rules (choose_in_force), chosen once
@@ -167,7 +188,7 @@ class BatchBook(MemoryBook):
         if not many:
             return []
         caps = [DENSE_ROWS * len(prices[segment]) + 1 for segment, _, _ in many]
-        counts = await bulk.resting_counts(self.conn, many, caps)
+        counts = await bulk.resting_counts(await self._connection(), many, caps)
         spans = [span for span, count, cap in zip(many, counts, caps, strict=True)
                  if count < cap]
         dense = {segment for segment, _, _ in spans}
@@ -181,7 +202,7 @@ class BatchBook(MemoryBook):
                     below: Sequence[tuple[Segment, Decimal, bool]],
                     spans: Sequence[tuple[Segment, Decimal, Decimal]] = ()) -> list[Trade]:
         requests = [(*a, True) for a in above] + [(*b, False) for b in below]
-        edges, rows = await bulk.windows(self.conn, requests, WINDOW_SIZE,
+        edges, rows = await bulk.windows(await self._connection(), requests, WINDOW_SIZE,
                                          spans)
         held = self._hold(rows)
         learnt: dict[Segment, list[Interval]] = defaultdict(list)
@@ -212,7 +233,7 @@ class BatchBook(MemoryBook):
             return self.trades[trade]
         if trade in self._hidden:
             return None
-        found = await store.latest(self.conn, *trade)
+        found = await store.latest(await self._connection(), *trade)
         if found is not None:
             self.put(found)
             self._stored[trade] = found.version
@@ -255,7 +276,7 @@ class BatchBook(MemoryBook):
     async def naming(self, trades: Sequence[Trade]) -> list[Trade]:
         unknown = [t for t in trades if ref(t) not in self._naming_loaded]
         if unknown:
-            rows = await match_store.naming_rows(self.conn, unknown)
+            rows = await match_store.naming_rows(await self._connection(), unknown)
             self._hold(rows)
             self._naming_loaded.update(ref(t) for t in unknown)
         return [found for trade in trades for found in self.named_by(trade)]
@@ -267,22 +288,74 @@ class BatchBook(MemoryBook):
 
     async def record_broken_pair(self, first: Trade, second: Trade, match_id: UUID,
                                  comment: str | None) -> None:
-        await match_store.record_broken_pair(self.conn, ref(first),
+        await match_store.record_broken_pair(await self._connection(), ref(first),
                                              ref(second), match_id, comment)
         self.broken.add(frozenset((ref(first), ref(second))))
 
-    # --- the end of the batch -------------------------------------------------------------
+    # --- writing -------------------------------------------------------------------------
 
-    async def flush(self) -> None:
-        """Write everything the matcher wrote (kevin.store.bulk.write_versions), and give
-        each trade it wrote the recorded_at the database chose (``recorded``: that of
-        every version written, by (participant, trade_id, version))."""
-        self.recorded = await bulk.write_versions(self.conn, self._pending, self._stored)
-        self._pending = []
-        for (participant, trade_id, version), recorded_at in self.recorded.items():
+    async def write_behind(self) -> None:
+        """Between two lines of a batch: once WRITE_BEHIND versions are pending, write
+        them (kevin.store.bulk.write_versions) while matching goes on — one write in
+        flight at a time, every read of the book waiting for it first. The versions
+        reach the database in the order the matcher wrote them, each trade's last one of
+        each write latest, as one write at the end would leave them."""
+        if self._writing is not None:
+            # Matching outrunning the database waits once twice as many are pending, so
+            # that no write (the last one above all, which nothing overlaps) grows large.
+            if not self._writing.done() and len(self._pending) < 2 * WRITE_BEHIND:
+                self._lines_since_yield += 1
+                if self._lines_since_yield >= YIELD_EVERY:
+                    self._lines_since_yield = 0
+                    await asyncio.sleep(0)
+                return
+            await self._written()
+        if len(self._pending) >= WRITE_BEHIND:
+            self._start_writing()
+            await asyncio.sleep(0)  # the statement is sent now
+
+    def _start_writing(self) -> None:
+        versions, self._pending = self._pending, []
+        stored: dict[TradeRef, int] = {}
+        for new in versions:
+            key = (new.participant, new.trade_id)
+            if key not in stored:
+                stored[key] = self._stored[key]
+        for new in versions:
+            self._stored[(new.participant, new.trade_id)] = new.version
+        self._writing = asyncio.ensure_future(bulk.write_versions(self.conn, versions, stored))
+
+    async def _written(self) -> None:
+        """Wait for the write in flight; each trade it wrote the latest version of gets
+        the recorded_at the database chose."""
+        assert self._writing is not None
+        writing, self._writing = self._writing, None
+        recorded = await writing
+        self.recorded.update(recorded)
+        for (participant, trade_id, version), recorded_at in recorded.items():
             key = (participant, trade_id)
             trade = self.trades[key]
             if trade.version == version:
                 self.trades[key] = trusted(Trade, {**trade.__dict__,
                                                    "recorded_at": recorded_at})
-                self._stored[key] = version
+
+    async def abandon(self) -> None:
+        """The batch failed: wait for the write in flight, whatever became of it, so that
+        the connection is free for the rollback."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            with contextlib.suppress(Exception):
+                await writing
+
+    # --- the end of the batch -------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write everything the matcher wrote and ``write_behind`` has not
+        (kevin.store.bulk.write_versions), and give each trade it wrote the recorded_at
+        the database chose (``recorded``: that of every version written, by
+        (participant, trade_id, version))."""
+        if self._writing is not None:
+            await self._written()
+        if self._pending:
+            self._start_writing()
+            await self._written()
