@@ -106,3 +106,33 @@ def test_the_verdicts_the_walk_hands_on_are_decides_own(seed):
                 handed += 1
             assert decide(trade, few, rules) == decide(trade, list(few), rules)
     assert handed > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_a_trade_placed_on_arrival_or_when_asked_replays_the_same(seed, monkeypatch):
+    """A replay's submission is placed among the resting trades only when the book is
+    next asked (``MemoryBook.arrive``); placed at once (``put``), the replay must end the
+    same, every version alike."""
+    from kevin.domain.replay import History, Submitted
+    from kevin.engine.replay import simulate
+
+    rng = random.Random(seed)
+    events = []
+    for i in range(400):
+        participant = rng.choice(["BANKA", "BANKB"])
+        trade = _trade(rng, i, participant, "sell" if participant == "BANKA" else "buy")
+        trade = trade.model_copy(update={"status": "unmatched",
+                                          "recorded_at": T0 + timedelta(milliseconds=i)})
+        events.append(Submitted(trade.recorded_at, trade))
+    rules = {"XAU": rng.choice(RULES[1:])}
+    deferred = await simulate(History(events=events), rules, {})
+    monkeypatch.setattr(MemoryBook, "arrive", MemoryBook.put)
+    at_once = await simulate(History(events=events), rules, {})
+    assert _outcomes(deferred) == _outcomes(at_once)
+    assert {t.status for t in deferred.values()} >= {"matched", "mismatched"}
+
+
+def _outcomes(replayed):
+    """Every trade's replayed version but its match's id (a new one per run)."""
+    return {r: t.model_copy(update={"match": t.match and t.match.model_copy(
+        update={"match_id": None})}) for r, t in replayed.items()}

@@ -99,6 +99,7 @@ class MemoryBook:
         self.now: datetime | None = None
         self._resting: dict[Segment, Resting] = {}
         self._naming: dict[Named, set[TradeRef]] = defaultdict(set)
+        self._arrived: Trade | None = None  # held, not yet placed among the resting
         for trade in trades:
             self.put(trade)
 
@@ -107,9 +108,36 @@ class MemoryBook:
     def get(self, trade_ref: TradeRef) -> Trade | None:
         return self.trades.get(trade_ref)
 
+    def arrive(self, trade: Trade) -> None:
+        """``put`` for a new unmatched trade about to be matched (a replay's submission),
+        placed among the resting trades only once the book is asked for more than its own
+        walk: most trades match on arrival and would leave their place at once. Its walk
+        does not need it there (a trade's counterparts rest in the opposite segment), and
+        when its next version is put it is placed as new."""
+        key = (trade.participant, trade.trade_id)
+        if trade.status != "unmatched" or key in self.trades:
+            self.put(trade)
+            return
+        self._place_arrived()
+        self.trades[key] = trade
+        self._arrived = trade
+
+    def _place_arrived(self, next_version_of: TradeRef | None = None) -> None:
+        arrived, self._arrived = self._arrived, None
+        if arrived is None:
+            return
+        key = (arrived.participant, arrived.trade_id)
+        if self.trades.get(key) is not arrived:
+            return
+        del self.trades[key]  # put as new: as its next version, or here, as itself
+        if key != next_version_of:
+            self.put(arrived)
+
     def put(self, trade: Trade) -> None:
         """Hold ``trade`` as the latest version of its trade."""
         key = (trade.participant, trade.trade_id)
+        if self._arrived is not None:
+            self._place_arrived(key)
         old = self.trades.get(key)
         self.trades[key] = trade
         resting = trade.status in RESTING
@@ -148,6 +176,8 @@ class MemoryBook:
         at any distance) must be held, for any of them might come before the last one
         taken. A book holding only part of the trades (kevin.store.batch_book) checks
         that it holds that part."""
+        if self._arrived is not None and self._arrived is not trade:
+            self._place_arrived()
         chosen = Candidates()
         resting = self._resting.get(opposite(trade))
         if not resting:

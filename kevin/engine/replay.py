@@ -141,7 +141,7 @@ async def simulate(history: History, rules: Mapping[str, Rules],
             matcher = Matcher(book, REPLAY_ACTOR)
             book.now = event.at
             if isinstance(event, Submitted):
-                book.put(event.trade)
+                book.arrive(event.trade)
                 await matcher.submitted(event.trade)
             elif isinstance(event, Amended | Cancelled):
                 current = book.get(event.trade)
