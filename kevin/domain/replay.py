@@ -81,21 +81,24 @@ class MatchState(BaseModel):
                              "match": match, "mismatches": list(trade.mismatches)})
 
 
+# What a version says about matching: its status, whom it is matched with, and its
+# mismatch list without what each was decided under (a replay's own rules name themselves
+# differently from the stored ones they may equal), each field as (field, ours, theirs,
+# tolerance). Match ids and version numbers aside.
+Outcome = tuple[str, str | None, list[tuple[str, list[tuple[Any, ...]]]]]
+
+
+def outcome(trade: Trade) -> Outcome:
+    return (trade.status,
+            trade.match.counterparty_trade_id if trade.match is not None else None,
+            [(m.counterparty_trade_id,
+              [(f.field, f.ours, f.theirs, f.tolerance) for f in m.fields])
+             for m in trade.mismatches])
+
+
 def same_outcome(a: Trade, b: Trade) -> bool:
-    """Whether two versions of one trade say the same about matching: the status, whom it
-    is matched with, and the mismatch list (match ids and version numbers aside)."""
-    return (a.status == b.status and _partner(a) == _partner(b)
-            and _compared(a) == _compared(b))
-
-
-def _compared(trade: Trade) -> list[tuple[str, list[Any]]]:
-    """The mismatch list without what it was decided under (a replay's own rules name
-    themselves differently from the stored ones they may equal)."""
-    return [(m.counterparty_trade_id, list(m.fields)) for m in trade.mismatches]
-
-
-def _partner(trade: Trade) -> str | None:
-    return trade.match.counterparty_trade_id if trade.match is not None else None
+    """Whether two versions of one trade say the same about matching."""
+    return outcome(a) == outcome(b)
 
 
 class ReplayChange(BaseModel):
@@ -169,6 +172,10 @@ class StoredVersion(NamedTuple):
     txid: int
     tx_started: datetime
     read: Callable[[], Trade]
+    # The version's Outcome read straight from what is stored, without building it: a
+    # replay compares every trade's latest version with its replayed one, and builds
+    # only those that differ.
+    outcome: Callable[[], Outcome]
 
 
 @dataclass(frozen=True)
@@ -210,12 +217,21 @@ Event = Submitted | Amended | Cancelled | Forced | Broken
 @dataclass
 class History:
     """The starting book (each trade as it stood at ``since``), the events after it in
-    the order they happened, and the pairs broken by ``since``."""
+    the order they happened, each trade's latest version as stored (``built``: those
+    already built for the book or an event) and the pairs broken by ``since``."""
 
     book: dict[TradeRef, Trade] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
-    latest: dict[TradeRef, Trade] = field(default_factory=dict)
+    latest: dict[TradeRef, StoredVersion] = field(default_factory=dict)
+    built: dict[TradeRef, Trade] = field(default_factory=dict)
     broken_before: set[frozenset[TradeRef]] = field(default_factory=set)
+
+    def latest_trade(self, trade_ref: TradeRef) -> Trade:
+        found = self.built.get(trade_ref)
+        return found if found is not None else self.latest[trade_ref].read()
+
+    def latest_trades(self) -> list[Trade]:
+        return [self.latest_trade(trade_ref) for trade_ref in self.latest]
 
 
 # The versions that are someone's act, read whole (cancelled needs only its instant).
@@ -277,7 +293,9 @@ def split_history(
             history.book[trade_ref] = last_trade = last.read()
         elif at_since is not None:
             history.book[trade_ref] = at_since.read()
-        history.latest[trade_ref] = last_trade if last_trade is not None else last.read()
+        history.latest[trade_ref] = last
+        if last_trade is not None:
+            history.built[trade_ref] = last_trade
     for legs in forced.values():
         if len(legs) == 2:
             legs.sort(key=lambda t: t.recorded_at)
@@ -295,14 +313,18 @@ def split_history(
     return history
 
 
-def changes(before: Mapping[TradeRef, Trade], after: Mapping[TradeRef, Trade]
-            ) -> list[tuple[Trade, Trade]]:
+def changes(history: History, after: Mapping[TradeRef, Trade]) -> list[tuple[Trade, Trade]]:
     """(current, replayed) for every trade whose matching state the replay changes, in
-    (participant, trade_id) order."""
+    (participant, trade_id) order. A current version is built only if it differs."""
     out = []
+    latest, built = history.latest, history.built
     for trade_ref in sorted(after):
-        current = before.get(trade_ref)
-        if current is not None and not same_outcome(current, after[trade_ref]):
-            out.append((current, after[trade_ref]))
+        stored = latest.get(trade_ref)
+        if stored is None:
+            continue
+        replayed = after[trade_ref]
+        current = built.get(trade_ref)
+        was = outcome(current) if current is not None else stored.outcome()
+        if was != outcome(replayed):
+            out.append((current if current is not None else stored.read(), replayed))
     return out
-

@@ -177,7 +177,6 @@ async def simulate(history: History, rules: Mapping[str, Rules],
 class Plan:
     products: list[str]
     changes: list[tuple[Trade, Trade]]  # (current, replayed)
-    current: dict[TradeRef, Trade]
 
 
 @dataclass(frozen=True)
@@ -210,7 +209,7 @@ async def _plan(loaded: Loaded, rules: Mapping[str, Rules],
     replayed = await asyncio.to_thread(
         lambda: asyncio.run(simulate(history, rules, loaded.stored_rules, profiles,
                                      loaded.stored_profiles)))
-    return Plan(loaded.products, changes(history.latest, replayed), history.latest)
+    return Plan(loaded.products, changes(history, replayed))
 
 
 def _keys(trades: Iterable[Trade]) -> set[MatchKey]:
@@ -281,7 +280,7 @@ class Replayer:
         held: set[MatchKey] = set()
         for _ in range(LOCK_ROUNDS):
             loaded = await _load(conn, since, rules, profiles)
-            needed = _keys(loaded.history.latest.values()) - held
+            needed = _keys(loaded.history.latest_trades()) - held
             if not needed:
                 return await _plan(loaded, rules, profiles)
             # Keys are taken in ascending lock-id order within a round; across rounds we

@@ -19,7 +19,7 @@ from kevin import jsoncodec
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import MatchRef, RulesRef, Trade, trusted
 from kevin.domain.profiles import ProfileVersion
-from kevin.domain.replay import ReplayRecord, RulesTimeline, StoredVersion
+from kevin.domain.replay import Outcome, ReplayRecord, RulesTimeline, StoredVersion
 from kevin.domain.rules import Rules
 from kevin.store.profiles import profile_from_row
 from kevin.store.trades import accepted_differences, attributes_of, mismatches_of
@@ -124,7 +124,20 @@ async def history(conn: asyncpg.Connection, products: Sequence[str]) -> list[Sto
             started[txid] = at
     reader = _Reader()
     return [StoredVersion((r[0], r[1]), r[2], r[4], r[-2], r[-1], started[r[-1]],
-                          partial(reader.version, r)) for r in rows]
+                          partial(reader.version, r), partial(_outcome, r)) for r in rows]
+
+
+def _outcome(row: asyncpg.Record) -> Outcome:
+    """A SELECT_REPLAY_HISTORY row's Outcome (kevin.domain.replay.outcome of the Trade
+    ``_Reader.version`` builds from it), read from the columns: a matched version's
+    mismatch list is empty (``_Reader.version``), an unmatched one's decoded as is."""
+    mismatches = row[18]
+    return (row[3], row[16] if row[15] is not None else None,
+            [] if mismatches is None or mismatches == "[]" else [
+                (m["counterparty_trade_id"],
+                 [(f["field"], f.get("ours"), f.get("theirs"), f.get("tolerance"))
+                  for f in m["fields"]])
+                for m in jsoncodec.loads(mismatches)])
 
 
 class _Reader:
