@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
+import sys
+import uuid
 from pathlib import Path
 
 import asyncpg
+import psutil
 import pytest
 
-from kevin.bench import pgbench
+from kevin.bench import pgbench, runner
 from kevin.dburl import to_asyncpg_dsn
 from kevin.store.invariants import find_violations
 from tests.processes import run_cli
@@ -154,3 +159,61 @@ async def test_bench_batch_against_a_copy_ceiling(server_url: str, tmp_path: Pat
     assert batch["ceiling"]["trades_per_s"] > 0 and batch["ratio"] > 0
     assert not set(json.loads(output.read_text())["scratch_databases"]) \
         & set(await _bench_databases(server_url))
+
+
+async def test_a_later_run_drops_only_the_scratch_databases_of_a_killed_bench(
+        server_url: str) -> None:
+    """A bench killed outright drops nothing; the next run drops what it left — and only
+    that: not a live run's databases, nor those it cannot tell the owner of."""
+    dead = await asyncio.create_subprocess_exec("true")
+    await dead.wait()  # a pid that no longer runs
+    host = socket.gethostname()
+    owners = {"killed": f"kevin bench on {host}, pid {dead.pid}",
+              "live": f"kevin bench on {host}, pid {os.getpid()}",
+              "elsewhere": f"kevin bench on another-{host}, pid {dead.pid}",
+              "unowned": None}
+    names = {tag: f"kevin_bench_{uuid.uuid4().hex[:8]}_{tag}" for tag in owners}
+    conn = await asyncpg.connect(to_asyncpg_dsn(server_url))
+    try:
+        for tag, name in names.items():
+            await conn.execute(f'CREATE DATABASE "{name}"')
+            if owners[tag] is not None:
+                await conn.execute(f"COMMENT ON DATABASE \"{name}\" IS '{owners[tag]}'")
+        dropped = await runner.drop_abandoned_databases(server_url)
+        assert names["killed"] in dropped
+        left = set(await _bench_databases(server_url))
+        assert names["killed"] not in left
+        assert {names["live"], names["elsewhere"], names["unowned"]} <= left
+    finally:
+        for name in names.values():
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+
+_PARENT = """
+import asyncio, sys
+from kevin.bench.children import spawn
+
+async def main():
+    child = await spawn(sys.executable, "-c", "import time; time.sleep(120)",
+                        stdout=asyncio.subprocess.DEVNULL)
+    print(child.pid, flush=True)
+    await child.wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_the_benchs_children_end_when_the_bench_is_killed() -> None:
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _PARENT, stdout=asyncio.subprocess.PIPE)
+    assert parent.stdout is not None
+    child = psutil.Process(int(await asyncio.wait_for(parent.stdout.readline(), 30)))
+    try:
+        parent.kill()  # as a CI timeout would: no cleanup runs in the bench
+        await parent.wait()
+        gone, _ = await asyncio.to_thread(psutil.wait_procs, [child], 10)
+        assert gone, "the child outlived the bench"
+    finally:
+        if child.is_running():
+            child.kill()

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from kevin.bench.children import spawn
 from kevin.dburl import to_asyncpg_dsn
 
 SCRIPT = Path(__file__).with_name("pgbench_pair.sql")
@@ -38,7 +39,7 @@ async def run(url: str, concurrency: int, duration: float) -> dict[str, Any]:
     if command is None:
         raise PgbenchFailed("pgbench is not on PATH")
     seconds = max(1, math.ceil(duration))
-    process = await asyncio.create_subprocess_exec(
+    process = await spawn(
         command, "--no-vacuum", "--client", str(concurrency), "--jobs", str(concurrency),
         "--time", str(seconds), "--file", str(SCRIPT), to_asyncpg_dsn(url),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

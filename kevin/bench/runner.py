@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import secrets
 import socket
 import sys
@@ -21,9 +22,11 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import psutil
 
 from kevin.bench import ceiling, pgbench
 from kevin.bench import workload as w
+from kevin.bench.children import spawn
 from kevin.config import Settings
 from kevin.dburl import to_asyncpg_dsn, with_database
 from kevin.engine.service import TradeService
@@ -74,6 +77,37 @@ class Options:
 created_databases: list[str] = []
 
 
+# A scratch database's comment names the run that owns it, so that a later run can tell
+# the databases of a bench that was killed (nothing dropped them) from a live one's.
+_OWNER = "kevin bench on {host}, pid {pid}"
+_OWNER_PATTERN = re.compile(r"kevin bench on (?P<host>\S+), pid (?P<pid>\d+)\Z")
+
+SCRATCH_DATABASES = """
+SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database
+WHERE datname LIKE 'kevin\\_bench\\_%'
+"""
+
+
+def _owner_is_gone(comment: str | None) -> bool:
+    owner = _OWNER_PATTERN.match(comment or "")
+    if owner is None or owner["host"] != socket.gethostname():
+        return False  # not ours to judge: another machine's run, or no owner recorded
+    return not psutil.pid_exists(int(owner["pid"]))
+
+
+async def drop_abandoned_databases(server_url: str) -> list[str]:
+    """Drop the scratch databases of runs on this host whose process is gone."""
+    admin = await asyncpg.connect(to_asyncpg_dsn(server_url))
+    try:
+        abandoned = [name for name, comment in await admin.fetch(SCRATCH_DATABASES)
+                     if _owner_is_gone(comment)]
+        for name in abandoned:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    return abandoned
+
+
 @contextlib.asynccontextmanager
 async def scratch_database(server_url: str, tag: str) -> AsyncIterator[str]:
     """A fresh database at schema head, dropped again on exit whatever happens."""
@@ -82,6 +116,8 @@ async def scratch_database(server_url: str, tag: str) -> AsyncIterator[str]:
     admin = await asyncpg.connect(to_asyncpg_dsn(server_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
+        owner = _OWNER.format(host=socket.gethostname(), pid=os.getpid())
+        await admin.execute(f"COMMENT ON DATABASE \"{name}\" IS '{owner}'")
     finally:
         await admin.close()
     url = with_database(server_url, name)
@@ -182,7 +218,7 @@ class ServeProcess:
     async def __aenter__(self) -> ServeProcess:
         log = self.log_path.open("ab")  # noqa: ASYNC230 - opening a local log file
         try:
-            self.process = await asyncio.create_subprocess_exec(
+            self.process = await spawn(
                 sys.executable, "-m", "kevin.cli", "serve", "--port", str(self.port),
                 "--workers", str(self.workers), env=self.env,
                 stdout=asyncio.subprocess.DEVNULL, stderr=log)
@@ -221,7 +257,7 @@ class ServeProcess:
 
 
 async def run_loadgen(config: dict[str, Any], timeout: float) -> dict[str, Any]:
-    child = await asyncio.create_subprocess_exec(
+    child = await spawn(
         sys.executable, "-m", "kevin.bench.loadgen", env=kevin_env(),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
@@ -463,6 +499,8 @@ async def run(settings: Settings, options: Options) -> dict[str, Any]:
             pg_version = await conn.fetchval("SHOW server_version")
         finally:
             await conn.close()
+        for name in await drop_abandoned_databases(url):
+            print(f"dropped {name}, left behind by a bench that was killed", flush=True)
         result: dict[str, Any] = {
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {**machine(), "postgresql": pg_version},
