@@ -133,12 +133,25 @@ async def test_idempotent_lines_and_conflicts(client, banks, conn):
     assert resp.status == 200
 
 
+@pytest.mark.parametrize("part", [None, 1], ids=["one-part", "a-part-a-line"])
 async def test_a_trade_id_another_writer_created_meanwhile_is_as_if_stored(
-        client, banks, conn, monkeypatch):
+        client, banks, conn, monkeypatch, part):
     """Between the batch's read of its trade_ids and its insert, another writer creates
     one of them — under another match key, since the batch holds its own keys' locks
     (here: the read is made to miss a trade posted singly before): the line is answered
-    from that trade, and the rest of the batch is matched as usual."""
+    from that trade, and the rest of the batch is matched as usual. Also with the first
+    versions written a line at a time (batch_book.FIRST_VERSIONS), the skipped trade_id
+    in a part of its own between two others."""
+    if part is not None:
+        monkeypatch.setattr(batch_book, "FIRST_VERSIONS", part)
+        insert_first_versions = bulk.insert_first_versions
+        parts = []
+
+        async def spy(conn, news):
+            parts.append([new.trade_id for new in news])
+            return await insert_first_versions(conn, news)
+
+        monkeypatch.setattr(bulk, "insert_first_versions", spy)
     a, b = banks
     resp = await client.post("/v1/trades", json=trade_body("A-1", product="XAG"),
                              headers=a)
@@ -153,39 +166,55 @@ async def test_a_trade_id_another_writer_created_meanwhile_is_as_if_stored(
         return {} if len(calls) == 1 else await latest_many(conn, participant, trade_ids)
 
     monkeypatch.setattr(bulk, "latest_many", first_read_misses)
-    result = await batch(client, a, trade_body("A-1", price="1000.5"),
-                         trade_body("A-2", price="1001.5"))
-    assert calls == [["A-1", "A-2"], ["A-1"]]
-    assert [r["result"] for r in result["results"]] == ["exists_with_different_fields",
+    result = await batch(client, a, trade_body("A-0", price="999.5"),
+                         trade_body("A-1", price="1000.5"), trade_body("A-2", price="1001.5"))
+    assert calls == [["A-0", "A-1", "A-2"], ["A-1"]]
+    assert [r["result"] for r in result["results"]] == ["created",
+                                                        "exists_with_different_fields",
                                                         "created"]
-    assert result["results"][1]["trade"]["status"] == "matched"
+    assert result["results"][0]["trade"]["status"] == "unmatched"
+    assert result["results"][2]["trade"]["status"] == "matched"
     stored = await (await client.get("/v1/trades/A-1", headers=a)).json()
     assert stored["version"] == 1 and stored["product"] == "XAG"
     assert await conn.fetchval("SELECT count(*) FROM trades WHERE trade_id = 'A-1'") == 1
+    if part is not None:
+        assert parts == [["A-0"], ["A-1"], ["A-2"]]
+    await check_matching_invariants(conn)
 
 
-# (WRITE_BEHIND, YIELD_EVERY): as served, and a write every few versions with the event
-# loop let in after every line — the writes made while matching goes on must leave the
-# same rows, feed and answers as one write at the end.
-WRITE_BEHIND = [pytest.param(None, id="as-served"), pytest.param((2, 1), id="write-behind")]
+# (WRITE_BEHIND, YIELD_EVERY, FIRST_VERSIONS): as served, and a write every few versions
+# and the first versions a few lines at a time, with the event loop let in after every
+# line — the writes made while matching goes on must leave the same rows, feed and
+# answers as one write at the end.
+WRITE_BEHIND = [pytest.param(None, id="as-served"),
+                pytest.param((2, 1, 3), id="write-behind")]
 
 
 @pytest.fixture(params=WRITE_BEHIND)
 def write_behind(request, monkeypatch):
     writes = []
+    parts = []
     if request.param is not None:
         monkeypatch.setattr(batch_book, "WRITE_BEHIND", request.param[0])
         monkeypatch.setattr(batch_book, "YIELD_EVERY", request.param[1])
+        monkeypatch.setattr(batch_book, "FIRST_VERSIONS", request.param[2])
         write_versions = bulk.write_versions
+        insert_first_versions = bulk.insert_first_versions
 
         async def spy(conn, versions, stored):
             writes.append(len(versions))
             return await write_versions(conn, versions, stored)
 
+        async def first_spy(conn, news):
+            parts.append(len(news))
+            return await insert_first_versions(conn, news)
+
         monkeypatch.setattr(bulk, "write_versions", spy)
+        monkeypatch.setattr(bulk, "insert_first_versions", first_spy)
     yield
     if request.param is not None:  # the buys' versions went in several writes
         assert len(writes) >= 2, writes
+        assert len(parts) >= 4 and max(parts) == request.param[2], parts
 
 
 async def test_batches_match_each_other_and_single_submissions(client, banks, conn,

@@ -7,14 +7,16 @@ in-memory book, filled from PostgreSQL as matching needs it, its writes kept bac
 sent a few thousand at a time. Under the match-key locks of every key involved nothing
 else changes these keys, so: lock the keys and read their rules; load the book around
 every line's price (a few statements for the whole batch); insert every new trade's
-version 1 (one statement, which also tells which trade_ids another writer created
-meanwhile); match line after line in memory, mismatches and their re-evaluations
-included, every version matching wrote going to the database while the next lines are
-matched (two statements per few thousand versions).
+version 1 (one statement per few thousand lines, which also tells which trade_ids another
+writer created meanwhile, each part written while the lines before it are matched);
+match line after line in memory, mismatches and their re-evaluations included, every
+version matching wrote going to the database while the next lines are matched (two
+statements per few thousand versions).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,18 +97,20 @@ async def _match_in_memory(conn: asyncpg.Connection, participant: str,
     book.hide(unwritten)
     await book.prefetch([(trade, (await book.rules_in_force(trade)).rules)
                          for trade in unwritten])
-    inserted = await bulk.insert_first_versions(conn, news)
-    # A trade_id another writer created meanwhile is none of the batch's: its trade
-    # lies under a match key the batch did not lock, in no segment the book has read.
-    book.unhide([trade for trade in unwritten if ref(trade) not in inserted])
-    created = [inserted[ref(trade)] for trade in unwritten if ref(trade) in inserted]
+    # The first versions are written part by part while the lines are matched; a
+    # trade_id another writer created meanwhile is none of the batch's (its trade lies
+    # under a match key the batch did not lock, in no segment the book has read) and is
+    # not among those created.
+    created: list[Trade] = []
     try:
-        for trade in created:
-            book.reveal(trade)
-            # One matcher per line, as one transaction per single submission: its safety
-            # net counts the evaluations of one line.
-            await Matcher(book, participant).submitted(trade)
-            await book.write_behind()
+        async with contextlib.aclosing(book.first_versions(news)) as firsts:
+            async for trade in firsts:
+                created.append(trade)
+                book.reveal(trade)
+                # One matcher per line, as one transaction per single submission: its
+                # safety net counts the evaluations of one line.
+                await Matcher(book, participant).submitted(trade)
+                await book.write_behind()
         await book.flush()
     except BaseException:
         await book.abandon()

@@ -22,8 +22,9 @@ from the database once per named trade; after that the memory's own index answer
 The batch's new trades are hidden from the matcher until their lines are reached
 (``hide``, ``reveal``): a line must not meet a later line of the same batch earlier than
 it would one by one. A bulk submission hides them before the book is loaded and writes
-their first versions after (so no window reads them), before matching (so that a
-trade_id another writer created meanwhile is known: ``unhide``).
+their first versions after (so no window reads them), a few thousand lines at a time,
+each part before its lines are matched (so that a trade_id another writer created
+meanwhile is known: ``unhide``) and while the lines before it are (``first_versions``).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ import asyncio
 import bisect
 import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -67,6 +69,10 @@ WRITE_BEHIND = 2_000
 # Lines matched between two yields to the event loop while a write is in flight: the
 # loop sends what the socket did not take at once, and reads the answer.
 YIELD_EVERY = 16
+# A batch's first versions go in this many lines at a time (``first_versions``): each
+# part is written while the lines before it are matched, instead of all of them while
+# nothing else goes on.
+FIRST_VERSIONS = 2_000
 
 INFINITY = Decimal("Infinity")
 # A closed price interval, unbounded on a side as -/+ INFINITY.
@@ -91,8 +97,15 @@ class BatchBook(MemoryBook):
         self._pending: list[NewVersion] = []
         self._stored: dict[TradeRef, int] = {}  # each held trade's version in the database
         self.recorded: dict[bulk.VersionRef, datetime] = {}
-        self._writing: asyncio.Future[dict[bulk.VersionRef, datetime]] | None = None
+        # The statement in flight on the connection (one at a time), and what to do with
+        # its answer once it is awaited (``_written``).
+        self._writing: asyncio.Future[Callable[[], None]] | None = None
         self._lines_since_yield = 0
+        # The parts of the batch's first versions not yet sent (``first_versions``), and
+        # those written, by their place, with the trades as written.
+        self._firsts: list[Sequence[NewVersion]] = []
+        self._firsts_sent = 0
+        self._firsts_written: dict[int, dict[TradeRef, Trade]] = {}
 
     async def _connection(self) -> asyncpg.Connection:
         """The connection, once the write in flight (``write_behind``) is done: it runs
@@ -121,11 +134,11 @@ class BatchBook(MemoryBook):
             self._hidden.add(ref(trade))
             self._stored[ref(trade)] = trade.version
 
-    def unhide(self, trades: Iterable[Trade]) -> None:
+    def unhide(self, trades: Iterable[TradeRef]) -> None:
         """Trades ``hide`` was given but that were not written after all."""
         for trade in trades:
-            self._hidden.discard(ref(trade))
-            self._stored.pop(ref(trade), None)
+            self._hidden.discard(trade)
+            self._stored.pop(trade, None)
 
     def reveal(self, trade: Trade) -> None:
         """The line of ``trade`` is reached: it joins the book. A new trade_id is named in
@@ -310,9 +323,22 @@ class BatchBook(MemoryBook):
                     await asyncio.sleep(0)
                 return
             await self._written()
-        if len(self._pending) >= WRITE_BEHIND:
-            self._start_writing()
+        if self._firsts_sent < len(self._firsts):
+            # The next part of the first versions goes first: its lines come next.
+            self._send_first_versions()
             await asyncio.sleep(0)  # the statement is sent now
+        elif len(self._pending) >= WRITE_BEHIND:
+            self._start_writing()
+            await asyncio.sleep(0)
+
+    def _start(self, statement: Awaitable[Any], apply: Callable[[Any], None]) -> None:
+        """Send ``statement`` as the one in flight; ``apply`` gets its answer when it is
+        awaited (``_written``), between two lines, never in the middle of one."""
+        async def run() -> Callable[[], None]:
+            answer = await statement
+            return lambda: apply(answer)
+
+        self._writing = asyncio.ensure_future(run())
 
     def _start_writing(self) -> None:
         versions, self._pending = self._pending, []
@@ -323,14 +349,17 @@ class BatchBook(MemoryBook):
                 stored[key] = self._stored[key]
         for new in versions:
             self._stored[(new.participant, new.trade_id)] = new.version
-        self._writing = asyncio.ensure_future(bulk.write_versions(self.conn, versions, stored))
+        self._start(bulk.write_versions(self.conn, versions, stored), self._recorded)
 
     async def _written(self) -> None:
-        """Wait for the write in flight; each trade it wrote the latest version of gets
-        the recorded_at the database chose."""
+        """Wait for the statement in flight, and take in its answer."""
         assert self._writing is not None
         writing, self._writing = self._writing, None
-        recorded = await writing
+        (await writing)()
+
+    def _recorded(self, recorded: dict[bulk.VersionRef, datetime]) -> None:
+        """Each trade a write wrote the latest version of gets the recorded_at the
+        database chose."""
         self.recorded.update(recorded)
         for (participant, trade_id, version), recorded_at in recorded.items():
             key = (participant, trade_id)
@@ -338,6 +367,44 @@ class BatchBook(MemoryBook):
             if trade.version == version:
                 self.trades[key] = trusted(Trade, {**trade.__dict__,
                                                    "recorded_at": recorded_at})
+
+    # --- the batch's first versions ---------------------------------------------------------
+
+    async def first_versions(self, news: Sequence[NewVersion]
+                             ) -> AsyncGenerator[Trade, None]:
+        """Writes version 1 of each of ``news`` (kevin.store.bulk.insert_first_versions),
+        FIRST_VERSIONS at a time, and yields each as written, in order: a part is
+        awaited only when its first line is reached, and the next one sent as soon as
+        the connection is free (before any write of ``write_behind``), so that
+        PostgreSQL writes it while the caller matches these. Each was ``hide``-n; one
+        whose trade_id another writer created meanwhile is skipped and ``unhide``-n."""
+        self._firsts = [news[at:at + FIRST_VERSIONS]
+                        for at in range(0, len(news), FIRST_VERSIONS)]
+        self._firsts_sent = 0
+        for index, part in enumerate(self._firsts):
+            while index not in self._firsts_written:
+                if self._writing is not None:
+                    await self._written()
+                else:
+                    self._send_first_versions()
+            written = self._firsts_written.pop(index)
+            if self._writing is None and self._firsts_sent < len(self._firsts):
+                self._send_first_versions()
+                await asyncio.sleep(0)  # the statement is sent now
+            refs = [(new.participant, new.trade_id) for new in part]
+            self.unhide(key for key in refs if key not in written)
+            for key in refs:
+                if key in written:
+                    yield written[key]
+
+    def _send_first_versions(self) -> None:
+        index = self._firsts_sent
+        self._firsts_sent += 1
+
+        def apply(written: dict[TradeRef, Trade]) -> None:
+            self._firsts_written[index] = written
+
+        self._start(bulk.insert_first_versions(self.conn, self._firsts[index]), apply)
 
     async def abandon(self) -> None:
         """The batch failed: wait for the write in flight, whatever became of it, so that
