@@ -492,3 +492,39 @@ async def test_a_dry_run_reading_its_history_does_not_hold_back_the_feed(
         release.set()
     answer = await dry_run
     assert answer["applied"] is False and answer["products"] == ["XAU"]
+
+
+async def test_the_history_splits_the_same_whatever_order_its_rows_come_in(
+        client, banks, conn):
+    """The history statement has no ORDER BY (the server would sort every row before
+    sending the first): ``split_history`` groups and orders the versions itself, so the
+    starting book, the events and each trade's latest version are the same from the
+    rows in any order — the busy day's, cut at each of its marks."""
+    import random
+
+    from kevin.domain.replay import split_history
+    from kevin.store import replay as replay_store
+
+    before_all = await db_now(conn)
+    marks = await busy_day(client, banks)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        versions = await replay_store.history(conn, ["XAU"])
+        broken = await replay_store.broken_pairs(conn)
+    assert len(versions) > len({v.trade_ref for v in versions})  # several per trade
+
+    def split(rows, since):
+        history = split_history(rows, datetime.fromisoformat(since), broken)
+        return (history.book, history.events,
+                {r: (s.version, s.txid) for r, s in history.latest.items()},
+                history.built, history.broken_before)
+
+    ordered = sorted(versions, key=lambda v: (v.trade_ref, v.version))
+    shuffled = list(versions)
+    random.Random(5).shuffle(shuffled)
+    events = split(ordered, before_all)[1]
+    assert {"Submitted", "Amended", "Cancelled", "Forced", "Broken"} <= {
+        type(event).__name__ for event in events}
+    for since in [before_all, *marks]:
+        expected = split(ordered, since)
+        for rows in (versions, ordered[::-1], shuffled):
+            assert split(rows, since) == expected, since

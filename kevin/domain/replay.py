@@ -242,6 +242,12 @@ def _version(stored: StoredVersion) -> int:
     return stored.version
 
 
+def _written_first(leg: Trade) -> tuple[datetime, str, str]:
+    """The order of an operator act's two legs: the leg written first, then by trade
+    (two legs written at one instant), whatever order the history was read in."""
+    return leg.recorded_at, leg.participant, leg.trade_id
+
+
 def _event_key(event: Event) -> tuple[datetime, int, str]:
     first = event.trade if isinstance(event, Amended | Cancelled) else (
         ref(event.trade) if isinstance(event, Submitted) else event.legs[0])
@@ -252,7 +258,7 @@ def split_history(
     versions: Iterable[StoredVersion], since: datetime,
     broken_pairs: Iterable[tuple[TradeRef, TradeRef]] = (),
 ) -> History:
-    """Cut the stored history at ``since``.
+    """Cut the stored history at ``since``. ``versions`` may come in any order.
 
     The cut is by transaction, not by version: a transaction that began at or before
     ``since`` belongs wholly to the starting book, one that began after it wholly to the
@@ -298,13 +304,13 @@ def split_history(
             history.built[trade_ref] = last_trade
     for legs in forced.values():
         if len(legs) == 2:
-            legs.sort(key=lambda t: t.recorded_at)
+            legs.sort(key=_written_first)
             history.events.append(Forced(legs[0].recorded_at, (ref(legs[0]), ref(legs[1])),
                                          legs[0].comment))
     broken_after = set()
     for legs in broken.values():
         if len(legs) == 2:
-            legs.sort(key=lambda t: t.recorded_at)
+            legs.sort(key=_written_first)
             pair = (ref(legs[0]), ref(legs[1]))
             broken_after.add(frozenset(pair))
             history.events.append(Broken(legs[0].recorded_at, pair, legs[0].comment))

@@ -33,7 +33,10 @@ SELECT DISTINCT product FROM trade_history WHERE recorded_at > $1 ORDER BY produ
 # transaction that wrote it (the feed row's txid; a version and its feed row are written
 # by one statement). Trades are chosen by any version, so one amended into or out of the
 # product comes with its whole history. A seq scan of the history by design: replays are
-# rare and read everything once. When each transaction wrote its first version here is
+# rare and read everything once. In no order: ``split_history`` groups the rows by trade
+# and sorts each trade's versions itself, so the server has no sort to finish (spilling
+# to disk past work_mem) before its first row, and this process decodes rows while the
+# server still scans and joins. When each transaction wrote its first version here is
 # worked out by ``history`` from these rows: as a window over the transaction it cost a
 # second sort of every row, half of the statement's time.
 # The columns are those of a Trade (not ``latest``: a replay knows a trade's last version
@@ -59,7 +62,6 @@ SELECT {", ".join(HISTORY_COLUMNS)}, coalesce(f.txid::text::bigint, -version) AS
 FROM trade_history h
 JOIN scope USING (participant, trade_id)
 LEFT JOIN feed f USING (participant, trade_id, version)
-ORDER BY participant, trade_id, version
 """  # noqa: S608 (constant column lists only)
 
 SELECT_BROKEN_PAIRS = """
