@@ -528,3 +528,30 @@ async def test_the_history_splits_the_same_whatever_order_its_rows_come_in(
         expected = split(ordered, since)
         for rows in (versions, ordered[::-1], shuffled):
             assert split(rows, since) == expected, since
+
+
+async def test_the_history_read_builds_each_version_as_the_store_reads_it(
+        client, banks, pool):
+    """The replay's history statement returns its own columns (jsonb and amounts as text,
+    a matched version's entry split by the server) and builds Trades from them: each
+    must equal the version as the store reads it, and its outcome, read from the row
+    without building it, the outcome of that Trade."""
+    from kevin.domain.replay import outcome
+    from kevin.store import replay as replay_store
+    from kevin.store import trades as trade_store
+
+    a, _ = banks
+    await busy_day(client, banks)
+    await post(client, a, sell("A-9", price="10000000000000000000.5",
+                               quantity="0.000000000000000001", attributes={"n": 1e99}))
+    async with pool.acquire() as conn:
+        versions = await replay_store.history(conn, ["XAU"])
+        stored = {}
+        for participant, trade_id in {v.trade_ref for v in versions}:
+            for trade in await trade_store.versions(conn, participant, trade_id):
+                stored[(participant, trade_id, trade.version)] = trade
+    assert len(stored) == len(versions)
+    for version in versions:
+        trade = version.read()
+        assert trade == stored[(*version.trade_ref, version.version)]
+        assert version.outcome() == outcome(trade)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -43,10 +44,12 @@ SELECT DISTINCT product FROM trade_history WHERE recorded_at > $1 ORDER BY produ
 # from its history), in HISTORY_COLUMNS' order, and the jsonb ones as text for
 # ``_version`` to decode: a matched version's one entry (what decided it, the differences
 # both sides accepted) is split off by the server, so the client parses no JSON for it
-# and reads its ``rules`` from a handful of distinct texts.
+# and reads its ``rules`` from a handful of distinct texts. Quantity and price come as
+# text too: only the versions built into Trades need them (about half), and Decimal
+# reads the text faster than the driver decodes a numeric.
 HISTORY_COLUMNS = (
     "participant", "trade_id", "version", "status", "reason", "counterparty", "side",
-    "product", "quantity", "price", "currency", "trade_date", "settlement_date",
+    "product", "quantity::text", "price::text", "currency", "trade_date", "settlement_date",
     "location", "attributes::text", "match_id", "match_counterparty_trade_id",
     "match_counterparty_version",
     "CASE WHEN match_id IS NULL THEN mismatches::text END",
@@ -184,7 +187,7 @@ class _Reader:
             })
         return trusted(Trade, {
             "counterparty": counterparty, "side": side, "product": product,
-            "quantity": quantity, "price": price, "currency": currency,
+            "quantity": Decimal(quantity), "price": Decimal(price), "currency": currency,
             "trade_date": trade_date, "settlement_date": settlement_date,
             "location": location,
             "attributes": {} if attributes == "{}" else attributes_of(
