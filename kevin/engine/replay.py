@@ -103,8 +103,8 @@ def replay_rules(book: MemoryBook, rules: Mapping[str, Rules],
 
     def lookup(trade: Trade) -> RulesInForce:
         fallback = product_rules(trade)
-        pair = tuple(sorted((trade.participant, trade.counterparty)))
-        if pair in replayed_pairs:
+        if replayed_pairs and tuple(sorted((trade.participant, trade.counterparty))
+                                    ) in replayed_pairs:
             chosen = choose_in_force(trade, replayed, fallback)
             if chosen is fallback:
                 return fallback
