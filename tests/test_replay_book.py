@@ -89,8 +89,10 @@ async def test_a_long_replay_is_not_one_runaway_transaction():
 @pytest.mark.parametrize("seed", range(4))
 def test_the_verdicts_the_walk_hands_on_are_decides_own(seed):
     """The book's walk tests each candidate it takes and hands its verdicts to ``decide``,
-    which takes them as they are: they must be what ``decide`` would find itself."""
-    from kevin.domain.matching import out_of_tolerance, ref
+    which takes them as they are: they must be what ``decide`` would find itself. So
+    must the candidates be distinct counterparts of the trade, which ``decide`` does not
+    check again either."""
+    from kevin.domain.matching import is_counterpart, out_of_tolerance, ref
 
     rng = random.Random(seed)
     trades = [_trade(rng, i, participant, "sell" if participant == "BANKA" else "buy")
@@ -101,6 +103,8 @@ def test_the_verdicts_the_walk_hands_on_are_decides_own(seed):
         for rules in RULES:
             few = book.counterparts(trade, rules)
             assert set(few.failing) == {ref(c) for c in few}
+            assert len(set(few.failing)) == len(few)
+            assert all(is_counterpart(trade, c) for c in few)
             for candidate in few:
                 assert few.failing[ref(candidate)] == out_of_tolerance(trade, candidate, rules)
                 handed += 1

@@ -60,7 +60,9 @@ class Candidates(list[Trade]):
     for the trade and rules they were found for. The in-memory book
     (kevin.domain.memory_book) hands its walk on so, and ``decide`` neither sorts them
     nor tests again a candidate the walk tested; one without a verdict is tested as
-    usual."""
+    usual. They vouch for being distinct counterparts of the trade (``is_counterpart``,
+    never a pair an operator broke): a walk takes each from the resting trades of the
+    segment opposite the trade's, once, so ``decide`` does not filter them again."""
 
     __slots__ = ("failing",)
 
@@ -146,6 +148,18 @@ def explain(trade: Trade, resting: Trade, rules: Rules, fields: Iterable[str]) -
     })
 
 
+def _distinct(trades: list[Trade]) -> list[Trade]:
+    """The same trade passed twice counts once: the first in order."""
+    seen: set[TradeRef] = set()
+    out = []
+    for trade in trades:
+        trade_ref = ref(trade)
+        if trade_ref not in seen:
+            seen.add(trade_ref)
+            out.append(trade)
+    return out
+
+
 def decide(
     trade: Trade,
     candidates: Iterable[Trade],
@@ -160,27 +174,30 @@ def decide(
       counterpart (see ``is_counterpart``) are ignored, as is the trade itself.
     - ``never_match``: (participant, trade_id) of trades this one must never be paired
       with automatically (pairs an operator broke); they are neither matched nor listed.
-    - ``candidates`` given as ``Candidates``: their order and the verdicts they carry
-      are taken as they are (reached for this trade under these rules), not recomputed.
+    - ``candidates`` given as ``Candidates``: their order, the verdicts they carry and
+      that they are distinct counterparts are taken as they are (reached for this trade
+      under these rules), not recomputed.
     - Returns ``Matched(best)`` if any candidate is within tolerance on every field
       (inclusive), the best by invariant 7; else ``Mismatched`` with the nearest (same
       order) at most three, each listing the fields outside tolerance with both values
       and the tolerance; else ``UNMATCHED``.
     """
-    excluded = set(never_match) | {ref(trade)}
-    eligible = [c for c in candidates if ref(c) not in excluded and is_counterpart(trade, c)]
-    if isinstance(candidates, Candidates):
-        known = candidates.failing  # and they come in invariant 7's order already
+    if isinstance(candidates, Candidates) and not never_match:
+        # Distinct counterparts in invariant 7's order, each with its verdict, already.
+        eligible: list[Trade] = candidates
+        known = candidates.failing
     else:
-        known = {}
-        eligible.sort(key=lambda c: candidate_order(trade, c))
-    seen: set[TradeRef] = set()
+        excluded = set(never_match) | {ref(trade)}
+        eligible = [c for c in candidates if ref(c) not in excluded and is_counterpart(trade, c)]
+        if isinstance(candidates, Candidates):
+            known = candidates.failing  # and they come in invariant 7's order already
+        else:
+            known = {}
+            eligible.sort(key=lambda c: candidate_order(trade, c))
+        eligible = _distinct(eligible)
     outside: list[tuple[Trade, list[str]]] = []
     for candidate in eligible:
         candidate_ref = ref(candidate)
-        if candidate_ref in seen:  # the same trade passed twice counts once
-            continue
-        seen.add(candidate_ref)
         fields = known.get(candidate_ref)
         if fields is None:
             fields = out_of_tolerance(trade, candidate, rules)
