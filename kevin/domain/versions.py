@@ -59,7 +59,7 @@ class NewVersion:
     version: int
     status: Status
     reason: Reason
-    terms: TradeTerms
+    terms: TradeTerms  # or the Trade it derives from, read as its terms (next_version)
     actor: str
     match: MatchRef | None = None
     mismatches: Sequence[Mismatch] = field(default_factory=tuple)
@@ -74,13 +74,20 @@ class NewVersion:
 def next_version(derived_from: Trade, **changes: Any) -> NewVersion:
     """Version n+1 of a trade: unspecified fields carry over from ``derived_from`` except
     the match state, which each version states anew."""
+    terms = changes.pop("terms", None)
+    if terms is None:
+        # A Trade is its own terms (a TradeTerms) to whatever reads them by name, as every
+        # writer does (``written`` sets each other field anew), so none is built for each
+        # version matching writes. Not a subclass of Trade (AgedTrade), whose further
+        # fields ``written`` would carry into the new version.
+        terms = derived_from if type(derived_from) is Trade else derived_from.terms()
     return NewVersion(
         participant=derived_from.participant,
         trade_id=derived_from.trade_id,
         version=derived_from.version + 1,
         status=changes.pop("status"),
         reason=changes.pop("reason"),
-        terms=changes.pop("terms", None) or derived_from.terms(),
+        terms=terms,
         actor=changes.pop("actor"),
         first_submitted_at=derived_from.first_submitted_at,
         **changes,
