@@ -240,6 +240,70 @@ async def test_a_sequencer_round_reads_a_bounded_part_of_the_backlog(db_url):
     assert rest <= 3 * BACKLOG + 10, rest
 
 
+def _rows_sorted_by_trade(node: dict) -> int:
+    """Rows the plan sorted by trade (the held-back window's sort), every loop counted."""
+    keys = " ".join(node.get("Sort Key", []))
+    own = node["Actual Rows"] * node["Actual Loops"] \
+        if node["Node Type"] == "Sort" and "subject" in keys else 0
+    return own + sum(_rows_sorted_by_trade(child) for child in node.get("Plans", []))
+
+
+@pytest.mark.breaks_invariants  # feed rows without versions: the sequencer alone
+async def test_a_round_sorts_its_backlog_by_trade_only_while_a_row_is_unfinished(db_url):
+    """Held back needs the window over each trade's versions only while some row of the
+    backlog belongs to a transaction that may still be running: with every row finished
+    (after a bulk batch, tens of thousands), none is held back and the backlog is taken
+    in its order as it is. Both forms hand out the same seqs in the same order."""
+    dsn = to_asyncpg_dsn(db_url)
+    seq_conn, writer, late = [await asyncpg.connect(dsn) for _ in range(3)]
+    insert = ("INSERT INTO feed (participant, trade_id, version) "
+              "SELECT 'P', 'T-' || (i / 2), 1 + i % 2 FROM generate_series(0, 99) AS i")
+    try:
+        async with writer.transaction():
+            txid = await writer.fetchval("SELECT pg_current_xact_id()::text::bigint")
+            await writer.execute(insert)
+
+        async def eligible() -> bool:  # the xmin horizon is cluster-wide: other runs
+            return await seq_conn.fetchval(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint > $1", txid)
+
+        await wait_for(eligible)
+
+        async def explained_round() -> tuple[int, list[tuple[str, int]]]:
+            """A round's rows sorted by trade and the order it sequenced, rolled back:
+            the next round finds the same backlog."""
+            round_ = seq_conn.transaction()
+            await round_.start()
+            try:
+                (plan,) = json.loads(await seq_conn.fetchval(
+                    f"EXPLAIN (ANALYZE, FORMAT JSON) {SEQUENCE_BATCH}", 1000, FEED_CHANNEL))
+                order = await seq_conn.fetch(
+                    "SELECT trade_id, version FROM feed WHERE seq IS NOT NULL ORDER BY seq")
+            finally:
+                await round_.rollback()
+            return (_rows_sorted_by_trade(plan["Plan"]),
+                    [(r["trade_id"], r["version"]) for r in order])
+
+        finished_sorted, finished_order = await explained_round()
+        # A transaction holding its xid open (a row of it committed later would be
+        # unfinished); one row of a committed transaction newer than it is unfinished.
+        holder = late.transaction()
+        await holder.start()
+        await late.execute("SELECT pg_current_xact_id()")
+        async with writer.transaction():
+            await writer.execute("INSERT INTO feed (participant, trade_id, version) "
+                                 "VALUES ('P', 'U', 1)")
+        unfinished_sorted, unfinished_order = await explained_round()
+        await holder.rollback()
+    finally:
+        for c in (seq_conn, writer, late):
+            await c.close()
+    expected = [(f"T-{i // 2}", 1 + i % 2) for i in range(100)]
+    assert finished_order == unfinished_order == expected
+    assert finished_sorted == 0
+    assert unfinished_sorted == 101
+
+
 async def _sequenced_all(conn):
     await feed_store.sequence_round(conn, 100)
     return await _all_sequenced(conn)
