@@ -27,7 +27,7 @@ import asyncpg
 import orjson
 
 from kevin import jsoncodec
-from kevin.api.batch import parse_line
+from kevin.api.batch import parse_line, results_answer
 from kevin.bench import batch as b
 from kevin.bench import workload as w
 from kevin.bench.runner import create_participants, scratch_database
@@ -69,10 +69,10 @@ async def main(url: str, lines: int, requests: int) -> None:
                 outcomes = await service.submit_batch(
                     me, [s for s in parsed if isinstance(s, TradeSubmission)])
                 decided = time.process_time()
-                jsoncodec.dumps({"results": [
-                    {"line": n, "result": o.result, "error": o.error,
-                     "trade": o.trade.model_dump(mode="python") if o.trade else None}
-                    for n, o in enumerate(outcomes, 1)]})
+                jsoncodec.dumps(results_answer(
+                    [{"line": n, "result": None, "trade": None, "error": None}
+                     for n in range(1, len(outcomes) + 1)], list(range(len(outcomes))),
+                    outcomes))
                 figures = {"read": read - cpu, "engine": decided - read,
                            "answer": time.process_time() - decided,
                            "postgresql": backend_cpu(backend) - pg,

@@ -127,11 +127,12 @@ class MemoryBook:
         if arrived is None:
             return
         key = (arrived.participant, arrived.trade_id)
-        if self.trades.get(key) is not arrived:
+        held = self.trades.get(key)  # itself, or the same version as its writer recorded it
+        if held is None or held.version != arrived.version:
             return
         del self.trades[key]  # put as new: as its next version, or here, as itself
         if key != next_version_of:
-            self.put(arrived)
+            self.put(held)
 
     def put(self, trade: Trade) -> None:
         """Hold ``trade`` as the latest version of its trade."""

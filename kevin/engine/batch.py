@@ -124,12 +124,18 @@ async def submit_batch(
     """Submit many trades of ``participant`` in one transaction; one outcome per
     submission, in order. A trade_id given twice is created once; its later lines are
     idempotent resubmissions (``exists``) or conflicts, like single submissions."""
-    terms = [terms_of(s) for s in submissions]
+    # A submission stands for its own terms (a TradeTerms and its trade_id, which nothing
+    # reads off terms): ten thousand TradeTerms fewer to build.
+    terms: list[TradeTerms] = list(submissions)
     first: dict[str, int] = {}
     for index, submission in enumerate(submissions):
         first.setdefault(submission.trade_id, index)
     async with database.transaction(pool) as conn:
-        await bulk.lock_match_keys(conn, (MatchKey.of(participant, t) for t in terms))
+        # The lines of a batch share a few keys: each key made (and its lock id hashed)
+        # once, not once a line.
+        await bulk.lock_match_keys(conn, (
+            MatchKey.of(participant, t) for t in
+            {(t.product, t.currency, t.counterparty): t for t in terms}.values()))
         products = {t.product for t in terms}
         stored_rules = await bulk.latest_rules(conn, products)
         stored = await bulk.latest_many(conn, participant, first)

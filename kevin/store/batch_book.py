@@ -142,10 +142,12 @@ class BatchBook(MemoryBook):
 
     def reveal(self, trade: Trade) -> None:
         """The line of ``trade`` is reached: it joins the book. A new trade_id is named in
-        no mismatch list."""
+        no mismatch list. It arrives (MemoryBook.arrive): placed among the resting trades
+        only when the book is next asked for more than its own walk, since most lines
+        that find a counterpart match at once and would leave their place again."""
         self._hidden.discard(ref(trade))
         self._naming_loaded.add(ref(trade))
-        self.put(trade)
+        self.arrive(trade)
 
     def _hold(self, rows: Iterable[asyncpg.Record]) -> list[Trade]:
         """Rows read from the database, held unless the book has the trade already (its
@@ -275,6 +277,7 @@ class BatchBook(MemoryBook):
         group commit's — leave them to be read if needed). A batch calls this, not
         candidates_many: each line's candidates are looked up again when the line is
         matched, so answering them here too would only walk the book twice."""
+        self._place_arrived()  # asked below which segments rest anything
         held = await self._load_around(trades, opposite)
         if own_side:
             # A trade's walk finds counterparts whenever its opposite segment rests
