@@ -278,10 +278,11 @@ def in_order(resting: Resting, price: Decimal, quantity: Decimal
         else:
             distance = up_gap
         at = []  # the levels at this distance
-        if up_gap == distance:
+        # (Tested for None first: a Decimal compared with None asks numbers' ABCs.)
+        if up_gap is not None and up_gap == distance:
             at.append(levels[prices[up]])
             up += 1
-        if down_gap == distance:
+        if down_gap is not None and down_gap == distance:
             at.append(levels[prices[down]])
             down -= 1
         if len(at) == 1 and at[0][0][0] == at[0][-1][0]:

@@ -248,12 +248,6 @@ def _written_first(leg: Trade) -> tuple[datetime, str, str]:
     return leg.recorded_at, leg.participant, leg.trade_id
 
 
-def _event_key(event: Event) -> tuple[datetime, int, str]:
-    first = event.trade if isinstance(event, Amended | Cancelled) else (
-        ref(event.trade) if isinstance(event, Submitted) else event.legs[0])
-    return event.at, 0, "\x1f".join(first)
-
-
 def split_history(
     versions: Iterable[StoredVersion], since: datetime,
     broken_pairs: Iterable[tuple[TradeRef, TradeRef]] = (),
@@ -269,6 +263,9 @@ def split_history(
     for stored in versions:
         by_trade[stored.trade_ref].append(stored)
     history = History()
+    # The events in the order they happened (instant, then trade, then as stored), each
+    # with its sort key: (at, trade_ref of its first trade, count, event).
+    keyed: list[tuple[datetime, TradeRef, int, Event]] = []
     forced: dict[UUID, list[Trade]] = defaultdict(list)
     broken: dict[int, list[Trade]] = defaultdict(list)
     for trade_ref, stored_versions in by_trade.items():
@@ -282,15 +279,18 @@ def split_history(
                 continue
             reason = stored.reason
             if reason == "cancelled":
-                history.events.append(Cancelled(stored.recorded_at, trade_ref))
+                keyed.append((stored.recorded_at, trade_ref, len(keyed),
+                              Cancelled(stored.recorded_at, trade_ref)))
             elif reason in _ACTS:
                 trade = stored.read()
                 if stored is last:
                     last_trade = trade
                 if reason == "submitted":
-                    history.events.append(Submitted(trade.recorded_at, trade))
+                    keyed.append((trade.recorded_at, trade_ref, len(keyed),
+                                  Submitted(trade.recorded_at, trade)))
                 elif reason == "amended":
-                    history.events.append(Amended(trade.recorded_at, trade_ref, trade.terms()))
+                    keyed.append((trade.recorded_at, trade_ref, len(keyed),
+                                  Amended(trade.recorded_at, trade_ref, trade.terms())))
                 elif reason == "forced" and trade.match is not None:
                     forced[trade.match.match_id].append(trade)
                 elif reason == "broken":
@@ -305,32 +305,40 @@ def split_history(
     for legs in forced.values():
         if len(legs) == 2:
             legs.sort(key=_written_first)
-            history.events.append(Forced(legs[0].recorded_at, (ref(legs[0]), ref(legs[1])),
-                                         legs[0].comment))
+            keyed.append((legs[0].recorded_at, ref(legs[0]), len(keyed), Forced(
+                legs[0].recorded_at, (ref(legs[0]), ref(legs[1])), legs[0].comment)))
     broken_after = set()
     for legs in broken.values():
         if len(legs) == 2:
             legs.sort(key=_written_first)
             pair = (ref(legs[0]), ref(legs[1]))
             broken_after.add(frozenset(pair))
-            history.events.append(Broken(legs[0].recorded_at, pair, legs[0].comment))
+            keyed.append((legs[0].recorded_at, pair[0], len(keyed),
+                          Broken(legs[0].recorded_at, pair, legs[0].comment)))
     history.broken_before = {frozenset(pair) for pair in broken_pairs} - broken_after
-    history.events.sort(key=_event_key)
+    keyed.sort()
+    history.events = [item[3] for item in keyed]
     return history
 
 
 def changes(history: History, after: Mapping[TradeRef, Trade]) -> list[tuple[Trade, Trade]]:
     """(current, replayed) for every trade whose matching state the replay changes, in
     (participant, trade_id) order. A current version is built only if it differs."""
-    out = []
+    differing = []
     latest, built = history.latest, history.built
-    for trade_ref in sorted(after):
+    for trade_ref, replayed in after.items():
         stored = latest.get(trade_ref)
         if stored is None:
             continue
-        replayed = after[trade_ref]
         current = built.get(trade_ref)
         was = outcome(current) if current is not None else stored.outcome()
         if was != outcome(replayed):
-            out.append((current if current is not None else stored.read(), replayed))
-    return out
+            differing.append((trade_ref, current, stored, replayed))
+    # Sorted once found: a few trades change, and every trade's ref sorted cost more.
+    differing.sort(key=_first)
+    return [(current if current is not None else stored.read(), replayed)
+            for _, current, stored, replayed in differing]
+
+
+def _first(item: tuple[TradeRef, Any, Any, Any]) -> TradeRef:
+    return item[0]

@@ -180,20 +180,23 @@ class AmountTolerance(BaseModel):
         """Inclusive bounds on every value ``c`` that can match ``value``, whether ``c`` or
         ``value`` is the resting one: exact for absolute forms, a superset (rounded
         outwards) for relative ones. ``None``: unbounded on that side."""
-        if self.form == "ignore":
+        form = self.form
+        if form == "ignore":
             return None, None
+        if form == "exact":
+            return value, value
+        # The absolute forms through the context's methods, as ``within``: a replay's walk
+        # asks this of most trades, and entering a context costs more than the arithmetic.
+        if form == "range":
+            assert self.below is not None and self.above is not None
+            # c resting: value - above <= c <= value + below; value resting: value -
+            # below <= c <= value + above. The union of two windows around value:
+            reach = max(self.below, self.above)
+            return EXACT.subtract(value, reach), EXACT.add(value, reach)
+        assert self.amount is not None
+        if form == "abs":
+            return EXACT.subtract(value, self.amount), EXACT.add(value, self.amount)
         with localcontext(EXACT):
-            if self.form == "exact":
-                return value, value
-            if self.form == "range":
-                assert self.below is not None and self.above is not None
-                # c resting: value - above <= c <= value + below; value resting: value -
-                # below <= c <= value + above. The union of two windows around value:
-                reach = max(self.below, self.above)
-                return value - reach, value + reach
-            assert self.amount is not None
-            if self.form == "abs":
-                return value - self.amount, value + self.amount
             low, high = _relative_bounds(value, self.amount, _RELATIVE_UNIT[self.form])
             if self.max_abs is not None:
                 low = max(low, value - self.max_abs)
