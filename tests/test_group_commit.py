@@ -176,6 +176,34 @@ async def test_a_stale_if_match_in_a_group_fails_only_itself(client, service, ba
     assert (latest["version"], latest["price"], latest["status"]) == (3, "1001", "matched")
 
 
+async def test_a_pair_an_operator_broke_is_never_matched_again_in_a_group(client, service,
+                                                                         banks, conn):
+    """The group reads the broken pairs under its locks, with its new trades: an amend
+    back to the very terms of the trade it was broken from rests, a fresh buy matches."""
+    a, b = banks
+    await client.post("/v1/trades", json=sell("A-1"), headers=a)
+    matched = await (await client.post("/v1/trades", json=buy("B-1"), headers=b)).json()
+    resp = await client.delete(f"/v1/admin/matches/{matched['match']['match_id']}",
+                               json={"comment": "wrong counterparty"}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    b1 = await get(client, b, "B-1")
+    resp = await client.put("/v1/trades/B-1", json=buy("B-1", price="1010"),
+                            headers={**b, "If-Match": f'"{b1["version"]}"'})
+    assert resp.status == 200, await resp.text()
+    async with held_drain(service, conn, blocker_send(client, a)) as queue:
+        amended = await queue(lambda: client.put(
+            "/v1/trades/B-1", json=buy("B-1"), headers={**b, "If-Match": resp.headers["ETag"]}))
+        fresh = await queue(lambda: client.post("/v1/trades", json=buy("B-9"), headers=b))
+    status, _, body = await _answer(await amended)
+    assert (status, body["status"]) == (200, "unmatched")
+    status, _, body = await _answer(await fresh)
+    assert (status, body["status"], body["match"]["counterparty_trade_id"]) == \
+        (201, "matched", "A-1")
+    sizes = await _group_sizes(client)
+    # The first three writes, then the blocker, alone; then the amend and the buy together.
+    assert sizes["1.0"] == 4 and sizes["2.0"] == 5
+
+
 async def test_a_write_cancelled_mid_group_changes_nothing_for_the_others(client, service,
                                                                           banks, conn, db_url):
     """The group waits on a key the test holds with a second transaction; the client of

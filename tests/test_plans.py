@@ -66,3 +66,36 @@ async def test_the_submission_statements_keep_a_generic_plan_on_analyzed_tables(
     for plans, executions in ((search[0], 2 * PAIRS), (_plans(rows, APPEND_VERSIONS), PAIRS),
                               (_plans(rows, NAMING_ANY), PAIRS)):
         assert (plans["custom_plans"], plans["generic_plans"]) == (0, executions), plans
+
+
+def _scans(plan: dict[str, object]) -> list[tuple[object, object]]:
+    """(node type, relation) of every node of an EXPLAIN (FORMAT JSON) plan."""
+    found = [(plan["Node Type"], plan.get("Relation Name"))]
+    for child in plan.get("Plans", ()):  # type: ignore[attr-defined]
+        found += _scans(child)
+    return found
+
+
+async def test_a_group_s_write_flips_by_index_on_a_table_without_statistics(db_url):
+    """A group commit's write (bulk.write_versions) flips each stored version by its own
+    index probe: joined with the lines, which the planner guesses at 100, the UPDATE was
+    a hash join over every latest row of a table without statistics (change 33)."""
+    from kevin.store import bulk_queries
+
+    pool = await database.create_pool(db_url, min_size=1, max_size=1)
+    try:
+        kevin = TradeService(pool)
+        await kevin.create_participant("BANKA")
+        await kevin.submit_batch("BANKA", [TradeSubmission.model_validate(
+            trade_body(f"R-{i}", price=str(Decimal(900) + i))) for i in range(RESTING)])
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT reltuples FROM pg_class "
+                                       "WHERE relname = 'trades'") <= 0  # never analyzed
+            plan = (await conn.fetchval(  # json, decoded by the pool's codec
+                "EXPLAIN (FORMAT JSON) " + bulk_queries.WRITE_VERSIONS,
+                [["BANKA", "R-1", 1], ["BANKA", "R-2", 1]], [], 2))[0]["Plan"]
+    finally:
+        await pool.close()
+    scans = _scans(plan)
+    assert ("Index Scan", "trades") in scans, scans
+    assert ("Seq Scan", "trades") not in scans, scans

@@ -353,11 +353,6 @@ async def decide_group(pool: asyncpg.Pool, writes: Sequence[Write]) -> list[Outc
         # Each pair the group may match in has one of its writers in it: their profiles.
         stored_rules, profiles = await bulk.open_group(conn, keys,
                                                        {w.participant for w in writes})
-        book = BatchBook(
-            conn, {key.product: stored_rules.get(key.product) for key in keys},
-            # Read under the locks: an operator's break holds them while it records one.
-            await bulk.broken_among(conn, {name for key in keys for name in key.participants}),
-            profiles)
         firsts: dict[TradeRef, NewVersion] = {}
         for write in writes:
             if isinstance(write, Submit) and write.trade not in firsts:
@@ -365,7 +360,12 @@ async def decide_group(pool: asyncpg.Pool, writes: Sequence[Write]) -> list[Outc
                     participant=write.participant, trade_id=write.submission.trade_id,
                     version=1, status="unmatched", reason="submitted", terms=write.terms,
                     actor=write.participant)
-        created = await bulk.insert_first_versions(conn, list(firsts.values()))
+        # The broken pairs with the new trades (one round trip), read under the locks:
+        # an operator's break holds them while it records one.
+        created, broken = await bulk.insert_first_versions_and_broken(
+            conn, list(firsts.values()), {name for key in keys for name in key.participants})
+        book = BatchBook(conn, {key.product: stored_rules.get(key.product) for key in keys},
+                         broken, profiles)
         book.hide(created.values())
         await book.prefetch([(trade, (await book.rules_in_force(trade)).rules)
                              for trade in created.values()], own_side=False)

@@ -5,7 +5,7 @@ A batch matches thousands of lines in one transaction under the match-key locks 
 every key involved, so nothing but the batch changes those keys until it commits. The
 matcher then runs exactly as over the PostgreSQL book, but each read that the book
 already holds is answered from memory, and what the matcher writes goes to the database
-two statements per few thousand versions (kevin.store.bulk.write_versions), written
+one statement per few thousand versions (kevin.store.bulk.write_versions), written
 while the batch goes on matching (``write_behind``) and the rest at the end (``flush``).
 A mismatch, whose re-evaluations ripple through the book, costs memory work, not round
 trips.
@@ -270,9 +270,10 @@ class BatchBook(MemoryBook):
 
     async def prefetch(self, trades: Sequence[tuple[Trade, Rules]],
                        own_side: bool = True) -> None:
-        """Loads the windows around every trade's price at once (two statements), and the
-        trades naming what they found (one more). Where a trade has counterparts, and
-        ``own_side``, the windows of its own side too (two more): those counterparts meet
+        """Loads the windows around every trade's price at once (kevin.store.bulk.windows:
+        one statement for a few, two for more), and the trades naming what they found
+        (one more). Where a trade has counterparts, and ``own_side``, the windows of its
+        own side too (as many more): those counterparts meet
         them when a mismatch has them re-evaluated (a few trades that mostly match — a
         group commit's — leave them to be read if needed). A batch calls this, not
         candidates_many: each line's candidates are looked up again when the line is

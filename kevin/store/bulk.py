@@ -77,6 +77,11 @@ async def insert_first_versions(conn: asyncpg.Connection,
     attributes: dict[int, Any] = {}
     rows = await conn.fetch(q.INSERT_FIRST_VERSIONS, [version_args(new, attributes)
                                                       for new in news])
+    return _first_versions(news, rows)
+
+
+def _first_versions(news: Sequence[NewVersion],
+                    rows: Iterable[asyncpg.Record]) -> dict[TradeRef, Trade]:
     by_ref = {(new.participant, new.trade_id): new for new in news}
     return {(row["participant"], row["trade_id"]): trade_from_new(
                 by_ref[(row["participant"], row["trade_id"])], row["first_submitted_at"],
@@ -84,10 +89,27 @@ async def insert_first_versions(conn: asyncpg.Connection,
             for row in rows}
 
 
+async def insert_first_versions_and_broken(
+        conn: asyncpg.Connection, news: Sequence[NewVersion], participants: Iterable[str]
+        ) -> tuple[dict[TradeRef, Trade], set[frozenset[TradeRef]]]:
+    """insert_first_versions and broken_among(``participants``) in one round trip
+    (bulk_queries.INSERT_FIRST_VERSIONS_AND_BROKEN): to be called under the match-key
+    locks, which the broken pairs are read under."""
+    attributes: dict[int, Any] = {}
+    rows = await conn.fetch(q.INSERT_FIRST_VERSIONS_AND_BROKEN,
+                            [version_args(new, attributes) for new in news],
+                            sorted(set(participants)))
+    created = _first_versions(news, [row for row in rows if row["kind"] == "version"])
+    broken = {frozenset(((r["participant"], r["trade_id"]),
+                         (r["participant_b"], r["trade_id_b"])))
+              for r in rows if r["kind"] == "broken"}
+    return created, broken
+
+
 async def write_versions(conn: asyncpg.Connection, versions: Sequence[NewVersion],
                          stored: Mapping[TradeRef, int]) -> dict[VersionRef, datetime]:
     """Every version in order, each trade's last one latest, after flipping the version
-    each trade has in the database (``stored``) — two round trips however many. Raises
+    each trade has in the database (``stored``) — one round trip however many. Raises
     VersionConflict if another writer moved one of those trades first. Returns the
     recorded_at of every version written, by (participant, trade_id, version)."""
     if not versions:
@@ -97,14 +119,13 @@ async def write_versions(conn: asyncpg.Connection, versions: Sequence[NewVersion
         last[(new.participant, new.trade_id)] = index
     flips = [(participant, trade_id, stored[(participant, trade_id)])
              for participant, trade_id in last]
-    flipped = await conn.fetchval(q.FLIP_LATEST_MANY, flips)
-    if flipped != len(flips):
-        raise VersionConflict(-1, -1)  # which one does not matter: the batch is undone
     attributes: dict[int, Any] = {}
     lines: list[Any] = [(*version_args(new, attributes),
                          index == last[(new.participant, new.trade_id)])
                         for index, new in enumerate(versions)]
-    rows = await conn.fetch(q.INSERT_VERSIONS, lines)
+    rows = await conn.fetch(q.WRITE_VERSIONS, flips, lines, len(flips))
+    if len(rows) != len(lines):  # a flip missed: none was inserted
+        raise VersionConflict(-1, -1)  # which one does not matter: the batch is undone
     return {(r["participant"], r["trade_id"], r["version"]): r["recorded_at"] for r in rows}
 
 
@@ -127,6 +148,29 @@ async def resting_counts(conn: asyncpg.Connection, spans: Sequence[Span],
     return [counts[n] for n in range(1, len(spans) + 1)]
 
 
+# Up to this many windows (a group commit's few writes ask two each) are read in one
+# round trip, each window's rows on their own (bulk_queries.WINDOWS_WHOLE); more in two,
+# the windows merged into ranges first so that each trade is read once (a batch's).
+FEW_WINDOWS = 16
+
+
+async def _few_windows(conn: asyncpg.Connection, requests: Sequence[Window],
+                       unique: Sequence[Window], lines: Sequence[Any], size: int
+                       ) -> tuple[list[Decimal | None], list[asyncpg.Record]]:
+    """``windows`` for a few, in one round trip: a trade in two windows comes twice."""
+    rows = await conn.fetch(q.WINDOWS_WHOLE, lines)
+    found: dict[int, list[Decimal]] = {}
+    for row in rows:
+        found.setdefault(row["line_ord"], []).append(row["price"])
+    edge_of: dict[Window, Decimal | None] = {}
+    for ord_, window in enumerate(unique, start=1):
+        prices = found.get(ord_, [])
+        # The last price of a full window (ties included), as WINDOW_EDGES gives it.
+        edge_of[window] = (max(prices) if window[3] else min(prices)) \
+            if len(prices) >= size else None
+    return [edge_of[window] for window in requests], rows
+
+
 async def windows(conn: asyncpg.Connection, requests: Sequence[Window], size: int,
                   spans: Sequence[Span] = ()) -> tuple[list[Decimal | None],
                                                        list[asyncpg.Record]]:
@@ -137,13 +181,15 @@ async def windows(conn: asyncpg.Connection, requests: Sequence[Window], size: in
         return [], []
     unique = list(dict.fromkeys(requests))
     segment_names = [name for name, _ in q.EDGE_LINE[:6]]
+    edge_lines = [line_values(q.EDGE_LINE, {
+        **dict(zip(segment_names, segment, strict=True)), "from_price": price,
+        "inclusive": inclusive, "above": above, "size": size})
+        for segment, price, inclusive, above in unique]
+    if not spans and len(unique) <= FEW_WINDOWS:
+        return await _few_windows(conn, requests, unique, edge_lines, size)
     edge_of: dict[Window, Decimal | None] = {}
     if unique:
-        rows = await conn.fetch(q.WINDOW_EDGES, [line_values(q.EDGE_LINE, {
-            **dict(zip(segment_names, segment, strict=True)), "from_price": price,
-            "inclusive": inclusive, "above": above, "size": size})
-            for segment, price, inclusive, above in unique])
-        for row in rows:
+        for row in await conn.fetch(q.WINDOW_EDGES, edge_lines):
             edge_of[unique[row["line_ord"] - 1]] = row["edge"]
     ranges: dict[SegmentKey, list[tuple[Decimal, Decimal]]] = {}
     for segment, low, high in spans:

@@ -20,7 +20,7 @@ _SELECTED = ", ".join("coalesce(first_submitted_at, clock_timestamp())"
 # line's first_submitted_at, the database's clock, follows the one before). A trade_id
 # that exists already is skipped (ON CONFLICT on the primary key): another writer
 # created it meanwhile. Only what the caller cannot know comes back.
-INSERT_FIRST_VERSIONS = f"""
+_FIRST_VERSIONS = f"""
 WITH new AS (
     SELECT * FROM {lines_source(VERSION_COLUMNS)} AS n
 ), version AS (
@@ -33,38 +33,66 @@ WITH new AS (
 ), update AS (
     INSERT INTO feed (participant, trade_id, version)
     SELECT participant, trade_id, version FROM version ORDER BY recorded_at
-)
+)"""
+INSERT_FIRST_VERSIONS = f"""{_FIRST_VERSIONS}
 SELECT participant, trade_id, first_submitted_at, recorded_at FROM version
 """
 
-# Before the versions a batch's matching wrote go in, the versions they derive from stop
-# being latest (invariant 3): one UPDATE for all, each row re-checked as still latest.
-# The caller compares the count with the lines it sent: fewer means another writer got
-# to one first, and the transaction is abandoned.
-_FLIPS = (("participant", "text"), ("trade_id", "text"), ("version", "int"))
-FLIP_LATEST_MANY = f"""
-WITH flipped AS (
-    UPDATE trades SET latest = false
-    FROM {lines_source(_FLIPS)} AS f
-    WHERE trades.participant = f.participant AND trades.trade_id = f.trade_id
-      AND trades.version = f.version AND trades.latest
-    RETURNING 1
-)
-SELECT count(*) FROM flipped
+# A group commit's INSERT_FIRST_VERSIONS (no lines: nothing inserted) with
+# SELECT_BROKEN_AMONG's pairs ($2) as rows of their own (kind 'broken'), in one round
+# trip. The broken pairs must be read under the match-key locks (an operator's break
+# holds them while it records one), so not in OPEN_GROUP, whose snapshot was taken
+# before its locks were granted: this statement starts after they were, and its
+# snapshot sees every break committed before.
+INSERT_FIRST_VERSIONS_AND_BROKEN = f"""{_FIRST_VERSIONS}
+SELECT 'version' AS kind, participant, trade_id, first_submitted_at, recorded_at,
+       NULL::text AS participant_b, NULL::text AS trade_id_b
+FROM version
+UNION ALL
+SELECT 'broken', participant_a, trade_id_a, NULL, NULL, participant_b, trade_id_b
+FROM broken_pairs
+WHERE participant_a = ANY($2::text[]) AND participant_b = ANY($2::text[])
 """
 
 # Every version a batch's matching wrote, in the order it wrote them, with their feed
-# rows: a trade's last one is latest, those before it (a trade mismatched, then matched
-# later in the batch) are history already. Every version comes back with its
-# recorded_at, the one column the caller cannot know (a group commit answers a request
-# with a version a later request of the group derived another from).
-INSERT_VERSIONS = f"""
-WITH new AS (
-    SELECT * FROM {lines_source((*VERSION_COLUMNS, ("latest", "bool")))} AS n
+# rows, in ONE statement with the flips of the versions they derive from (invariant 3;
+# as queries.APPEND_VERSIONS does for a single decision):
+# * flipped: one UPDATE for all ($1: participant, trade_id, version of each trade's
+#   stored version), each row re-checked as still latest; a row another writer flipped
+#   first (the UPDATE waits for it to commit) is not counted. Each row is found by its
+#   own probe of ix_trades_one_latest (the LATERAL, kept apart by OFFSET 0): joined
+#   with the lines, which the planner guesses at 100, the UPDATE was a hash join over
+#   every latest row of the table — a few ms a group on a young table, growing with it
+#   until the statistics turned it (docs/performance.md, change 33).
+# * version: inserted only if every flip ($3 of them) happened — the scalar subquery
+#   runs the flips first —, else nothing: the caller compares the rows with the lines
+#   it sent and abandons the transaction. A trade's last version is latest, those before
+#   it (a trade mismatched, then matched later in the batch) are history already; the
+#   partial unique index (one latest row per trade) treats the flipped row as deleted by
+#   this statement.
+# Every version comes back with its recorded_at, the one column the caller cannot know
+# (a group commit answers a request with a version a later request of the group derived
+# another from).
+_FLIPS = (("participant", "text"), ("trade_id", "text"), ("version", "int"))
+WRITE_VERSIONS = f"""
+WITH flipped AS (
+    UPDATE trades SET latest = false
+    WHERE trades.latest AND (participant, trade_id, version) IN (
+        SELECT found.* FROM {lines_source(_FLIPS)} AS f
+        CROSS JOIN LATERAL (
+            SELECT participant, trade_id, version FROM trades s
+            WHERE s.participant = f.participant AND s.trade_id = f.trade_id
+              AND s.version = f.version AND s.latest
+            OFFSET 0
+        ) AS found)
+    RETURNING 1
+), new AS (
+    SELECT * FROM {lines_source((*VERSION_COLUMNS, ("latest", "bool")), "$2")} AS n
 ), version AS (
     INSERT INTO trades (latest, {_NAMES})
     SELECT latest, {_SELECTED}
     FROM new
+    WHERE (SELECT count(*) FROM flipped) = $3::int
     ORDER BY ord
     RETURNING participant, trade_id, version, latest, recorded_at
 ), update AS (
@@ -171,6 +199,30 @@ SELECT w.ord AS line_ord, CASE WHEN w.above THEN (
     ORDER BY s.price DESC OFFSET w.size - 1 LIMIT 1
 ) END AS edge
 FROM {lines_source(EDGE_LINE)} AS w
+"""
+
+# A few windows (a group commit's) in ONE statement: each window's own trades, the first
+# ``size`` by price and every one priced like the last of them (WITH TIES), tagged with
+# its line. The caller takes each edge from them (the last price, when ``size`` came),
+# and a trade two windows share comes twice: for a few windows of a few rows, cheaper
+# than a second round trip. The same walk of ix_trades_resting as WINDOW_EDGES.
+def _window(direction: str, op: str) -> str:
+    return f"""SELECT {TRADE_COLUMNS} FROM trades s
+    WHERE {_resting("s", "w")}
+      AND s.price {op}= w.from_price AND (s.price {op} w.from_price OR w.inclusive)
+    ORDER BY s.price {direction} FETCH FIRST w.size ROWS WITH TIES"""
+
+
+WINDOWS_WHOLE = f"""
+SELECT w.ord AS line_ord, t.*
+FROM {lines_source(EDGE_LINE)} AS w
+CROSS JOIN LATERAL ({_window("ASC", ">")}) AS t
+WHERE w.above
+UNION ALL
+SELECT w.ord AS line_ord, t.*
+FROM {lines_source(EDGE_LINE)} AS w
+CROSS JOIN LATERAL ({_window("DESC", "<")}) AS t
+WHERE NOT w.above
 """
 
 # The resting trades of each (segment, low, high), a closed price range (NULL: unbounded).
