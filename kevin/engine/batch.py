@@ -10,8 +10,8 @@ every line's price (a few statements for the whole batch); insert every new trad
 version 1 (one statement per few thousand lines, which also tells which trade_ids another
 writer created meanwhile, each part written while the lines before it are matched);
 match line after line in memory, mismatches and their re-evaluations included, every
-version matching wrote going to the database while the next lines are matched (two
-statements per few thousand versions).
+version matching wrote going to the database while the next lines are matched (one
+statement per few thousand versions).
 """
 
 from __future__ import annotations
