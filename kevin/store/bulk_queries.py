@@ -63,7 +63,7 @@ WHERE participant_a = ANY($2::text[]) AND participant_b = ANY($2::text[])
 #   own probe of ix_trades_one_latest (the LATERAL, kept apart by OFFSET 0): joined
 #   with the lines, which the planner guesses at 100, the UPDATE was a hash join over
 #   every latest row of the table — a few ms a group on a young table, growing with it
-#   until the statistics turned it (docs/performance.md, change 37).
+#   until the statistics turned it (docs/performance.md, change 38).
 # * version: inserted only if every flip ($3 of them) happened — the scalar subquery
 #   runs the flips first —, else nothing: the caller compares the rows with the lines
 #   it sent and abandons the transaction. A trade's last version is latest, those before
@@ -206,22 +206,25 @@ FROM {lines_source(EDGE_LINE)} AS w
 # its line. The caller takes each edge from them (the last price, when ``size`` came),
 # and a trade two windows share comes twice: for a few windows of a few rows, cheaper
 # than a second round trip. The same walk of ix_trades_resting as WINDOW_EDGES.
-def _window(direction: str, op: str) -> str:
-    return f"""SELECT {TRADE_COLUMNS} FROM trades s
-    WHERE {_resting("s", "w")}
-      AND s.price {op}= w.from_price AND (s.price {op} w.from_price OR w.inclusive)
-    ORDER BY s.price {direction} FETCH FIRST w.size ROWS WITH TIES"""
-
-
 WINDOWS_WHOLE = f"""
 SELECT w.ord AS line_ord, t.*
 FROM {lines_source(EDGE_LINE)} AS w
-CROSS JOIN LATERAL ({_window("ASC", ">")}) AS t
+CROSS JOIN LATERAL (
+    SELECT {TRADE_COLUMNS} FROM trades s
+    WHERE {_resting("s", "w")}
+      AND s.price >= w.from_price AND (s.price > w.from_price OR w.inclusive)
+    ORDER BY s.price ASC FETCH FIRST w.size ROWS WITH TIES
+) AS t
 WHERE w.above
 UNION ALL
 SELECT w.ord AS line_ord, t.*
 FROM {lines_source(EDGE_LINE)} AS w
-CROSS JOIN LATERAL ({_window("DESC", "<")}) AS t
+CROSS JOIN LATERAL (
+    SELECT {TRADE_COLUMNS} FROM trades s
+    WHERE {_resting("s", "w")}
+      AND s.price <= w.from_price AND (s.price < w.from_price OR w.inclusive)
+    ORDER BY s.price DESC FETCH FIRST w.size ROWS WITH TIES
+) AS t
 WHERE NOT w.above
 """
 
