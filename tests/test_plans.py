@@ -79,7 +79,7 @@ def _scans(plan: dict[str, object]) -> list[tuple[object, object]]:
 async def test_a_group_s_write_flips_by_index_on_a_table_without_statistics(db_url):
     """A group commit's write (bulk.write_versions) flips each stored version by its own
     index probe: joined with the lines, which the planner guesses at 100, the UPDATE was
-    a hash join over every latest row of a table without statistics (change 37)."""
+    a hash join over every latest row of a table without statistics (change 39)."""
     from kevin.store import bulk_queries
 
     pool = await database.create_pool(db_url, min_size=1, max_size=1)

@@ -63,7 +63,7 @@ WHERE participant_a = ANY($2::text[]) AND participant_b = ANY($2::text[])
 #   own probe of ix_trades_one_latest (the LATERAL, kept apart by OFFSET 0): joined
 #   with the lines, which the planner guesses at 100, the UPDATE was a hash join over
 #   every latest row of the table — a few ms a group on a young table, growing with it
-#   until the statistics turned it (docs/performance.md, change 38).
+#   until the statistics turned it (docs/performance.md, change 39).
 # * version: inserted only if every flip ($3 of them) happened — the scalar subquery
 #   runs the flips first —, else nothing: the caller compares the rows with the lines
 #   it sent and abandons the transaction. A trade's last version is latest, those before
