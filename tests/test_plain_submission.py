@@ -5,7 +5,9 @@ what strftime wrote."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -140,3 +142,26 @@ def test_utc_text_pads_nothing_it_did_not() -> None:
     assert utc_text(datetime(2026, 11, 20, 10, tzinfo=UTC)) == "2026-11-20T10:00:00.000000Z"
     assert utc_text(datetime(5, 1, 1, tzinfo=UTC)) == \
         datetime(5, 1, 1, tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _validation_of(model: type[TradeSubmission]) -> str:
+    """What the model validates, as text: its core schema, functions by name (a ref's
+    per-process id taken out)."""
+    def name(value: Any) -> str:
+        return getattr(value, "__qualname__", None) or type(value).__qualname__
+    text = json.dumps(model.__pydantic_core_schema__, sort_keys=True, default=name)
+    return re.sub(r'("ref": "[^":]+):[0-9]+"', r'\1"', text)
+
+
+# The validation plain_submission was written to mirror. A field, a constraint or a
+# validator added to TradeSubmission (or TradeTerms) changes it: plain_submission must
+# learn the change too (or leave such lines to validation), then this fingerprint follows.
+# (A pydantic upgrade that changes the schema it builds lands here as well: worth the look.)
+MIRRORED_VALIDATION = "30c798a433bb8e077f6ab7a563ec33c369617c5bad898b9cad7bf239c7ce0e83"
+
+
+def test_plain_submission_mirrors_the_models_validation_as_it_is() -> None:
+    fingerprint = hashlib.sha256(_validation_of(TradeSubmission).encode()).hexdigest()
+    assert fingerprint == MIRRORED_VALIDATION, (
+        "TradeSubmission validates differently from what plain_submission mirrors: "
+        "update plain_submission, then MIRRORED_VALIDATION")
