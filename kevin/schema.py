@@ -172,8 +172,6 @@ feed = sa.Table(
     sa.Column("notice_id", sa.BigInteger, nullable=True),
     sa.UniqueConstraint("participant", "trade_id", "version"),
     sa.UniqueConstraint("seq"),
-    sa.UniqueConstraint("participant", "proposal_id", "proposal_version"),
-    sa.UniqueConstraint("participant", "notice_id"),
     sa.CheckConstraint(
         "(trade_id IS NOT NULL AND version IS NOT NULL AND proposal_id IS NULL"
         " AND proposal_version IS NULL AND notice_id IS NULL)"
@@ -182,6 +180,14 @@ feed = sa.Table(
         " OR (trade_id IS NULL AND version IS NULL AND proposal_id IS NULL"
         " AND proposal_version IS NULL AND notice_id IS NOT NULL)", name="one_subject"),
 )
+# A proposal version's update once per participant, an overdue notice's likewise: unique
+# among the rows that name one (alembic 0016), so that a trade version's row, nearly every
+# row, writes no entry of them when inserted or sequenced.
+sa.Index("uq_feed_participant_proposal_id_proposal_version", feed.c.participant,
+         feed.c.proposal_id, feed.c.proposal_version, unique=True,
+         postgresql_where=feed.c.proposal_id.isnot(None))
+sa.Index("uq_feed_participant_notice_id", feed.c.participant, feed.c.notice_id, unique=True,
+         postgresql_where=feed.c.notice_id.isnot(None))
 sa.Index("ix_feed_participant_seq", feed.c.participant, feed.c.seq,
          postgresql_where=feed.c.seq.isnot(None))
 # The sequencer's backlog, in the order it hands out seqs (kevin.store.feed_queries).

@@ -7,6 +7,7 @@ import os
 import sys
 
 import asyncpg
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -62,3 +63,54 @@ async def test_concurrent_migrations_from_several_processes(empty_db_url):
     results = [await asyncio.wait_for(p.communicate(), 60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], results
     assert await _schema_diff(empty_db_url) == []
+
+
+_FEED_KEYS = ("uq_feed_participant_proposal_id_proposal_version",
+              "uq_feed_participant_notice_id")
+
+
+async def _feed_keys(conn: asyncpg.Connection) -> dict[str, tuple[bool, str]]:
+    """Each of _FEED_KEYS: (whether it is a constraint, its index's definition)."""
+    rows = await conn.fetch("""
+        SELECT i.relname AS name, pg_get_indexdef(i.oid) AS def,
+               EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.oid) AS constraint
+        FROM pg_class i WHERE i.relname = ANY($1::text[])""", list(_FEED_KEYS))
+    return {r["name"]: (r["constraint"], r["def"]) for r in rows}
+
+
+async def test_0016_keeps_a_populated_feed_and_its_keys(empty_db_url):
+    """0016 turns the feed's proposal and notice keys into partial unique indexes over a
+    feed holding all three kinds of rows, sequenced and not; they still refuse a second
+    update of the same proposal version or notice; and 0015 comes back."""
+    await database.migrate(empty_db_url, "0015")
+    conn = await asyncpg.connect(to_asyncpg_dsn(empty_db_url))
+    try:
+        await conn.execute("""
+            INSERT INTO feed (participant, trade_id, version, seq)
+            SELECT 'BANKA', 'T-' || i, 1, CASE WHEN i <= 50 THEN i END
+            FROM generate_series(1, 100) i;
+            INSERT INTO feed (participant, proposal_id, proposal_version)
+            VALUES ('BANKA', '00000000-0000-0000-0000-000000000001', 1),
+                   ('BANKB', '00000000-0000-0000-0000-000000000001', 1);
+            INSERT INTO feed (participant, notice_id) VALUES ('BANKA', 7), ('BANKB', 7);
+        """)
+        before = await conn.fetch("SELECT to_jsonb(f) AS row FROM feed f ORDER BY id")
+        assert all(constraint for constraint, _ in (await _feed_keys(conn)).values())
+        await database.migrate(empty_db_url)
+        assert await conn.fetch("SELECT to_jsonb(f) AS row FROM feed f ORDER BY id") == before
+        keys = await _feed_keys(conn)
+        assert not keys[_FEED_KEYS[0]][0] and "WHERE (proposal_id IS NOT NULL)" in keys[
+            _FEED_KEYS[0]][1]
+        assert not keys[_FEED_KEYS[1]][0] and "WHERE (notice_id IS NOT NULL)" in keys[
+            _FEED_KEYS[1]][1]
+        for again in ("INSERT INTO feed (participant, proposal_id, proposal_version) VALUES"
+                      " ('BANKA', '00000000-0000-0000-0000-000000000001', 1)",
+                      "INSERT INTO feed (participant, notice_id) VALUES ('BANKB', 7)"):
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.execute(again)
+        assert await _schema_diff(empty_db_url) == []
+        await database.migrate(empty_db_url, "0015", downgrade=True)
+        assert all(constraint for constraint, _ in (await _feed_keys(conn)).values())
+        assert await conn.fetch("SELECT to_jsonb(f) AS row FROM feed f ORDER BY id") == before
+    finally:
+        await conn.close()
