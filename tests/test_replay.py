@@ -216,6 +216,32 @@ async def test_a_replay_starts_from_the_book_as_it_stood(client, banks, conn):
     assert len(everything["changes"]) == 4
 
 
+async def test_a_trade_amended_across_products_replays_with_its_whole_history(
+        client, banks, conn):
+    """The history is read by product, over the products ``linked_products`` closed: a
+    trade amended out of or into the replayed product brings the other product along, so
+    each such trade is replayed from its first version (submitted in the other product)
+    and the rules in force reproduce what live matching wrote."""
+    a, b = banks
+    since = await db_now(conn)
+    await client.put("/v1/rules/XAU", json=XAU_RULES, headers=ADMIN)
+    await post(client, a, sell("A-1", product="XAG", price="1000.00"))
+    await post(client, b, buy("B-1", price="1000.40"))                 # nothing in XAU yet
+    await amend(client, a, sell("A-1", price="1000.00"))               # into XAU: matched
+    await post(client, a, sell("A-2", price="1000.00"))
+    await amend(client, a, sell("A-2", product="XAG", price="1000.00"))  # out of XAU
+    await post(client, b, buy("B-2", product="XAG", price="1000.00"))  # matched in XAG
+    assert (await get(client, a, "A-1"))["status"] == "matched"
+    assert (await get(client, b, "B-2"))["status"] == "matched"
+    result = await replay(client, since, {"XAU": XAU_RULES})
+    assert result["products"] == ["XAG", "XAU"]
+    assert result["changes"] == []
+    # Exact rules: A-1 (amended into XAU) and B-1 no longer match.
+    exact = await replay(client, since, {"XAU": {}})
+    assert {(c["trade_id"], c["after"]["status"]) for c in exact["changes"]} == {
+        ("A-1", "mismatched"), ("B-1", "mismatched")}
+
+
 async def test_a_replay_sees_archived_versions(client, banks, conn, pool, db_url):
     a, b = banks
     since = await db_now(conn)
@@ -508,7 +534,8 @@ async def test_the_history_splits_the_same_whatever_order_its_rows_come_in(
     before_all = await db_now(conn)
     marks = await busy_day(client, banks)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        versions = await replay_store.history(conn, ["XAU"])
+        versions = await replay_store.history(
+            conn, await replay_store.linked_products(conn, ["XAU"]))
         broken = await replay_store.broken_pairs(conn)
     assert len(versions) > len({v.trade_ref for v in versions})  # several per trade
 
@@ -545,7 +572,8 @@ async def test_the_history_read_builds_each_version_as_the_store_reads_it(
     await post(client, a, sell("A-9", price="10000000000000000000.5",
                                quantity="0.000000000000000001", attributes={"n": 1e99}))
     async with pool.acquire() as conn:
-        versions = await replay_store.history(conn, ["XAU"])
+        versions = await replay_store.history(
+            conn, await replay_store.linked_products(conn, ["XAU"]))
         stored = {}
         for participant, trade_id in {v.trade_ref for v in versions}:
             for trade in await trade_store.versions(conn, participant, trade_id):

@@ -11,10 +11,10 @@ matching; the replay works those out afresh. No I/O here.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Annotated, Any, NamedTuple
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, NamedTuple, Protocol
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -158,24 +158,55 @@ def rules_at(timeline: RulesTimeline, product: str, instant: datetime
 # --- from stored history to a starting book and events --------------------------------
 
 
+class VersionSource(Protocol):
+    """How a store builds what a StoredVersion's row holds (``read``, ``outcome``)."""
+
+    def version(self, row: Any) -> Trade: ...
+
+    def outcome(self, row: Any) -> Outcome: ...
+
+
 class StoredVersion(NamedTuple):
     """A version as stored, with its writing transaction (from its feed row) and when
     that transaction wrote its first version: the instant it belongs to as a whole.
-    ``read`` builds the version as a Trade: a replay needs few versions whole (each
-    trade's latest, the one it had at ``since``, the participants' and operators' acts),
-    matching's other outcomes only for their place in time, so most are never built."""
+    Instants in microseconds since the Unix epoch (``microseconds``): every version's
+    two are compared, few versions' are ever needed as datetimes. ``read`` builds the
+    version as a Trade: a replay needs few versions whole (each trade's latest, the one
+    it had at ``since``, the participants' and operators' acts), matching's other
+    outcomes only for their place in time, so most are never built."""
 
     trade_ref: TradeRef
     version: int
     reason: str
-    recorded_at: datetime
+    recorded_us: int
     txid: int
-    tx_started: datetime
-    read: Callable[[], Trade]
-    # The version's Outcome read straight from what is stored, without building it: a
-    # replay compares every trade's latest version with its replayed one, and builds
-    # only those that differ.
-    outcome: Callable[[], Outcome]
+    tx_started_us: int
+    row: Any  # the stored row, built on demand by ``source``
+    source: VersionSource
+
+    def read(self) -> Trade:
+        return self.source.version(self.row)
+
+    def outcome(self) -> Outcome:
+        """The version's Outcome read straight from what is stored, without building it:
+        a replay compares every trade's latest version with its replayed one, and builds
+        only those that differ."""
+        return self.source.outcome(self.row)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def microseconds(instant: datetime) -> int:
+    """An aware instant as microseconds since the Unix epoch (exact)."""
+    return (instant - _EPOCH) // _MICROSECOND
+
+
+def instant(micros: int) -> datetime:
+    """``microseconds``' inverse, in UTC."""
+    seconds, rest = divmod(micros, 1_000_000)
+    return _EPOCH + timedelta(0, seconds, rest)
 
 
 @dataclass(frozen=True)
@@ -259,6 +290,7 @@ def split_history(
     replay. So an instant between a submission and the match it caused (same transaction)
     never leaves a half-settled trade in the book.
     """
+    since_us = microseconds(since)
     by_trade: dict[TradeRef, list[StoredVersion]] = defaultdict(list)
     for stored in versions:
         by_trade[stored.trade_ref].append(stored)
@@ -274,13 +306,13 @@ def split_history(
         last_trade = None  # the last version, once built
         at_since = None  # the last version whose transaction began by ``since``
         for stored in stored_versions:
-            if stored.tx_started <= since:
+            if stored.tx_started_us <= since_us:
                 at_since = stored
                 continue
             reason = stored.reason
             if reason == "cancelled":
-                keyed.append((stored.recorded_at, trade_ref, len(keyed),
-                              Cancelled(stored.recorded_at, trade_ref)))
+                at = instant(stored.recorded_us)
+                keyed.append((at, trade_ref, len(keyed), Cancelled(at, trade_ref)))
             elif reason in _ACTS:
                 trade = stored.read()
                 if stored is last:

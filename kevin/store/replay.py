@@ -10,7 +10,6 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -20,7 +19,7 @@ from kevin import jsoncodec
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import MatchRef, RulesRef, Trade, trusted
 from kevin.domain.profiles import ProfileVersion
-from kevin.domain.replay import Outcome, ReplayRecord, RulesTimeline, StoredVersion
+from kevin.domain.replay import Outcome, ReplayRecord, RulesTimeline, StoredVersion, instant
 from kevin.domain.rules import Rules
 from kevin.store.profiles import profile_from_row
 from kevin.store.trades import accepted_differences, attributes_of, mismatches_of
@@ -32,21 +31,28 @@ SELECT DISTINCT product FROM trade_history WHERE recorded_at > $1 ORDER BY produ
 
 # Every version of every trade that ever had a version in one of the products, with the
 # transaction that wrote it (the feed row's txid; a version and its feed row are written
-# by one statement). Trades are chosen by any version, so one amended into or out of the
-# product comes with its whole history. A seq scan of the history by design: replays are
-# rare and read everything once. In no order: ``split_history`` groups the rows by trade
-# and sorts each trade's versions itself, so the server has no sort to finish (spilling
-# to disk past work_mem) before its first row, and this process decodes rows while the
-# server still scans and joins. When each transaction wrote its first version here is
-# worked out by ``history`` from these rows: as a window over the transaction it cost a
-# second sort of every row, half of the statement's time.
+# by one statement). The products are closed under ``linked_products`` (a trade amended
+# into or out of one of them brings the other product in), so every version of such a
+# trade is in one of them and a filter on the product returns each trade's whole
+# history — without a first pass over the history to find the trades and a join with
+# it, a third of the statement's server time before its first row. A seq scan of the
+# history by design: replays are rare and read everything once. In no order:
+# ``split_history`` groups the rows by trade and sorts each trade's versions itself, so
+# the server has no sort to finish (spilling to disk past work_mem) before its first
+# row, and this process decodes rows while the server still scans and joins. When each
+# transaction wrote its first version is worked out by ``history`` from these rows: as
+# a window over the transaction it cost a second sort of every row, half of the
+# statement's time.
 # The columns are those of a Trade (not ``latest``: a replay knows a trade's last version
 # from its history), in HISTORY_COLUMNS' order, and the jsonb ones as text for
-# ``_version`` to decode: a matched version's one entry (what decided it, the differences
+# ``_Reader.version`` to decode: a matched version's one entry (what decided it, the differences
 # both sides accepted) is split off by the server, so the client parses no JSON for it
 # and reads its ``rules`` from a handful of distinct texts. Quantity and price come as
 # text too: only the versions built into Trades need them (about half), and Decimal
-# reads the text faster than the driver decodes a numeric.
+# reads the text faster than the driver decodes a numeric. The two instants come as
+# microseconds since the epoch (kevin.domain.replay.microseconds): the driver's
+# timestamptz decoding, a datetime per value, was half of the fetch's CPU, yet every
+# version's instant is only compared and few are built into datetimes.
 HISTORY_COLUMNS = (
     "participant", "trade_id", "version", "status", "reason", "counterparty", "side",
     "product", "quantity::text", "price::text", "currency", "trade_date", "settlement_date",
@@ -55,16 +61,15 @@ HISTORY_COLUMNS = (
     "CASE WHEN match_id IS NULL THEN mismatches::text END",
     "CASE WHEN match_id IS NOT NULL THEN (mismatches -> 0 -> 'rules')::text END",
     "CASE WHEN match_id IS NOT NULL THEN (mismatches -> 0 -> 'fields')::text END",
-    "rules_version", "comment", "replay_id", "actor", "first_submitted_at", "recorded_at",
+    "rules_version", "comment", "replay_id", "actor",
+    "(extract(epoch FROM first_submitted_at) * 1000000)::bigint",
+    "(extract(epoch FROM recorded_at) * 1000000)::bigint",
 )
 SELECT_REPLAY_HISTORY = f"""
-WITH scope AS (
-    SELECT DISTINCT participant, trade_id FROM trade_history WHERE product = ANY($1::text[])
-)
 SELECT {", ".join(HISTORY_COLUMNS)}, coalesce(f.txid::text::bigint, -version) AS txid
 FROM trade_history h
-JOIN scope USING (participant, trade_id)
 LEFT JOIN feed f USING (participant, trade_id, version)
+WHERE h.product = ANY($1::text[])
 """  # noqa: S608 (constant column lists only)
 
 SELECT_BROKEN_PAIRS = """
@@ -121,34 +126,23 @@ async def active_products(conn: asyncpg.Connection, since: datetime) -> list[str
 
 
 async def history(conn: asyncpg.Connection, products: Sequence[str]) -> list[StoredVersion]:
+    """Every version of the trades of ``products``, which ``linked_products`` closed."""
     rows = await conn.fetch(SELECT_REPLAY_HISTORY, list(products), timeout=STATEMENT_TIMEOUT)
-    started: dict[int, datetime] = {}  # each transaction's first version's recorded_at
+    started: dict[int, int] = {}  # each transaction's first version's recorded_at
     for r in rows:
         txid, at = r[-1], r[-2]
-        if txid not in started or at < started[txid]:
+        first = started.get(txid)
+        if first is None or at < first:
             started[txid] = at
     reader = _Reader()
-    return [StoredVersion((r[0], r[1]), r[2], r[4], r[-2], r[-1], started[r[-1]],
-                          partial(reader.version, r), partial(_outcome, r)) for r in rows]
-
-
-def _outcome(row: asyncpg.Record) -> Outcome:
-    """A SELECT_REPLAY_HISTORY row's Outcome (kevin.domain.replay.outcome of the Trade
-    ``_Reader.version`` builds from it), read from the columns: a matched version's
-    mismatch list is empty (``_Reader.version``), an unmatched one's decoded as is."""
-    mismatches = row[18]
-    return (row[3], row[16] if row[15] is not None else None,
-            [] if mismatches is None or mismatches == "[]" else [
-                (m["counterparty_trade_id"],
-                 [(f["field"], f.get("ours"), f.get("theirs"), f.get("tolerance"))
-                  for f in m["fields"]])
-                for m in jsoncodec.loads(mismatches)])
+    return [StoredVersion((r[0], r[1]), r[2], r[4], r[-2], r[-1], started[r[-1]], r, reader)
+            for r in rows]
 
 
 class _Reader:
     """SELECT_REPLAY_HISTORY's rows as Trades, as trade_from_row builds them (not
-    validated again: see there), taken by position. The few distinct ``rules`` a
-    replay's versions name are decoded once each."""
+    validated again: see there), taken by position — the history's VersionSource. The
+    few distinct ``rules`` a replay's versions name are decoded once each."""
 
     def __init__(self) -> None:
         self._rules: dict[object, RulesRef] = {}
@@ -168,12 +162,29 @@ class _Reader:
             found = self._rules[key] = trusted(RulesRef, dict(stored))
         return found
 
+    @staticmethod
+    def outcome(row: asyncpg.Record) -> Outcome:
+        """A row's Outcome (kevin.domain.replay.outcome of the Trade ``version`` builds
+        from it), read from the columns: a matched version's mismatch list is empty
+        (``version``), an unmatched one's decoded as is."""
+        mismatches = row[18]
+        return (row[3], row[16] if row[15] is not None else None,
+                [] if mismatches is None or mismatches == "[]" else [
+                    (m["counterparty_trade_id"],
+                     [(f["field"], f.get("ours"), f.get("theirs"), f.get("tolerance"))
+                      for f in m["fields"]])
+                    for m in jsoncodec.loads(mismatches)])
+
     def version(self, row: asyncpg.Record) -> Trade:
         (participant, trade_id, version, status, reason, counterparty, side, product,
          quantity, price, currency, trade_date, settlement_date, location, attributes,
          match_id, counterparty_trade_id, counterparty_version, mismatches, match_rules,
-         accepted, rules_version, comment, replay_id, actor, first_submitted_at,
-         recorded_at, _) = row
+         accepted, rules_version, comment, replay_id, actor, first_submitted_us,
+         recorded_us, _) = row
+        recorded_at = instant(recorded_us)
+        first_submitted_at = (recorded_at if first_submitted_us == recorded_us
+                              else None if first_submitted_us is None
+                              else instant(first_submitted_us))
         match = None
         if match_id is not None:
             match = trusted(MatchRef, {
