@@ -12,6 +12,7 @@ as ix_trades_mismatch_targets does in PostgreSQL.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left, insort
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -53,13 +54,20 @@ def _place(quantity: Decimal, submitted: datetime = _FIRST) -> Entry:
 
 class Resting:
     """The resting trades of one segment: the prices of its levels in order, and each
-    level's entries (``entry``) in order. False when empty."""
+    level's entries (``entry``) in order. False when empty.
+
+    The prices are a SortedList (a segment may hold a level per trade: prices with many
+    decimals). Each level is a plain list kept sorted with ``bisect``: a level holds the
+    trades at one price of one segment, a handful in real books (a few hundred in the
+    benchmark's), where a list's memmove costs less than SortedList's Python-level
+    indexing, bisection and removal, which a walk and every placed or removed trade go
+    through; only a level of tens of thousands of trades at one price would feel it."""
 
     __slots__ = ("levels", "prices")
 
     def __init__(self) -> None:
         self.prices: SortedList[Decimal] = SortedList()
-        self.levels: dict[Decimal, SortedList[Entry]] = {}
+        self.levels: dict[Decimal, list[Entry]] = {}
 
     def __len__(self) -> int:
         return len(self.levels)
@@ -67,13 +75,18 @@ class Resting:
     def add(self, trade: Trade) -> None:
         level = self.levels.get(trade.price)
         if level is None:
-            level = self.levels[trade.price] = SortedList()
+            self.levels[trade.price] = [entry(trade)]
             self.prices.add(trade.price)
-        level.add(entry(trade))
+            return
+        insort(level, entry(trade))
 
     def remove(self, trade: Trade) -> None:
         level = self.levels[trade.price]
-        level.remove(entry(trade))
+        held = entry(trade)
+        at = bisect_left(level, held)
+        if at == len(level) or level[at] != held:
+            raise ValueError(f"{held} is not resting at {trade.price}")
+        del level[at]
         if not level:
             del self.levels[trade.price]
             self.prices.remove(trade.price)
@@ -269,22 +282,27 @@ def in_order(resting: Resting, price: Decimal, quantity: Decimal
     up = prices.bisect_left(price)
     down = up - 1
     count = len(prices)
-    while up < count or down >= 0:
-        up_gap = EXACT.subtract(prices[up], price) if up < count else None
-        down_gap = EXACT.subtract(price, prices[down]) if down >= 0 else None
+    # Each price read once (SortedList's indexing is a Python call).
+    up_price = prices[up] if up < count else None
+    down_price = prices[down] if down >= 0 else None
+    while up_price is not None or down_price is not None:
+        # (Tested for None first: a Decimal compared with None asks numbers' ABCs.)
+        up_gap = EXACT.subtract(up_price, price) if up_price is not None else None
+        down_gap = EXACT.subtract(price, down_price) if down_price is not None else None
         if up_gap is None or (down_gap is not None and down_gap < up_gap):
             assert down_gap is not None
             distance = down_gap
         else:
             distance = up_gap
         at = []  # the levels at this distance
-        # (Tested for None first: a Decimal compared with None asks numbers' ABCs.)
         if up_gap is not None and up_gap == distance:
-            at.append(levels[prices[up]])
+            at.append(levels[up_price])  # type: ignore[index]  # not None with its gap
             up += 1
+            up_price = prices[up] if up < count else None
         if down_gap is not None and down_gap == distance:
-            at.append(levels[prices[down]])
+            at.append(levels[down_price])  # type: ignore[index]
             down -= 1
+            down_price = prices[down] if down >= 0 else None
         if len(at) == 1 and at[0][0][0] == at[0][-1][0]:
             # One level of one quantity (the usual case): its order is the tie-break's.
             for found in at[0]:
@@ -294,14 +312,14 @@ def in_order(resting: Resting, price: Decimal, quantity: Decimal
                 yield distance, found
 
 
-def _by_quantity(levels: list[SortedList[Entry]], quantity: Decimal) -> Iterator[Entry]:
+def _by_quantity(levels: list[list[Entry]], quantity: Decimal) -> Iterator[Entry]:
     """The entries of one or two price levels by quantity difference, then tie-break:
     each level is two runs of quantity groups going away from ``quantity`` (those at or
     above it upwards, those below it downwards)."""
     # Each run: [level, start, end, upwards]; the groups still to visit lie in [start, end).
     runs: list[list[Any]] = []
     for level in levels:
-        middle = level.bisect_left(_place(quantity))
+        middle = bisect_left(level, _place(quantity))
         runs.append([level, middle, len(level), True])
         runs.append([level, 0, middle, False])
     while True:
@@ -312,11 +330,11 @@ def _by_quantity(levels: list[SortedList[Entry]], quantity: Decimal) -> Iterator
                 continue
             if upwards:
                 group_quantity = level[start][0]
-                group_end = level.bisect_left(_place(group_quantity, _LAST))
+                group_end = bisect_left(level, _place(group_quantity, _LAST), start, end)
                 heads.append((EXACT.subtract(group_quantity, quantity), start, group_end, run))
             else:
                 group_quantity = level[end - 1][0]
-                group_start = level.bisect_left(_place(group_quantity))
+                group_start = bisect_left(level, _place(group_quantity), start, end)
                 heads.append((EXACT.subtract(quantity, group_quantity), group_start, end, run))
         if not heads:
             return
@@ -329,9 +347,9 @@ def _by_quantity(levels: list[SortedList[Entry]], quantity: Decimal) -> Iterator
                 run[2] = group_start
         if len(groups) == 1:
             _, start, end, run = groups[0]
-            yield from run[0].islice(start, end)
+            yield from run[0][start:end]
         else:
-            yield from heapq.merge(*(run[0].islice(start, end) for _, start, end, run in groups),
+            yield from heapq.merge(*(run[0][start:end] for _, start, end, run in groups),
                                    key=lambda e: e[1:])
 
 
