@@ -165,6 +165,8 @@ class VersionSource(Protocol):
 
     def outcome(self, row: Any) -> Outcome: ...
 
+    def standing(self, row: Any) -> tuple[str, str | None, bool]: ...
+
 
 class StoredVersion(NamedTuple):
     """A version as stored, with its writing transaction (from its feed row) and when
@@ -192,6 +194,11 @@ class StoredVersion(NamedTuple):
         a replay compares every trade's latest version with its replayed one, and builds
         only those that differ."""
         return self.source.outcome(self.row)
+
+    def standing(self) -> tuple[str, str | None, bool]:
+        """The first two parts of its Outcome (status, matched partner's trade_id), and
+        whether its mismatch list has entries: what decides most comparisons."""
+        return self.source.standing(self.row)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -363,8 +370,21 @@ def changes(history: History, after: Mapping[TradeRef, Trade]) -> list[tuple[Tra
         if stored is None:
             continue
         current = built.get(trade_ref)
-        was = outcome(current) if current is not None else stored.outcome()
-        if was != outcome(replayed):
+        was: tuple[str, str | None, bool]
+        # The outcomes compared in the order they usually differ or agree: status, then
+        # partner, and the mismatch lists (built) only when one of them has entries.
+        if current is not None:
+            match = current.match
+            was = (current.status, match.counterparty_trade_id if match is not None else None,
+                   bool(current.mismatches))
+        else:
+            was = stored.standing()
+        match = replayed.match
+        if (was[0] != replayed.status
+                or was[1] != (match.counterparty_trade_id if match is not None else None)
+                or ((was[2] or replayed.mismatches)
+                    and (outcome(current) if current is not None else stored.outcome())
+                    != outcome(replayed))):
             differing.append((trade_ref, current, stored, replayed))
     # Sorted once found: a few trades change, and every trade's ref sorted cost more.
     differing.sort(key=_first)

@@ -175,6 +175,12 @@ class _Reader:
                       for f in m["fields"]])
                     for m in jsoncodec.loads(mismatches)])
 
+    @staticmethod
+    def standing(row: asyncpg.Record) -> tuple[str, str | None, bool]:
+        mismatches = row[18]
+        return (row[3], row[16] if row[15] is not None else None,
+                mismatches is not None and mismatches != "[]")
+
     def version(self, row: asyncpg.Record) -> Trade:
         (participant, trade_id, version, status, reason, counterparty, side, product,
          quantity, price, currency, trade_date, settlement_date, location, attributes,
