@@ -25,6 +25,9 @@ it would one by one. A bulk submission hides them before the book is loaded and 
 their first versions after (so no window reads them), a few thousand lines at a time,
 each part before its lines are matched (so that a trade_id another writer created
 meanwhile is known: ``unhide``) and while the lines before it are (``first_versions``).
+
+One statement is in flight at a time; the rows of the next one are built meanwhile
+(``_build_ahead``), so that it goes the moment the connection is free.
 """
 
 from __future__ import annotations
@@ -95,6 +98,9 @@ class BatchBook(MemoryBook):
         self._naming_loaded: set[TradeRef] = set()
         self._hidden: set[TradeRef] = set()
         self._pending: list[NewVersion] = []
+        # The next write of what matching wrote, its rows built while the statement in
+        # flight is written (``_build_ahead``), sent as soon as the connection is free.
+        self._next: bulk.Rows | None = None
         self._stored: dict[TradeRef, int] = {}  # each held trade's version in the database
         self.recorded: dict[bulk.VersionRef, datetime] = {}
         # The statement in flight on the connection (one at a time), and what to do with
@@ -105,6 +111,7 @@ class BatchBook(MemoryBook):
         # those written, by their place, with the trades as written.
         self._firsts: list[Sequence[NewVersion]] = []
         self._firsts_sent = 0
+        self._firsts_built: dict[int, bulk.Rows] = {}
         self._firsts_written: dict[int, dict[TradeRef, Trade]] = {}
 
     async def _connection(self) -> asyncpg.Connection:
@@ -314,26 +321,43 @@ class BatchBook(MemoryBook):
     async def write_behind(self) -> None:
         """Between two lines of a batch: once WRITE_BEHIND versions are pending, write
         them (kevin.store.bulk.write_versions) while matching goes on — one write in
-        flight at a time, every read of the book waiting for it first. The versions
-        reach the database in the order the matcher wrote them, each trade's last one of
-        each write latest, as one write at the end would leave them."""
+        flight at a time, every read of the book waiting for it first, the rows of the
+        next one built meanwhile (``_build_ahead``). The versions reach the database in
+        the order the matcher wrote them, each trade's last one of each write latest, as
+        one write at the end would leave them."""
         if self._writing is not None:
-            # Matching outrunning the database waits once twice as many are pending, so
-            # that no write (the last one above all, which nothing overlaps) grows large.
-            if not self._writing.done() and len(self._pending) < 2 * WRITE_BEHIND:
-                self._lines_since_yield += 1
-                if self._lines_since_yield >= YIELD_EVERY:
-                    self._lines_since_yield = 0
-                    await asyncio.sleep(0)
-                return
+            if not self._writing.done():
+                self._build_ahead()
+                # Matching outrunning the database waits once twice as many are unsent,
+                # so that no write (the last one above all, which nothing overlaps)
+                # grows large.
+                if self._next is None or len(self._pending) < WRITE_BEHIND:
+                    self._lines_since_yield += 1
+                    if self._lines_since_yield >= YIELD_EVERY:
+                        self._lines_since_yield = 0
+                        await asyncio.sleep(0)
+                    return
             await self._written()
         if self._firsts_sent < len(self._firsts):
             # The next part of the first versions goes first: its lines come next.
             self._send_first_versions()
-            await asyncio.sleep(0)  # the statement is sent now
-        elif len(self._pending) >= WRITE_BEHIND:
-            self._start_writing()
-            await asyncio.sleep(0)
+        elif self._next is not None or len(self._pending) >= WRITE_BEHIND:
+            self._send_next()
+        else:
+            return
+        await asyncio.sleep(0)  # the statement is sent now
+
+    def _build_ahead(self) -> None:
+        """While a statement is in flight (sent already: PostgreSQL is writing it), build
+        the rows of the next one — the next part of the first versions, else the next
+        write of what matching wrote once WRITE_BEHIND versions are pending — so that it
+        is sent the moment the connection is free, not after this process has built it
+        with PostgreSQL idle."""
+        ahead = self._firsts_sent
+        if ahead < len(self._firsts) and ahead not in self._firsts_built:
+            self._firsts_built[ahead] = bulk.first_versions_rows(self._firsts[ahead])
+        elif self._next is None and len(self._pending) >= WRITE_BEHIND:
+            self._next = self._next_write()
 
     def _start(self, statement: Awaitable[Any], apply: Callable[[Any], None]) -> None:
         """Send ``statement`` as the one in flight; ``apply`` gets its answer when it is
@@ -344,7 +368,9 @@ class BatchBook(MemoryBook):
 
         self._writing = asyncio.ensure_future(run())
 
-    def _start_writing(self) -> None:
+    def _next_write(self) -> bulk.Rows:
+        """The pending versions as the next write's rows, each flipping the version its
+        trade has in the database once the writes before it are done."""
         versions, self._pending = self._pending, []
         stored: dict[TradeRef, int] = {}
         for new in versions:
@@ -353,7 +379,14 @@ class BatchBook(MemoryBook):
                 stored[key] = self._stored[key]
         for new in versions:
             self._stored[(new.participant, new.trade_id)] = new.version
-        self._start(bulk.write_versions(self.conn, versions, stored), self._recorded)
+        return bulk.written_rows(versions, stored)
+
+    def _send_next(self) -> None:
+        """Send the next write (built ahead, or now from what is pending)."""
+        rows, self._next = self._next, None
+        if rows is None:
+            rows = self._next_write()
+        self._start(bulk.write_versions(self.conn, rows, {}), self._recorded)
 
     async def _written(self) -> None:
         """Wait for the statement in flight, and take in its answer."""
@@ -387,10 +420,11 @@ class BatchBook(MemoryBook):
         self._firsts_sent = 0
         for index, part in enumerate(self._firsts):
             while index not in self._firsts_written:
-                if self._writing is not None:
-                    await self._written()
-                else:
+                if self._writing is None:
                     self._send_first_versions()
+                    await asyncio.sleep(0)  # the statement is sent now
+                self._build_ahead()
+                await self._written()
             written = self._firsts_written.pop(index)
             if self._writing is None and self._firsts_sent < len(self._firsts):
                 self._send_first_versions()
@@ -408,7 +442,9 @@ class BatchBook(MemoryBook):
         def apply(written: dict[TradeRef, Trade]) -> None:
             self._firsts_written[index] = written
 
-        self._start(bulk.insert_first_versions(self.conn, self._firsts[index]), apply)
+        built = self._firsts_built.pop(index, None)
+        self._start(bulk.insert_first_versions(
+            self.conn, self._firsts[index] if built is None else built), apply)
 
     async def abandon(self) -> None:
         """The batch failed: wait for the write in flight, whatever became of it, so that
@@ -425,8 +461,11 @@ class BatchBook(MemoryBook):
         (kevin.store.bulk.write_versions), and give each trade it wrote the recorded_at
         the database chose (``recorded``: that of every version written, by
         (participant, trade_id, version))."""
-        if self._writing is not None:
-            await self._written()
-        if self._pending:
-            self._start_writing()
-            await self._written()
+        while True:
+            if self._next is None and self._pending:
+                self._next = self._next_write()  # built while the write in flight is written
+            if self._writing is not None:
+                await self._written()
+            if self._next is None:
+                return
+            self._send_next()

@@ -3,13 +3,15 @@ doing for a whole batch what its single counterpart does for one trade."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 
 import asyncpg
+import orjson
 
+from kevin import jsoncodec
 from kevin.domain.errors import VersionConflict
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade
@@ -68,16 +70,48 @@ async def broken_among(conn: asyncpg.Connection,
                        (r["participant_b"], r["trade_id_b"]))) for r in rows}
 
 
+class Rows(Sequence[NewVersion]):
+    """Versions with their statement's parameters already written as JSON (``params``):
+    a batch builds the next statement's rows while PostgreSQL writes the one before, and
+    sends it the moment the connection is free (``first_versions_rows``,
+    ``written_rows``). Read as the versions themselves."""
+
+    __slots__ = ("params", "versions")
+
+    def __init__(self, versions: Sequence[NewVersion], *params: orjson.Fragment | int) -> None:
+        self.versions = versions
+        self.params = params
+
+    def __len__(self) -> int:
+        return len(self.versions)
+
+    @overload
+    def __getitem__(self, index: int) -> NewVersion: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[NewVersion]: ...
+    def __getitem__(self, index: int | slice) -> NewVersion | Sequence[NewVersion]:
+        return self.versions[index]
+
+    def __iter__(self) -> Iterator[NewVersion]:
+        return iter(self.versions)
+
+
+def first_versions_rows(news: Sequence[NewVersion]) -> Rows:
+    """insert_first_versions' parameter for ``news``, built now."""
+    attributes: dict[int, Any] = {}
+    return Rows(news, orjson.Fragment(jsoncodec.dumps([version_args(new, attributes)
+                                                       for new in news])))
+
+
 async def insert_first_versions(conn: asyncpg.Connection,
                                 news: Sequence[NewVersion]) -> dict[TradeRef, Trade]:
     """Version 1 of each new trade with its feed row, in one round trip, in order. A
-    trade that exists already is skipped. The written trades, by (participant, trade_id)."""
+    trade that exists already is skipped. The written trades, by (participant, trade_id).
+    ``news`` may be Rows (first_versions_rows) built before."""
     if not news:
         return {}
-    attributes: dict[int, Any] = {}
-    rows = await conn.fetch(q.INSERT_FIRST_VERSIONS, [version_args(new, attributes)
-                                                      for new in news])
-    return _first_versions(news, rows)
+    rows = news if isinstance(news, Rows) else first_versions_rows(news)
+    return _first_versions(news, await conn.fetch(q.INSERT_FIRST_VERSIONS, *rows.params))
 
 
 def _first_versions(news: Sequence[NewVersion],
@@ -106,14 +140,8 @@ async def insert_first_versions_and_broken(
     return created, broken
 
 
-async def write_versions(conn: asyncpg.Connection, versions: Sequence[NewVersion],
-                         stored: Mapping[TradeRef, int]) -> dict[VersionRef, datetime]:
-    """Every version in order, each trade's last one latest, after flipping the version
-    each trade has in the database (``stored``) — one round trip however many. Raises
-    VersionConflict if another writer moved one of those trades first. Returns the
-    recorded_at of every version written, by (participant, trade_id, version)."""
-    if not versions:
-        return {}
+def written_rows(versions: Sequence[NewVersion], stored: Mapping[TradeRef, int]) -> Rows:
+    """write_versions' parameters for ``versions`` and ``stored``, built now."""
     last: dict[TradeRef, int] = {}
     for index, new in enumerate(versions):
         last[(new.participant, new.trade_id)] = index
@@ -123,10 +151,25 @@ async def write_versions(conn: asyncpg.Connection, versions: Sequence[NewVersion
     lines: list[Any] = [(*version_args(new, attributes),
                          index == last[(new.participant, new.trade_id)])
                         for index, new in enumerate(versions)]
-    rows = await conn.fetch(q.WRITE_VERSIONS, flips, lines, len(flips))
-    if len(rows) != len(lines):  # a flip missed: none was inserted
+    return Rows(versions, orjson.Fragment(jsoncodec.dumps(flips)),
+                orjson.Fragment(jsoncodec.dumps(lines)), len(flips))
+
+
+async def write_versions(conn: asyncpg.Connection, versions: Sequence[NewVersion],
+                         stored: Mapping[TradeRef, int]) -> dict[VersionRef, datetime]:
+    """Every version in order, each trade's last one latest, after flipping the version
+    each trade has in the database (``stored``) — one round trip however many. Raises
+    VersionConflict if another writer moved one of those trades first. Returns the
+    recorded_at of every version written, by (participant, trade_id, version).
+    ``versions`` may be Rows (written_rows) built before, ``stored`` in them already."""
+    if not versions:
+        return {}
+    rows = versions if isinstance(versions, Rows) else written_rows(versions, stored)
+    answer = await conn.fetch(q.WRITE_VERSIONS, *rows.params)
+    if len(answer) != len(versions):  # a flip missed: none was inserted
         raise VersionConflict(-1, -1)  # which one does not matter: the batch is undone
-    return {(r["participant"], r["trade_id"], r["version"]): r["recorded_at"] for r in rows}
+    return {(r["participant"], r["trade_id"], r["version"]): r["recorded_at"]
+            for r in answer}
 
 
 SegmentKey = tuple[str, str, str, str, str, object]
