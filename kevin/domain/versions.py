@@ -8,7 +8,7 @@ Pure values. How a version becomes a row (column order, JSON) is the store's bus
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -50,9 +50,12 @@ def _rules_ref(kind: str, name: str, version: int | None) -> RulesRef:
     return RulesRef.model_validate({"kind": kind, "name": name, "version": version})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewVersion:
-    """Everything needed to write one version of a trade."""
+    """Everything needed to write one version of a trade. Never changed once made (no
+    writer assigns to one); not a frozen dataclass, whose ``__init__`` sets each of its
+    14 fields through ``object.__setattr__`` — 2.96 µs against 0.42 µs, and matching
+    makes one for every version it writes."""
 
     participant: str
     trade_id: str
@@ -62,7 +65,7 @@ class NewVersion:
     terms: TradeTerms  # or the Trade it derives from, read as its terms (next_version)
     actor: str
     match: MatchRef | None = None
-    mismatches: Sequence[Mismatch] = field(default_factory=tuple)
+    mismatches: Sequence[Mismatch] = ()
     rules_version: int | None = None
     comment: str | None = None
     replay_id: UUID | None = None
