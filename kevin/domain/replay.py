@@ -303,12 +303,13 @@ def split_history(
         by_trade[stored.trade_ref].append(stored)
     history = History()
     # The events in the order they happened (instant, then trade, then as stored), each
-    # with its sort key: (at, trade_ref of its first trade, count, event).
-    keyed: list[tuple[datetime, TradeRef, int, Event]] = []
+    # with its sort key: (at in microseconds, trade_ref of its first trade, count, event).
+    keyed: list[tuple[int, TradeRef, int, Event]] = []
     forced: dict[UUID, list[Trade]] = defaultdict(list)
     broken: dict[int, list[Trade]] = defaultdict(list)
     for trade_ref, stored_versions in by_trade.items():
-        stored_versions.sort(key=_version)
+        if len(stored_versions) > 1:
+            stored_versions.sort(key=_version)
         last = stored_versions[-1]
         last_trade = None  # the last version, once built
         at_since = None  # the last version whose transaction began by ``since``
@@ -318,17 +319,17 @@ def split_history(
                 continue
             reason = stored.reason
             if reason == "cancelled":
-                at = instant(stored.recorded_us)
-                keyed.append((at, trade_ref, len(keyed), Cancelled(at, trade_ref)))
+                keyed.append((stored.recorded_us, trade_ref, len(keyed),
+                              Cancelled(instant(stored.recorded_us), trade_ref)))
             elif reason in _ACTS:
                 trade = stored.read()
                 if stored is last:
                     last_trade = trade
                 if reason == "submitted":
-                    keyed.append((trade.recorded_at, trade_ref, len(keyed),
+                    keyed.append((stored.recorded_us, trade_ref, len(keyed),
                                   Submitted(trade.recorded_at, trade)))
                 elif reason == "amended":
-                    keyed.append((trade.recorded_at, trade_ref, len(keyed),
+                    keyed.append((stored.recorded_us, trade_ref, len(keyed),
                                   Amended(trade.recorded_at, trade_ref, trade.terms())))
                 elif reason == "forced" and trade.match is not None:
                     forced[trade.match.match_id].append(trade)
@@ -344,7 +345,7 @@ def split_history(
     for legs in forced.values():
         if len(legs) == 2:
             legs.sort(key=_written_first)
-            keyed.append((legs[0].recorded_at, ref(legs[0]), len(keyed), Forced(
+            keyed.append((microseconds(legs[0].recorded_at), ref(legs[0]), len(keyed), Forced(
                 legs[0].recorded_at, (ref(legs[0]), ref(legs[1])), legs[0].comment)))
     broken_after = set()
     for legs in broken.values():
@@ -352,7 +353,7 @@ def split_history(
             legs.sort(key=_written_first)
             pair = (ref(legs[0]), ref(legs[1]))
             broken_after.add(frozenset(pair))
-            keyed.append((legs[0].recorded_at, pair[0], len(keyed),
+            keyed.append((microseconds(legs[0].recorded_at), pair[0], len(keyed),
                           Broken(legs[0].recorded_at, pair, legs[0].comment)))
     history.broken_before = {frozenset(pair) for pair in broken_pairs} - broken_after
     keyed.sort()

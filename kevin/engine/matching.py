@@ -148,7 +148,6 @@ class Matcher:
         in_force = await self.book.rules_in_force(trade)
         candidates = await self.book.candidates(trade, in_force.rules)
         decision = decide(trade, candidates, in_force.rules)
-        decided_by = _decided_by(in_force)
         if isinstance(decision, Matched):
             await self.match(trade, decision.candidate, reason="matched", in_force=in_force)
         elif isinstance(decision, Mismatched):
@@ -158,12 +157,13 @@ class Matcher:
                           for m in decision.mismatches]
             if trade.status != "mismatched" or trade.mismatches != mismatches:
                 await self.append(trade, status="mismatched", reason="mismatched",
-                                  mismatches=mismatches, **decided_by)
+                                  mismatches=mismatches, **_decided_by(in_force))
             if primary:  # the other sides learn about this trade too
                 for candidate in decision.candidates:
                     self.enqueue(ref(candidate), primary=False)
         elif trade.status == "mismatched":  # its candidates are gone: it simply rests
-            await self.append(trade, status="unmatched", reason="unmatched", **decided_by)
+            await self.append(trade, status="unmatched", reason="unmatched",
+                              **_decided_by(in_force))
 
     # --- the operations that start matching ------------------------------------------
 
