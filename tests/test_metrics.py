@@ -181,3 +181,27 @@ async def test_open_sse_streams_are_counted(client, banks):
         assert value(await scrape(client), "kevin_feed_sse_streams") == 1
     finally:
         resp.close()
+
+
+def test_a_batch_counts_its_matches_and_mismatches_with_one_increment_each(monkeypatch):
+    m = Metrics()
+    increments: list[float] = []
+    for counter in (m.matches.labels("auto"), m.mismatches):
+        original = counter.inc
+        monkeypatch.setattr(counter, "inc",
+                            lambda amount=1, _original=original: (increments.append(amount),
+                                                                  _original(amount)))
+    matched = {"status": "matched", "reason": "matched"}
+    m.observe_outcome(("POST", "/v1/trades/batch"), 200, {"results": [
+        *({"line": n, "result": "created", "trade": matched} for n in range(1, 4)),
+        {"line": 4, "result": "created", "trade": {"status": "mismatched"}},
+        {"line": 5, "result": "exists", "trade": matched},
+        {"line": 6, "result": "amended", "trade": {"status": "mismatched"}},
+        {"line": 7, "result": "created", "trade": {"status": "matched", "reason": "forced"}},
+    ]})
+    samples = {(s.name, tuple(s.labels.items())): s.value
+               for f in text_string_to_metric_families(m.exposition().decode())
+               for s in f.samples}
+    assert samples[("kevin_matches_total", (("kind", "auto"),))] == 3
+    assert samples[("kevin_mismatches_total", ())] == 2
+    assert sorted(increments) == [2, 3]
