@@ -1,6 +1,7 @@
 """Where a bulk batch's time goes, in-process: per batch, the Python CPU of reading the
-lines, the engine and writing the answer, the CPU of the PostgreSQL backend that ran it
-(from /proc, Linux), the wall time, and the statements' times (asyncpg's query logger).
+lines, the engine, writing the answer and freeing what the request built, the CPU of the
+PostgreSQL backend that ran it (from /proc, Linux), the wall time, and the statements'
+times (asyncpg's query logger).
 
     PYTHONPATH=. python benchmarks/batch_cpu.py [--url postgresql://postgres@127.0.0.1:5432/postgres]
         [--lines 10000] [--requests 6]
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import secrets
 import time
@@ -26,7 +28,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from kevin import jsoncodec
+from kevin import heap, jsoncodec
 from kevin.api.batch import parse_line, results_answer
 from kevin.bench import batch as b
 from kevin.bench import workload as w
@@ -64,17 +66,24 @@ async def main(url: str, lines: int, requests: int) -> None:
                 body = b"\n".join(orjson.dumps(line)
                                   for line in b.batch_lines(run_id, index, lines, side))
                 began, cpu, pg = time.perf_counter(), time.process_time(), backend_cpu(backend)
-                parsed = [parse_line(raw, me) for raw in body.split(b"\n")]
-                read = time.process_time()
-                outcomes = await service.submit_batch(
-                    me, [s for s in parsed if isinstance(s, TradeSubmission)])
-                decided = time.process_time()
-                jsoncodec.dumps(results_answer(
-                    [{"line": n, "result": None, "trade": None, "error": None}
-                     for n in range(1, len(outcomes) + 1)], list(range(len(outcomes))),
-                    outcomes))
+                # As the batch route does: the collector paused until the request's
+                # objects are freed; ``free`` is freeing them and its first pass after.
+                with heap.collector_paused():
+                    parsed = [parse_line(raw, me) for raw in body.split(b"\n")]
+                    read = time.process_time()
+                    outcomes = await service.submit_batch(
+                        me, [s for s in parsed if isinstance(s, TradeSubmission)])
+                    decided = time.process_time()
+                    jsoncodec.dumps(results_answer(
+                        [{"line": n, "result": None, "trade": None, "error": None}
+                         for n in range(1, len(outcomes) + 1)], list(range(len(outcomes))),
+                        outcomes))
+                    answered = time.process_time()
+                    del parsed, outcomes
+                gc.collect(0)
                 figures = {"read": read - cpu, "engine": decided - read,
-                           "answer": time.process_time() - decided,
+                           "answer": answered - decided,
+                           "free": time.process_time() - answered,
                            "postgresql": backend_cpu(backend) - pg,
                            "wall": time.perf_counter() - began}
                 for name, value in figures.items():

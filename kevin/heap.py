@@ -1,4 +1,5 @@
-"""Giving the heap a large request freed back to the operating system.
+"""Giving the heap a large request freed back to the operating system; and the cyclic
+garbage collector paused while a large request builds it (``collector_paused``).
 
 A 10,000-line batch builds its answer, the rows it writes and their models at once:
 well over a hundred MiB of short-lived objects. Python frees them, but glibc's malloc
@@ -12,9 +13,12 @@ malloc_trim (musl, macOS) this does nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
+import gc
 import time
+from collections.abc import Iterator
 
 import structlog
 
@@ -45,3 +49,20 @@ def trim() -> None:
 def trim_soon() -> None:
     """Trim once the current request is done (see TRIM_DELAY)."""
     asyncio.get_running_loop().call_later(TRIM_DELAY, trim)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off meanwhile; reference counting frees everything
+    as usual. A 10,000-line batch keeps hundreds of thousands of objects alive until it
+    ends (its lines, submissions, book, outcomes and answer), in no reference cycle: the
+    collector could free none of them, yet its passes would walk them over and over, and
+    once more when it resumed with them still alive. Resumed only by the outermost pause
+    (a pause inside another leaves it off)."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()

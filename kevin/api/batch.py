@@ -94,8 +94,17 @@ async def submit_batch(request: web.Request) -> web.Response:
     if request.content_type != CONTENT_TYPE:
         raise e.UnsupportedMediaType(
             f"expected Content-Type {CONTENT_TYPE}, not {request.content_type or 'none'}")
-    lines = [(number, raw) for number, raw in enumerate((await read_batch_body(request))
-                                                        .split(b"\n"), 1) if raw.strip()]
+    body = await read_batch_body(request)
+    # The collector paused from the first line parsed until the lines, submissions and
+    # outcomes are freed (``_submitted``'s locals, when it returns): resumed with them
+    # still alive, its first pass would walk every one of them (heap.collector_paused).
+    with heap.collector_paused():
+        return await _submitted(request, participant, body)
+
+
+async def _submitted(request: web.Request, participant: str, body: bytes) -> web.Response:
+    lines = [(number, raw) for number, raw in enumerate(body.split(b"\n"), 1)
+             if raw.strip()]
     if len(lines) > MAX_LINES:
         raise e.PayloadTooLarge(f"a batch has at most {MAX_LINES} lines, not {len(lines)}",
                                 {"max_lines": MAX_LINES, "lines": len(lines)})

@@ -17,7 +17,6 @@ statement per few thousand versions).
 from __future__ import annotations
 
 import contextlib
-import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from typing import Any, Literal
 
 import asyncpg
 
+from kevin import heap
 from kevin.domain.errors import ExistsWithDifferentFields
 from kevin.domain.matching import ref
 from kevin.domain.models import (
@@ -72,16 +72,11 @@ async def _match_lines(conn: asyncpg.Connection, participant: str, news: Sequenc
     BatchBook; each one's latest version, by trade_id (a trade_id another writer created
     meanwhile is not there)."""
     # A batch's book is tens of thousands of objects alive until it ends, in no
-    # reference cycle: the cyclic collector can free none of them, yet its passes walk
-    # them over and over (docs/performance.md, change 25). Paused while the batch is
-    # matched; reference counting frees everything else as usual.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    # reference cycle (docs/performance.md, change 25): the collector paused while the
+    # batch is matched — and, where the caller pauses it already (the batch route, for
+    # the whole request), until the caller resumes it.
+    with heap.collector_paused():
         return await _match_in_memory(conn, participant, news, rules)
-    finally:
-        if paused:
-            gc.enable()
 
 
 async def _match_in_memory(conn: asyncpg.Connection, participant: str,

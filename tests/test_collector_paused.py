@@ -1,0 +1,52 @@
+"""The cyclic collector is paused while a batch request builds what it keeps alive —
+its submissions, the engine's book and outcomes, the answer — and resumed once they are
+freed (kevin.heap.collector_paused), not before: resumed with them alive, its first pass
+walks every one of them."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+from kevin import heap
+from kevin.api import batch as batch_route
+from tests.conftest import trade_body
+from tests.test_batch_api import batch
+
+
+def test_only_the_outermost_pause_resumes_the_collector():
+    assert gc.isenabled()
+    with heap.collector_paused():
+        with heap.collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with heap.collector_paused():
+            pass
+        assert not gc.isenabled()  # paused by someone else: theirs to resume
+    finally:
+        gc.enable()
+
+
+async def test_a_batch_request_pauses_the_collector_until_its_objects_are_freed(
+        client, banks, monkeypatch):
+    seen: dict[str, list[bool]] = {"parse_line": [], "results_answer": []}
+
+    def spy(name: str) -> Any:
+        original = getattr(batch_route, name)
+
+        def call(*args: Any) -> Any:
+            seen[name].append(gc.isenabled())
+            return original(*args)
+        return call
+
+    for name in seen:
+        monkeypatch.setattr(batch_route, name, spy(name))
+    a, _ = banks
+    assert gc.isenabled()
+    answer = await batch(client, a, trade_body("A-1"), trade_body("A-2", price="1001"))
+    assert [r["result"] for r in answer["results"]] == ["created", "created"]
+    assert seen == {"parse_line": [False, False], "results_answer": [False]}
+    assert gc.isenabled()
