@@ -15,7 +15,7 @@ The decisions themselves come from the pure ``kevin.domain.matching.decide``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -55,9 +55,12 @@ class Matcher:
     re-evaluated so that no trade points at a stale candidate.
     """
 
-    def __init__(self, book: Book, actor: str) -> None:
+    def __init__(self, book: Book, actor: str, *,
+                 new_match_id: Callable[[], UUID] = uuid4) -> None:
         self.book = book
         self.actor = actor
+        # uuid4; a replay counts its own, never stored (kevin.engine.replay.replay_ids).
+        self.new_match_id = new_match_id
         self._queue: deque[TradeRef] = deque()
         self._primary: dict[TradeRef, bool] = {}
         self._evaluations = 0
@@ -82,7 +85,7 @@ class Matcher:
                     in_force: RulesInForce | None = None) -> tuple[Trade, Trade]:
         """Write both sides matched: one match_id, each naming the other's new version.
         ``in_force``: the rules that decided the match (None: an operator forced it)."""
-        match_id = match_id or uuid4()
+        match_id = match_id or self.new_match_id()
         decided_by = _decided_by(in_force)
         rules = in_force.decided_by.as_ref() if in_force is not None else None
         first, second = await self.append_all([

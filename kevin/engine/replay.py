@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -121,6 +122,16 @@ def replay_rules(book: MemoryBook, rules: Mapping[str, Rules],
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def replay_ids() -> Callable[[], UUID]:
+    """Match ids for a simulation's own matches: 1, 2, 3 … as UUIDs. They only tell the
+    simulation's matches apart (a break finds its pair by them) and are never stored —
+    a dry run shows none and an apply writes new ones (``_write``) — so a counter serves,
+    without uuid4's system call per match; none equals a stored match's (random, version
+    4) id that the starting book may hold."""
+    count = itertools.count(1)
+    return lambda: UUID(int=next(count))
+
+
 def _matched_with(a: Trade | None, b: Trade | None) -> bool:
     return (a is not None and b is not None and a.status == b.status == "matched"
             and a.match is not None and b.match is not None
@@ -134,11 +145,12 @@ async def simulate(history: History, rules: Mapping[str, Rules],
     each trade's replayed state."""
     book = MemoryBook(history.book.values(), broken=history.broken_before)
     book.rules = replay_rules(book, rules, stored, profiles, stored_profiles)
+    match_ids = replay_ids()
     try:
         for event in history.events:
             # One matcher per event, as live matching runs one per transaction (its safety
             # net counts evaluations per matcher); the book and its broken pairs carry over.
-            matcher = Matcher(book, REPLAY_ACTOR)
+            matcher = Matcher(book, REPLAY_ACTOR, new_match_id=match_ids)
             book.now = event.at
             if isinstance(event, Submitted):
                 book.arrive(event.trade)

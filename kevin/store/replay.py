@@ -146,6 +146,9 @@ class _Reader:
 
     def __init__(self) -> None:
         self._rules: dict[object, RulesRef] = {}
+        # Each distinct amount's Decimal, built once: a day's trades repeat a few
+        # quantities and prices (a Decimal is immutable; a lookup costs a sixth of one).
+        self._amounts: dict[str, Decimal] = {}
 
     def rules_text(self, text: str) -> RulesRef:
         found = self._rules.get(text)
@@ -191,6 +194,12 @@ class _Reader:
         first_submitted_at = (recorded_at if first_submitted_us == recorded_us
                               else None if first_submitted_us is None
                               else instant(first_submitted_us))
+        amounts = self._amounts
+        quantity_amount, price_amount = amounts.get(quantity), amounts.get(price)
+        if quantity_amount is None:
+            quantity_amount = amounts[quantity] = Decimal(quantity)
+        if price_amount is None:
+            price_amount = amounts[price] = Decimal(price)
         match = None
         if match_id is not None:
             match = trusted(MatchRef, {
@@ -204,7 +213,7 @@ class _Reader:
             })
         return trusted(Trade, {
             "counterparty": counterparty, "side": side, "product": product,
-            "quantity": Decimal(quantity), "price": Decimal(price), "currency": currency,
+            "quantity": quantity_amount, "price": price_amount, "currency": currency,
             "trade_date": trade_date, "settlement_date": settlement_date,
             "location": location,
             "attributes": {} if attributes == "{}" else attributes_of(
