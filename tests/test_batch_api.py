@@ -133,6 +133,19 @@ async def test_idempotent_lines_and_conflicts(client, banks, conn):
     assert resp.status == 200
 
 
+async def _answered_from_the_other_writer_s_a1(client, a, conn, result) -> None:
+    """A batch of A-0, A-1, A-2 (A-2 matching B-2) where another writer created A-1 (an
+    XAG trade) meanwhile: that line is answered from it, the others as usual."""
+    assert [r["result"] for r in result["results"]] == ["created",
+                                                        "exists_with_different_fields",
+                                                        "created"]
+    assert result["results"][0]["trade"]["status"] == "unmatched"
+    assert result["results"][2]["trade"]["status"] == "matched"
+    stored = await (await client.get("/v1/trades/A-1", headers=a)).json()
+    assert stored["version"] == 1 and stored["product"] == "XAG"
+    assert await conn.fetchval("SELECT count(*) FROM trades WHERE trade_id = 'A-1'") == 1
+
+
 @pytest.mark.parametrize("part", [None, 1], ids=["one-part", "a-part-a-line"])
 async def test_a_trade_id_another_writer_created_meanwhile_is_as_if_stored(
         client, banks, conn, monkeypatch, part):
@@ -144,14 +157,14 @@ async def test_a_trade_id_another_writer_created_meanwhile_is_as_if_stored(
     in a part of its own between two others."""
     if part is not None:
         monkeypatch.setattr(batch_book, "FIRST_VERSIONS", part)
-        insert_first_versions = bulk.insert_first_versions
+        first_submissions = bulk.first_submissions
         parts = []
 
         async def spy(conn, news):
             parts.append([new.trade_id for new in news])
-            return await insert_first_versions(conn, news)
+            return await first_submissions(conn, news)
 
-        monkeypatch.setattr(bulk, "insert_first_versions", spy)
+        monkeypatch.setattr(bulk, "first_submissions", spy)
     a, b = banks
     resp = await client.post("/v1/trades", json=trade_body("A-1", product="XAG"),
                              headers=a)
@@ -169,16 +182,41 @@ async def test_a_trade_id_another_writer_created_meanwhile_is_as_if_stored(
     result = await batch(client, a, trade_body("A-0", price="999.5"),
                          trade_body("A-1", price="1000.5"), trade_body("A-2", price="1001.5"))
     assert calls == [["A-0", "A-1", "A-2"], ["A-1"]]
-    assert [r["result"] for r in result["results"]] == ["created",
-                                                        "exists_with_different_fields",
-                                                        "created"]
-    assert result["results"][0]["trade"]["status"] == "unmatched"
-    assert result["results"][2]["trade"]["status"] == "matched"
-    stored = await (await client.get("/v1/trades/A-1", headers=a)).json()
-    assert stored["version"] == 1 and stored["product"] == "XAG"
-    assert await conn.fetchval("SELECT count(*) FROM trades WHERE trade_id = 'A-1'") == 1
+    await _answered_from_the_other_writer_s_a1(client, a, conn, result)
     if part is not None:
         assert parts == [["A-0"], ["A-1"], ["A-2"]]
+    await check_matching_invariants(conn)
+
+
+async def test_a_trade_id_another_writer_creates_before_the_write_is_as_if_stored(
+        client, banks, conn, monkeypatch):
+    """A batch writes its new trades' version 1 after matching them: another writer
+    creating one of their trade_ids after the batch found it free (here: a single POST
+    under another match key, committed while the batch asks its first submissions) makes
+    the batch's write fail on the trade's key, and the batch is done again — the line is
+    answered from that trade, the rest matched as usual, nothing written twice."""
+    a, b = banks
+    resp = await client.post("/v1/trades", json=buy("B-2", price="1001.5"), headers=b)
+    assert resp.status == 201
+    first_submissions = bulk.first_submissions
+    asked = []
+
+    async def another_writer_meanwhile(conn_, news):
+        found = await first_submissions(conn_, news)
+        asked.append(sorted(trade_id for _, trade_id in found))
+        if len(asked) == 1:
+            resp = await client.post("/v1/trades", json=trade_body("A-1", product="XAG"),
+                                     headers=a)
+            assert resp.status == 201
+        return found
+
+    monkeypatch.setattr(bulk, "first_submissions", another_writer_meanwhile)
+    result = await batch(client, a, trade_body("A-0", price="999.5"),
+                         trade_body("A-1", price="1000.5"), trade_body("A-2", price="1001.5"))
+    assert asked == [["A-0", "A-1", "A-2"], ["A-0", "A-2"]]
+    await _answered_from_the_other_writer_s_a1(client, a, conn, result)
+    assert await conn.fetchval("SELECT count(*) FROM trades") == \
+        await conn.fetchval("SELECT count(*) FROM feed") == 9  # A-0 mismatched B-2 first
     await check_matching_invariants(conn)
 
 
@@ -199,7 +237,7 @@ def write_behind(request, monkeypatch):
         monkeypatch.setattr(batch_book, "YIELD_EVERY", request.param[1])
         monkeypatch.setattr(batch_book, "FIRST_VERSIONS", request.param[2])
         write_versions = bulk.write_versions
-        insert_first_versions = bulk.insert_first_versions
+        first_submissions = bulk.first_submissions
 
         async def spy(conn, versions, stored):
             writes.append(len(versions))
@@ -207,10 +245,10 @@ def write_behind(request, monkeypatch):
 
         async def first_spy(conn, news):
             parts.append(len(news))
-            return await insert_first_versions(conn, news)
+            return await first_submissions(conn, news)
 
         monkeypatch.setattr(bulk, "write_versions", spy)
-        monkeypatch.setattr(bulk, "insert_first_versions", first_spy)
+        monkeypatch.setattr(bulk, "first_submissions", first_spy)
     yield
     if request.param is not None:  # the buys' versions went in several writes
         assert len(writes) >= 2, writes

@@ -76,26 +76,61 @@ def _scans(plan: dict[str, object]) -> list[tuple[object, object]]:
     return found
 
 
-async def test_a_group_s_write_flips_by_index_on_a_table_without_statistics(db_url):
-    """A group commit's write (bulk.write_versions) flips each stored version by its own
-    index probe: joined with the lines, which the planner guesses at 100, the UPDATE was
-    a hash join over every latest row of a table without statistics (change 39)."""
-    from kevin.store import bulk_queries
+def _indexes(plan: dict[str, object]) -> list[object]:
+    """The index of every index scan of an EXPLAIN (FORMAT JSON) plan."""
+    found = [plan["Index Name"]] if "Index Name" in plan else []
+    for child in plan.get("Plans", ()):  # type: ignore[attr-defined]
+        found += _indexes(child)
+    return found
 
+
+async def _plans_on_a_young_table(db_url: str, statement: str, *args: object,
+                                  modes: tuple[str, ...] = ("auto",)
+                                  ) -> list[dict[str, object]]:
+    """``statement``'s plan with ``args`` under each of ``modes`` (plan_cache_mode), on a
+    table of RESTING trades that was never analyzed."""
     pool = await database.create_pool(db_url, min_size=1, max_size=1)
     try:
         kevin = TradeService(pool)
         await kevin.create_participant("BANKA")
         await kevin.submit_batch("BANKA", [TradeSubmission.model_validate(
             trade_body(f"R-{i}", price=str(Decimal(900) + i))) for i in range(RESTING)])
+        plans = []
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT reltuples FROM pg_class "
                                        "WHERE relname = 'trades'") <= 0  # never analyzed
-            plan = (await conn.fetchval(  # json, decoded by the pool's codec
-                "EXPLAIN (FORMAT JSON) " + bulk_queries.WRITE_VERSIONS,
-                [["BANKA", "R-1", 1], ["BANKA", "R-2", 1]], [], 2))[0]["Plan"]
+            for mode in modes:
+                await conn.execute(f"SET plan_cache_mode = {mode}")
+                plans.append((await conn.fetchval(  # json, decoded by the pool's codec
+                    "EXPLAIN (FORMAT JSON) " + statement, *args))[0]["Plan"])
+            await conn.execute("RESET plan_cache_mode")
+        return plans
     finally:
         await pool.close()
+
+
+async def test_a_group_s_write_flips_by_index_on_a_table_without_statistics(db_url):
+    """A group commit's write (bulk.write_versions) flips each stored version by its own
+    index probe: joined with the lines, which the planner guesses at 100, the UPDATE was
+    a hash join over every latest row of a table without statistics (change 39)."""
+    from kevin.store import bulk_queries
+
+    [plan] = await _plans_on_a_young_table(
+        db_url, bulk_queries.WRITE_VERSIONS, [["BANKA", "R-1", 1], ["BANKA", "R-2", 1]], [], 2)
     scans = _scans(plan)
     assert ("Index Scan", "trades") in scans, scans
     assert ("Seq Scan", "trades") not in scans, scans
+
+
+async def test_a_batch_s_first_submissions_probe_the_primary_key(db_url):
+    """Whether a batch's new trade_ids are taken (bulk_queries.FIRST_SUBMISSIONS) is one
+    probe of pk_trades a line, on a table without statistics too: an EXISTS was planned
+    there as a hash of the whole table, and a probe of the partial indexes on latest as a
+    scan of the participant's every latest trade (ix_trades_latest_by_participant)."""
+    from kevin.store import bulk_queries
+
+    for plan in await _plans_on_a_young_table(
+            db_url, bulk_queries.FIRST_SUBMISSIONS, [["BANKA", "R-1"], ["BANKA", "N-1"]],
+            modes=("force_custom_plan", "force_generic_plan")):
+        assert ("Seq Scan", "trades") not in _scans(plan), plan
+        assert _indexes(plan) == ["pk_trades"], plan

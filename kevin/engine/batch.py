@@ -6,20 +6,21 @@ The batch runs the live ``Matcher`` over a ``BatchBook`` (kevin.store.batch_book
 in-memory book, filled from PostgreSQL as matching needs it, its writes kept back and
 sent a few thousand at a time. Under the match-key locks of every key involved nothing
 else changes these keys, so: lock the keys and read their rules; load the book around
-every line's price (a few statements for the whole batch); insert every new trade's
-version 1 (one statement per few thousand lines, which also tells which trade_ids another
-writer created meanwhile, each part written while the lines before it are matched);
-match line after line in memory, mismatches and their re-evaluations included, every
-version matching wrote going to the database while the next lines are matched (one
-statement per few thousand versions).
+every line's price (a few statements for the whole batch); read every new trade's first
+submission, the database's clock (one statement per few thousand lines, which also tells
+which trade_ids another writer created meanwhile, each part read while the lines before
+it are matched); match line after line in memory, mismatches and their re-evaluations
+included, every version 1 and every version matching wrote going to the database while
+the next lines are matched (one statement per few thousand versions; a line matched at
+once writes its version 1 superseded already). A trade_id another writer creates after
+it was read free makes that write fail, and the batch is done again.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
@@ -40,14 +41,15 @@ from kevin.domain.versions import NewVersion, written
 from kevin.engine.matching import Matcher
 from kevin.store import bulk, database
 from kevin.store import profiles as profile_store
-from kevin.store.batch_book import BatchBook
+from kevin.store.batch_book import UNWRITTEN, BatchBook
 from kevin.store.matching import MatchKey
 
 MAX_LINES = 10_000
-# What a batch's trades carry as recorded_at before they are written: nothing reads it
-# (the book is loaded around their prices and segments, then each is replaced by the
-# trade as written).
-_UNWRITTEN = datetime.min.replace(tzinfo=UTC)
+# A batch writes its new trades' version 1 after matching them; another writer creating
+# one of their trade_ids in between makes the write fail on one of these keys, and the
+# batch is done again (at most this many times in all).
+NEW_TRADE_KEYS = ("pk_trades", "ix_trades_one_latest")
+RETRIES = 3
 
 LineResult = Literal["created", "exists", "exists_with_different_fields", "invalid"]
 
@@ -88,14 +90,15 @@ async def _match_in_memory(conn: asyncpg.Connection, participant: str,
     # The book is loaded around the lines before their first versions are written: its
     # windows then hold none of the batch's own trades, which are hidden until their
     # lines anyway (the batch's prices and segments are known before they are stored).
-    unwritten = [written(new, None, _UNWRITTEN) for new in news]
+    unwritten = [written(new, None, UNWRITTEN) for new in news]
     book.hide(unwritten)
     await book.prefetch([(trade, (await book.rules_in_force(trade)).rules)
                          for trade in unwritten])
-    # The first versions are written part by part while the lines are matched; a
-    # trade_id another writer created meanwhile is none of the batch's (its trade lies
-    # under a match key the batch did not lock, in no segment the book has read) and is
-    # not among those created.
+    # The first submissions are read part by part while the lines are matched, and each
+    # version 1 written with what matching derives from it; a trade_id another writer
+    # created meanwhile is none of the batch's (its trade lies under a match key the
+    # batch did not lock, in no segment the book has read) and is not among those
+    # created.
     created: list[Trade] = []
     try:
         async with contextlib.aclosing(book.first_versions(news)) as firsts:
@@ -125,6 +128,40 @@ async def submit_batch(
     first: dict[str, int] = {}
     for index, submission in enumerate(submissions):
         first.setdefault(submission.trade_id, index)
+    for attempt in range(1, RETRIES + 1):
+        try:
+            created, stored = await _submit_once(pool, participant, terms, first)
+            break
+        except asyncpg.UniqueViolationError as e:
+            # A trade_id another writer created after the batch found it free and before
+            # the batch wrote its version 1 (which waited for that writer to commit):
+            # done again, the batch finds it taken and answers that line from it.
+            if attempt == RETRIES or e.constraint_name not in NEW_TRADE_KEYS:
+                raise
+    outcomes: list[LineOutcome] = []
+    for index, submission in enumerate(submissions):
+        trade_id = submission.trade_id
+        if trade_id in created:
+            if index == first[trade_id]:
+                outcomes.append(LineOutcome("created", created[trade_id]))
+                continue
+            original, latest = terms[first[trade_id]], created[trade_id]
+        else:
+            original, latest = stored[trade_id].terms(), stored[trade_id]
+        fields = differing_fields(original, terms[index])
+        if fields:
+            error = ExistsWithDifferentFields(fields)
+            outcomes.append(LineOutcome("exists_with_different_fields", None, {
+                "error": error.code, "message": error.message, "details": error.details}))
+        else:
+            outcomes.append(LineOutcome("exists", latest))
+    return outcomes
+
+
+async def _submit_once(pool: asyncpg.Pool, participant: str, terms: Sequence[TradeTerms],
+                       first: Mapping[str, int]) -> tuple[dict[str, Trade], dict[str, Trade]]:
+    """The batch's transaction: the trades it created and those stored before it, by
+    trade_id."""
     async with database.transaction(pool) as conn:
         # The lines of a batch share a few keys: each key made (and its lock id hashed)
         # once, not once a line.
@@ -144,21 +181,4 @@ async def submit_batch(
         missing = [n.trade_id for n in news if n.trade_id not in created]
         if missing:  # created by another writer meanwhile: as if it had been stored
             stored.update(await bulk.latest_many(conn, participant, missing))
-    outcomes: list[LineOutcome] = []
-    for index, submission in enumerate(submissions):
-        trade_id = submission.trade_id
-        if trade_id in created:
-            if index == first[trade_id]:
-                outcomes.append(LineOutcome("created", created[trade_id]))
-                continue
-            original, latest = terms[first[trade_id]], created[trade_id]
-        else:
-            original, latest = stored[trade_id].terms(), stored[trade_id]
-        fields = differing_fields(original, terms[index])
-        if fields:
-            error = ExistsWithDifferentFields(fields)
-            outcomes.append(LineOutcome("exists_with_different_fields", None, {
-                "error": error.code, "message": error.message, "details": error.details}))
-        else:
-            outcomes.append(LineOutcome("exists", latest))
-    return outcomes
+    return created, stored

@@ -21,12 +21,15 @@ from the database once per named trade; after that the memory's own index answer
 
 The batch's new trades are hidden from the matcher until their lines are reached
 (``hide``, ``reveal``): a line must not meet a later line of the same batch earlier than
-it would one by one. A bulk submission hides them before the book is loaded and writes
-their first versions after (so no window reads them), a few thousand lines at a time,
-each part before its lines are matched (so that a trade_id another writer created
-meanwhile is known: ``unhide``) and while the lines before it are (``first_versions``).
+it would one by one. A bulk submission hides them before the book is loaded, then asks
+the database, a few thousand lines at a time, each part before its lines are matched and
+while the lines before it are, when each is first submitted (its clock) and which
+trade_ids another writer created meanwhile (``unhide``: ``first_versions``). Version 1
+of each new trade goes in with the versions matching writes after it, by the same
+statement: a line that matches at once writes its version 1 superseded already, and
+nothing flips it.
 
-One statement is in flight at a time; the rows of the next one are built meanwhile
+One statement is in flight at a time; the rows of the next write are built meanwhile
 (``_build_ahead``), so that it goes the moment the connection is free.
 """
 
@@ -37,7 +40,8 @@ import bisect
 import contextlib
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -51,6 +55,7 @@ from kevin.domain.models import Trade, trusted
 from kevin.domain.profiles import ProfileVersion
 from kevin.domain.rules import Rules, RulesVersion
 from kevin.domain.versions import NewVersion
+from kevin.domain.versions import written as written_as
 from kevin.store import bulk
 from kevin.store import matching as match_store
 from kevin.store import trades as store
@@ -72,10 +77,14 @@ WRITE_BEHIND = 2_000
 # Lines matched between two yields to the event loop while a write is in flight: the
 # loop sends what the socket did not take at once, and reads the answer.
 YIELD_EVERY = 16
-# A batch's first versions go in this many lines at a time (``first_versions``): each
-# part is written while the lines before it are matched, instead of all of them while
-# nothing else goes on.
+# A batch's new trades are asked for their first submission this many lines at a time
+# (``first_versions``): each part while the lines before it are matched.
 FIRST_VERSIONS = 2_000
+
+# What a batch's new trades carry as recorded_at until they are written: nothing reads it
+# (the book is loaded around their prices and segments, and each trade written gets the
+# recorded_at the database chose, ``_recorded``).
+UNWRITTEN = datetime.min.replace(tzinfo=UTC)
 
 INFINITY = Decimal("Infinity")
 # A closed price interval, unbounded on a side as -/+ INFINITY.
@@ -107,12 +116,11 @@ class BatchBook(MemoryBook):
         # its answer once it is awaited (``_written``).
         self._writing: asyncio.Future[Callable[[], None]] | None = None
         self._lines_since_yield = 0
-        # The parts of the batch's first versions not yet sent (``first_versions``), and
-        # those written, by their place, with the trades as written.
+        # The parts of the batch's new trades (``first_versions``), how many were sent to
+        # be asked their first submissions, and those answered, by their place.
         self._firsts: list[Sequence[NewVersion]] = []
         self._firsts_sent = 0
-        self._firsts_built: dict[int, bulk.Rows] = {}
-        self._firsts_written: dict[int, dict[TradeRef, Trade]] = {}
+        self._firsts_written: dict[int, dict[TradeRef, datetime]] = {}
 
     async def _connection(self) -> asyncpg.Connection:
         """The connection, once the write in flight (``write_behind``) is done: it runs
@@ -349,14 +357,11 @@ class BatchBook(MemoryBook):
 
     def _build_ahead(self) -> None:
         """While a statement is in flight (sent already: PostgreSQL is writing it), build
-        the rows of the next one — the next part of the first versions, else the next
-        write of what matching wrote once WRITE_BEHIND versions are pending — so that it
-        is sent the moment the connection is free, not after this process has built it
-        with PostgreSQL idle."""
-        ahead = self._firsts_sent
-        if ahead < len(self._firsts) and ahead not in self._firsts_built:
-            self._firsts_built[ahead] = bulk.first_versions_rows(self._firsts[ahead])
-        elif self._next is None and len(self._pending) >= WRITE_BEHIND:
+        the rows of the next write of what matching wrote once WRITE_BEHIND versions are
+        pending, so that it is sent the moment the connection is free, not after this
+        process has built it with PostgreSQL idle. (A part of the first submissions is
+        two columns a line: built when sent.)"""
+        if self._next is None and len(self._pending) >= WRITE_BEHIND:
             self._next = self._next_write()
 
     def _start(self, statement: Awaitable[Any], apply: Callable[[Any], None]) -> None:
@@ -409,12 +414,17 @@ class BatchBook(MemoryBook):
 
     async def first_versions(self, news: Sequence[NewVersion]
                              ) -> AsyncGenerator[Trade, None]:
-        """Writes version 1 of each of ``news`` (kevin.store.bulk.insert_first_versions),
-        FIRST_VERSIONS at a time, and yields each as written, in order: a part is
-        awaited only when its first line is reached, and the next one sent as soon as
-        the connection is free (before any write of ``write_behind``), so that
-        PostgreSQL writes it while the caller matches these. Each was ``hide``-n; one
-        whose trade_id another writer created meanwhile is skipped and ``unhide``-n."""
+        """Version 1 of each of ``news``, in order, as the trade the caller matches next,
+        its first submission the database's clock (kevin.store.bulk.first_submissions,
+        FIRST_VERSIONS at a time: a part is awaited only when its first line is reached,
+        and the next one sent as soon as the connection is free, before any write of
+        ``write_behind``). Each was ``hide``-n; one whose trade_id another writer
+        created meanwhile is skipped and ``unhide``-n. Each yielded goes to the pending
+        writes as it is yielded, ahead of what matching derives from it, with no stored
+        version to flip: the write that takes it writes it superseded already when a
+        later version of it comes in the same write. Another writer creating its
+        trade_id before then makes that write fail on the trade's key (the caller does
+        the batch again: kevin.engine.batch)."""
         self._firsts = [news[at:at + FIRST_VERSIONS]
                         for at in range(0, len(news), FIRST_VERSIONS)]
         self._firsts_sent = 0
@@ -431,20 +441,23 @@ class BatchBook(MemoryBook):
                 await asyncio.sleep(0)  # the statement is sent now
             refs = [(new.participant, new.trade_id) for new in part]
             self.unhide(key for key in refs if key not in written)
-            for key in refs:
-                if key in written:
-                    yield written[key]
+            for new in part:
+                key = (new.participant, new.trade_id)
+                first_submitted_at = written.get(key)
+                if first_submitted_at is not None:
+                    new = replace(new, first_submitted_at=first_submitted_at)
+                    self._stored[key] = 0
+                    self._pending.append(new)
+                    yield written_as(new, first_submitted_at, UNWRITTEN)
 
     def _send_first_versions(self) -> None:
         index = self._firsts_sent
         self._firsts_sent += 1
 
-        def apply(written: dict[TradeRef, Trade]) -> None:
+        def apply(written: dict[TradeRef, datetime]) -> None:
             self._firsts_written[index] = written
 
-        built = self._firsts_built.pop(index, None)
-        self._start(bulk.insert_first_versions(
-            self.conn, self._firsts[index] if built is None else built), apply)
+        self._start(bulk.first_submissions(self.conn, self._firsts[index]), apply)
 
     async def abandon(self) -> None:
         """The batch failed: wait for the write in flight, whatever became of it, so that

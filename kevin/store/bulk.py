@@ -72,9 +72,9 @@ async def broken_among(conn: asyncpg.Connection,
 
 class Rows(Sequence[NewVersion]):
     """Versions with their statement's parameters already written as JSON (``params``):
-    a batch builds the next statement's rows while PostgreSQL writes the one before, and
-    sends it the moment the connection is free (``first_versions_rows``,
-    ``written_rows``). Read as the versions themselves."""
+    a batch builds the next write's rows while PostgreSQL writes the statement before,
+    and sends it the moment the connection is free (``written_rows``). Read as the
+    versions themselves."""
 
     __slots__ = ("params", "versions")
 
@@ -96,22 +96,18 @@ class Rows(Sequence[NewVersion]):
         return iter(self.versions)
 
 
-def first_versions_rows(news: Sequence[NewVersion]) -> Rows:
-    """insert_first_versions' parameter for ``news``, built now."""
-    attributes: dict[int, Any] = {}
-    return Rows(news, orjson.Fragment(jsoncodec.dumps([version_args(new, attributes)
-                                                       for new in news])))
-
-
-async def insert_first_versions(conn: asyncpg.Connection,
-                                news: Sequence[NewVersion]) -> dict[TradeRef, Trade]:
-    """Version 1 of each new trade with its feed row, in one round trip, in order. A
-    trade that exists already is skipped. The written trades, by (participant, trade_id).
-    ``news`` may be Rows (first_versions_rows) built before."""
+async def first_submissions(conn: asyncpg.Connection, news: Sequence[NewVersion]
+                            ) -> dict[TradeRef, datetime]:
+    """When each of ``news`` (version 1 of a new trade), in order, is first submitted:
+    the database's clock, line after line. One whose trade_id is taken already (another
+    writer created it meanwhile) is left out. Nothing is written (write_versions writes
+    each version 1 with the versions derived from it)."""
     if not news:
         return {}
-    rows = news if isinstance(news, Rows) else first_versions_rows(news)
-    return _first_versions(news, await conn.fetch(q.INSERT_FIRST_VERSIONS, *rows.params))
+    rows = await conn.fetch(q.FIRST_SUBMISSIONS, [(new.participant, new.trade_id)
+                                                  for new in news])
+    return {(row["participant"], row["trade_id"]): row["first_submitted_at"]
+            for row in rows if not row["taken"]}
 
 
 def _first_versions(news: Sequence[NewVersion],
@@ -126,9 +122,11 @@ def _first_versions(news: Sequence[NewVersion],
 async def insert_first_versions_and_broken(
         conn: asyncpg.Connection, news: Sequence[NewVersion], participants: Iterable[str]
         ) -> tuple[dict[TradeRef, Trade], set[frozenset[TradeRef]]]:
-    """insert_first_versions and broken_among(``participants``) in one round trip
+    """Version 1 of each new trade with its feed row, in order (a trade that exists
+    already is skipped), and broken_among(``participants``), in one round trip
     (bulk_queries.INSERT_FIRST_VERSIONS_AND_BROKEN): to be called under the match-key
-    locks, which the broken pairs are read under."""
+    locks, which the broken pairs are read under. The written trades, by (participant,
+    trade_id)."""
     attributes: dict[int, Any] = {}
     rows = await conn.fetch(q.INSERT_FIRST_VERSIONS_AND_BROKEN,
                             [version_args(new, attributes) for new in news],
@@ -146,7 +144,7 @@ def written_rows(versions: Sequence[NewVersion], stored: Mapping[TradeRef, int])
     for index, new in enumerate(versions):
         last[(new.participant, new.trade_id)] = index
     flips = [(participant, trade_id, stored[(participant, trade_id)])
-             for participant, trade_id in last]
+             for participant, trade_id in last if stored[(participant, trade_id)]]
     attributes: dict[int, Any] = {}
     lines: list[Any] = [(*version_args(new, attributes),
                          index == last[(new.participant, new.trade_id)])
@@ -158,10 +156,12 @@ def written_rows(versions: Sequence[NewVersion], stored: Mapping[TradeRef, int])
 async def write_versions(conn: asyncpg.Connection, versions: Sequence[NewVersion],
                          stored: Mapping[TradeRef, int]) -> dict[VersionRef, datetime]:
     """Every version in order, each trade's last one latest, after flipping the version
-    each trade has in the database (``stored``) — one round trip however many. Raises
-    VersionConflict if another writer moved one of those trades first. Returns the
-    recorded_at of every version written, by (participant, trade_id, version).
-    ``versions`` may be Rows (written_rows) built before, ``stored`` in them already."""
+    each trade has in the database (``stored``; 0: none, its version 1 is among
+    ``versions``) — one round trip however many. Raises VersionConflict if another
+    writer moved one of those trades first (and the database a unique violation if
+    another created one of the new ones). Returns the recorded_at of every version
+    written, by (participant, trade_id, version). ``versions`` may be Rows
+    (written_rows) built before, ``stored`` in them already."""
     if not versions:
         return {}
     rows = versions if isinstance(versions, Rows) else written_rows(versions, stored)

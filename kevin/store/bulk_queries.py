@@ -16,10 +16,10 @@ _NAMES = ", ".join(name for name, _ in VERSION_COLUMNS)
 _SELECTED = ", ".join("coalesce(first_submitted_at, clock_timestamp())"
                       if name == "first_submitted_at" else name for name, _ in VERSION_COLUMNS)
 
-# Version 1 of each new trade of a batch, with its feed row, in line order (so each
-# line's first_submitted_at, the database's clock, follows the one before). A trade_id
-# that exists already is skipped (ON CONFLICT on the primary key): another writer
-# created it meanwhile. Only what the caller cannot know comes back.
+# Version 1 of each new trade of a group commit, with its feed row, in line order (so
+# each line's first_submitted_at, the database's clock, follows the one before). A
+# trade_id that exists already is skipped (ON CONFLICT on the primary key): another
+# writer created it meanwhile. Only what the caller cannot know comes back.
 _FIRST_VERSIONS = f"""
 WITH new AS (
     SELECT * FROM {lines_source(VERSION_COLUMNS)} AS n
@@ -34,11 +34,27 @@ WITH new AS (
     INSERT INTO feed (participant, trade_id, version)
     SELECT participant, trade_id, version FROM version ORDER BY recorded_at
 )"""
-INSERT_FIRST_VERSIONS = f"""{_FIRST_VERSIONS}
-SELECT participant, trade_id, first_submitted_at, recorded_at FROM version
+# When each new trade of a batch ($1: participant, trade_id of each, in line order) is
+# first submitted — the database's clock, read line after line (a volatile expression of
+# the target list is evaluated in the order of the ORDER BY) — and whether its trade_id
+# is taken already (another writer created it meanwhile: any version of it is in trades,
+# its latest always). Nothing is written: a batch's version 1 goes in with the versions
+# matching writes after it (WRITE_VERSIONS), superseded already when its line matched
+# at once. Taken is a scalar subquery, one probe of pk_trades a line (no partial index
+# on latest can serve it: on a table without statistics the planner took one that
+# scans the participant's every latest trade); an EXISTS would be planned there as a
+# hash of the whole table.
+_NEW_TRADES = (("participant", "text"), ("trade_id", "text"))
+FIRST_SUBMISSIONS = f"""
+SELECT n.participant, n.trade_id, clock_timestamp() AS first_submitted_at,
+       (SELECT true FROM trades t
+        WHERE t.participant = n.participant AND t.trade_id = n.trade_id
+        LIMIT 1) IS NOT NULL AS taken
+FROM {lines_source(_NEW_TRADES)} AS n
+ORDER BY n.ord
 """
 
-# A group commit's INSERT_FIRST_VERSIONS (no lines: nothing inserted) with
+# A group commit's _FIRST_VERSIONS (no lines: nothing inserted) with
 # SELECT_BROKEN_AMONG's pairs ($2) as rows of their own (kind 'broken'), in one round
 # trip. The broken pairs must be read under the match-key locks (an operator's break
 # holds them while it records one), so not in OPEN_GROUP, whose snapshot was taken
