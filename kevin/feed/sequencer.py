@@ -14,7 +14,11 @@ they try for the lead every ``poll_interval`` (a leader that dies loses the lock
 session), and after their own commits they tell the leader over LISTEN/NOTIFY.
 
 Wake-ups: every committed transaction() of this process pokes it (database.on_commit);
-the leader also wakes on a follower's notification, and polls.
+the leader also wakes on a follower's notification, and polls. A transaction nobody
+announces can hold rows back: anything on the server holding an xid older than theirs
+(an ANALYZE, another application's writer). While a round leaves rows waiting on one, the
+leader looks again every WAITING_RECHECK at the latest, however long its poll, so that
+such rows go out soon after it ends, not at the next poll.
 
 Work that one process at a time should do rides on the same lead (``while_leading``):
 started when this process takes the lead, cancelled when it loses it — the overdue
@@ -39,6 +43,8 @@ from kevin.store.feed_queries import WRITTEN_CHANNEL
 
 log = structlog.get_logger(__name__)
 
+WAITING_RECHECK = 0.1  # seconds
+
 
 class Sequencer:
     def __init__(
@@ -54,6 +60,7 @@ class Sequencer:
         self._poked = asyncio.Event()
         self.leading = False
         self.rounds = 0
+        self.waiting = False  # the last round left rows waiting on a transaction
 
     def poke(self) -> None:
         self._poked.set()
@@ -96,7 +103,8 @@ class Sequencer:
         try:
             while True:
                 await self.drain(conn)
-                await self._wait(self.poll_interval)
+                await self._wait(min(self.poll_interval, WAITING_RECHECK)
+                                 if self.waiting else self.poll_interval)
         finally:
             self.leading = False
             await cancel_and_wait(duties)
@@ -130,6 +138,7 @@ class Sequencer:
             result = await store.sequence_round(conn, self.batch)
             self.rounds += 1
             assigned += result.assigned
+            self.waiting = result.waiting
             if result.top is not None and self.watch is not None:
                 self.watch.advance(result.top)
             if result.assigned < self.batch:

@@ -20,6 +20,9 @@ class Round:
 
     assigned: int = 0
     top: int | None = None  # the highest seq assigned in this round
+    # Rows of the backlog wait on a transaction still in flight (maybe not a writer's:
+    # anything holding an xid, an ANALYZE say, holds the horizon back).
+    waiting: bool = False
 
 
 async def take_lead(conn: asyncpg.Connection) -> bool:
@@ -32,7 +35,7 @@ async def sequence_round(conn: asyncpg.Connection, batch: int) -> Round:
     """Assign seqs to up to ``batch`` committed updates and wake the readers, in one
     autocommitted statement. ``conn`` must hold the lead (take_lead) and no transaction."""
     row = await conn.fetchrow(q.SEQUENCE_BATCH, batch, q.FEED_CHANNEL)
-    return Round(assigned=row["assigned"], top=row["top"])
+    return Round(assigned=row["assigned"], top=row["top"], waiting=row["waiting"])
 
 
 async def tell_leader(conn: asyncpg.Connection) -> None:

@@ -115,7 +115,8 @@ WITH horizon AS (
     RETURNING feed.seq
 )
 SELECT count(*) AS assigned, max(seq) AS top,
-       CASE WHEN max(seq) IS NOT NULL THEN pg_notify($2, max(seq)::text) END AS notified
+       CASE WHEN max(seq) IS NOT NULL THEN pg_notify($2, max(seq)::text) END AS notified,
+       (SELECT found FROM unfinished) AS waiting
 FROM assigned
 """
 
