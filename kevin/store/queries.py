@@ -47,15 +47,6 @@ WITH version AS (
 SELECT {TRADE_COLUMNS} FROM version
 """
 
-# Invariant 3: the new version may only be written against the version it derives from.
-# If another transaction flipped it first, this waits for that one to commit, re-checks
-# `latest` on the row it left, and matches nothing: the caller sees 0 rows, not an error.
-FLIP_LATEST = """
-UPDATE trades SET latest = false
-WHERE participant = $1 AND trade_id = $2 AND version = $3 AND latest
-RETURNING version
-"""
-
 # Version n+1 of one or more trades, each written only against its version n (invariant
 # 3), with their feed rows: flips, inserts and feed rows in ONE statement, one round trip
 # however many trades a decision touches (both legs of a match, a batch's matches).
