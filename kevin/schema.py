@@ -171,7 +171,6 @@ feed = sa.Table(
     # its counterparty.
     sa.Column("notice_id", sa.BigInteger, nullable=True),
     sa.UniqueConstraint("participant", "trade_id", "version"),
-    sa.UniqueConstraint("seq"),
     sa.CheckConstraint(
         "(trade_id IS NOT NULL AND version IS NOT NULL AND proposal_id IS NULL"
         " AND proposal_version IS NULL AND notice_id IS NULL)"
@@ -188,6 +187,9 @@ sa.Index("uq_feed_participant_proposal_id_proposal_version", feed.c.participant,
          postgresql_where=feed.c.proposal_id.isnot(None))
 sa.Index("uq_feed_participant_notice_id", feed.c.participant, feed.c.notice_id, unique=True,
          postgresql_where=feed.c.notice_id.isnot(None))
+# seq is unique among the rows that have one (alembic 0017): an unsequenced row writes no
+# entry, and the sequencer's backlog is read only from ix_feed_unsequenced.
+sa.Index("uq_feed_seq", feed.c.seq, unique=True, postgresql_where=feed.c.seq.isnot(None))
 sa.Index("ix_feed_participant_seq", feed.c.participant, feed.c.seq,
          postgresql_where=feed.c.seq.isnot(None))
 # The sequencer's backlog, in the order it hands out seqs (kevin.store.feed_queries).

@@ -163,7 +163,7 @@ async def test_a_feed_update_without_a_version_and_a_duplicate_are_reported(
 
 async def test_a_shared_seq_is_reported(db_url, book, conn):
     await conn.execute("UPDATE feed SET seq = id")
-    await conn.execute("ALTER TABLE feed DROP CONSTRAINT uq_feed_seq")
+    await conn.execute("DROP INDEX uq_feed_seq")
     await conn.execute("UPDATE feed SET seq = (SELECT seq FROM feed WHERE trade_id = 'A-2' "
                        "AND version = 1) WHERE trade_id = 'A-3'")
     report = await check(db_url)

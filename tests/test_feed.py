@@ -192,16 +192,32 @@ def _feed_rows_read(node: dict) -> int:
 
 
 @pytest.mark.breaks_invariants  # feed rows without versions: the sequencer alone
-async def test_a_sequencer_round_reads_a_bounded_part_of_the_backlog(db_url):
+@pytest.mark.parametrize("drained_statistics", [False, True])
+async def test_a_sequencer_round_reads_a_bounded_part_of_the_backlog(db_url,
+                                                                     drained_statistics):
     """The plan a sequencer keeps is made in its first rounds, on a near-empty feed. The
     held-back test was a NOT EXISTS, which that plan ran as a nested loop over the backlog
     against itself: after a 10,000-line batch one round took 46 s. Its replacement first
     sorted the whole backlog every round (too long a round after an outage). Rows and
     index entries read, not time: a round of 100 on a 2,000-row backlog read 8,004,200
-    with the first, 4,200 with the second, 600 with this one."""
+    with the first, 4,200 with the second, 600 with this one. With statistics taken on a
+    drained feed (no row without a seq), the backlog was read from the seq key's NULL
+    entries, the whole backlog every round, and sorted (2,201 rows read), until that key
+    held only the rows that have a seq (alembic 0017)."""
     dsn = to_asyncpg_dsn(db_url)
     seq_conn, writer = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
     try:
+        if drained_statistics:
+            await writer.execute(
+                "INSERT INTO feed (participant, trade_id, version) "
+                "SELECT 'P', 'D-' || i, 1 FROM generate_series(1, $1) AS i", BACKLOG)
+
+            async def drained() -> bool:
+                await feed_store.sequence_round(seq_conn, BACKLOG)
+                return await _all_sequenced(seq_conn)
+
+            await wait_for(drained)
+            await seq_conn.execute("ANALYZE feed")
         await seq_conn.execute("SET plan_cache_mode = force_generic_plan")
         await seq_conn.execute(f"PREPARE round (int, text) AS {SEQUENCE_BATCH}")
         await seq_conn.execute(f"EXECUTE round (5000, '{FEED_CHANNEL}')")  # the plan kept
@@ -225,7 +241,8 @@ async def test_a_sequencer_round_reads_a_bounded_part_of_the_backlog(db_url):
         async with seq_conn.transaction():
             small = await explained_round(ROUND)
             assigned = await seq_conn.fetch(
-                "SELECT trade_id, version FROM feed WHERE seq IS NOT NULL ORDER BY seq")
+                "SELECT trade_id, version FROM feed WHERE seq IS NOT NULL"
+                " AND trade_id LIKE 'T-%' ORDER BY seq")
             rest = await explained_round(BACKLOG)
             left = await seq_conn.fetchval("SELECT count(*) FROM feed WHERE seq IS NULL")
     finally:

@@ -69,26 +69,35 @@ _FEED_KEYS = ("uq_feed_participant_proposal_id_proposal_version",
               "uq_feed_participant_notice_id")
 
 
-async def _feed_keys(conn: asyncpg.Connection) -> dict[str, tuple[bool, str]]:
-    """Each of _FEED_KEYS: (whether it is a constraint, its index's definition)."""
+async def _feed_keys(conn: asyncpg.Connection, names: tuple[str, ...] = _FEED_KEYS
+                     ) -> dict[str, tuple[bool, str]]:
+    """Each of ``names``: (whether it is a constraint, its index's definition)."""
     rows = await conn.fetch("""
         SELECT i.relname AS name, pg_get_indexdef(i.oid) AS def,
                EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.oid) AS constraint
-        FROM pg_class i WHERE i.relname = ANY($1::text[])""", list(_FEED_KEYS))
+        FROM pg_class i WHERE i.relname = ANY($1::text[])""", list(names))
     return {r["name"]: (r["constraint"], r["def"]) for r in rows}
+
+
+async def _trade_rows_at(url: str, revision: str) -> asyncpg.Connection:
+    """A connection to ``url`` migrated to ``revision``, its feed holding 100 trade
+    versions' rows, the first 50 sequenced."""
+    await database.migrate(url, revision)
+    conn = await asyncpg.connect(to_asyncpg_dsn(url))
+    await conn.execute("""
+        INSERT INTO feed (participant, trade_id, version, seq)
+        SELECT 'BANKA', 'T-' || i, 1, CASE WHEN i <= 50 THEN i END
+        FROM generate_series(1, 100) i""")
+    return conn
 
 
 async def test_0016_keeps_a_populated_feed_and_its_keys(empty_db_url):
     """0016 turns the feed's proposal and notice keys into partial unique indexes over a
     feed holding all three kinds of rows, sequenced and not; they still refuse a second
     update of the same proposal version or notice; and 0015 comes back."""
-    await database.migrate(empty_db_url, "0015")
-    conn = await asyncpg.connect(to_asyncpg_dsn(empty_db_url))
+    conn = await _trade_rows_at(empty_db_url, "0015")
     try:
         await conn.execute("""
-            INSERT INTO feed (participant, trade_id, version, seq)
-            SELECT 'BANKA', 'T-' || i, 1, CASE WHEN i <= 50 THEN i END
-            FROM generate_series(1, 100) i;
             INSERT INTO feed (participant, proposal_id, proposal_version)
             VALUES ('BANKA', '00000000-0000-0000-0000-000000000001', 1),
                    ('BANKB', '00000000-0000-0000-0000-000000000001', 1);
@@ -111,6 +120,29 @@ async def test_0016_keeps_a_populated_feed_and_its_keys(empty_db_url):
         assert await _schema_diff(empty_db_url) == []
         await database.migrate(empty_db_url, "0015", downgrade=True)
         assert all(constraint for constraint, _ in (await _feed_keys(conn)).values())
+        assert await conn.fetch("SELECT to_jsonb(f) AS row FROM feed f ORDER BY id") == before
+    finally:
+        await conn.close()
+
+
+async def test_0017_keeps_a_populated_feed_and_its_seqs_unique(empty_db_url):
+    """0017 turns the feed's seq key into a partial unique index over the rows that have a
+    seq, on a feed holding sequenced and unsequenced rows; it still refuses a seq given
+    twice; and 0016 comes back."""
+    conn = await _trade_rows_at(empty_db_url, "0016")
+    try:
+        before = await conn.fetch("SELECT to_jsonb(f) AS row FROM feed f ORDER BY id")
+        assert (await _feed_keys(conn, ("uq_feed_seq",)))["uq_feed_seq"][0]
+        await database.migrate(empty_db_url)
+        assert await conn.fetch("SELECT to_jsonb(f) AS row FROM feed f ORDER BY id") == before
+        constraint, definition = (await _feed_keys(conn, ("uq_feed_seq",)))["uq_feed_seq"]
+        assert not constraint and "UNIQUE" in definition \
+            and "WHERE (seq IS NOT NULL)" in definition
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute("UPDATE feed SET seq = 7 WHERE trade_id = 'T-60'")
+        assert await _schema_diff(empty_db_url) == []
+        await database.migrate(empty_db_url, "0016", downgrade=True)
+        assert (await _feed_keys(conn, ("uq_feed_seq",)))["uq_feed_seq"][0]
         assert await conn.fetch("SELECT to_jsonb(f) AS row FROM feed f ORDER BY id") == before
     finally:
         await conn.close()

@@ -69,8 +69,11 @@ NOTIFY_WRITTEN = "SELECT pg_notify($1, '')"
 #   delayed, never skipped nor reordered, and only while the rows ahead of it are held
 #   by transactions still in flight.
 # * Batches of at most $1 rows keep each round's transaction short; the caller loops
-#   while a round is full. ix_feed_unsequenced serves the ordered scan of the backlog;
-#   an idle round finds the partial index empty and writes nothing.
+#   while a round is full. ix_feed_unsequenced serves the ordered scan of the backlog,
+#   which stops at the window's end; an idle round finds the partial index empty and
+#   writes nothing. It is the only index holding the unsequenced rows (uq_feed_seq holds
+#   the rows that have a seq, alembic 0017): with statistics taken on a drained feed the
+#   planner read the backlog from the seq key's NULLs, whole, and sorted it every round.
 # * Readers in every process are woken on $2 (FEED_CHANNEL) with the new highest seq,
 #   delivered at commit, i.e. only once the seqs are visible. Only the sequencer
 #   notifies (writers never do: a NOTIFY takes a database-wide lock at commit, which
