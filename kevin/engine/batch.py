@@ -38,7 +38,7 @@ from kevin.domain.models import (
 )
 from kevin.domain.rules import RulesVersion
 from kevin.domain.versions import NewVersion, written
-from kevin.engine.matching import Matcher
+from kevin.engine.matching import Matcher, random_ids
 from kevin.store import bulk, database
 from kevin.store import profiles as profile_store
 from kevin.store.batch_book import UNWRITTEN, BatchBook
@@ -100,6 +100,7 @@ async def _match_in_memory(conn: asyncpg.Connection, participant: str,
     # batch did not lock, in no segment the book has read) and is not among those
     # created.
     created: list[Trade] = []
+    match_ids = random_ids()
     try:
         async with contextlib.aclosing(book.first_versions(news)) as firsts:
             async for trade in firsts:
@@ -107,13 +108,13 @@ async def _match_in_memory(conn: asyncpg.Connection, participant: str,
                 book.reveal(trade)
                 # One matcher per line, as one transaction per single submission: its
                 # safety net counts the evaluations of one line.
-                await Matcher(book, participant).submitted(trade)
+                await Matcher(book, participant, new_match_id=match_ids).submitted(trade)
                 await book.write_behind()
         await book.flush()
     except BaseException:
         await book.abandon()
         raise
-    return {trade.trade_id: book.trades[ref(trade)] for trade in created}
+    return {trade.trade_id: book.as_recorded(book.trades[ref(trade)]) for trade in created}
 
 
 async def submit_batch(

@@ -34,7 +34,6 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal
 
 import asyncpg
@@ -42,7 +41,7 @@ import structlog
 
 from kevin.domain.errors import DatabaseUnavailable, ExistsWithDifferentFields, KevinError
 from kevin.domain.matching import TradeRef
-from kevin.domain.models import Trade, TradeSubmission, TradeTerms, differing_fields, trusted
+from kevin.domain.models import Trade, TradeSubmission, TradeTerms, differing_fields
 from kevin.domain.versions import NewVersion
 from kevin.engine.batch import terms_of
 from kevin.engine.matching import Matcher
@@ -372,7 +371,7 @@ async def decide_group(pool: asyncpg.Pool, writes: Sequence[Write]) -> list[Outc
         decider = _Decider(conn, book, keys, created)
         outcomes = [await decider.decide(write) for write in writes]
         await book.flush()
-    return [_as_recorded(outcome, book.recorded) for outcome in outcomes]
+    return [_as_recorded(outcome, book) for outcome in outcomes]
 
 
 class _Decider:
@@ -442,13 +441,11 @@ def _match_keys(writes: Sequence[Write], before: dict[TradeRef, Trade]) -> set[M
     return keys
 
 
-def _as_recorded(outcome: Outcome, recorded: dict[bulk.VersionRef, datetime]) -> Outcome:
-    """The answer with the recorded_at the database gave its version (a version written
-    by the group's matching is held with its predecessor's until written)."""
+def _as_recorded(outcome: Outcome, book: BatchBook) -> Outcome:
+    """The answer with the recorded_at the database gave its version (BatchBook.as_recorded:
+    a version written by the group's matching is held with its predecessor's)."""
     if isinstance(outcome, BaseException):
         return outcome
-    trade = outcome[1] if isinstance(outcome, tuple) else outcome
-    at = recorded.get((trade.participant, trade.trade_id, trade.version))
-    if at is not None:
-        trade = trusted(Trade, {**trade.__dict__, "recorded_at": at})
-    return (outcome[0], trade) if isinstance(outcome, tuple) else trade
+    if isinstance(outcome, tuple):
+        return outcome[0], book.as_recorded(outcome[1])
+    return book.as_recorded(outcome)

@@ -40,7 +40,6 @@ import bisect
 import contextlib
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -55,7 +54,6 @@ from kevin.domain.models import Trade, trusted
 from kevin.domain.profiles import ProfileVersion
 from kevin.domain.rules import Rules, RulesVersion
 from kevin.domain.versions import NewVersion
-from kevin.domain.versions import written as written_as
 from kevin.store import bulk
 from kevin.store import matching as match_store
 from kevin.store import trades as store
@@ -105,7 +103,8 @@ class BatchBook(MemoryBook):
         self._chosen: dict[tuple[str, str, str], RulesInForce] = {}
         self._known: dict[Segment, list[Interval]] = {}
         self._naming_loaded: set[TradeRef] = set()
-        self._hidden: set[TradeRef] = set()
+        # The trades ``hide`` was given, until their lines are reached.
+        self._hidden: dict[TradeRef, Trade] = {}
         self._pending: list[NewVersion] = []
         # The next write of what matching wrote, its rows built while the statement in
         # flight is written (``_build_ahead``), sent as soon as the connection is free.
@@ -146,13 +145,14 @@ class BatchBook(MemoryBook):
     def hide(self, trades: Iterable[Trade]) -> None:
         """Trades written already but not yet submitted as far as matching is concerned."""
         for trade in trades:
-            self._hidden.add(ref(trade))
-            self._stored[ref(trade)] = trade.version
+            key = (trade.participant, trade.trade_id)
+            self._hidden[key] = trade
+            self._stored[key] = trade.version
 
     def unhide(self, trades: Iterable[TradeRef]) -> None:
         """Trades ``hide`` was given but that were not written after all."""
         for trade in trades:
-            self._hidden.discard(trade)
+            self._hidden.pop(trade, None)
             self._stored.pop(trade, None)
 
     def reveal(self, trade: Trade) -> None:
@@ -160,8 +160,9 @@ class BatchBook(MemoryBook):
         no mismatch list. It arrives (MemoryBook.arrive): placed among the resting trades
         only when the book is next asked for more than its own walk, since most lines
         that find a counterpart match at once and would leave their place again."""
-        self._hidden.discard(ref(trade))
-        self._naming_loaded.add(ref(trade))
+        key = (trade.participant, trade.trade_id)
+        self._hidden.pop(key, None)
+        self._naming_loaded.add(key)
         self.arrive(trade)
 
     def _hold(self, rows: Iterable[asyncpg.Record]) -> list[Trade]:
@@ -377,14 +378,9 @@ class BatchBook(MemoryBook):
         """The pending versions as the next write's rows, each flipping the version its
         trade has in the database once the writes before it are done."""
         versions, self._pending = self._pending, []
-        stored: dict[TradeRef, int] = {}
-        for new in versions:
-            key = (new.participant, new.trade_id)
-            if key not in stored:
-                stored[key] = self._stored[key]
-        for new in versions:
-            self._stored[(new.participant, new.trade_id)] = new.version
-        return bulk.written_rows(versions, stored)
+        rows = bulk.written_rows(versions, self._stored)
+        self._stored.update(rows.latest)
+        return rows
 
     def _send_next(self) -> None:
         """Send the next write (built ahead, or now from what is pending)."""
@@ -400,15 +396,20 @@ class BatchBook(MemoryBook):
         (await writing)()
 
     def _recorded(self, recorded: dict[bulk.VersionRef, datetime]) -> None:
-        """Each trade a write wrote the latest version of gets the recorded_at the
-        database chose."""
+        """The recorded_at the database chose for each version a write wrote. The trades
+        held keep theirs (nothing in matching reads it) until ``as_recorded`` is asked
+        for the few that are answered: rebuilding every trade written, as this did, was
+        a Trade more for every trade a batch matched."""
         self.recorded.update(recorded)
-        for (participant, trade_id, version), recorded_at in recorded.items():
-            key = (participant, trade_id)
-            trade = self.trades[key]
-            if trade.version == version:
-                self.trades[key] = trusted(Trade, {**trade.__dict__,
-                                                   "recorded_at": recorded_at})
+
+    def as_recorded(self, trade: Trade) -> Trade:
+        """``trade`` with the recorded_at the database gave its version, when this book
+        wrote it (it is held with its predecessor's until then, ``UNWRITTEN`` for a
+        version 1)."""
+        at = self.recorded.get((trade.participant, trade.trade_id, trade.version))
+        if at is None:
+            return trade
+        return trusted(Trade, {**trade.__dict__, "recorded_at": at})
 
     # --- the batch's first versions ---------------------------------------------------------
 
@@ -418,7 +419,8 @@ class BatchBook(MemoryBook):
         its first submission the database's clock (kevin.store.bulk.first_submissions,
         FIRST_VERSIONS at a time: a part is awaited only when its first line is reached,
         and the next one sent as soon as the connection is free, before any write of
-        ``write_behind``). Each was ``hide``-n; one whose trade_id another writer
+        ``write_behind``): the trade ``hide`` was given for it (written from it with no
+        first submission), with that first submission. One whose trade_id another writer
         created meanwhile is skipped and ``unhide``-n. Each yielded goes to the pending
         writes as it is yielded, ahead of what matching derives from it, with no stored
         version to flip: the write that takes it writes it superseded already when a
@@ -445,10 +447,12 @@ class BatchBook(MemoryBook):
                 key = (new.participant, new.trade_id)
                 first_submitted_at = written.get(key)
                 if first_submitted_at is not None:
-                    new = replace(new, first_submitted_at=first_submitted_at)
                     self._stored[key] = 0
-                    self._pending.append(new)
-                    yield written_as(new, first_submitted_at, UNWRITTEN)
+                    self._pending.append(new.first_submitted(first_submitted_at))
+                    # What ``written`` makes of that version, from the trade made of it
+                    # before: its values are the same but for the first submission.
+                    yield trusted(Trade, {**self._hidden[key].__dict__,
+                                          "first_submitted_at": first_submitted_at})
 
     def _send_first_versions(self) -> None:
         index = self._firsts_sent

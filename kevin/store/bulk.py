@@ -74,12 +74,14 @@ class Rows(Sequence[NewVersion]):
     """Versions with their statement's parameters already written as JSON (``params``):
     a batch builds the next write's rows while PostgreSQL writes the statement before,
     and sends it the moment the connection is free (``written_rows``). Read as the
-    versions themselves."""
+    versions themselves; ``latest``: each trade's version once they are written."""
 
-    __slots__ = ("params", "versions")
+    __slots__ = ("latest", "params", "versions")
 
-    def __init__(self, versions: Sequence[NewVersion], *params: orjson.Fragment | int) -> None:
+    def __init__(self, versions: Sequence[NewVersion], latest: dict[TradeRef, int],
+                 *params: orjson.Fragment | int) -> None:
         self.versions = versions
+        self.latest = latest
         self.params = params
 
     def __len__(self) -> int:
@@ -139,17 +141,24 @@ async def insert_first_versions_and_broken(
 
 
 def written_rows(versions: Sequence[NewVersion], stored: Mapping[TradeRef, int]) -> Rows:
-    """write_versions' parameters for ``versions`` and ``stored``, built now."""
+    """write_versions' parameters for ``versions`` and ``stored`` (read once for each
+    trade, before anything else), built now. One pass over the versions for their trades
+    and one to write them: a batch builds tens of thousands."""
     last: dict[TradeRef, int] = {}
     for index, new in enumerate(versions):
         last[(new.participant, new.trade_id)] = index
-    flips = [(participant, trade_id, stored[(participant, trade_id)])
-             for participant, trade_id in last if stored[(participant, trade_id)]]
+    flips = []
+    latest = [False] * len(versions)
+    versions_written: dict[TradeRef, int] = {}
+    for key, index in last.items():
+        if stored[key]:
+            flips.append((*key, stored[key]))
+        latest[index] = True
+        versions_written[key] = versions[index].version
     attributes: dict[int, Any] = {}
-    lines: list[Any] = [(*version_args(new, attributes),
-                         index == last[(new.participant, new.trade_id)])
-                        for index, new in enumerate(versions)]
-    return Rows(versions, orjson.Fragment(jsoncodec.dumps(flips)),
+    lines = [version_args(new, attributes, is_latest)
+             for new, is_latest in zip(versions, latest, strict=True)]
+    return Rows(versions, versions_written, orjson.Fragment(jsoncodec.dumps(flips)),
                 orjson.Fragment(jsoncodec.dumps(lines)), len(flips))
 
 

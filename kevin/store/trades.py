@@ -41,12 +41,13 @@ if tuple(name for name, _ in q.VERSION_COLUMNS) != _VERSION_ORDER:
     raise RuntimeError("queries.VERSION_COLUMNS changed: update trades.version_args")
 
 
-def version_args(new: NewVersion,
-                 stored: dict[int, Any] | None = None) -> tuple[Any, ...]:
-    """A version's columns (queries.VERSION_COLUMNS), in that order. ``stored``: a cache
-    of the attributes' column values by the identity of the attributes object, for a
-    caller writing many versions at once (those of one trade share their attributes); it
-    must keep those objects alive while it uses the cache."""
+def version_args(new: NewVersion, stored: dict[int, Any] | None = None,
+                 *more: Any) -> tuple[Any, ...]:
+    """A version's columns (queries.VERSION_COLUMNS), in that order, then ``more`` (a
+    statement's own columns after them). ``stored``: a cache of the attributes' column
+    values by the identity of the attributes object, for a caller writing many versions
+    at once (those of one trade share their attributes); it must keep those objects
+    alive while it uses the cache."""
     t, m = new.terms, new.match
     attributes = t.attributes
     column: dict[str, Any] | str | None = attributes
@@ -61,7 +62,7 @@ def version_args(new: NewVersion,
             t.settlement_date, t.location, column,
             m.match_id if m else None, m.counterparty_trade_id if m else None,
             m.counterparty_version if m else None, stored_mismatches(new), new.rules_version,
-            new.comment, new.replay_id, new.actor, new.first_submitted_at)
+            new.comment, new.replay_id, new.actor, new.first_submitted_at, *more)
 
 
 # Where APPEND_VERSIONS takes jsonb as text (see there), by column name.
