@@ -28,8 +28,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from kevin import heap, jsoncodec
-from kevin.api.batch import parse_line, results_answer
+from kevin import heap
+from kevin.api.batch import parse_line, results_body
 from kevin.bench import batch as b
 from kevin.bench import workload as w
 from kevin.bench.runner import create_participants, scratch_database
@@ -74,10 +74,10 @@ async def main(url: str, lines: int, requests: int) -> None:
                     outcomes = await service.submit_batch(
                         me, [s for s in parsed if isinstance(s, TradeSubmission)])
                     decided = time.process_time()
-                    jsoncodec.dumps(results_answer(
+                    results_body(
                         [{"line": n, "result": None, "trade": None, "error": None}
                          for n in range(1, len(outcomes) + 1)], list(range(len(outcomes))),
-                        outcomes))
+                        outcomes)
                     answered = time.process_time()
                     del parsed, outcomes
                 gc.collect(0)

@@ -173,6 +173,36 @@ async def test_a_batch_counts_each_line(client, banks):
     assert value(m, "kevin_submissions_total", result="invalid") == 1
 
 
+async def test_a_batch_is_counted_from_its_lines_not_from_its_answer(client, banks,
+                                                                     monkeypatch):
+    # The answer is never kept as Python values nor parsed back: its lines are counted
+    # as it is written (request[LINES]).
+    from kevin import jsoncodec
+    from kevin.api import metrics
+
+    def refused(*args: object) -> None:
+        raise AssertionError("a batch's answer was counted from its body")
+
+    a, b = banks
+    mirror = {"counterparty": "BANKA", "side": "buy", "attributes": {}}
+    for trade in (trade_body("A-1"), trade_body("A-2", price="2000")):
+        assert (await client.post("/v1/trades", json=trade, headers=a)).status == 201
+    monkeypatch.setattr(metrics.Metrics, "observe_outcome", refused)
+    body = b"\n".join([jsoncodec.dumps(trade_body("B-1", **mirror)), b"{not json",
+                       jsoncodec.dumps(trade_body("B-2", price="2001", **mirror)),
+                       jsoncodec.dumps(trade_body("B-1", **mirror))])
+    resp = await client.post("/v1/trades/batch", data=body,
+                             headers={**b, "Content-Type": "application/x-ndjson"})
+    assert resp.status == 200, await resp.text()
+    assert [line["result"] for line in (await resp.json())["results"]] == [
+        "created", "invalid", "created", "exists"]
+    m = await scrape(client)
+    assert value(m, "kevin_submissions_total", result="invalid") == 1
+    assert value(m, "kevin_submissions_total", result="exists") == 1
+    assert value(m, "kevin_matches_total", kind="auto") == 1
+    assert value(m, "kevin_mismatches_total") == 1
+
+
 async def test_open_sse_streams_are_counted(client, banks):
     a, _ = banks
     resp = await client.get("/v1/feed", headers={**a, "Accept": "text/event-stream"})

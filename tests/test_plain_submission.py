@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from kevin import jsoncodec
 from kevin.api.batch import parse_line, validate_line
@@ -144,9 +145,9 @@ def test_utc_text_pads_nothing_it_did_not() -> None:
         datetime(5, 1, 1, tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _validation_of(model: type[TradeSubmission]) -> str:
-    """What the model validates, as text: its core schema, functions by name (a ref's
-    per-process id taken out)."""
+def _validation_of(model: type[BaseModel]) -> str:
+    """What the model validates (and serializes), as text: its core schema, functions by
+    name (a ref's per-process id taken out)."""
     def name(value: Any) -> str:
         return getattr(value, "__qualname__", None) or type(value).__qualname__
     text = json.dumps(model.__pydantic_core_schema__, sort_keys=True, default=name)

@@ -23,9 +23,9 @@ from pydantic import ValidationError
 from kevin import heap, jsoncodec
 from kevin.api.app_keys import KEVIN
 from kevin.api.http import authenticate, require_participant, validation_details
-from kevin.api.metrics import OUTCOME
+from kevin.api.metrics import LINES, LinesAnswered, lines_answered
 from kevin.domain import errors as e
-from kevin.domain.models import Trade, TradeSubmission, plain_submission
+from kevin.domain.models import Trade, TradeSubmission, plain_dump, plain_submission
 from kevin.engine.batch import MAX_LINES
 
 routes = web.RouteTableDef()
@@ -136,19 +136,29 @@ class Outcome(Protocol):
 def results_answer(results: list[dict[str, Any]], indices: list[int],
                    outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """``{"results": [...]}``: the lines refused before the engine as they are, and each
-    other line (at ``indices``) completed from the engine's outcome for it."""
+    other line (at ``indices``) completed from the engine's outcome for it — its trade
+    as ``jsoncodec.dumps`` writes it (``plain_dump``: the bytes of its model_dump)."""
     for index, outcome in zip(indices, outcomes, strict=True):
         result = results[index]
         result["result"] = outcome.result
-        result["trade"] = outcome.trade.model_dump(mode="python") \
-            if outcome.trade is not None else None
+        trade = outcome.trade
+        result["trade"] = plain_dump(trade) if trade is not None else None
         result["error"] = outcome.error
     return {"results": results}
 
 
+def results_body(results: list[dict[str, Any]], indices: list[int],
+                 outcomes: Sequence[Outcome]) -> tuple[bytes, LinesAnswered]:
+    """``results_answer`` as JSON, and counted for the metrics. Nothing of it is kept as
+    Python values: freed with the request's lines and outcomes, while the collector is
+    still paused, it is never walked."""
+    answer = results_answer(results, indices, outcomes)
+    return jsoncodec.dumps(answer), lines_answered(answer)
+
+
 def results_response(request: web.Request, results: list[dict[str, Any]],
                      indices: list[int], outcomes: Sequence[Outcome]) -> web.Response:
-    """``results_answer`` as the response."""
-    request[OUTCOME] = answer = results_answer(results, indices, outcomes)
+    """``results_body`` as the response."""
+    body, request[LINES] = results_body(results, indices, outcomes)
     heap.trim_soon()
-    return web.Response(body=jsoncodec.dumps(answer), content_type="application/json")
+    return web.Response(body=body, content_type="application/json")

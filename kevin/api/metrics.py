@@ -7,8 +7,9 @@ counter). Three kinds of figure:
 - trade outcomes — submissions by result, matches, mismatches — counted from what the
   API acknowledged: the middleware reads the outcome off the response of the write
   routes (or the same answer as Python values, where the handler leaves it in
-  ``request[OUTCOME]``), so the handlers and the engine stay free of metrics code and a count never
-  includes a write the client was not told about;
+  ``request[OUTCOME]``; a batch's or an import's lines counted, in ``request[LINES]``),
+  so the handlers and the engine stay free of metrics code and a count never includes a
+  write the client was not told about;
 - figures read at scrape time: the age of the oldest unmatched trade and the feed's
   backlog from the database (each a probe of a small partial index, under a short
   timeout), and the connection pool's usage.
@@ -30,6 +31,7 @@ import math
 import os
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -68,8 +70,49 @@ OBSERVED = {SUBMIT, BATCH, IMPORT, AMEND, FORCE}
 # An import's records that change a trade rather than submit one (MT300 AMND, CANC).
 CHANGES = {"amended", "cancelled"}
 # A handler may leave its answer here as Python values, so that observe need not parse
-# back what it just wrote (a batch's answer is megabytes).
+# back what it just wrote.
 OUTCOME = web.RequestKey("outcome", dict)
+
+
+@dataclass(frozen=True)
+class LinesAnswered:
+    """What an answer of many lines (a batch's, an import's) told the client: how many
+    lines of each result, and of the trades its lines created or amended, how many it
+    answered matched by matching and how many mismatched."""
+
+    results: dict[str, int]
+    matched: int
+    mismatched: int
+
+
+def lines_answered(answer: dict[str, Any]) -> LinesAnswered:
+    """The counts of an answer given as Python values (``{"results": [...]}``)."""
+    lines = answer.get("results", ())
+    results = collections.Counter(line.get("result", "invalid") for line in lines)
+    matched, mismatched = _written(line["trade"] for line in lines
+                                   if line.get("result") in ("created", "amended")
+                                   and line.get("trade"))
+    return LinesAnswered(dict(results), matched, mismatched)
+
+
+def _written(trades: Iterable[dict[str, Any]]) -> tuple[int, int]:
+    """Of versions the API returned, how many record a match by matching, and how many
+    a mismatch."""
+    matched = mismatched = 0
+    for trade in trades:
+        status = trade.get("status")
+        if status == "matched" and trade.get("reason") == "matched":
+            matched += 1
+        elif status == "mismatched":
+            mismatched += 1
+    return matched, mismatched
+
+
+# Where a batch's or an import's handler leaves its answer counted (lines_answered) in
+# place of the answer itself: the answer, megabytes of JSON, then need not outlive its
+# writing as Python values — hundreds of thousands of them, which the collector, paused
+# while the request builds them, would walk once it resumed.
+LINES = web.RequestKey("lines", LinesAnswered)
 
 # How a refused single submission is counted, by status.
 REFUSED = {409: "exists_with_different_fields", 503: "unavailable"}
@@ -171,15 +214,11 @@ class Metrics:
         self.trades_written([trade])
 
     def trades_written(self, trades: Iterable[dict[str, Any]]) -> None:
-        """``trade_written`` for many (a batch's), each counter increased once: an
-        increment is a lock and a write to the worker's file in multiprocess mode."""
-        matched = mismatched = 0
-        for trade in trades:
-            status = trade.get("status")
-            if status == "matched" and trade.get("reason") == "matched":
-                matched += 1
-            elif status == "mismatched":
-                mismatched += 1
+        """``trade_written`` for many, each counter increased once: an increment is a
+        lock and a write to the worker's file in multiprocess mode."""
+        self._count_written(*_written(trades))
+
+    def _count_written(self, matched: int, mismatched: int) -> None:
         if matched:
             self.matches.labels("auto").inc(matched)
         if mismatched:
@@ -195,20 +234,23 @@ class Metrics:
                 self.submitted(REFUSED[status])
             elif 400 <= status < 500 and status not in (401, 403):
                 self.submitted("invalid")
-        elif key in (BATCH, IMPORT) and status == 200:
-            lines = body.get("results", ())
-            results = collections.Counter(line.get("result", "invalid") for line in lines)
-            for result, n in results.items():
-                if result not in CHANGES:
-                    self.submissions.labels(result).inc(n)
-            self.trades_written(line["trade"] for line in lines
-                                if line.get("result") in ("created", "amended")
-                                and line.get("trade"))
+        elif key in (BATCH, IMPORT):
+            self.observe_lines(key, status, lines_answered(body))
         elif key == AMEND and status == 200:
             self.trade_written(body)
         elif key == FORCE and status == 201:
             # One force-match, whichever shape the response takes (legs or trades).
             self.matches.labels("forced").inc()
+
+    def observe_lines(self, key: tuple[str, str], status: int, lines: LinesAnswered) -> None:
+        """A batch's or an import's answer, counted: each line's submission by result
+        (an import's changes are no submissions), and each counter increased once."""
+        if key not in (BATCH, IMPORT) or status != 200:
+            return
+        for result, n in lines.results.items():
+            if result not in CHANGES:
+                self.submissions.labels(result).inc(n)
+        self._count_written(lines.matched, lines.mismatched)
 
     # --- scrape ----------------------------------------------------------------------
 
@@ -297,7 +339,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.requests.labels(route, request.method, str(status)).observe(
             time.perf_counter() - started)
         key = (request.method, route)
-        if key in OBSERVED and isinstance(response, web.Response):
+        lines = request.get(LINES)
+        if lines is not None:
+            metrics.observe_lines(key, status, lines)
+        elif key in OBSERVED and isinstance(response, web.Response):
             body = request.get(OUTCOME)
             if body is None:
                 try:

@@ -476,6 +476,47 @@ class Trade(TradeTerms):
         return f'"{self.version}"'
 
 
+def plain_dump(trade: Trade) -> dict[str, Any]:
+    """``trade.model_dump(mode="python")`` as ``jsoncodec.dumps`` writes it — the same
+    bytes — built straight from the trade's values at half the cost of pydantic's
+    serializer (and its Python hooks per amount and instant), as a batch answers with
+    ten thousand trades: amounts as their text; the instant left to orjson, whose text
+    is utc_text's for a UTC instant with microseconds in years 1000 and on; a match's
+    id left to orjson or jsoncodec's hook, both its text. A subclass of Trade, the rare
+    nested lists (mismatches, accepted differences) and any other instant go through
+    pydantic. tests/test_plain_dump.py holds the two to each other."""
+    if type(trade) is not Trade:
+        return trade.model_dump(mode="python")
+    values = trade.__dict__
+    match, mismatches, recorded_at = values["match"], values["mismatches"], values["recorded_at"]
+    return {
+        "counterparty": values["counterparty"], "side": values["side"],
+        "product": values["product"], "quantity": format(values["quantity"], "f"),
+        "price": format(values["price"], "f"), "currency": values["currency"],
+        "trade_date": values["trade_date"], "settlement_date": values["settlement_date"],
+        "location": values["location"], "attributes": values["attributes"],
+        "trade_id": values["trade_id"], "participant": values["participant"],
+        "version": values["version"], "status": values["status"],
+        "match": None if match is None else _plain_match(match),
+        "mismatches": [m.model_dump(mode="python") for m in mismatches] if mismatches else [],
+        "reason": values["reason"], "comment": values["comment"],
+        "recorded_at": recorded_at if recorded_at.tzinfo is UTC and recorded_at.microsecond
+        and recorded_at.year >= 1000 else utc_text(recorded_at),
+    }
+
+
+def _plain_match(match: MatchRef) -> dict[str, Any]:
+    if match.accepted_differences is not None:
+        return match.model_dump(mode="python")
+    plain: dict[str, Any] = {
+        "match_id": match.match_id, "counterparty_trade_id": match.counterparty_trade_id,
+        "counterparty_version": match.counterparty_version}
+    rules = match.rules
+    if rules is not None:
+        plain["rules"] = {"kind": rules.kind, "name": rules.name, "version": rules.version}
+    return plain
+
+
 class AgedTrade(Trade):
     """A trade as a read returns it: the stored version plus its cut-off and whether it
     is overdue, computed for the instant read (kevin.domain.cutoffs), never stored."""
