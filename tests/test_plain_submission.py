@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from kevin import jsoncodec
 from kevin.api.batch import parse_line, validate_line
 from kevin.bench import batch as bench_batch
+from kevin.domain import models
 from kevin.domain.models import (
     TradeSubmission,
     plain_submission,
@@ -166,3 +167,18 @@ def test_plain_submission_mirrors_the_models_validation_as_it_is() -> None:
     assert fingerprint == MIRRORED_VALIDATION, (
         "TradeSubmission validates differently from what plain_submission mirrors: "
         "update plain_submission, then MIRRORED_VALIDATION")
+
+
+def test_a_few_short_attribute_texts_are_within_every_limit() -> None:
+    # _few_texts accepts them without measuring: at their longest, every character
+    # escaped (6 bytes), they must fit what the general checks allow.
+    widest = models._FEW_ATTRIBUTES * (2 * models._SHORT_TEXT * 6 + len('"":"",'))
+    assert widest < models.MAX_TRADE_JSON_BYTES - models._BOUNDED_FIELDS_BYTES
+    assert models._FEW_ATTRIBUTES * 2 * models._SHORT_TEXT < models.MAX_TRADE_JSON_BYTES
+    assert models.MAX_ATTRIBUTES_DEPTH >= 1
+    attributes = {"\x01" * (models._SHORT_TEXT - 2) + f"{n:02d}": "\x01" * models._SHORT_TEXT
+                  for n in range(models._FEW_ATTRIBUTES)}
+    line = {**VALID, "attributes": attributes}
+    assert models._few_texts(attributes)
+    _same_submission(plain_submission(orjson.loads(orjson.dumps(line))),
+                     validate_line(orjson.dumps(line), "nobody"))

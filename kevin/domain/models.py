@@ -302,8 +302,6 @@ _PRODUCT = re.compile(PRODUCT_PATTERN)
 _CURRENCY = re.compile(CURRENCY_PATTERN)
 _NEW_TRADE_ID = re.compile(NEW_TRADE_ID_PATTERN)
 _SUBMISSION_FIELDS = frozenset(TradeSubmission.model_fields)
-_SUBMISSION_REQUIRED = frozenset(name for name, info in TradeSubmission.model_fields.items()
-                                 if info.is_required())
 
 
 def plain_submission(data: Any) -> TradeSubmission | None:
@@ -314,30 +312,40 @@ def plain_submission(data: Any) -> TradeSubmission | None:
     pydantic's validation, which costs twice as much. None for anything else,
     valid or not: validating it as usual is then the only way to the same result or the
     same errors (tests/test_plain_submission.py holds the two to each other)."""
-    if type(data) is not dict or not _SUBMISSION_REQUIRED <= data.keys() <= _SUBMISSION_FIELDS:
+    if type(data) is not dict or not data.keys() <= _SUBMISSION_FIELDS:
         return None
-    counterparty, side, product = data["counterparty"], data["side"], data["product"]
-    currency, trade_id = data["currency"], data["trade_id"]
+    try:
+        counterparty, side, product = data["counterparty"], data["side"], data["product"]
+        currency, trade_id = data["currency"], data["trade_id"]
+        quantity, price = _plain_amount(data["quantity"]), _plain_amount(data["price"])
+        trade_date = _plain_date(data["trade_date"])
+        settlement_date = _plain_date(data["settlement_date"])
+    except KeyError:  # a required field missing
+        return None
     location, attributes = data.get("location"), data.get("attributes", _ABSENT)
-    if not (type(counterparty) is str and _PARTICIPANT.fullmatch(counterparty)
+    if not (type(counterparty) is str
+            and (counterparty in _known_participants
+                 or _learned(counterparty, _PARTICIPANT, _known_participants))
             and (side == "buy" or side == "sell") and type(side) is str
-            and type(product) is str and _PRODUCT.fullmatch(product)
-            and type(currency) is str and _CURRENCY.fullmatch(currency)
+            and type(product) is str
+            and (product in _known_products or _learned(product, _PRODUCT, _known_products))
+            and type(currency) is str
+            and (currency in _known_currencies
+                 or _learned(currency, _CURRENCY, _known_currencies))
             and type(trade_id) is str and len(trade_id) <= 64
             and _NEW_TRADE_ID.fullmatch(trade_id)
             and (location is None or (type(location) is str and 1 <= len(location) <= 64
                                       and "\x00" not in location))):
         return None
-    quantity, price = _plain_amount(data["quantity"]), _plain_amount(data["price"])
-    trade_date = _plain_date(data["trade_date"])
-    settlement_date = _plain_date(data["settlement_date"])
     if quantity is None or price is None or trade_date is None or settlement_date is None:
         return None
     if attributes is _ABSENT:
         attributes = {}
-    elif type(attributes) is not dict or not _plain_json(attributes):
+    elif type(attributes) is not dict:
         return None
-    else:
+    elif not _few_texts(attributes):
+        if not _plain_json(attributes):
+            return None
         try:
             _bounded_json(attributes)
         except ValueError:  # ValidationError too
@@ -349,11 +357,30 @@ def plain_submission(data: Any) -> TradeSubmission | None:
         "price": price, "currency": currency, "trade_date": trade_date,
         "settlement_date": settlement_date, "location": location, "attributes": attributes,
         "trade_id": trade_id})
-    _set_fields_set(submission, set(data))
+    if len(data) < len(_SUBMISSION_FIELDS):  # else trusted's set of every field is right
+        _set_fields_set(submission, set(data))
     return submission
 
 
 _ABSENT: Any = object()
+
+# Texts plain_submission found valid already, by field: a batch's lines share a few
+# counterparties, products, currencies and dates, each then checked (a date parsed) once
+# rather than once a line. Each keeps the first _KNOWN_LIMIT it meets: distinct values
+# past them cost a lookup more, never memory. Only exact str are ever looked up.
+_KNOWN_LIMIT = 1024
+_known_participants: set[str] = set()
+_known_products: set[str] = set()
+_known_currencies: set[str] = set()
+_known_dates: dict[str, date] = {}
+
+
+def _learned(value: str, pattern: re.Pattern[str], known: set[str]) -> bool:
+    if pattern.fullmatch(value) is None:
+        return False
+    if len(known) < _KNOWN_LIMIT:
+        known.add(value)
+    return True
 
 
 def _plain_amount(value: Any) -> Decimal | None:
@@ -364,12 +391,41 @@ def _plain_amount(value: Any) -> Decimal | None:
 
 
 def _plain_date(value: Any) -> date | None:
-    if type(value) is not str or not _PLAIN_DATE.fullmatch(value):
+    if type(value) is not str:
+        return None
+    parsed = _known_dates.get(value)
+    if parsed is not None:
+        return parsed
+    if not _PLAIN_DATE.fullmatch(value):
         return None
     try:
-        return date.fromisoformat(value)
+        parsed = date.fromisoformat(value)
     except ValueError:
         return None
+    if len(_known_dates) < _KNOWN_LIMIT:
+        _known_dates[value] = parsed
+    return parsed
+
+
+# _few_texts' bounds: at most this many attributes, each name and text at most this
+# long. Written as JSON (a character at most 6 bytes, escaped) they stay far below
+# what _bounded_json and the size check allow (tests/test_plain_submission.py), and hold
+# no number and no nesting.
+_FEW_ATTRIBUTES = 16
+_SHORT_TEXT = 256
+
+
+def _few_texts(attributes: dict[str, Any]) -> bool:
+    """Whether orjson's attributes are a few short texts by name, with no NUL: what the
+    three checks of the general case (_plain_json, _bounded_json, the size) all accept,
+    found in one short pass."""
+    if len(attributes) > _FEW_ATTRIBUTES:
+        return False
+    for name, value in attributes.items():
+        if (type(value) is not str or len(value) > _SHORT_TEXT or len(name) > _SHORT_TEXT
+                or "\x00" in value or "\x00" in name):
+            return False
+    return True
 
 
 def _plain_json(value: Any) -> bool:
