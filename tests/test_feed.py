@@ -21,7 +21,12 @@ from kevin.lifecycle import cancel_and_wait
 from kevin.store import database
 from kevin.store import feed as feed_store
 from kevin.store import trades as store
-from kevin.store.feed_queries import FEED_CHANNEL, SEQUENCE_BATCH, SEQUENCER_LOCK_KEY
+from kevin.store.feed_queries import (
+    FEED_CHANNEL,
+    SEQUENCE_BATCH,
+    SEQUENCER_LOCK_KEY,
+    WRITTEN_CHANNEL,
+)
 from kevin.store.trades import NewVersion
 from tests.conftest import ADMIN, bearer, trade_body, wait_for
 from tests.feed_helpers import page, read_all, sse_events
@@ -418,6 +423,41 @@ async def test_rows_held_back_by_a_transaction_nobody_announces_go_out_when_it_e
     finally:
         await cancel_and_wait([task])
         await bystander.close()
+
+
+@pytest.mark.breaks_invariants  # feed rows without versions: the sequencer alone
+async def test_the_leader_runs_no_round_for_commits_a_round_already_covered(pool, conn):
+    """A follower's notification carries the server's clock as it was sent, after the
+    commits it announces: one older than the start of the leader's last round (whose
+    snapshot held those commits) runs no round; one sent after a commit runs one at once,
+    and so does a notification without that clock."""
+    sequencer = Sequencer(pool, poll_interval=30.0)
+    task = asyncio.create_task(sequencer.run())
+
+    async def rounds_past(n: int) -> bool:
+        return sequencer.rounds > n
+
+    async def skipped() -> bool:
+        return sequencer.skipped > 0
+
+    try:
+        await wait_for(lambda: _one_leads([sequencer]))
+        await wait_for(lambda: rounds_past(0))  # the first round, as it takes the lead
+        rounds = sequencer.rounds
+        # The clock at 1 µs past the epoch: long before that round began.
+        await conn.execute("SELECT pg_notify($1, '1')", WRITTEN_CHANNEL)
+        await wait_for(skipped, timeout=5)
+        assert sequencer.rounds == rounds
+        # Another process's commit (this connection's: no poke), then its notification.
+        await conn.execute("INSERT INTO feed (participant, trade_id, version) "
+                           "VALUES ('P', 'T-1', 1)")
+        await feed_store.tell_leader(conn)
+        await wait_for(lambda: _all_sequenced(conn), timeout=5)  # not the 30 s poll
+        rounds = sequencer.rounds
+        await conn.execute("SELECT pg_notify($1, '')", WRITTEN_CHANNEL)
+        await wait_for(lambda: rounds_past(rounds), timeout=5)
+    finally:
+        await cancel_and_wait([task])
 
 
 async def test_a_cancel_stays_a_cancel_when_the_server_closed_the_connection(pool, conn):

@@ -14,11 +14,22 @@ they try for the lead every ``poll_interval`` (a leader that dies loses the lock
 session), and after their own commits they tell the leader over LISTEN/NOTIFY.
 
 Wake-ups: every committed transaction() of this process pokes it (database.on_commit);
-the leader also wakes on a follower's notification, and polls. A transaction nobody
-announces can hold rows back: anything on the server holding an xid older than theirs
-(an ANALYZE, another application's writer). While a round leaves rows waiting on one, the
-leader looks again every WAITING_RECHECK at the latest, however long its poll, so that
-such rows go out soon after it ends, not at the next poll.
+the leader also wakes on a follower's notification, and polls. A wake-up whose commits a
+round already covered runs no round: a poke from before the last round was sent, or a
+notification whose payload (a time on the server's clock by which the follower's
+commits had finished) is older than the start of the last round on the server, whose
+snapshot therefore held those commits. With two workers a follower's notification often
+arrives after the leader's own commit ran the round that covered it; such a round
+numbered nothing. Rows a round saw but could not number (behind a transaction still in
+flight) wait for that transaction's commit, which wakes the leader too: another round
+for the same commits would not number them either. A step of the server's clock can
+make a wake-up look covered when it is not; those commits then wait for the next
+wake-up or poll, never longer, and the seqs' order and completeness never depend on it.
+
+A transaction nobody announces can hold rows back: anything on the server holding an
+xid older than theirs (an ANALYZE, another application's writer). While a round leaves
+rows waiting on one, the leader looks again every WAITING_RECHECK at the latest, however
+long its poll, so that such rows go out soon after it ends, not at the next poll.
 
 Work that one process at a time should do rides on the same lead (``while_leading``):
 started when this process takes the lead, cancelled when it loses it — the overdue
@@ -29,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -61,8 +73,19 @@ class Sequencer:
         self.leading = False
         self.rounds = 0
         self.waiting = False  # the last round left rows waiting on a transaction
+        self.skipped = 0  # wake-ups whose commits the last round had already covered
+        # What wake-ups announce (commits finished before then), against what the last
+        # round covered: time.monotonic() in this process; the server's clock (µs).
+        self._poked_at = -1.0
+        self._noted_at = -1
+        self._sent_at = -1.0  # when the last finished round was sent
+        self._started_at = -1  # when the server began it (Round.started)
+        self._must = False  # a wake-up that needs a round whatever the above say
 
     def poke(self) -> None:
+        """Commits of this process (or others' commits it learned of) finished before
+        this call wait for a round."""
+        self._poked_at = time.monotonic()
         self._poked.set()
 
     async def run(self) -> None:
@@ -98,13 +121,17 @@ class Sequencer:
         self.leading = True
         await conn.add_listener(WRITTEN_CHANNEL, self._on_written)
         # A session killed under us: wake now, fail the next round, try again.
-        conn.add_termination_listener(self._on_written)
+        conn.add_termination_listener(self._on_terminated)
         duties = [asyncio.create_task(work()) for work in self.while_leading]
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 await self.drain(conn)
-                await self._wait(min(self.poll_interval, WAITING_RECHECK)
-                                 if self.waiting else self.poll_interval)
+                deadline = loop.time() + (min(self.poll_interval, WAITING_RECHECK)
+                                          if self.waiting else self.poll_interval)
+                # Until a wake-up with commits no round covered yet, or the poll.
+                while await self._wait(deadline - loop.time()) and not self._uncovered():
+                    self.skipped += 1
         finally:
             self.leading = False
             await cancel_and_wait(duties)
@@ -117,10 +144,27 @@ class Sequencer:
         while (remaining := deadline - loop.time()) > 0:
             if await self._wait(remaining):
                 async with database.connection(self.pool) as conn:
-                    await store.tell_leader(conn)
+                    # Dated by the last commit, not by now: a round of the leader's that
+                    # began meanwhile covered these commits already.
+                    await store.tell_leader(conn, time.monotonic() - self._poked_at)
 
-    def _on_written(self, *_: object) -> None:
-        self.poke()
+    def _on_written(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        """A follower's commits, finished before the server's clock read ``payload``."""
+        try:
+            self._noted_at = max(self._noted_at, int(payload))
+        except ValueError:  # not a follower of this version: a round, whatever it says
+            self._must = True
+        self._poked.set()
+
+    def _on_terminated(self, *_: object) -> None:
+        self._must = True
+        self._poked.set()
+
+    def _uncovered(self) -> bool:
+        """Whether a wake-up announced commits that finished after the last round began
+        (or may have): those need a round."""
+        return (self._must or self._poked_at >= self._sent_at
+                or self._noted_at >= self._started_at)
 
     async def _wait(self, seconds: float) -> bool:
         """Until poked (True) or ``seconds`` passed (False); a poke is used up."""
@@ -135,7 +179,12 @@ class Sequencer:
         assigned."""
         assigned = 0
         while True:
+            self._must = False
+            sent = time.monotonic()
             result = await store.sequence_round(conn, self.batch)
+            self._sent_at = sent
+            if result.started is not None:
+                self._started_at = result.started
             self.rounds += 1
             assigned += result.assigned
             self.waiting = result.waiting

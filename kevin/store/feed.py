@@ -23,6 +23,9 @@ class Round:
     # Rows of the backlog wait on a transaction still in flight (maybe not a writer's:
     # anything holding an xid, an ANALYZE say, holds the horizon back).
     waiting: bool = False
+    # The server's clock (microseconds since the epoch) when the round's statement began:
+    # every commit that had finished by then was in its snapshot.
+    started: int | None = None
 
 
 async def take_lead(conn: asyncpg.Connection) -> bool:
@@ -35,12 +38,14 @@ async def sequence_round(conn: asyncpg.Connection, batch: int) -> Round:
     """Assign seqs to up to ``batch`` committed updates and wake the readers, in one
     autocommitted statement. ``conn`` must hold the lead (take_lead) and no transaction."""
     row = await conn.fetchrow(q.SEQUENCE_BATCH, batch, q.FEED_CHANNEL)
-    return Round(assigned=row["assigned"], top=row["top"], waiting=row["waiting"])
+    return Round(assigned=row["assigned"], top=row["top"], waiting=row["waiting"],
+                 started=row["started"])
 
 
-async def tell_leader(conn: asyncpg.Connection) -> None:
-    """Wake the leading sequencer (in whichever process) to sequence new writes."""
-    await conn.execute(q.NOTIFY_WRITTEN, q.WRITTEN_CHANNEL)
+async def tell_leader(conn: asyncpg.Connection, since: float = 0.0) -> None:
+    """Wake the leading sequencer (in whichever process) to sequence the writes this
+    process committed, the last of them ``since`` seconds before the call."""
+    await conn.execute(q.NOTIFY_WRITTEN, q.WRITTEN_CHANNEL, max(0, int(since * 1_000_000)))
 
 
 async def max_seq(conn: asyncpg.Connection) -> int:

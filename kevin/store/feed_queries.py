@@ -20,7 +20,14 @@ WRITTEN_CHANNEL = "kevin_feed_written"
 
 TAKE_LEAD = "SELECT pg_try_advisory_lock($1)"
 
-NOTIFY_WRITTEN = "SELECT pg_notify($1, '')"
+# The payload is a time on the server's clock (microseconds since the epoch) by which the
+# follower's commits it announces had finished: the clock as the notification is sent,
+# less $2, the microseconds the follower has waited since its last commit returned. A
+# leader's round that STARTED later (SEQUENCE_BATCH's `started`) took its snapshot after
+# those commits, so the leader need not run another round for them (kevin.feed.sequencer).
+NOTIFY_WRITTEN = """
+SELECT pg_notify($1, ((extract(epoch FROM clock_timestamp()) * 1000000)::bigint - $2)::text)
+"""
 
 # The skipped-row remedy: writers insert feed rows with seq NULL in the version's own
 # transaction (no counter, no lock: writers never wait for each other); this statement,
@@ -74,6 +81,9 @@ NOTIFY_WRITTEN = "SELECT pg_notify($1, '')"
 #   writes nothing. It is the only index holding the unsequenced rows (uq_feed_seq holds
 #   the rows that have a seq, alembic 0017): with statistics taken on a drained feed the
 #   planner read the backlog from the seq key's NULLs, whole, and sorted it every round.
+# * started: the server's clock (microseconds since the epoch) when the statement began,
+#   before its snapshot was taken: every commit that finished before then is in it
+#   (compared with NOTIFY_WRITTEN's payload).
 # * Readers in every process are woken on $2 (FEED_CHANNEL) with the new highest seq,
 #   delivered at commit, i.e. only once the seqs are visible. Only the sequencer
 #   notifies (writers never do: a NOTIFY takes a database-wide lock at commit, which
@@ -119,7 +129,8 @@ WITH horizon AS (
 )
 SELECT count(*) AS assigned, max(seq) AS top,
        CASE WHEN max(seq) IS NOT NULL THEN pg_notify($2, max(seq)::text) END AS notified,
-       (SELECT found FROM unfinished) AS waiting
+       (SELECT found FROM unfinished) AS waiting,
+       (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS started
 FROM assigned
 """
 
