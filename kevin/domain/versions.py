@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
 from uuid import UUID
 
 from kevin.domain.models import (
@@ -83,27 +82,24 @@ class NewVersion:
                           self.decided_by)
 
 
-def next_version(derived_from: Trade, **changes: Any) -> NewVersion:
+def next_version(derived_from: Trade, *, status: Status, reason: Reason, actor: str,
+                 terms: TradeTerms | None = None, match: MatchRef | None = None,
+                 mismatches: Sequence[Mismatch] = (), rules_version: int | None = None,
+                 comment: str | None = None, replay_id: UUID | None = None,
+                 decided_by: DecidedBy | None = None) -> NewVersion:
     """Version n+1 of a trade: unspecified fields carry over from ``derived_from`` except
-    the match state, which each version states anew."""
-    terms = changes.pop("terms", None)
+    the match state, which each version states anew. (Named parameters, not a dict of
+    changes taken apart: matching makes one for every version it writes.)"""
     if terms is None:
         # A Trade is its own terms (a TradeTerms) to whatever reads them by name, as every
         # writer does (``written`` sets each other field anew), so none is built for each
         # version matching writes. Not a subclass of Trade (AgedTrade), whose further
         # fields ``written`` would carry into the new version.
         terms = derived_from if type(derived_from) is Trade else derived_from.terms()
-    return NewVersion(
-        participant=derived_from.participant,
-        trade_id=derived_from.trade_id,
-        version=derived_from.version + 1,
-        status=changes.pop("status"),
-        reason=changes.pop("reason"),
-        terms=terms,
-        actor=changes.pop("actor"),
-        first_submitted_at=derived_from.first_submitted_at,
-        **changes,
-    )
+    return NewVersion(derived_from.participant, derived_from.trade_id,
+                      derived_from.version + 1, status, reason, terms, actor, match,
+                      mismatches, rules_version, comment, replay_id,
+                      derived_from.first_submitted_at, decided_by)
 
 
 def written(new: NewVersion, first_submitted_at: datetime | None,

@@ -187,10 +187,9 @@ class BatchBook(MemoryBook):
         ``reach`` of ``price`` (None: at any distance); none when it is already."""
         low = -INFINITY if reach is None else price - reach
         high = INFINITY if reach is None else price + reach
-        known = self._known.get(segment, [])
-        at = bisect.bisect_right(known, (price, INFINITY)) - 1  # the last starting <= price
-        if at >= 0 and known[at][1] >= price:
-            start, end = known[at]
+        interval = self._interval(segment, price)
+        if interval is not None:
+            start, end = interval
             above = [(segment, end, False)] if end < high else []
             below = [(segment, start, False)] if start > low else []
             return above, below
@@ -205,29 +204,30 @@ class BatchBook(MemoryBook):
                 merged.append((start, end))
         self._known[segment] = merged
 
-    async def _spans(self, above: list[tuple[Segment, Decimal, bool]],
-                     below: list[tuple[Segment, Decimal, bool]]
+    def _interval(self, segment: Segment, price: Decimal) -> Interval | None:
+        """The interval of ``segment`` known completely that holds ``price``, if any."""
+        known = self._known.get(segment)
+        if not known:
+            return None
+        at = bisect.bisect_right(known, (price, INFINITY)) - 1  # the last starting <= price
+        return known[at] if at >= 0 and known[at][1] >= price else None
+
+    async def _spans(self, asked: Sequence[tuple[Segment, Decimal]]
                      ) -> list[tuple[Segment, Decimal, Decimal]]:
         """The segments worth reading whole between the lowest and the highest price
-        asked (DENSE_PRICES, DENSE_ROWS): their windows in ``above`` and ``below`` are
-        replaced, in place, by one window beyond each end of that span."""
+        ``asked`` (DENSE_PRICES, DENSE_ROWS), each price asked for in two windows (one
+        above it, one below), which is what the two constants count."""
         prices: dict[Segment, list[Decimal]] = defaultdict(list)
-        for segment, price, _ in (*above, *below):
+        for segment, price in asked:
             prices[segment].append(price)
-        many = [(segment, min(asked), max(asked)) for segment, asked in prices.items()
-                if len(asked) >= DENSE_PRICES]
+        many = [(segment, min(at), max(at)) for segment, at in prices.items()
+                if 2 * len(at) >= DENSE_PRICES]
         if not many:
             return []
-        caps = [DENSE_ROWS * len(prices[segment]) + 1 for segment, _, _ in many]
+        caps = [DENSE_ROWS * 2 * len(prices[segment]) + 1 for segment, _, _ in many]
         counts = await bulk.resting_counts(await self._connection(), many, caps)
-        spans = [span for span, count, cap in zip(many, counts, caps, strict=True)
-                 if count < cap]
-        dense = {segment for segment, _, _ in spans}
-        above[:] = [a for a in above if a[0] not in dense] + [(s, high, False)
-                                                            for s, _, high in spans]
-        below[:] = [b for b in below if b[0] not in dense] + [(s, low, False)
-                                                            for s, low, _ in spans]
-        return spans
+        return [span for span, count, cap in zip(many, counts, caps, strict=True)
+                if count < cap]
 
     async def _load(self, above: Sequence[tuple[Segment, Decimal, bool]],
                     below: Sequence[tuple[Segment, Decimal, bool]],
@@ -248,13 +248,22 @@ class BatchBook(MemoryBook):
 
     async def _load_around(self, trades: Sequence[tuple[Trade, Rules]],
                            segment: Callable[[Trade], Segment]) -> list[Trade]:
-        above: list[tuple[Segment, Decimal, bool]] = []
-        below: list[tuple[Segment, Decimal, bool]] = []
+        """Loads each trade's ``segment`` at its price where the book does not know it
+        yet: the windows either side of the price, or, for a segment worth reading whole
+        (``_spans``), the span of the prices asked and one window beyond each end."""
+        asked = []  # (segment, price) not known yet, in the trades' order
         for trade, _ in trades:
-            up, down = self._gaps(segment(trade), trade.price, Decimal(0))
-            above += up
-            below += down
-        spans = await self._spans(above, below)
+            at = segment(trade)
+            if self._interval(at, trade.price) is None:
+                asked.append((at, trade.price))
+        spans = await self._spans(asked)
+        if spans:
+            dense = {at for at, _, _ in spans}
+            asked = [(at, price) for at, price in asked if at not in dense]
+        above = [(at, price, True) for at, price in asked]
+        below = [(at, price, False) for at, price in asked]
+        above += [(at, high, False) for at, _, high in spans]
+        below += [(at, low, False) for at, low, _ in spans]
         return await self._load(above, below, spans)
 
     # --- the Book protocol ----------------------------------------------------------------

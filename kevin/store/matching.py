@@ -11,7 +11,9 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import orjson
 
+from kevin import jsoncodec
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade, TradeTerms
 from kevin.domain.profiles import ProfileVersion
@@ -140,9 +142,9 @@ async def naming_rows(conn: asyncpg.Connection,
     """``naming`` for each of ``trades``, in one round trip, in that order (as rows)."""
     if not trades:
         return []
-    return list(await conn.fetch(q.NAMING_ANY, [t.counterparty for t in trades],
-                                 [t.participant for t in trades],
-                                 [t.trade_id for t in trades]))
+    # (participant, counterparty, trade_id) of the trades naming each: its mirror.
+    return list(await conn.fetch(q.NAMING_ANY, orjson.Fragment(jsoncodec.dumps(
+        [(t.counterparty, t.participant, t.trade_id) for t in trades]))))
 
 
 async def naming_any(conn: asyncpg.Connection, trades: Sequence[Trade]) -> list[Trade]:

@@ -4,7 +4,7 @@ Parameters are always bound; column lists are constants. The candidate search na
 parameters (kevin.store.named) and is rendered for one trade and for many.
 """
 
-from kevin.store.named import NamedStatement
+from kevin.store.named import NamedStatement, lines_source
 from kevin.store.queries import TRADE_COLUMNS
 
 # --- serialising matching per match key ------------------------------------------------
@@ -172,14 +172,14 @@ WHERE latest AND status = 'mismatched'
 ORDER BY participant, trade_id
 """
 
-# NAMING for several trades at once ($1, $2, $3: arrays of participant, counterparty
-# and trade_id, one entry per trade) — e.g. both legs of a new match in one round trip.
-# LATERAL runs NAMING's index-driven lookup once per entry; rows come back per entry
-# in the order given, then by (participant, trade_id), as separate calls would return them.
+# NAMING for several trades at once ($1: one line per trade, kevin.store.named
+# .lines_source — a batch asks for ten thousand, and asyncpg encoded three text arrays
+# of them element by element) — e.g. both legs of a new match in one round trip.
+# LATERAL runs NAMING's index-driven lookup once per line; rows come back per line in
+# the order given, then by (participant, trade_id), as separate calls would return them.
+NAMING_TARGETS = (("participant", "text"), ("counterparty", "text"), ("trade_id", "text"))
 NAMING_ANY = f"""
-SELECT pointing.* FROM
-    unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
-        AS target(participant, counterparty, trade_id, ord)
+SELECT pointing.* FROM {lines_source(NAMING_TARGETS)} AS target
 CROSS JOIN LATERAL (
     SELECT {TRADE_COLUMNS} FROM trades
     WHERE latest AND status = 'mismatched'
