@@ -6,10 +6,14 @@ walks every one of them."""
 from __future__ import annotations
 
 import gc
+import weakref
 from typing import Any
+
+from aiohttp import web
 
 from kevin import heap
 from kevin.api import batch as batch_route
+from kevin.api.app_keys import KEVIN
 from tests.conftest import trade_body
 from tests.test_batch_api import batch
 
@@ -50,3 +54,31 @@ async def test_a_batch_request_pauses_the_collector_until_its_objects_are_freed(
     assert [r["result"] for r in answer["results"]] == ["created", "created"]
     assert seen == {"parse_line": [False, False], "results_answer": [False]}
     assert gc.isenabled()
+
+
+async def test_a_batch_is_answered_before_its_objects_are_freed(client, banks, monkeypatch):
+    # Freeing 10,000 lines' submissions and outcomes takes a few hundredths of a second:
+    # the client reads its answer meanwhile.
+    events: list[str] = []
+    service = client.server.app[KEVIN]
+    submit_batch, write_eof = service.submit_batch, web.Response.write_eof
+
+    class Outcomes(list[Any]):  # a list the test can watch (weakref)
+        pass
+
+    async def submitted(*args: Any) -> Any:
+        outcomes = Outcomes(await submit_batch(*args))
+        weakref.finalize(outcomes, events.append, "freed")
+        return outcomes
+
+    async def written(self: web.Response, *args: Any) -> None:
+        await write_eof(self, *args)
+        events.append("sent")
+
+    monkeypatch.setattr(service, "submit_batch", submitted)
+    monkeypatch.setattr(web.Response, "write_eof", written)
+    a, _ = banks
+    answer = await batch(client, a, trade_body("A-1"))
+    assert [r["result"] for r in answer["results"]] == ["created"]
+    assert "freed" in events
+    assert events.index("sent") < events.index("freed")

@@ -27,6 +27,7 @@ from kevin.api.metrics import LINES, LinesAnswered, lines_answered
 from kevin.domain import errors as e
 from kevin.domain.models import Trade, TradeSubmission, plain_dump, plain_submission
 from kevin.engine.batch import MAX_LINES
+from kevin.feed.sse import CLIENT_CLOSED
 
 routes = web.RouteTableDef()
 
@@ -96,8 +97,9 @@ async def submit_batch(request: web.Request) -> web.Response:
             f"expected Content-Type {CONTENT_TYPE}, not {request.content_type or 'none'}")
     body = await read_batch_body(request)
     # The collector paused from the first line parsed until the lines, submissions and
-    # outcomes are freed (``_submitted``'s locals, when it returns): resumed with them
-    # still alive, its first pass would walk every one of them (heap.collector_paused).
+    # outcomes are freed (``_submitted``'s locals, when it returns, once it has sent the
+    # answer): resumed with them still alive, its first pass would walk every one of
+    # them (heap.collector_paused).
     with heap.collector_paused():
         return await _submitted(request, participant, body)
 
@@ -119,7 +121,16 @@ async def _submitted(request: web.Request, participant: str, body: bytes) -> web
             results.append({"line": number, "result": "invalid", "trade": None,
                             "error": parsed})
     outcomes = await request.app[KEVIN].submit_batch(participant, [s for _, s in valid])
-    return results_response(request, results, [index for index, _ in valid], outcomes)
+    response = results_response(request, results, [index for index, _ in valid], outcomes)
+    # Sent before this frame's lines, submissions and outcomes are freed (some 0.03 s
+    # for 10,000 lines, and the collector's pass after): the client reads its answer
+    # meanwhile.
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        response[CLIENT_CLOSED] = True  # gone before its answer
+    return response
 
 
 class Outcome(Protocol):
