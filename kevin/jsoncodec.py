@@ -86,11 +86,16 @@ def from_jsonb(stored: dict[str, Any] | str) -> dict[str, Any]:
 
 
 def _holds_json_number(value: Any) -> bool:
+    # Asked of every attributes object a bulk write writes: a loop that passes strings
+    # over without a call, not a generator per level (0.6 against 0.2 µs for a string).
     if isinstance(value, dict):
-        return any(_holds_json_number(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_holds_json_number(item) for item in value)
-    return isinstance(value, JsonNumber)
+        value = value.values()
+    elif not isinstance(value, list):
+        return isinstance(value, JsonNumber)
+    for item in value:
+        if type(item) is not str and _holds_json_number(item):
+            return True
+    return False
 
 
 def _float(text: str) -> Decimal:

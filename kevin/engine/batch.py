@@ -92,8 +92,7 @@ async def _match_in_memory(conn: asyncpg.Connection, participant: str,
     # lines anyway (the batch's prices and segments are known before they are stored).
     unwritten = [written(new, None, UNWRITTEN) for new in news]
     book.hide(unwritten)
-    await book.prefetch([(trade, (await book.rules_in_force(trade)).rules)
-                         for trade in unwritten])
+    await book.prefetch(unwritten)
     # The first submissions are read part by part while the lines are matched, and each
     # version 1 written with what matching derives from it; a trade_id another writer
     # created meanwhile is none of the batch's (its trade lies under a match key the

@@ -366,8 +366,7 @@ async def decide_group(pool: asyncpg.Pool, writes: Sequence[Write]) -> list[Outc
         book = BatchBook(conn, {key.product: stored_rules.get(key.product) for key in keys},
                          broken, profiles)
         book.hide(created.values())
-        await book.prefetch([(trade, (await book.rules_in_force(trade)).rules)
-                             for trade in created.values()], own_side=False)
+        await book.prefetch(list(created.values()), own_side=False)
         decider = _Decider(conn, book, keys, created)
         outcomes = [await decider.decide(write) for write in writes]
         await book.flush()

@@ -246,13 +246,13 @@ class BatchBook(MemoryBook):
             self._learn(segment, intervals)
         return held
 
-    async def _load_around(self, trades: Sequence[tuple[Trade, Rules]],
+    async def _load_around(self, trades: Sequence[Trade],
                            segment: Callable[[Trade], Segment]) -> list[Trade]:
         """Loads each trade's ``segment`` at its price where the book does not know it
         yet: the windows either side of the price, or, for a segment worth reading whole
         (``_spans``), the span of the prices asked and one window beyond each end."""
         asked = []  # (segment, price) not known yet, in the trades' order
-        for trade, _ in trades:
+        for trade in trades:
             at = segment(trade)
             if self._interval(at, trade.price) is None:
                 asked.append((at, trade.price))
@@ -290,11 +290,10 @@ class BatchBook(MemoryBook):
     async def candidates_many(self, trades: Sequence[tuple[Trade, Rules]]
                               ) -> list[list[Trade]]:
         """``prefetch``, then each trade's candidates answered from memory."""
-        await self.prefetch(trades)
+        await self.prefetch([trade for trade, _ in trades])
         return [await self.candidates(trade, rules) for trade, rules in trades]
 
-    async def prefetch(self, trades: Sequence[tuple[Trade, Rules]],
-                       own_side: bool = True) -> None:
+    async def prefetch(self, trades: Sequence[Trade], own_side: bool = True) -> None:
         """Loads the windows around every trade's price at once (kevin.store.bulk.windows:
         one statement for a few, two for more), and the trades naming what they found
         (one more). Where a trade has counterparts, and ``own_side``, the windows of its
@@ -310,8 +309,7 @@ class BatchBook(MemoryBook):
             # anything not broken with it (the nearest are taken even out of tolerance):
             # asking the segment, not walking it, loads a few windows more at most, never
             # fewer.
-            with_counterparts = [(t, r) for t, r in trades
-                                 if self._resting.get(opposite(t))]
+            with_counterparts = [t for t in trades if self._resting.get(opposite(t))]
             held += await self._load_around(with_counterparts, segment_of)
         await self.naming(held)
 
