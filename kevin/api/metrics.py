@@ -6,10 +6,9 @@ counter). Three kinds of figure:
 - request latency per route template, method and status, observed by a middleware;
 - trade outcomes — submissions by result, matches, mismatches — counted from what the
   API acknowledged: the middleware reads the outcome off the response of the write
-  routes (or the same answer as Python values, where the handler leaves it in
-  ``request[OUTCOME]``; a batch's or an import's lines counted, in ``request[LINES]``),
-  so the handlers and the engine stay free of metrics code and a count never includes a
-  write the client was not told about;
+  routes (a batch's or an import's lines it finds counted already, in
+  ``request[LINES]``), so the handlers and the engine stay free of metrics code and a
+  count never includes a write the client was not told about;
 - figures read at scrape time: the age of the oldest unmatched trade and the feed's
   backlog from the database (each a probe of a small partial index, under a short
   timeout), and the connection pool's usage.
@@ -69,10 +68,6 @@ FORCE = ("POST", "/v1/admin/matches")
 OBSERVED = {SUBMIT, BATCH, IMPORT, AMEND, FORCE}
 # An import's records that change a trade rather than submit one (MT300 AMND, CANC).
 CHANGES = {"amended", "cancelled"}
-# A handler may leave its answer here as Python values, so that observe need not parse
-# back what it just wrote.
-OUTCOME = web.RequestKey("outcome", dict)
-
 
 @dataclass(frozen=True)
 class LinesAnswered:
@@ -343,13 +338,11 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         if lines is not None:
             metrics.observe_lines(key, status, lines)
         elif key in OBSERVED and isinstance(response, web.Response):
-            body = request.get(OUTCOME)
-            if body is None:
-                try:
-                    raw = response.body
-                    body = orjson.loads(raw) if isinstance(raw, bytes) and raw else {}
-                except (orjson.JSONDecodeError, TypeError):
-                    body = {}
+            try:
+                raw = response.body
+                body = orjson.loads(raw) if isinstance(raw, bytes) and raw else {}
+            except (orjson.JSONDecodeError, TypeError):
+                body = {}
             if isinstance(body, dict):
                 metrics.observe_outcome(key, status, body)
 
