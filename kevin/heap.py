@@ -51,18 +51,30 @@ def trim_soon() -> None:
     asyncio.get_running_loop().call_later(TRIM_DELAY, trim)
 
 
+# Pauses in progress in this process, and whether the collector ran before the first
+# began: requests pause it from coroutines that overlap without nesting (a batch may end
+# while another is still matching), so the last pause to end resumes it, not the first.
+_pauses = 0
+_resume = False
+
+
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off meanwhile; reference counting frees everything
     as usual. A 10,000-line batch keeps hundreds of thousands of objects alive until it
     ends (its lines, submissions, book, outcomes and answer), in no reference cycle: the
     collector could free none of them, yet its passes would walk them over and over, and
-    once more when it resumed with them still alive. Resumed only by the outermost pause
-    (a pause inside another leaves it off)."""
-    paused = gc.isenabled()
+    once more when it resumed with them still alive. Resumed when the last pause of the
+    process ends, whether the pauses nest or overlap (two batch requests at once), and
+    only if it ran before the first began (paused by someone else: theirs to resume)."""
+    global _pauses, _resume
+    if _pauses == 0:
+        _resume = gc.isenabled()
+    _pauses += 1
     gc.disable()
     try:
         yield
     finally:
-        if paused:
+        _pauses -= 1
+        if _pauses == 0 and _resume:
             gc.enable()
