@@ -245,6 +245,7 @@ replays = sa.Table(
     sa.Column("replay_id", pg.UUID(as_uuid=True), primary_key=True),
     sa.Column("since", sa.DateTime(timezone=True), nullable=False),
     sa.Column("rules", pg.JSONB, nullable=False),
+    sa.Column("profiles", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("actor", sa.Text, nullable=False),
     sa.Column("applied", sa.Boolean, nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False,

@@ -7,6 +7,7 @@ import os
 import sys
 
 import asyncpg
+import orjson
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -144,5 +145,26 @@ async def test_0017_keeps_a_populated_feed_and_its_seqs_unique(empty_db_url):
         await database.migrate(empty_db_url, "0016", downgrade=True)
         assert (await _feed_keys(conn, ("uq_feed_seq",)))["uq_feed_seq"][0]
         assert await conn.fetch("SELECT to_jsonb(f) AS row FROM feed f ORDER BY id") == before
+    finally:
+        await conn.close()
+
+
+async def test_0018_gives_the_replays_recorded_before_it_no_profiles(empty_db_url):
+    """0018 adds the profiles a replay was run with to its record: a replay recorded
+    before has none ({}), its other columns unchanged; and 0017 comes back."""
+    await database.migrate(empty_db_url, "0017")
+    conn = await asyncpg.connect(to_asyncpg_dsn(empty_db_url))
+    try:
+        await conn.execute("""
+            INSERT INTO replays (replay_id, since, rules, actor, applied)
+            VALUES ('00000000-0000-0000-0000-000000000001', '2026-11-01T00:00:00Z',
+                    '{"XAU": {"location": "exact"}}', 'admin', true)""")
+        before = await conn.fetchrow("SELECT to_jsonb(r) AS row FROM replays r")
+        await database.migrate(empty_db_url)
+        after = await conn.fetchrow("SELECT to_jsonb(r) AS row FROM replays r")
+        assert orjson.loads(after["row"]) == {**orjson.loads(before["row"]), "profiles": {}}
+        assert await _schema_diff(empty_db_url) == []
+        await database.migrate(empty_db_url, "0017", downgrade=True)
+        assert await conn.fetchrow("SELECT to_jsonb(r) AS row FROM replays r") == before
     finally:
         await conn.close()

@@ -115,6 +115,14 @@ async def test_replays_take_profiles_and_a_replay_with_neither_changes_nothing(c
     assert resp.status == 200, body
     changed = {(c["trade_id"], c["after"]["status"]) for c in body["changes"]}
     assert changed == {("A-2", "matched"), ("B-2", "matched")}
+    # Its record keeps the profiles it was run with, as given (omitted fields exact).
+    record = await (await client.get(f"/v1/replays/{body['replay_id']}",
+                                     headers=ADMIN)).json()
+    assert record["rules"] == {}
+    assert list(record["profiles"]) == ["a-b-loose"]
+    loose = record["profiles"]["a-b-loose"]
+    assert loose["participants"] == ["BANKA", "BANKB"] and loose["product"] == "XAU"
+    assert loose["fields"]["price"] == {"abs": "6"}
     # Bad profiles in a replay are refused like any other.
     resp = await client.post("/v1/replays", json={"since": since, "profiles": {
         "x": {"participants": ["BANKA"], "product": "XAU"}}}, headers=ADMIN)

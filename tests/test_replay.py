@@ -137,6 +137,7 @@ async def test_dry_run_shows_and_apply_writes_the_changes_of_looser_rules(
     assert record["replay_id"] == dry["replay_id"] and record["applied"] is False
     assert record["actor"] == "admin" and record["rules"]["XAU"]["price_tolerance"] == {
         "abs": "0.25"}
+    assert record["profiles"] == {}  # none given
     assert datetime.fromisoformat(record["since"]) == datetime.fromisoformat(since)
     # Deterministic: the same replay again gives the same answer.
     again = await replay(client, since, loose)

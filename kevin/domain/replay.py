@@ -118,11 +118,12 @@ class ReplayResult(BaseModel):
 
 class ReplayRecord(BaseModel):
     """A row of the replays table: every replay, dry run (``applied`` false) or applied,
-    which rules, who, when."""
+    which rules and profiles it was given, who, when."""
 
     replay_id: UUID
     since: Annotated[AwareDatetime, UtcText]
     rules: dict[str, Any]
+    profiles: dict[str, Any]
     actor: str
     applied: bool
     recorded_at: Annotated[AwareDatetime, UtcText]

@@ -30,7 +30,6 @@ into another product, or force-matched with a trade of another.
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,6 +39,7 @@ from uuid import UUID
 
 import asyncpg
 
+from kevin import heap
 from kevin.domain.book import RulesInForce, choose_in_force
 from kevin.domain.errors import CannotMatch, NotFound
 from kevin.domain.matching import TradeRef, ref
@@ -241,16 +241,11 @@ class Replayer:
         # versions it writes) that live until it ends and form no reference cycles: the
         # cyclic collector can free none of them, yet each of its passes walks the young
         # ones, and at 100,000 trades those passes cost more than the replay itself
-        # (docs/performance.md). It is paused for the replay; reference counting frees
-        # everything else as usual.
-        paused = gc.isenabled()
-        gc.disable()
-        try:
+        # (docs/performance.md). It is paused for the replay (heap.collector_paused: with
+        # any batch or replay running beside it); reference counting frees the rest as usual.
+        with heap.collector_paused():
             return await self._replay(since, rules, apply=apply, actor=actor,
                                       profiles=profiles)
-        finally:
-            if paused:
-                gc.enable()
 
     async def _replay(self, since: datetime, rules: Mapping[str, Rules], *, apply: bool,
                       actor: str, profiles: Mapping[str, Profile] | None
@@ -265,7 +260,8 @@ class Replayer:
                                    profiles)
             # Kept as a record too (applied: false), so its replay_id can be fetched.
             async with database.transaction(self.pool) as conn:
-                await replay_store.record(conn, replay_id, since, dict(rules), actor, False)
+                await replay_store.record(conn, replay_id, since, rules, profiles or {}, actor,
+                                          False)
             return ReplayResult(
                 replay_id=replay_id, since=since, applied=False, products=plan.products,
                 changes=[ReplayChange(participant=c.participant, trade_id=c.trade_id,
@@ -274,7 +270,8 @@ class Replayer:
                          for c, r in plan.changes])
         async with database.transaction(self.pool) as conn:
             plan = await self._plan_locked(conn, since, rules, profiles)
-            await replay_store.record(conn, replay_id, since, dict(rules), actor, True)
+            await replay_store.record(conn, replay_id, since, rules, profiles or {}, actor,
+                                      True)
             written = await _write(conn, plan, replay_id, actor)
         return ReplayResult(
             replay_id=replay_id, since=since, applied=True, products=plan.products,

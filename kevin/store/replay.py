@@ -7,7 +7,7 @@ archived, through trade_history) of the trades of the products they replay.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -18,7 +18,7 @@ import asyncpg
 from kevin import jsoncodec
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import MatchRef, RulesRef, Trade, trusted
-from kevin.domain.profiles import ProfileVersion
+from kevin.domain.profiles import Profile, ProfileVersion
 from kevin.domain.replay import Outcome, ReplayRecord, RulesTimeline, StoredVersion, instant
 from kevin.domain.rules import Rules
 from kevin.store.profiles import profile_from_row
@@ -105,13 +105,14 @@ ORDER BY product, version
 """
 
 INSERT_REPLAY = """
-INSERT INTO replays (replay_id, since, rules, actor, applied)
-VALUES ($1, $2, $3, $4, $5)
-RETURNING replay_id, since, rules, actor, applied, recorded_at
+INSERT INTO replays (replay_id, since, rules, profiles, actor, applied)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING replay_id, since, rules, profiles, actor, applied, recorded_at
 """
 
 SELECT_REPLAY = """
-SELECT replay_id, since, rules, actor, applied, recorded_at FROM replays WHERE replay_id = $1
+SELECT replay_id, since, rules, profiles, actor, applied, recorded_at
+FROM replays WHERE replay_id = $1
 """
 
 
@@ -268,17 +269,23 @@ async def profiles_history(conn: asyncpg.Connection) -> list[ProfileVersion]:
 
 
 def _record(row: asyncpg.Record) -> ReplayRecord:
-    rules = row["rules"]
+    rules, profiles = row["rules"], row["profiles"]
     return ReplayRecord(replay_id=row["replay_id"], since=row["since"],
                         rules=json.loads(rules) if isinstance(rules, str) else rules,
+                        profiles=json.loads(profiles) if isinstance(profiles, str) else profiles,
                         actor=row["actor"], applied=row["applied"],
                         recorded_at=row["recorded_at"])
 
 
 async def record(conn: asyncpg.Connection, replay_id: UUID, since: datetime,
-                 rules: dict[str, Rules], actor: str, applied: bool) -> ReplayRecord:
-    body = {product: r.model_dump(mode="json") for product, r in sorted(rules.items())}
-    return _record(await conn.fetchrow(INSERT_REPLAY, replay_id, since, body, actor, applied))
+                 rules: Mapping[str, Rules], profiles: Mapping[str, Profile], actor: str,
+                 applied: bool) -> ReplayRecord:
+    """Keep a replay's record: what it was run with (its rules and profiles, as given),
+    who ran it, and whether it was applied."""
+    rules_body = {product: r.model_dump(mode="json") for product, r in sorted(rules.items())}
+    profiles_body = {name: p.model_dump(mode="json") for name, p in sorted(profiles.items())}
+    return _record(await conn.fetchrow(INSERT_REPLAY, replay_id, since, rules_body,
+                                       profiles_body, actor, applied))
 
 
 async def get(conn: asyncpg.Connection, replay_id: UUID) -> ReplayRecord | None:
