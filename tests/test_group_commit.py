@@ -26,6 +26,8 @@ from kevin.dburl import to_asyncpg_dsn
 from kevin.domain.models import TradeSubmission
 from kevin.engine.group_commit import LIGHT_WAIT
 from kevin.engine.service import TradeService
+from kevin.store import bulk
+from kevin.store.batch_book import BatchBook
 from kevin.store.matching import MATCH_LOCK_CLASS, MatchKey
 from tests.conftest import ADMIN, ADMIN_TOKEN, as_read, wait_for
 from tests.support import buy, get, sell, versions
@@ -369,6 +371,95 @@ async def test_a_write_the_database_refuses_fails_only_itself(client, service, b
     assert (result, trade.status, trade.match.counterparty_trade_id) == \
         ("created", "matched", "A-1")
     assert (await client.get("/v1/trades/A-2", headers=a)).status == 404
+
+
+async def test_a_group_s_transaction_writes_nothing_before_its_last_statement(
+        client, service, banks, conn, monkeypatch):
+    """The group reads, matches, and writes every version (each new trade's version 1
+    among them) at the end: until then its transaction has no xid, so the feed
+    sequencer numbers the rows other writers commit meanwhile (kevin.feed.sequencer)."""
+    a, b = banks
+    flush = BatchBook.flush
+    xids: list[object] = []
+
+    async def checked_flush(book: BatchBook) -> None:
+        xids.append(await book.conn.fetchval("SELECT pg_current_xact_id_if_assigned()"))
+        await flush(book)
+
+    monkeypatch.setattr(BatchBook, "flush", checked_flush)
+    async with held_drain(service, conn, blocker_send(client, a)) as queue:
+        sold = await queue(lambda: client.post("/v1/trades", json=sell("A-1"), headers=a))
+        bought = await queue(lambda: client.post("/v1/trades", json=buy("B-1"), headers=b))
+    assert (await sold).status == (await bought).status == 201
+    assert xids == [None]
+    assert (await get(client, b, "B-1"))["status"] == "matched"
+    assert await _transactions(conn, "_-1") == 1
+
+
+async def test_a_trade_id_created_after_the_group_read_it_free_is_answered_as_alone(
+        client, service, banks, conn, pool, monkeypatch):
+    """Another writer creates A-1 (under another match key) after the group read its
+    trade_id free: the group's last statement fails on the trade's key, the transaction
+    as a whole, and each write runs again alone — A-1's submission is answered from that
+    trade (409: its product differs), B-1 finds nothing to match."""
+    a, b = banks
+    first_submissions_and_broken = bulk.first_submissions_and_broken
+    other = TradeService(pool, group_commit=False)
+
+    async def another_writer_meanwhile(conn_, news, participants):
+        read = await first_submissions_and_broken(conn_, news, participants)
+        if any(new.trade_id == "A-1" for new in news):
+            await other.submit("BANKA", _submission(sell("A-1", product="XAG")))
+        return read
+
+    monkeypatch.setattr(bulk, "first_submissions_and_broken", another_writer_meanwhile)
+    with structlog.testing.capture_logs() as logs:
+        async with held_drain(service, conn, blocker_send(client, a)) as queue:
+            sold = await queue(lambda: client.post("/v1/trades", json=sell("A-1"), headers=a))
+            bought = await queue(lambda: client.post("/v1/trades", json=buy("B-1"),
+                                                     headers=b))
+        refused, created = await sold, await bought
+    assert [e["size"] for e in logs if e["event"].startswith("group commit failed")] == [2]
+    assert refused.status == 409
+    assert (await refused.json())["details"] == {"fields": ["product"]}
+    assert created.status == 201
+    assert (await created.json())["status"] == "unmatched"
+    stored = await get(client, a, "A-1")
+    assert (stored["version"], stored["product"]) == (1, "XAG")
+    assert await conn.fetchval("SELECT count(*) FROM trades WHERE trade_id LIKE '_-1'") == \
+        await conn.fetchval("SELECT count(*) FROM feed WHERE trade_id LIKE '_-1'") == 2
+
+
+async def test_a_trade_id_taken_before_the_group_read_it_is_answered_from_the_trade(
+        client, service, banks, conn, pool, monkeypatch):
+    """Another writer created A-1 (under another match key) after the group took its
+    locks, before it read its first submissions: the group reads it taken and answers
+    A-1's submission from that trade (409: its product differs), as alone, in its one
+    transaction — no write runs again."""
+    a, b = banks
+    open_group = bulk.open_group
+    other = TradeService(pool, group_commit=False)
+
+    async def another_writer_first(conn_, keys, participants):
+        opened = await open_group(conn_, keys, participants)
+        await other.submit("BANKA", _submission(sell("A-1", product="XAG")))
+        return opened
+
+    monkeypatch.setattr(bulk, "open_group", another_writer_first)
+    with structlog.testing.capture_logs() as logs:
+        async with held_drain(service, conn, blocker_send(client, a)) as queue:
+            refused = await queue(lambda: client.post("/v1/trades", json=sell("A-1"),
+                                                      headers=a))
+            bought = await queue(lambda: client.post("/v1/trades", json=buy("B-1"),
+                                                     headers=b))
+        refused_resp, bought_resp = await refused, await bought
+    assert not [e for e in logs if e["event"].startswith("group commit failed")]
+    assert refused_resp.status == 409
+    assert (await refused_resp.json())["details"] == {"fields": ["product"]}
+    status, _, body = await _answer(bought_resp)
+    assert (status, body["status"]) == (201, "unmatched")
+    stored = await get(client, a, "A-1")
+    assert (stored["version"], stored["product"]) == (1, "XAG")
 
 
 async def test_a_write_waits_for_a_stuck_group_at_most_max_wait(client, service, banks, conn):

@@ -134,3 +134,17 @@ async def test_a_batch_s_first_submissions_probe_the_primary_key(db_url):
             modes=("force_custom_plan", "force_generic_plan")):
         assert ("Seq Scan", "trades") not in _scans(plan), plan
         assert _indexes(plan) == ["pk_trades"], plan
+
+
+async def test_a_group_s_first_submissions_probe_the_primary_key(db_url):
+    """A group commit's read of its first submissions (bulk_queries
+    .FIRST_SUBMISSIONS_AND_BROKEN, with the broken pairs) keeps FIRST_SUBMISSIONS' plan:
+    one probe of pk_trades a line, never a scan of trades."""
+    from kevin.store import bulk_queries
+
+    for plan in await _plans_on_a_young_table(
+            db_url, bulk_queries.FIRST_SUBMISSIONS_AND_BROKEN,
+            [["BANKA", "R-1"], ["BANKA", "N-1"]], ["BANKA", "BANKB"],
+            modes=("force_custom_plan", "force_generic_plan")):
+        assert ("Seq Scan", "trades") not in _scans(plan), plan
+        assert [i for i in _indexes(plan) if "broken" not in i] == ["pk_trades"], plan

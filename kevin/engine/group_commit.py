@@ -14,18 +14,22 @@ write's latency and grouping saves little.
 
 A group is one transaction over the batch's book (kevin.store.batch_book): every match
 key of the group locked in one statement (ascending, as every writer takes them: the
-locks stay the arbiter between processes), version 1 of every new trade inserted in one
-statement, then each write decided in arrival order by the one Matcher exactly as alone
-— a submission over the book as the writes before it left it, a change behind the same
-preconditions as alone (kevin.engine.preconditions) — and every version written in two
-statements at the end. Each write's answer is what it was right after its own decision
-(a later write of the group may change the trade again; alone it would not have seen
-that), given only after the commit. A write the preconditions refuse (404, 409, 412,
-428) is refused alone and changes nothing. If the transaction fails as a whole (a lost
-race, a trade moved to a key the group did not lock, anything unexpected), each write
-of the group runs again alone, in order, so a bad one fails only itself. A client that
-goes away changes nothing for the others: the group runs in its own task, not in any
-request; a write still queued when its client went away is dropped.
+locks stay the arbiter between processes), every new trade's first submission read in
+one statement (the database's clock, and whether its trade_id is taken), then each
+write decided in arrival order by the one Matcher exactly as alone — a submission over
+the book as the writes before it left it, a change behind the same preconditions as
+alone (kevin.engine.preconditions) — and every version, each new trade's version 1
+among them, written in one statement at the end: the transaction writes nothing before
+it, so it holds back no other writer's feed rows (kevin.feed.sequencer) while it reads
+and matches. Each write's answer is what it was right after its own decision (a later
+write of the group may change the trade again; alone it would not have seen that),
+given only after the commit. A write the preconditions refuse (404, 409, 412, 428) is
+refused alone and changes nothing. If the transaction fails as a whole (a lost race, a
+trade_id another writer created after the group read it free, a trade moved to a key
+the group did not lock, anything unexpected), each write of the group runs again
+alone, in order, so a bad one fails only itself. A client that goes away changes
+nothing for the others: the group runs in its own task, not in any request; a write
+still queued when its client went away is dropped.
 """
 
 from __future__ import annotations
@@ -42,12 +46,12 @@ import structlog
 from kevin.domain.errors import DatabaseUnavailable, ExistsWithDifferentFields, KevinError
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import Trade, TradeSubmission, TradeTerms, differing_fields
-from kevin.domain.versions import NewVersion
+from kevin.domain.versions import NewVersion, written
 from kevin.engine.batch import terms_of
 from kevin.engine.matching import Matcher
 from kevin.engine.preconditions import IfMatch, current_for_change, unless_cancelled_by_agreement
 from kevin.store import bulk, database
-from kevin.store.batch_book import BatchBook
+from kevin.store.batch_book import UNWRITTEN, BatchBook
 from kevin.store.matching import MatchKey
 
 log = structlog.get_logger(__name__)
@@ -359,13 +363,22 @@ async def decide_group(pool: asyncpg.Pool, writes: Sequence[Write]) -> list[Outc
                     participant=write.participant, trade_id=write.submission.trade_id,
                     version=1, status="unmatched", reason="submitted", terms=write.terms,
                     actor=write.participant)
-        # The broken pairs with the new trades (one round trip), read under the locks:
-        # an operator's break holds them while it records one.
-        created, broken = await bulk.insert_first_versions_and_broken(
+        # When each new trade is first submitted, which trade_ids are taken already, and
+        # the broken pairs with the new trades (one round trip, nothing written), read
+        # under the locks: an operator's break holds them while it records one.
+        submitted, broken = await bulk.first_submissions_and_broken(
             conn, list(firsts.values()), {name for key in keys for name in key.participants})
+        news = [new.first_submitted(submitted[trade]) for trade, new in firsts.items()
+                if trade in submitted]
+        created = {(new.participant, new.trade_id): written(new, new.first_submitted_at,
+                                                            UNWRITTEN) for new in news}
         book = BatchBook(conn, {key.product: stored_rules.get(key.product) for key in keys},
                          broken, profiles)
         book.hide(created.values())
+        # Version 1 of each goes in with everything else at the end (book.flush): the
+        # transaction takes no xid before, so the feed sequencer is held back by it only
+        # for that statement and the commit, not for the group's reads and matching.
+        book.write_first(news)
         await book.prefetch(list(created.values()), own_side=False)
         decider = _Decider(conn, book, keys, created)
         outcomes = [await decider.decide(write) for write in writes]
@@ -381,7 +394,7 @@ class _Decider:
         self.conn = conn
         self.book = book
         self.keys = keys
-        self.unrevealed = dict(created)  # inserted, not yet reached in arrival order
+        self.unrevealed = dict(created)  # new, not yet reached in arrival order
 
     async def decide(self, write: Write) -> Outcome:
         if isinstance(write, Submit):
@@ -407,7 +420,7 @@ class _Decider:
             # One matcher per write, as one transaction per single submission.
             return "created", await Matcher(self.book, write.participant).submitted(new)
         stored = await self.book.latest(write.trade)
-        assert stored is not None  # not inserted by the group: it was there already
+        assert stored is not None  # not new to the group: its trade_id was taken
         fields = differing_fields(stored.terms(), write.terms)
         if fields:
             return ExistsWithDifferentFields(fields)

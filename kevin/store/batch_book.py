@@ -155,6 +155,15 @@ class BatchBook(MemoryBook):
             self._hidden.pop(trade, None)
             self._stored.pop(trade, None)
 
+    def write_first(self, news: Iterable[NewVersion]) -> None:
+        """Version 1 of trades ``hide`` was given, their first submissions set, none of
+        them in the database: pending ahead of anything matching derives from them, with
+        no stored version to flip (a group commit's, written at its ``flush``; a bulk
+        submission's go the same way part by part, ``first_versions``)."""
+        for new in news:
+            self._stored[(new.participant, new.trade_id)] = 0
+            self._pending.append(new)
+
     def reveal(self, trade: Trade) -> None:
         """The line of ``trade`` is reached: it joins the book. A new trade_id is named in
         no mismatch list. It arrives (MemoryBook.arrive): placed among the resting trades

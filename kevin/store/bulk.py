@@ -21,7 +21,7 @@ from kevin.store import bulk_queries as q
 from kevin.store.matching import MATCH_LOCK_CLASS, MatchKey, _rules_from_row
 from kevin.store.named import line_values
 from kevin.store.profiles import profile_from_row
-from kevin.store.trades import NewVersion, trade_from_new, trade_from_row, version_args
+from kevin.store.trades import NewVersion, trade_from_row, version_args
 
 # (participant, trade_id, version): one version of one trade.
 VersionRef = tuple[str, str, int]
@@ -112,32 +112,21 @@ async def first_submissions(conn: asyncpg.Connection, news: Sequence[NewVersion]
             for row in rows if not row["taken"]}
 
 
-def _first_versions(news: Sequence[NewVersion],
-                    rows: Iterable[asyncpg.Record]) -> dict[TradeRef, Trade]:
-    by_ref = {(new.participant, new.trade_id): new for new in news}
-    return {(row["participant"], row["trade_id"]): trade_from_new(
-                by_ref[(row["participant"], row["trade_id"])], row["first_submitted_at"],
-                row["recorded_at"])
-            for row in rows}
-
-
-async def insert_first_versions_and_broken(
+async def first_submissions_and_broken(
         conn: asyncpg.Connection, news: Sequence[NewVersion], participants: Iterable[str]
-        ) -> tuple[dict[TradeRef, Trade], set[frozenset[TradeRef]]]:
-    """Version 1 of each new trade with its feed row, in order (a trade that exists
-    already is skipped), and broken_among(``participants``), in one round trip
-    (bulk_queries.INSERT_FIRST_VERSIONS_AND_BROKEN): to be called under the match-key
-    locks, which the broken pairs are read under. The written trades, by (participant,
-    trade_id)."""
-    attributes: dict[int, Any] = {}
-    rows = await conn.fetch(q.INSERT_FIRST_VERSIONS_AND_BROKEN,
-                            [version_args(new, attributes) for new in news],
+        ) -> tuple[dict[TradeRef, datetime], set[frozenset[TradeRef]]]:
+    """first_submissions(``news``) and broken_among(``participants``) in one round trip
+    (bulk_queries.FIRST_SUBMISSIONS_AND_BROKEN): to be called under the match-key locks,
+    which the broken pairs are read under. Nothing is written."""
+    rows = await conn.fetch(q.FIRST_SUBMISSIONS_AND_BROKEN,
+                            [(new.participant, new.trade_id) for new in news],
                             sorted(set(participants)))
-    created = _first_versions(news, [row for row in rows if row["kind"] == "version"])
+    firsts = {(r["participant"], r["trade_id"]): r["first_submitted_at"]
+              for r in rows if r["kind"] == "first" and not r["taken"]}
     broken = {frozenset(((r["participant"], r["trade_id"]),
                          (r["participant_b"], r["trade_id_b"])))
               for r in rows if r["kind"] == "broken"}
-    return created, broken
+    return firsts, broken
 
 
 def written_rows(versions: Sequence[NewVersion], stored: Mapping[TradeRef, int]) -> Rows:

@@ -16,24 +16,6 @@ _NAMES = ", ".join(name for name, _ in VERSION_COLUMNS)
 _SELECTED = ", ".join("coalesce(first_submitted_at, clock_timestamp())"
                       if name == "first_submitted_at" else name for name, _ in VERSION_COLUMNS)
 
-# Version 1 of each new trade of a group commit, with its feed row, in line order (so
-# each line's first_submitted_at, the database's clock, follows the one before). A
-# trade_id that exists already is skipped (ON CONFLICT on the primary key): another
-# writer created it meanwhile. Only what the caller cannot know comes back.
-_FIRST_VERSIONS = f"""
-WITH new AS (
-    SELECT * FROM {lines_source(VERSION_COLUMNS)} AS n
-), version AS (
-    INSERT INTO trades (latest, {_NAMES})
-    SELECT true, {_SELECTED}
-    FROM new
-    ORDER BY ord
-    ON CONFLICT ON CONSTRAINT pk_trades DO NOTHING
-    RETURNING participant, trade_id, version, first_submitted_at, recorded_at
-), update AS (
-    INSERT INTO feed (participant, trade_id, version)
-    SELECT participant, trade_id, version FROM version ORDER BY recorded_at
-)"""
 # When each new trade of a batch ($1: participant, trade_id of each, in line order) is
 # first submitted — the database's clock, read line after line (a volatile expression of
 # the target list is evaluated in the order of the ORDER BY) — and whether its trade_id
@@ -54,16 +36,22 @@ FROM {lines_source(_NEW_TRADES)} AS n
 ORDER BY n.ord
 """
 
-# A group commit's _FIRST_VERSIONS (no lines: nothing inserted) with
-# SELECT_BROKEN_AMONG's pairs ($2) as rows of their own (kind 'broken'), in one round
-# trip. The broken pairs must be read under the match-key locks (an operator's break
-# holds them while it records one), so not in OPEN_GROUP, whose snapshot was taken
-# before its locks were granted: this statement starts after they were, and its
-# snapshot sees every break committed before.
-INSERT_FIRST_VERSIONS_AND_BROKEN = f"""{_FIRST_VERSIONS}
-SELECT 'version' AS kind, participant, trade_id, first_submitted_at, recorded_at,
+# A group commit's FIRST_SUBMISSIONS (its new trades, $1) with SELECT_BROKEN_AMONG's
+# pairs ($2) as rows of their own (kind 'broken'), in one round trip. Nothing is
+# written: the group's version 1s go in with the versions its matching derives, in its
+# WRITE_VERSIONS at the end, so that its transaction takes an xid only there — the feed
+# sequencer numbers no row of a transaction newer than the oldest still in flight, so
+# an xid held through the group's reads and matching would hold back every other
+# writer's rows committed meanwhile (docs/performance.md, change 53). FIRST_SUBMISSIONS
+# stays a subquery of its own (its ORDER BY keeps it from being flattened), its clock
+# read line after line. The broken pairs must be read under the match-key locks (an
+# operator's break holds them while it records one), so not in OPEN_GROUP, whose
+# snapshot was taken before its locks were granted: this statement starts after they
+# were, and its snapshot sees every break committed before.
+FIRST_SUBMISSIONS_AND_BROKEN = f"""
+SELECT 'first' AS kind, participant, trade_id, first_submitted_at, taken,
        NULL::text AS participant_b, NULL::text AS trade_id_b
-FROM version
+FROM ({FIRST_SUBMISSIONS}) AS f
 UNION ALL
 SELECT 'broken', participant_a, trade_id_a, NULL, NULL, participant_b, trade_id_b
 FROM broken_pairs

@@ -25,7 +25,6 @@ from kevin.domain.models import (
 from kevin.domain.queries import PageQuery
 from kevin.domain.versions import NewVersion as NewVersion
 from kevin.domain.versions import next_version as next_version
-from kevin.domain.versions import written
 from kevin.store import queries as q
 
 # queries.VERSION_COLUMNS by name: version_args builds its tuple in this order (a bulk
@@ -161,13 +160,6 @@ def mismatches_of(stored: list[dict[str, Any]],
         "fields": [trusted(MismatchField, dict(f)) for f in m["fields"]],
         "rules": rules_ref(m.get("rules"))})
         for m in stored]
-
-
-def trade_from_new(new: NewVersion, first_submitted_at: datetime,
-                   recorded_at: datetime) -> Trade:
-    """The Trade a NewVersion became once written, given what the database chose for it:
-    a bulk write reads back only those (decoding the rest would rebuild what was sent)."""
-    return written(new, first_submitted_at, recorded_at)
 
 
 async def insert_version(conn: asyncpg.Connection, new: NewVersion) -> Trade | None:
