@@ -476,8 +476,8 @@ async def test_a_write_waits_for_a_stuck_group_at_most_max_wait(client, service,
         assert await _lock_waiters(conn) == 1
 
 
-async def test_under_light_load_a_write_waits_a_tenth_of_max_wait(client, service, banks,
-                                                                    conn):
+async def test_under_light_load_a_write_waits_light_wait_of_max_wait(client, service,
+                                                                     banks, conn):
     """Fewer than LIGHT_LOAD writes in flight and queued: grouping would save little, so
     a write waits only LIGHT_WAIT x ``max_wait`` for the stuck group before starting its
     own beside it — not ``max_wait`` itself."""
