@@ -18,8 +18,8 @@ import pytest
 from kevin.domain.models import TradeSubmission
 from kevin.engine.service import TradeService
 from kevin.store import database
+from kevin.store.bulk_queries import WRITE_VERSIONS
 from kevin.store.matching_queries import NAMING_ANY
-from kevin.store.queries import APPEND_VERSIONS
 from tests.conftest import trade_body
 
 pytestmark = pytest.mark.slow
@@ -45,6 +45,7 @@ async def test_the_submission_statements_keep_a_generic_plan_on_analyzed_tables(
             trade_body(f"R-{i}", price=str(Decimal(900) + i))) for i in range(RESTING)])
         async with pool.acquire() as conn:
             await conn.execute("ANALYZE trades; ANALYZE feed")
+            before = [dict(r) for r in await conn.fetch(_PREPARED)]
         for i in range(PAIRS):
             sell = trade_body(f"A-{i}", price="2000.5")
             buy = trade_body(f"B-{i}", price="2000.5", side="buy", counterparty="BANKA")
@@ -53,19 +54,26 @@ async def test_the_submission_statements_keep_a_generic_plan_on_analyzed_tables(
             _, matched = await kevin.submit("BANKB", TradeSubmission.model_validate(buy))
             assert matched.status == "matched"
         async with pool.acquire() as conn:
-            rows = [dict(r) for r in await conn.fetch(
-                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")]
+            rows = [dict(r) for r in await conn.fetch(_PREPARED)]
     finally:
         await pool.close()
     # Each after the submission's first statement asked for generic plans (change 19):
-    # not even PostgreSQL's first five are custom. Two searches per pair, one append of
-    # both legs and one mismatch-list check.
+    # not even PostgreSQL's first five are custom. Two searches per pair, one write of
+    # versions each (the sell's version 1 alone, the buy's with both legs matched; the
+    # batch ran that statement before, planned for its own size) and one mismatch-list
+    # check a pair.
     search = [r for r in rows if "WITH within AS MATERIALIZED" in r["statement"]
               and "pg_prepared_statements" not in r["statement"]]  # not this query
     assert len(search) == 1, search
-    for plans, executions in ((search[0], 2 * PAIRS), (_plans(rows, APPEND_VERSIONS), PAIRS),
+    earlier = {r["statement"]: r for r in before}
+    for plans, executions in ((search[0], 2 * PAIRS), (_plans(rows, WRITE_VERSIONS), 2 * PAIRS),
                               (_plans(rows, NAMING_ANY), PAIRS)):
-        assert (plans["custom_plans"], plans["generic_plans"]) == (0, executions), plans
+        was = earlier.get(plans["statement"], {"custom_plans": 0, "generic_plans": 0})
+        assert (plans["custom_plans"] - was["custom_plans"],
+                plans["generic_plans"] - was["generic_plans"]) == (0, executions), plans
+
+
+_PREPARED = "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
 
 
 def _scans(plan: dict[str, object]) -> list[tuple[object, object]]:
@@ -148,3 +156,17 @@ async def test_a_group_s_first_submissions_probe_the_primary_key(db_url):
             modes=("force_custom_plan", "force_generic_plan")):
         assert ("Seq Scan", "trades") not in _scans(plan), plan
         assert [i for i in _indexes(plan) if "broken" not in i] == ["pk_trades"], plan
+
+
+async def test_a_submission_s_first_statement_probes_the_primary_key(db_url):
+    """The match-key lock and rules statement reads whether the new trade_id is taken
+    (matching_queries.LOCK_MATCH_KEY_AND_RULES) with one probe of pk_trades, never a
+    scan of trades."""
+    from kevin.store.matching import MATCH_LOCK_CLASS
+    from kevin.store.matching_queries import LOCK_MATCH_KEY_AND_RULES
+
+    for plan in await _plans_on_a_young_table(
+            db_url, LOCK_MATCH_KEY_AND_RULES, MATCH_LOCK_CLASS, 1, "XAU", "BANKA", "BANKB",
+            "BANKA", "R-1", modes=("force_custom_plan", "force_generic_plan")):
+        assert ("Seq Scan", "trades") not in _scans(plan), plan
+        assert "pk_trades" in _indexes(plan), plan

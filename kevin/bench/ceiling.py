@@ -61,8 +61,8 @@ async def _leg(conn: asyncpg.Connection, participant: str,
                body: dict[str, Any]) -> tuple[PostgresBook, Trade, list[Trade]]:
     """Lock and rules, insert, candidates: what every submission does before deciding."""
     terms = _terms(body)
-    rules, profile = await match_store.lock_match_key_and_rules(
-        conn, MatchKey.of(participant, terms))
+    rules, profile, _ = await match_store.lock_match_key_and_rules(
+        conn, MatchKey.of(participant, terms), (participant, body["trade_id"]))
     book = PostgresBook(conn, rules={terms.product: rules}, savepoints=False)
     created = await store.insert_version(conn, NewVersion(
         participant=participant, trade_id=body["trade_id"], version=1, status="unmatched",

@@ -40,7 +40,8 @@ from kevin.domain.versions import NewVersion, written
 from kevin.engine.matching import Matcher, random_ids
 from kevin.store import bulk, database
 from kevin.store import profiles as profile_store
-from kevin.store.batch_book import UNWRITTEN, BatchBook
+from kevin.store.batch_book import BatchBook
+from kevin.store.book import UNWRITTEN
 from kevin.store.matching import MatchKey
 
 MAX_LINES = 10_000

@@ -51,7 +51,8 @@ from kevin.engine.batch import terms_of
 from kevin.engine.matching import Matcher
 from kevin.engine.preconditions import IfMatch, current_for_change, unless_cancelled_by_agreement
 from kevin.store import bulk, database
-from kevin.store.batch_book import UNWRITTEN, BatchBook
+from kevin.store.batch_book import BatchBook
+from kevin.store.book import UNWRITTEN
 from kevin.store.matching import MatchKey
 
 log = structlog.get_logger(__name__)

@@ -24,7 +24,7 @@ from kevin.domain.rules import Rules, RulesVersion
 from kevin.engine import imports
 from kevin.engine.ageing import Clock, age_trades, system_clock
 from kevin.engine.agreements import Agreements
-from kevin.engine.batch import LineOutcome, submit_batch, terms_of
+from kevin.engine.batch import NEW_TRADE_KEYS, LineOutcome, submit_batch, terms_of
 from kevin.engine.group_commit import Amend, Answer, GroupCommitter, Submit, SubmitResult, Write
 from kevin.engine.imports import ImportOutcome
 from kevin.engine.matching import Matcher
@@ -145,19 +145,26 @@ class TradeService:
                 async with database.transaction(self.pool) as conn:
                     # The match key's lock first: then the candidate search sees every
                     # opposite side committed before us, and none can commit unseen
-                    # while we decide. The product's rules come with it (one round trip).
-                    rules, profile = await match_store.lock_match_key_and_rules(
-                        conn, MatchKey.of(participant, terms))
-                    created = await store.insert_version(conn, new)
-                    if created is not None:
+                    # while we decide. The product's rules come with it, and when the
+                    # trade is first submitted unless its trade_id is taken (one round
+                    # trip, nothing written).
+                    rules, profile, first = await match_store.lock_match_key_and_rules(
+                        conn, MatchKey.of(participant, terms), (participant, new.trade_id))
+                    if first is not None:
                         # No savepoint per evaluation (two round trips each): a lost
                         # version race, which the key lock makes all but impossible,
                         # rolls back this whole submission, retried below.
                         book = PostgresBook(conn, rules={terms.product: rules},
                                             savepoints=False)
-                        book.remember(created)
+                        # Version 1 is written with what matching derives from it (or
+                        # alone, at the flush): the transaction takes no xid before.
+                        created = book.write_first(new.first_submitted(first))
                         book.know_profile(created, profile)
-                        return "created", await Matcher(book, participant).submitted(created)
+                        await Matcher(book, participant).submitted(created)
+                        await book.flush()
+                        latest = await book.latest((participant, new.trade_id))
+                        assert latest is not None
+                        return "created", latest
                     stored = await store.latest(conn, participant, submission.trade_id)
                 break
             except VersionConflict:
@@ -165,6 +172,14 @@ class TradeService:
                     raise
                 log.warning("submission lost a version race; retrying it whole",
                             trade_id=submission.trade_id, attempt=attempt)
+            except asyncpg.UniqueViolationError as e:
+                # Its trade_id created by another writer after we found it free, before
+                # we wrote version 1 (which waited for that writer to commit): done
+                # again, the submission finds it taken and answers from it.
+                if attempt == SUBMIT_RETRIES or e.constraint_name not in NEW_TRADE_KEYS:
+                    raise
+                log.info("submission's trade_id created meanwhile; retrying it whole",
+                         trade_id=submission.trade_id, attempt=attempt)
         assert stored is not None  # version 1 exists and a trade always has a latest row
         fields = differing_fields(stored.terms(), terms)
         if fields:

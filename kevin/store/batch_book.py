@@ -40,7 +40,7 @@ import bisect
 import contextlib
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -79,10 +79,6 @@ YIELD_EVERY = 16
 # (``first_versions``): each part while the lines before it are matched.
 FIRST_VERSIONS = 2_000
 
-# What a batch's new trades carry as recorded_at until they are written: nothing reads it
-# (the book is loaded around their prices and segments, and each trade written gets the
-# recorded_at the database chose, ``_recorded``).
-UNWRITTEN = datetime.min.replace(tzinfo=UTC)
 
 INFINITY = Decimal("Infinity")
 # A closed price interval, unbounded on a side as -/+ INFINITY.

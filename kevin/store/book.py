@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
@@ -20,10 +21,16 @@ from kevin.domain.matching import TradeRef, ref
 from kevin.domain.models import Trade
 from kevin.domain.profiles import ProfileVersion
 from kevin.domain.rules import Rules, RulesVersion
-from kevin.domain.versions import NewVersion
+from kevin.domain.versions import NewVersion, written
+from kevin.store import bulk
 from kevin.store import matching as match_store
 from kevin.store import profiles as profile_store
 from kevin.store import trades as store
+
+# What a new trade carries as recorded_at until it is written (a single submission's
+# version 1 until its first write, a batch's or group's new trades until theirs):
+# nothing reads it — each trade written gets the recorded_at the database chose.
+UNWRITTEN = datetime.min.replace(tzinfo=UTC)
 
 
 def _claim(trade: Trade) -> tuple[str, str, str]:
@@ -36,6 +43,10 @@ def in_force(product: str, found: RulesVersion | None) -> RulesInForce:
     if found is None:
         return RulesInForce.exact(product)
     return RulesInForce.product_rules(product, found.version, found.rules())
+
+
+def _ref_of(new: NewVersion) -> TradeRef:
+    return new.participant, new.trade_id
 
 
 class PostgresBook:
@@ -59,6 +70,28 @@ class PostgresBook:
         # that product (its own or its "*" one), None when it has none.
         self._profiles: dict[tuple[str, str, str], ProfileVersion | None] = {}
         self._latest: dict[TradeRef, Trade] = {}
+        # A new trade's version 1, not yet in the database (write_first).
+        self._first: NewVersion | None = None
+
+    def write_first(self, first: NewVersion) -> Trade:
+        """Version 1 of a new trade (its first submission read, its trade_id free), held
+        back: it goes into the database with the first versions matching derives, in
+        one statement (bulk.write_versions), or alone at ``flush``. So a submission's
+        transaction takes its xid only once it writes (kevin.feed.sequencer numbers no
+        feed row of a transaction newer than the oldest in flight). The new trade's own
+        candidate search cannot find it (it looks at the other side); any other read
+        that could writes it first. Only without savepoints: an evaluation undone would
+        undo it. Returns the trade as the book holds it until written."""
+        assert not self.savepoints and self._first is None
+        self._first = first
+        trade = written(first, first.first_submitted_at, UNWRITTEN)
+        self._latest[ref(trade)] = trade
+        return trade
+
+    async def flush(self) -> None:
+        """Write the held version 1 if nothing matching derived has taken it along."""
+        if self._first is not None:
+            await self.append_versions([])
 
     def know_profile(self, trade: Trade, profile: ProfileVersion | None) -> None:
         """The pair's profile in force for ``trade``'s product, read by the caller in
@@ -92,6 +125,8 @@ class PostgresBook:
         return choose_in_force(trade, [profile] if profile else [], self._rules[product])
 
     async def candidates(self, trade: Trade, rules: Rules) -> list[Trade]:
+        if self._first is not None and ref(trade) != _ref_of(self._first):
+            await self.flush()
         found = await match_store.find_candidates(self.conn, trade, rules)
         for candidate in found:  # fresh from the database, under our lock
             self._latest[ref(candidate)] = candidate
@@ -99,6 +134,7 @@ class PostgresBook:
 
     async def candidates_many(self, trades: Sequence[tuple[Trade, Rules]]
                               ) -> list[list[Trade]]:
+        await self.flush()
         found = await match_store.find_candidates_many(self.conn, trades)
         for candidates in found:
             for candidate in candidates:
@@ -106,16 +142,35 @@ class PostgresBook:
         return found
 
     async def naming(self, trades: Sequence[Trade]) -> list[Trade]:
+        await self.flush()
         found = await match_store.naming_any(self.conn, trades)
         for trade in found:
             self._latest.setdefault(ref(trade), trade)
         return found
 
     async def append_versions(self, versions: Sequence[NewVersion]) -> list[Trade]:
-        written = await store.append_versions(self.conn, versions)
-        for trade in written:
+        if self._first is not None:
+            return await self._append_with_first(versions)
+        appended = await store.append_versions(self.conn, versions)
+        for trade in appended:
             self._latest[ref(trade)] = trade
-        return written
+        return appended
+
+    async def _append_with_first(self, versions: Sequence[NewVersion]) -> list[Trade]:
+        """``versions`` after the held version 1, in one statement: each trade's
+        earliest version written against the one before it (none for version 1). A
+        trade_id another writer created meanwhile fails it on the trade's key."""
+        assert self._first is not None
+        every = [self._first, *versions]
+        self._first = None
+        stored = {_ref_of(new): new.version - 1 for new in reversed(every)}
+        recorded = await bulk.write_versions(self.conn, every, stored)
+        trades = [written(new, new.first_submitted_at,
+                          recorded[(new.participant, new.trade_id, new.version)])
+                  for new in every]
+        for trade in trades:  # in order: each trade's last version stays latest
+            self._latest[ref(trade)] = trade
+        return trades[1:]
 
     async def record_broken_pair(self, first: Trade, second: Trade, match_id: UUID,
                                  comment: str | None) -> None:

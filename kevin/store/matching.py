@@ -59,15 +59,17 @@ async def lock_match_keys(conn: asyncpg.Connection, keys: Iterable[MatchKey]) ->
 
 
 async def lock_match_key_and_rules(
-    conn: asyncpg.Connection, key: MatchKey
-) -> tuple[RulesVersion | None, ProfileVersion | None]:
-    """Lock one key (see lock_match_keys) and read its product's latest rules and the
-    pair's live profile for it, in one round trip; None for what there is not."""
+    conn: asyncpg.Connection, key: MatchKey, trade: TradeRef
+) -> tuple[RulesVersion | None, ProfileVersion | None, datetime | None]:
+    """Lock one key (see lock_match_keys) and read its product's latest rules, the
+    pair's live profile for it, and when the new ``trade`` is first submitted, in one
+    round trip (matching_queries.LOCK_MATCH_KEY_AND_RULES); None for what there is not,
+    the first submission None when the trade_id is taken already."""
     row = await conn.fetchrow(q.LOCK_MATCH_KEY_AND_RULES, MATCH_LOCK_CLASS, key.lock_id(),
-                              key.product, *key.participants)
+                              key.product, *key.participants, *trade)
     rules = _rules_from_row(row) if row["version"] is not None else None
     profile = profile_from_row(row["profile"]) if row["profile"] is not None else None
-    return rules, profile
+    return rules, profile, None if row["taken"] else row["first_submitted_at"]
 
 
 def _lock_id(text: str) -> int:

@@ -199,12 +199,21 @@ WHERE product = $1 AND latest
 
 # A submission's first statement: LOCK_MATCH_KEY ($1, $2), the latest rules of the
 # product ($3) and the pair's profile ($4 < $5) for it (or for "*": precedence, most
-# specific first; ix_profiles_one_claim) in one round trip. The rules and profile rows
-# are read with the statement's snapshot, possibly before the lock is granted; that is as
-# good as after it, since their writers take locks of their own (RULES_LOCK_CLASS, the
-# profile's name), not the match key's: a rules change racing
-# a submission lands before or after it either way. One row always; rules columns NULL
-# when the product has none.
+# specific first; ix_profiles_one_claim), and what the new trade's version 1 needs —
+# when it is first submitted (the database's clock, read after the lock is granted: the
+# target list is evaluated in order) and whether its trade_id ($6, $7) is taken
+# already (one probe of pk_trades, as bulk_queries.FIRST_SUBMISSIONS) — in one round
+# trip. Nothing is written: version 1 goes in with the versions its matching derives
+# (kevin.store.book, PostgresBook.write_first), so the transaction takes an xid only
+# there and holds back no other writer's feed rows (kevin.feed.sequencer) while it
+# matches (docs/performance.md, change 55). Rules, profile and trade_id are read with
+# the statement's snapshot, possibly before the lock is granted. For the rules and the
+# profile that is as good as after it, since their writers take locks of their own
+# (RULES_LOCK_CLASS, the profile's name), not the match key's: a rules change racing a
+# submission lands before or after it either way. A trade_id another writer creates
+# after that snapshot makes the write of version 1 fail on the trade's key (the write
+# waits for that writer to commit), and the submission is done again, finding it
+# taken. One row always; rules columns NULL when the product has none.
 # It also keeps the rest of the submission's transaction on generic plans (set_config,
 # transaction-local): on a deep book PostgreSQL judges the candidate search's generic
 # plan dearer than a custom one and would plan that UNION anew for every submission, at
@@ -218,7 +227,10 @@ LOCK_MATCH_KEY_AND_RULES = """
 SELECT pg_advisory_xact_lock($1::int, $2::int) AS locked,
        set_config('plan_cache_mode', 'force_generic_plan', true) AS plans,
        r.product, r.version, r.body, r.actor, r.recorded_at,
-       to_jsonb(p) AS profile
+       to_jsonb(p) AS profile,
+       clock_timestamp() AS first_submitted_at,
+       (SELECT true FROM trades t WHERE t.participant = $6 AND t.trade_id = $7
+        LIMIT 1) IS NOT NULL AS taken
 FROM (VALUES (1)) AS one (x)
 LEFT JOIN rules r ON r.product = $3 AND r.latest
 LEFT JOIN LATERAL (
