@@ -55,7 +55,8 @@ async def test_a_submission_takes_its_xid_only_to_write(pool, conn, monkeypatch)
     assert (result, bought.version, bought.status) == ("created", 2, "matched")
     assert seen == [(None, [("A-1", 1)]), (None, [("B-1", 1), ("B-1", 2), ("A-1", 2)])]
     # What was answered is what was stored, and each version has its feed row.
-    assert await kevin.current("BANKA", "A-1") == (await kevin.versions("BANKA", "A-1"))[-1]
+    assert (await kevin.versions("BANKA", "A-1"))[0] == sold
+    assert [v.version for v in await kevin.versions("BANKB", "B-1")] == [1, 2]
     assert await kevin.current("BANKB", "B-1") == bought
     assert await conn.fetchval("SELECT count(*) FROM trades") == \
         await conn.fetchval("SELECT count(*) FROM feed") == 4
