@@ -9,9 +9,12 @@ adds on top of PostgreSQL.
 
 For a pair, as kevin.engine.service.TradeService.submit → kevin.engine.matching runs it:
 
-  each leg   the match-key lock and the rules · version 1 · the candidate search
-             (within tolerance, else the nearest: the sell finds neither)
-  the buy    matched: both legs' versions in one append · the trades naming either
+  each leg   the match-key lock, the rules and version 1's first submission (its
+             version 1 held back, unwritten) · the candidate search (within
+             tolerance, else the nearest: the sell finds neither)
+  the sell   resting: its version 1 written alone
+  the buy    matched: its version 1 and both legs' matched versions in one write ·
+             the trades naming either
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from kevin.domain.models import TERM_FIELDS, MatchRef, Trade, TradeTerms, truste
 from kevin.domain.versions import NewVersion, next_version
 from kevin.store import database
 from kevin.store import matching as match_store
-from kevin.store import trades as store
 from kevin.store.book import PostgresBook
 from kevin.store.matching import MatchKey
 
@@ -59,15 +61,16 @@ def _terms(body: dict[str, Any]) -> TradeTerms:
 
 async def _leg(conn: asyncpg.Connection, participant: str,
                body: dict[str, Any]) -> tuple[PostgresBook, Trade, list[Trade]]:
-    """Lock and rules, insert, candidates: what every submission does before deciding."""
+    """Lock, rules and first submission, candidates: what every submission does before
+    deciding (its version 1 held back by the book, as kevin.engine.service does)."""
     terms = _terms(body)
-    rules, profile, _ = await match_store.lock_match_key_and_rules(
+    rules, profile, first = await match_store.lock_match_key_and_rules(
         conn, MatchKey.of(participant, terms), (participant, body["trade_id"]))
+    assert first is not None, "the workload's trade ids are fresh"
     book = PostgresBook(conn, rules={terms.product: rules}, savepoints=False)
-    created = await store.insert_version(conn, NewVersion(
+    created = book.write_first(NewVersion(
         participant=participant, trade_id=body["trade_id"], version=1, status="unmatched",
-        reason="submitted", terms=terms, actor=participant))
-    assert created is not None, "the workload's trade ids are fresh"
+        reason="submitted", terms=terms, actor=participant).first_submitted(first))
     book.know_profile(created, profile)
     in_force = await book.rules_in_force(created)
     return book, created, await book.candidates(created, in_force.rules)
@@ -76,8 +79,9 @@ async def _leg(conn: asyncpg.Connection, participant: str,
 async def pair(conn: asyncpg.Connection, run_id: str, client: int, i: int, keys: int) -> None:
     sell_body, buy_body = w.pair_terms(run_id, client, i, keys)
     async with conn.transaction():
-        _, sell, none = await _leg(conn, w.SELLER, sell_body)
+        sell_book, sell, none = await _leg(conn, w.SELLER, sell_body)
         assert not none, "the sell found a counterpart: the workload is broken"
+        await sell_book.flush()
         book, buy, found = await _leg(conn, w.BUYER, buy_body)
         assert found and found[0].trade_id == sell.trade_id, "the buy did not find its sell"
         match_id = uuid.uuid4()
@@ -85,7 +89,7 @@ async def pair(conn: asyncpg.Connection, run_id: str, client: int, i: int, keys:
             next_version(buy, status="matched", reason="matched", actor=w.BUYER,
                          match=MatchRef(match_id=match_id, counterparty_trade_id=sell.trade_id,
                                         counterparty_version=2)),
-            next_version(sell, status="matched", reason="matched", actor=w.BUYER,
+            next_version(found[0], status="matched", reason="matched", actor=w.BUYER,
                          match=MatchRef(match_id=match_id, counterparty_trade_id=buy.trade_id,
                                         counterparty_version=2)),
         ])
