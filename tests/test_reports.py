@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from kevin.api.app_keys import KEVIN
 from kevin.store import reports
 from tests.conftest import ADMIN
 from tests.support import buy, cancel, get, post, sell, versions
@@ -34,9 +35,17 @@ def percentile_cont(values: list[Decimal], fraction: Decimal) -> Decimal:
 
 
 async def time_to_match(client, headers, trade_id: str) -> Decimal:
+    """The first matched version's recorded_at minus the first submission, which the API
+    does not show: read from version 1's row (a version 1 is recorded when it is written,
+    with what matching derived from it, after its first submission)."""
     history = await versions(client, headers, trade_id)
     first_matched = next(v for v in history if v["status"] == "matched")
-    delta = _instant(first_matched["recorded_at"]) - _instant(history[0]["recorded_at"])
+    async with client.server.app[KEVIN].pool.acquire() as conn:
+        first_submitted_at = await conn.fetchval(
+            "SELECT first_submitted_at FROM trades"
+            " WHERE participant = $1 AND trade_id = $2 AND version = 1",
+            history[0]["participant"], trade_id)
+    delta = _instant(first_matched["recorded_at"]) - first_submitted_at
     return Decimal(delta.days * 86_400 + delta.seconds) + Decimal(delta.microseconds).scaleb(-6)
 
 
