@@ -16,7 +16,7 @@ import asyncpg
 import psutil
 import pytest
 
-from kevin.bench import pgbench, runner
+from kevin.bench import batch, pgbench, runner
 from kevin.dburl import to_asyncpg_dsn
 from kevin.store.invariants import find_violations
 from tests.processes import run_cli
@@ -98,6 +98,25 @@ async def test_the_minimal_ceilings_pairs_are_matched_pairs_kevin_would_accept(
     assert await find_violations(conn) == []
 
 
+async def test_the_matched_copy_ceiling_stores_matched_pairs_kevin_would_accept(
+        db_url: str, conn: asyncpg.Connection) -> None:
+    await conn.execute("INSERT INTO participants (name) VALUES ('BANKA'), ('BANKB')")
+    figures = await batch.copy_ceiling(db_url, "mc", lines=50, requests=4, matched=True)
+    assert figures["trades"] == 200 and figures["trades_per_s"] > 0
+    latest = await conn.fetch(
+        "SELECT status, version, count(*) FROM trades WHERE latest GROUP BY 1, 2")
+    assert [tuple(r) for r in latest] == [("matched", 2, 200)]
+    assert await conn.fetchval("SELECT count(*) FROM trades") == 400
+    assert await conn.fetchval("SELECT count(*) FROM feed") == 400
+    # Each leg's matched version names the other's, and every invariant holds.
+    assert await conn.fetchval("""
+        SELECT count(*) FROM trades s JOIN trades b ON b.match_id = s.match_id
+        WHERE s.side = 'sell' AND b.side = 'buy' AND s.latest AND b.latest
+          AND s.match_counterparty_trade_id = b.trade_id
+          AND b.match_counterparty_trade_id = s.trade_id""") == 100
+    assert await find_violations(conn) == []
+
+
 def test_bench_refuses_an_unreachable_database() -> None:
     done = run_cli("bench", "pairs", "--duration", "1", timeout=60,
                    KEVIN_DATABASE_URL="postgresql://postgres@127.0.0.1:1/postgres")
@@ -157,6 +176,7 @@ async def test_bench_batch_against_a_copy_ceiling(server_url: str, tmp_path: Pat
     assert batch["service"]["results"] == {"created": 400}
     assert batch["service"]["matched_lines"] == 200  # every buy matched its sell
     assert batch["ceiling"]["trades_per_s"] > 0 and batch["ratio"] > 0
+    assert batch["matched_ceiling"]["trades"] == 400 and batch["matched_ratio"] > 0
     assert not set(json.loads(output.read_text())["scratch_databases"]) \
         & set(await _bench_databases(server_url))
 
