@@ -53,7 +53,7 @@ def tune_garbage_collector() -> None:
 async def serve(settings: Settings, host: str, port: int, workers: int,
                 listen_fd: int | None = None) -> None:
     """One process serving on host:port; or, with ``workers`` > 1, a supervisor of that
-    many (kevin.workers); or, with ``listen_fd``, one of a supervisor's workers."""
+    many (kevin.workers); or, with ``listen_fd``, one of a supervisor's ``workers``."""
     if workers > 1 and listen_fd is None:
         from kevin.workers import WorkersFailed, supervise
 
@@ -72,7 +72,8 @@ async def serve(settings: Settings, host: str, port: int, workers: int,
         health = Health()
         try:
             reads = Reads(pool, replica, max_lag=settings.read_max_lag)
-            service = TradeService(pool, reads, group_commit=settings.group_commit)
+            service = TradeService(pool, reads, group_commit=settings.group_commit,
+                                   processes=workers if listen_fd is not None else 1)
             app = create_app(service, settings.admin_token, health=health)
             tune_garbage_collector()
             runner = AppRunner(app, head_timeout=settings.request_head_timeout,
@@ -93,7 +94,7 @@ async def serve(settings: Settings, host: str, port: int, workers: int,
                     log.info("serving", url=f"http://{host}:{port}",
                              database="embedded" if not settings.database_url else "configured")
                 else:
-                    log.info("worker ready")
+                    log.info("worker ready", processes=workers)
                 lost = await _wait_for_stop(db, health)
                 log.info("shutting down")
             finally:

@@ -8,7 +8,7 @@ change 13). Workers divide that queue.
 The supervisor (this module, in the process the user started) prepares what must happen
 once — the embedded PostgreSQL if there is no KEVIN_DATABASE_URL, the migrations, the
 bound sockets, so that a port already in use fails at once with one line — then starts
-the workers: ``python -m kevin.cli serve --listen-fd FD``, each inheriting its own
+the workers: ``python -m kevin.cli serve --listen-fd FD --workers N``, each inheriting its own
 socket on the shared port (see listening_sockets). Everything shared between workers
 already lives in PostgreSQL: match-key locks, the feed's sequencer (one leader per
 database), the trades themselves.
@@ -95,6 +95,7 @@ async def supervise(settings: Settings, host: str, port: int, workers: int) -> N
                    "KEVIN_SUPERVISOR_PID": str(os.getpid())}
             children = [await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "kevin.cli", "serve", "--listen-fd", str(sock.fileno()),
+                "--workers", str(workers),
                 env=env, pass_fds=(sock.fileno(),)) for sock in sockets]
             log.info("serving", url=f"http://{host}:{port}", workers=[c.pid for c in children],
                      database="configured" if settings.database_url else "embedded")

@@ -24,7 +24,7 @@ import structlog.testing
 from kevin.api.app import create_app
 from kevin.dburl import to_asyncpg_dsn
 from kevin.domain.models import TradeSubmission
-from kevin.engine.group_commit import LIGHT_WAIT
+from kevin.engine.group_commit import LIGHT_LOAD, LIGHT_WAIT
 from kevin.engine.service import TradeService
 from kevin.store import bulk
 from kevin.store.batch_book import BatchBook
@@ -491,6 +491,32 @@ async def test_under_light_load_a_write_waits_light_wait_of_max_wait(client, ser
         assert resp.status == 201
         assert LIGHT_WAIT * 5 <= waited < 5
         assert await _lock_waiters(conn) == 1  # the blocker is still stuck
+
+
+async def test_light_load_is_the_servers_load_across_its_processes(client, service, banks,
+                                                                   conn):
+    """Four writes in this process (the stuck group's and three queued) are light load
+    for a server of one process, not for one of two (each sees its share of the
+    clients): there the write at the queue's head, on another key, waits ``max_wait``
+    for the stuck group instead of starting a group beside it."""
+    a, _ = banks
+    assert service.group is not None
+    assert 4 < LIGHT_LOAD <= 4 * 2
+    max_wait = 20  # the light wait, 0.4 s: time to queue the two writes behind the head
+    for processes, light in ((1, True), (2, False)):
+        service.group.processes = processes
+        async with held_drain(service, conn, blocker_send(client, a),
+                              max_wait=max_wait) as queue:
+            other = await queue(lambda p=processes: client.post(
+                "/v1/trades", json=sell(f"A-{p}"), headers=a))
+            same_key = [await queue(lambda i=i, p=processes: client.post(
+                "/v1/trades", json=sell(f"BLOCK-{p}{i}", product="XAG"), headers=a))
+                for i in range(2)]
+            # Four times the light wait: under light load it started beside the blocker.
+            done, _ = await asyncio.wait([other], timeout=4 * LIGHT_WAIT * max_wait)
+            assert bool(done) is light
+            assert service.group.queued == (2 if light else 3)
+        assert [(await r).status for r in (other, *same_key)] == [201] * 3
 
 
 async def test_under_light_load_a_write_on_a_busy_key_still_waits_for_its_group(

@@ -89,6 +89,10 @@ async def test_pairs_across_workers_match_once_and_metrics_count_every_worker(
             assert statuses == [201] * (2 * PAIRS), server.log()[-2000:]
             async with session.get(f"{server.url}/metrics") as resp:
                 metrics = await resp.text()
+        # Each worker knows it is one of two (group commit's light load is the server's).
+        ready = {line["pid"]: line["processes"] for line in _log_lines(server)
+                 if line.get("event") == "worker ready"}
+        assert ready == dict.fromkeys(workers, 2)
         served_by = {line.get("pid") for line in _log_lines(server)
                      if line.get("event") == "request" and line.get("path") == "/v1/trades"}
         assert served_by == set(workers), "both workers should have taken submissions"

@@ -64,14 +64,17 @@ MAX_GROUP = 64
 # and how many groups may run at once (each holds a pooled connection).
 MAX_WAIT = 0.025
 MAX_IN_FLIGHT = 4
-# Light load: fewer writes than LIGHT_LOAD in flight and queued together. Grouping then
-# saves little (the next group would be as small) and waiting for the group in flight is
-# most of a write's latency, so submissions that touch no match key or trade of the one
-# group in flight (they would only wait for its locks) start a second group beside it
-# after LIGHT_WAIT x max_wait (docs/performance.md, change 26): 0.5 ms, which still lets
-# writes sent together go as one group, where 2.5 ms held most lone writes for that long
-# and let fewer go alone (change 54). One beside it at most: more would split a busy
-# server's groups when its clients are slow to send.
+# Light load: fewer writes than LIGHT_LOAD in flight and queued together on the server,
+# counted as this process's times the processes serving (``kevin serve --workers``: each
+# sees its share of the clients, and splitting groups costs CPU the processes share;
+# docs/performance.md, change 56). Grouping then saves little (the next group would be
+# as small) and waiting for the group in flight is most of a write's latency, so
+# submissions that touch no match key or trade of the one group in flight (they would
+# only wait for its locks) start a second group beside it after LIGHT_WAIT x max_wait
+# (change 26): 0.5 ms, which still lets writes sent together go as one group, where
+# 2.5 ms held most lone writes for that long and let fewer go alone (change 54). One
+# beside it at most: more would split a busy server's groups when its clients are slow
+# to send.
 LIGHT_LOAD = 8
 LIGHT_WAIT = 0.02
 
@@ -126,15 +129,18 @@ class GroupCommitter:
 
     ``max_wait``: how long a write may wait for the group in flight before another
     group starts beside it (up to ``max_in_flight`` groups), the cap on the latency
-    grouping adds when a transaction is slow."""
+    grouping adds when a transaction is slow. ``processes``: how many processes serve
+    on the database (``kevin serve --workers``), for LIGHT_LOAD."""
 
     def __init__(self, pool: asyncpg.Pool, alone: Alone, max_group: int = MAX_GROUP,
-                 max_wait: float = MAX_WAIT, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+                 max_wait: float = MAX_WAIT, max_in_flight: int = MAX_IN_FLIGHT,
+                 processes: int = 1) -> None:
         self.pool = pool
         self.alone = alone
         self.max_group = max_group
         self.max_wait = max_wait
         self.max_in_flight = max_in_flight
+        self.processes = processes
         self.observers: list[Callable[[int], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: deque[_Queued] = deque()
@@ -227,8 +233,9 @@ class GroupCommitter:
         return group
 
     def _light(self) -> bool:
-        """Fewer than LIGHT_LOAD writes in flight and queued together."""
-        return len(self._queue) + sum(g.size for g in self._in_flight.values()) < LIGHT_LOAD
+        """Fewer than LIGHT_LOAD writes in flight and queued together, on the server."""
+        mine = len(self._queue) + sum(g.size for g in self._in_flight.values())
+        return mine * self.processes < LIGHT_LOAD
 
     def _touched(self) -> set[object] | None:
         """The match keys and trades the groups in flight touch; None if unknown (a

@@ -60,11 +60,14 @@ class TradeService:
     """The service's operations, independent of HTTP."""
 
     def __init__(self, pool: asyncpg.Pool, reads: Reads | None = None,
-                 clock: Clock = system_clock, group_commit: bool = True) -> None:
+                 clock: Clock = system_clock, group_commit: bool = True,
+                 processes: int = 1) -> None:
         self.pool = pool
         # Concurrent single writes decided and written in one transaction
         # (kevin.engine.group_commit); None: each write is its own transaction.
-        self.group = GroupCommitter(pool, self._alone) if group_commit else None
+        # ``processes``: how many serve (``kevin serve --workers``), this one among them.
+        self.group = (GroupCommitter(pool, self._alone, processes=processes)
+                      if group_commit else None)
         # History, as-of, lists, alleged, reports and feed pages: on a replica when one
         # is configured (kevin.store.replica); writes and transactions use ``pool``.
         self.reads = reads or Reads(pool)
