@@ -179,6 +179,55 @@ async def test_bench_batch_against_a_copy_ceiling(server_url: str, tmp_path: Pat
     assert batch["matched_ceiling"]["trades"] == 400 and batch["matched_ratio"] > 0
     assert not set(json.loads(output.read_text())["scratch_databases"]) \
         & set(await _bench_databases(server_url))
+    # The CPU a trade on each side, where PostgreSQL runs on this machine (as in CI).
+    conn = await asyncpg.connect(to_asyncpg_dsn(server_url))
+    try:
+        local = await runner.backends_cpu(conn, own=True) is not None
+    finally:
+        await conn.close()
+    service, bound = batch["service"], batch["cpu_bound"]
+    if local:
+        assert service["server_cpu_ms_per_1000"] > 0
+        assert service["postgresql_cpu_ms_per_1000"] > 0
+        assert batch["ceiling"]["postgresql_cpu_ms_per_1000"] > 0
+        assert batch["matched_ceiling"]["postgresql_cpu_ms_per_1000"] > 0
+        assert bound["cores"] == os.cpu_count() and bound["ratio"] > 0
+        assert "cpu bound" in done.stdout
+    else:
+        assert service["postgresql_cpu_ms_per_1000"] is None and bound is None
+        assert "cpu          not measured" in done.stdout
+
+
+async def test_backends_cpu_reads_the_cpu_each_backend_of_the_database_spent(
+        db_url: str, conn: asyncpg.Connection) -> None:
+    watcher = await asyncpg.connect(to_asyncpg_dsn(db_url))
+    try:
+        own = await runner.backends_cpu(conn, own=True)
+        assert own is not None, "PostgreSQL runs on this machine, here and in CI"
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+        assert list(own) == [pid]
+        before = await runner.backends_cpu(watcher)
+        assert before is not None and pid in before
+        assert await watcher.fetchval("SELECT pg_backend_pid()") not in before
+        await conn.fetchval("SELECT count(*) FROM generate_series(1, 3000000)")
+        spent = runner.cpu_between(before, await runner.backends_cpu(watcher))
+        assert spent is not None and spent > 0
+    finally:
+        await watcher.close()
+
+
+def test_cpu_between_counts_backends_that_started_and_leaves_out_those_that_ended() -> None:
+    assert runner.cpu_between({1: 1.0, 2: 5.0}, {1: 1.5, 3: 0.25}) == 0.75
+    assert runner.cpu_between(None, {1: 1.0}) is None
+    assert runner.cpu_between({1: 1.0}, None) is None
+
+
+def test_the_cpu_bound_is_the_rate_every_core_busy_allows() -> None:
+    service = {"server_cpu_ms_per_1000": 80.0, "postgresql_cpu_ms_per_1000": 120.0}
+    assert batch.cpu_bound(service, 40_000.0, 2) == {
+        "cores": 2, "trades_per_s": 10_000.0, "ratio": 0.25}
+    assert batch.cpu_bound({**service, "postgresql_cpu_ms_per_1000": None}, 40_000.0, 2) \
+        is None
 
 
 async def test_a_later_run_drops_only_the_scratch_databases_of_a_killed_bench(

@@ -12,6 +12,7 @@ leg: the least work the workload needs, as ``pgbench_pair.sql`` is for single pa
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 import uuid
@@ -93,10 +94,13 @@ async def copy_ceiling(url: str, run_id: str, lines: int, requests: int, *,
     buys' first versions go in as no longer latest, as the service writes them."""
     # A plain connection: asyncpg's own jsonb codec writes COPY's binary format (Kevin's
     # pool decodes jsonb as text, which COPY cannot use); jsonb is then given as text.
+    from kevin.bench.runner import backends_cpu, cpu_between
+
     conn = await asyncpg.connect(to_asyncpg_dsn(url))
     seconds = 0.0
     resting: dict[int, list[tuple[Any, ...]]] = {}
     try:
+        cpu_before = await backends_cpu(conn, own=True)
         for index, side in _plan(lines, requests):
             buying = matched and side == "buy"
             trades = _first_versions(run_id, index, lines, side, latest=not buying)
@@ -120,6 +124,7 @@ async def copy_ceiling(url: str, run_id: str, lines: int, requests: int, *,
                 await conn.copy_records_to_table(
                     "feed", records=feed, columns=("participant", "trade_id", "version"))
             seconds += time.perf_counter() - began
+        backend_cpu_s = cpu_between(cpu_before, await backends_cpu(conn, own=True))
     finally:
         await conn.close()
     total = lines * requests
@@ -129,7 +134,13 @@ async def copy_ceiling(url: str, run_id: str, lines: int, requests: int, *,
             "COPY of the trades' first versions and their feed rows, one transaction per "
             "batch, nothing matched")
     return {"trades": total, "seconds": round(seconds, 3),
-            "trades_per_s": round(total / seconds, 1), "what": what}
+            "trades_per_s": round(total / seconds, 1), "what": what,
+            "postgresql_cpu_ms_per_1000": _per_1000(backend_cpu_s, total)}
+
+
+def _per_1000(cpu_s: float | None, trades: int) -> float | None:
+    """CPU milliseconds per 1,000 trades (None: not measured)."""
+    return None if cpu_s is None else round(1_000_000 * cpu_s / trades, 1)
 
 
 # --- the service, driven from the load-generator process --------------------------------
@@ -177,6 +188,8 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
 async def bench(server_url: str, options: Any, workdir: Path) -> dict[str, Any]:
     from kevin.bench.runner import (
         ServeProcess,
+        backends_cpu,
+        cpu_between,
         create_participants,
         run_loadgen,
         scratch_database,
@@ -195,17 +208,45 @@ async def bench(server_url: str, options: Any, workdir: Path) -> dict[str, Any]:
         async with ServeProcess(url, secrets.token_urlsafe(16), workdir / "batch.log",
                                 max(options.workers)) as server:
             assert server.process is not None
-            service = await run_loadgen(
-                {"mode": "batch", "url": server.base, "run_id": run_id, "lines": lines,
-                 "requests": requests, "seller_key": keys[w.SELLER],
-                 "buyer_key": keys[w.BUYER]}, timeout=900)
-            service["server"] = tree_figures(server.process.pid)
+            # What the service's CPU says of its rate: every backend of its database
+            # (the requests', the feed sequencer's), and its own processes.
+            watcher = await asyncpg.connect(to_asyncpg_dsn(url))
+            try:
+                backends_before = await backends_cpu(watcher)
+                server_before = tree_figures(server.process.pid)
+                service = await run_loadgen(
+                    {"mode": "batch", "url": server.base, "run_id": run_id, "lines": lines,
+                     "requests": requests, "seller_key": keys[w.SELLER],
+                     "buyer_key": keys[w.BUYER]}, timeout=900)
+                service["server"] = server_after = tree_figures(server.process.pid)
+                backend_cpu_s = cpu_between(backends_before, await backends_cpu(watcher))
+            finally:
+                await watcher.close()
+    server_cpu_s = (server_after["cpu_s"] - server_before["cpu_s"]
+                    if server_before and server_after else None)
+    service["server_cpu_ms_per_1000"] = _per_1000(server_cpu_s, service["trades"])
+    service["postgresql_cpu_ms_per_1000"] = _per_1000(backend_cpu_s, service["trades"])
     ratio = service["trades_per_s"] / ceiling["trades_per_s"]
     matched_ratio = service["trades_per_s"] / matched_ceiling["trades_per_s"]
     return {"ceiling": ceiling, "matched_ceiling": matched_ceiling, "service": service,
             "ratio": round(ratio, 3), "matched_ratio": round(matched_ratio, 3),
             "lines_per_request": lines, "workers": max(options.workers),
-            "target_ratio": TARGET_COPY_RATIO}
+            "target_ratio": TARGET_COPY_RATIO,
+            "cpu_bound": cpu_bound(service, ceiling["trades_per_s"], os.cpu_count() or 1)}
+
+
+def cpu_bound(service: dict[str, Any], ceiling_trades_per_s: float,
+              cores: int) -> dict[str, Any] | None:
+    """The most trades/s the service's CPU a trade (its processes' and PostgreSQL's)
+    allows on ``cores`` cores, every core busy all the time, and that as a ratio to the
+    COPY ceiling: a rate the target cannot be met beyond however the work overlaps."""
+    server, backends = (service.get("server_cpu_ms_per_1000"),
+                        service.get("postgresql_cpu_ms_per_1000"))
+    if not server or backends is None:
+        return None
+    trades_per_s = cores * 1_000_000 / (server + backends)
+    return {"cores": cores, "trades_per_s": round(trades_per_s, 1),
+            "ratio": round(trades_per_s / ceiling_trades_per_s, 3)}
 
 
 def text(figures: dict[str, Any]) -> str:
@@ -221,5 +262,23 @@ def text(figures: dict[str, Any]) -> str:
         f"  ratio        {figures['ratio']} x the copy ceiling (target >= {TARGET_COPY_RATIO}: "
         f"{'met' if figures['ratio'] >= TARGET_COPY_RATIO else 'NOT met'}); "
         f"{figures['matched_ratio']} x the matched copy",
+        *_cpu_lines(figures),
     ])
+
+
+def _cpu_lines(figures: dict[str, Any]) -> list[str]:
+    """What each side's CPU a trade was, and the rate the service's allows."""
+    c, m, s = figures["ceiling"], figures["matched_ceiling"], figures["service"]
+    bound = figures.get("cpu_bound")
+    if bound is None or c["postgresql_cpu_ms_per_1000"] is None:
+        return ["  cpu          not measured (PostgreSQL is not on this machine, or its "
+                "processes are not readable)"]
+    return [
+        f"  cpu          service {s['server_cpu_ms_per_1000']} ms in kevin serve + "
+        f"{s['postgresql_cpu_ms_per_1000']} ms in PostgreSQL a 1,000 trades (copy ceiling "
+        f"{c['postgresql_cpu_ms_per_1000']} ms, matched copy "
+        f"{m['postgresql_cpu_ms_per_1000']} ms in PostgreSQL)",
+        f"  cpu bound    {bound['trades_per_s']:.1f} trades/s = {bound['ratio']} x the copy "
+        f"ceiling: the service's CPU a trade on {bound['cores']} cores, every core busy",
+    ]
 

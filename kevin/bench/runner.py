@@ -174,6 +174,48 @@ def tree_figures(pid: int) -> dict[str, float]:
             "cpu_s": round(sum(f["cpu_s"] for f in figures), 2), "processes": len(figures)}
 
 
+# The backends of the watching connection's database but its own, with when each started.
+_BACKENDS = """
+SELECT pid, extract(epoch FROM backend_start)::float8 AS started FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+"""
+
+
+async def backends_cpu(conn: asyncpg.Connection, own: bool = False) -> dict[int, float] | None:
+    """CPU seconds so far of each backend serving ``conn``'s database (``own``: of
+    ``conn``'s own backend alone), by pid; None where PostgreSQL does not run on this
+    machine (the pid is no postgres process here that started when the backend did)."""
+    if own:
+        rows = await conn.fetch("SELECT pg_backend_pid() AS pid, "
+                                "extract(epoch FROM backend_start)::float8 AS started "
+                                "FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+    else:
+        rows = await conn.fetch(_BACKENDS)
+    figures = {}
+    for row in rows:
+        try:
+            process = psutil.Process(row["pid"])
+            if process.name() != "postgres" or abs(process.create_time() - row["started"]) > 2:
+                return None
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue  # ended since it was listed
+        except psutil.Error:
+            return None
+        figures[row["pid"]] = times.user + times.system
+    return figures
+
+
+def cpu_between(before: dict[int, float] | None,
+                after: dict[int, float] | None) -> float | None:
+    """The CPU seconds backends spent between two ``backends_cpu`` readings: each one
+    listed at the second (one that started between counts from nothing). One that ended
+    between is left out, its share with it: the figure is never more than was spent."""
+    if before is None or after is None:
+        return None
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 def proc_figures(pid: int) -> dict[str, float]:
     """RSS (MiB) and CPU seconds of a process, from /proc (Linux); {} elsewhere."""
     try:
