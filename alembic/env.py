@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
-from kevin.dburl import to_sqlalchemy_url
+from kevin.dburl import server_settings, to_sqlalchemy_url
 from kevin.schema import metadata
 
 config = context.config
@@ -28,7 +28,7 @@ def _url() -> str:
     url = config.attributes.get("url") or os.environ.get("KEVIN_DATABASE_URL")
     if not url:
         raise RuntimeError("no database URL: set KEVIN_DATABASE_URL")
-    return to_sqlalchemy_url(url)
+    return url
 
 
 def _run(connection: Connection) -> None:
@@ -40,7 +40,9 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(_url())
+    url = _url()
+    engine = create_async_engine(to_sqlalchemy_url(url), connect_args={
+        "server_settings": server_settings(url, "kevin migrate")})
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
@@ -50,7 +52,8 @@ async def _run_async() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=_url(), target_metadata=metadata, literal_binds=True)
+    context.configure(url=to_sqlalchemy_url(_url()), target_metadata=metadata,
+                      literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 else:

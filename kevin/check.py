@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from kevin.dburl import to_asyncpg_dsn
+from kevin.dburl import server_settings, to_asyncpg_dsn
 from kevin.domain.errors import DatabaseUnavailable
 from kevin.store import database
 from kevin.store.invariants import Violation, find_violations
@@ -66,7 +66,9 @@ class Report:
 async def check(url: str, limit: int = 100) -> Report:
     """Run every check against the database at ``url`` in one snapshot."""
     try:
-        conn = await asyncpg.connect(to_asyncpg_dsn(url), timeout=database.ACQUIRE_TIMEOUT)
+        conn = await asyncpg.connect(
+            to_asyncpg_dsn(url), timeout=database.ACQUIRE_TIMEOUT,
+            server_settings=server_settings(url, "kevin check"))
     except database.CONNECTIVITY_ERRORS as e:
         raise DatabaseUnavailable(f"cannot connect to the database: {e}") from e
     try:

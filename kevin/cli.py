@@ -64,10 +64,11 @@ async def serve(settings: Settings, host: str, port: int, workers: int,
         return
     # A worker's supervisor has migrated already (and runs any embedded PostgreSQL).
     async with open_database(settings, migrate=listen_fd is None) as db:
-        pool = await database.create_pool(db.url)
+        pool = await database.create_pool(db.url, application_name="kevin serve")
         # No connection at start (min_size 0): a standby that is down costs its reads a
         # fallback to the primary, never the server's start.
-        replica = (await database.create_pool(settings.read_database_url, min_size=0)
+        replica = (await database.create_pool(settings.read_database_url, min_size=0,
+                                              application_name="kevin serve")
                    if settings.read_database_url else None)
         health = Health()
         try:
@@ -177,7 +178,8 @@ async def add_participant(settings: Settings, name: str) -> None:
     except ValidationError:
         raise CommandFailed(f"invalid participant name {name!r}: use [A-Z0-9_]{{1,32}}") from None
     async with database_url(settings) as url:
-        pool = await database.create_pool(url, min_size=1, max_size=1)
+        pool = await database.create_pool(url, min_size=1, max_size=1,
+                                          application_name="kevin participant add")
         try:
             print(await TradeService(pool).create_participant(name))
         finally:
@@ -202,7 +204,8 @@ async def stp_report(settings: Settings, args: argparse.Namespace) -> None:
 
     query = StpQuery.of(args.start, args.end, args.participant, args.group_by, args.as_of)
     async with database_url(settings, migrate=False) as url:
-        pool = await database.create_pool(url, min_size=1, max_size=1)
+        pool = await database.create_pool(url, min_size=1, max_size=1,
+                                          application_name="kevin report stp")
         try:
             report = await Reports(Reads(pool)).stp(query)
         finally:
@@ -297,7 +300,8 @@ async def archive_versions(settings: Settings, before: datetime, batch_size: int
         print(f"batch {report.batches}: {report.moved} versions archived so far", flush=True)
 
     async with database_url(settings) as url:
-        pool = await database.create_pool(url, min_size=1, max_size=1)
+        pool = await database.create_pool(url, min_size=1, max_size=1,
+                                          application_name="kevin archive")
         try:
             report = await archive(pool, before, batch_size, after_batch=progress)
         finally:
@@ -336,7 +340,8 @@ async def replay(settings: Settings, since: datetime, rules_file: str | None,
         raise CommandFailed(f"{source}: {first['field']}: {first['message']}") from None
     tune_garbage_collector()  # a replay holds as many objects as a large batch
     async with database_url(settings) as url:
-        pool = await database.create_pool(url, min_size=1, max_size=2)
+        pool = await database.create_pool(url, min_size=1, max_size=2,
+                                          application_name="kevin replay")
         try:
             result = await Replayer(pool).replay(request.since, request.rules,
                                                  apply=request.apply, actor="cli",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
 
 def to_sqlalchemy_url(url: str) -> str:
     """``postgresql://…`` (TCP or ``?host=/socket/dir``) → the asyncpg dialect's URL."""
@@ -27,3 +29,11 @@ def with_database(url: str, database: str) -> str:
     scheme, _, rest = head.partition("://")
     authority, _, _ = rest.partition("/")
     return f"{scheme}://{authority}/{database}{sep}{query}"
+
+
+def server_settings(url: str, application_name: str) -> dict[str, str]:
+    """The session settings Kevin gives its connections: ``application_name``, which
+    names the connection in pg_stat_activity and in the server's log — unless the URL
+    sets one itself (``?application_name=…``), which is then kept."""
+    query = urllib.parse.parse_qs(url.partition("?")[2])
+    return {} if "application_name" in query else {"application_name": application_name}

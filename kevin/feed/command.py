@@ -38,7 +38,8 @@ async def relay(settings: Settings, args: argparse.Namespace) -> None:
     from kevin.feed.relay import NatsRelay  # nats-py only for this command
 
     async with database_url(settings) as url:
-        pool = await database.create_pool(url, min_size=1, max_size=4)
+        pool = await database.create_pool(url, min_size=1, max_size=4,
+                                          application_name="kevin relay")
         try:
             with stop_signals() as stop:
                 await NatsRelay(pool, args.url, stream=args.stream,

@@ -118,6 +118,7 @@ class Sequencer:
 
     async def _lead(self, conn: asyncpg.Connection) -> None:
         log.info("feed sequencer: leading")
+        await store.name_leader(conn)
         self.leading = True
         await conn.add_listener(WRITTEN_CHANNEL, self._on_written)
         # A session killed under us: wake now, fail the next round, try again.

@@ -16,7 +16,7 @@ import structlog
 
 import kevin
 from kevin import jsoncodec
-from kevin.dburl import to_asyncpg_dsn
+from kevin.dburl import server_settings, to_asyncpg_dsn
 from kevin.domain.errors import DatabaseUnavailable, ValidationFailed
 
 log = structlog.get_logger(__name__)
@@ -82,13 +82,13 @@ async def _release_connection(conn: asyncpg.Connection) -> None:
 
 async def create_pool(
     url: str, *, min_size: int = 2, max_size: int = 10,
-    command_timeout: float | None = COMMAND_TIMEOUT,
+    command_timeout: float | None = COMMAND_TIMEOUT, application_name: str = "kevin",
 ) -> asyncpg.Pool:
     try:
         return await asyncpg.create_pool(
             to_asyncpg_dsn(url), min_size=min_size, max_size=max_size, init=_init_connection,
             reset=_release_connection, command_timeout=command_timeout,
-            timeout=ACQUIRE_TIMEOUT,
+            timeout=ACQUIRE_TIMEOUT, server_settings=server_settings(url, application_name),
         )
     except CONNECTIVITY_ERRORS as e:
         raise DatabaseUnavailable(f"cannot connect to the database: {e}") from e

@@ -34,6 +34,11 @@ async def take_lead(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval(q.TAKE_LEAD, q.SEQUENCER_LOCK_KEY))
 
 
+async def name_leader(conn: asyncpg.Connection) -> None:
+    """Name the lead's connection in pg_stat_activity (feed_queries.NAME_LEADER)."""
+    await conn.fetchval(q.NAME_LEADER)
+
+
 async def sequence_round(conn: asyncpg.Connection, batch: int) -> Round:
     """Assign seqs to up to ``batch`` committed updates and wake the readers, in one
     autocommitted statement. ``conn`` must hold the lead (take_lead) and no transaction."""

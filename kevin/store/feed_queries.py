@@ -20,6 +20,13 @@ WRITTEN_CHANNEL = "kevin_feed_written"
 
 TAKE_LEAD = "SELECT pg_try_advisory_lock($1)"
 
+# The lead's connection named for what it does, after whatever names it (its pool's
+# application_name, or the URL's), so that pg_stat_activity tells it from the others.
+NAME_LEADER = """
+SELECT set_config('application_name',
+                  left(current_setting('application_name') || ' (feed sequencer)', 63), false)
+"""
+
 # The payload is a time on the server's clock (microseconds since the epoch) by which the
 # follower's commits it announces had finished: the clock as the notification is sent,
 # less $2, the microseconds the follower has waited since its last commit returned. A
