@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import re
 import socket
 import sys
 from collections.abc import Callable, Coroutine
@@ -182,6 +183,40 @@ async def add_participant(settings: Settings, name: str) -> None:
                                           application_name="kevin participant add")
         try:
             print(await TradeService(pool).create_participant(name))
+        finally:
+            await pool.close()
+
+
+async def participant_command(settings: Settings, args: argparse.Namespace) -> None:
+    if args.action == "add":
+        await add_participant(settings, args.name)
+        return
+    from kevin.domain import errors
+    from kevin.domain.keys import KEY_ID_PATTERN, REVOKED_EVERYWHERE_WITHIN_S
+
+    if args.action == "revoke-key" and not re.fullmatch(KEY_ID_PATTERN, args.key_id):
+        raise CommandFailed(f"{args.key_id!r} is no key id: 16 hex digits, as `kevin "
+                            f"participant keys {args.name}` lists them")
+    async with database_url(settings) as url:
+        pool = await database.create_pool(url, min_size=1, max_size=1,
+                                          application_name=f"kevin participant {args.action}")
+        try:
+            service = TradeService(pool)
+            if args.action == "add-key":
+                created = await service.add_key(args.name)
+                print(f"{created.api_key}\nkey id {created.key_id}")
+            elif args.action == "keys":
+                for key in await service.keys(args.name):
+                    revoked = (f"revoked {key.revoked_at.isoformat()}" if key.revoked_at
+                               else "valid")
+                    print(f"{key.key_id}  issued {key.created_at.isoformat()}  {revoked}")
+            else:
+                key = await service.revoke_key(args.name, args.key_id)
+                assert key.revoked_at is not None
+                print(f"{key.key_id} revoked {key.revoked_at.isoformat()} (every Kevin "
+                      f"process refuses it within {REVOKED_EVERYWHERE_WITHIN_S:g} s)")
+        except errors.NotFound as e:
+            raise CommandFailed(e.message) from None
         finally:
             await pool.close()
 
@@ -389,6 +424,16 @@ def build_parser() -> argparse.ArgumentParser:
     participant_cmds = participant_p.add_subparsers(dest="action", required=True, metavar="ACTION")
     add_p = participant_cmds.add_parser("add", help="create a participant and print its API key")
     add_p.add_argument("name", help="participant name, [A-Z0-9_]{1,32}")
+    add_key_p = participant_cmds.add_parser(
+        "add-key", help="issue another API key for a participant and print it (its other "
+                        "keys stay valid)")
+    add_key_p.add_argument("name", help="the participant")
+    keys_p = participant_cmds.add_parser(
+        "keys", help="list a participant's keys: key id, issued, revoked (never the keys)")
+    keys_p.add_argument("name", help="the participant")
+    revoke_p = participant_cmds.add_parser("revoke-key", help="revoke one of a participant's keys")
+    revoke_p.add_argument("name", help="the participant")
+    revoke_p.add_argument("key_id", help="the key's id, as `keys` lists it")
     check_p = commands.add_parser(
         "check", help="verify the invariants (docs/design.md 1-6, 8-11) on the live database")
     check_p.add_argument("--limit", type=int, default=100,
@@ -463,7 +508,7 @@ def run(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, Non
                                args.workers or settings.workers, args.listen_fd),
         "migrate": lambda: migrate(settings),
         "db-url": lambda: print_database_url(settings),
-        "participant": lambda: add_participant(settings, args.name),
+        "participant": lambda: participant_command(settings, args),
         "check": lambda: check_invariants(settings, args.limit),
         "archive": lambda: archive_versions(settings, args.before, args.batch_size),
         "replay": lambda: replay(settings, args.since, args.rules, args.apply,

@@ -56,7 +56,9 @@ participants = sa.Table(
 )
 
 # Keys are random 256-bit tokens, so a plain SHA-256 is a sound one-way hash here (no
-# password stretching is needed); the key itself is never stored.
+# password stretching is needed); the key itself is never stored. A revoked key stays,
+# with when it was revoked (alembic 0019): a participant's keys are also the record of
+# when each was valid. A key's public id is the first 8 bytes of its hash, in hex.
 api_keys = sa.Table(
     "api_keys",
     metadata,
@@ -64,6 +66,7 @@ api_keys = sa.Table(
     sa.Column("participant", sa.Text, sa.ForeignKey("participants.name"), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
               server_default=sa.text("clock_timestamp()")),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
 )
 
 trades = sa.Table(

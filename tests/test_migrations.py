@@ -168,3 +168,25 @@ async def test_0018_gives_the_replays_recorded_before_it_no_profiles(empty_db_ur
         assert await conn.fetchrow("SELECT to_jsonb(r) AS row FROM replays r") == before
     finally:
         await conn.close()
+
+
+async def test_0019_keeps_every_key_valid_and_its_downgrade_keeps_no_revoked_one(
+        empty_db_url):
+    """0019 adds revoked_at: the keys issued before stay valid (NULL). Going back to 0018,
+    which cannot say a key is revoked, drops the revoked keys rather than revive them."""
+    await database.migrate(empty_db_url, "0018")
+    conn = await asyncpg.connect(to_asyncpg_dsn(empty_db_url))
+    try:
+        await conn.execute("INSERT INTO participants (name) VALUES ('BANKA')")
+        await conn.execute("INSERT INTO api_keys (key_hash, participant) "
+                           "VALUES ('\\x01'::bytea, 'BANKA'), ('\\x02'::bytea, 'BANKA')")
+        await database.migrate(empty_db_url)
+        assert await _schema_diff(empty_db_url) == []
+        assert await conn.fetchval(
+            "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL") == 2
+        await conn.execute("UPDATE api_keys SET revoked_at = now() WHERE key_hash = '\\x01'")
+        await database.migrate(empty_db_url, "0018", downgrade=True)
+        assert [bytes(r["key_hash"]) for r in await conn.fetch(
+            "SELECT key_hash FROM api_keys")] == [b"\x02"]
+    finally:
+        await conn.close()

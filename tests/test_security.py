@@ -34,6 +34,9 @@ ADMIN_ONLY = {
     ("GET", "/v1/replays/{replay_id}"), ("PUT", "/v1/participants/{name}"),
     ("PUT", "/v1/profiles/{name}"), ("GET", "/v1/profiles/{name}"),
     ("DELETE", "/v1/profiles/{name}"), ("GET", "/v1/profiles"),
+    # tests/test_api_keys.py: not even a participant's own keys.
+    ("POST", "/v1/participants/{name}/keys"), ("GET", "/v1/participants/{name}/keys"),
+    ("DELETE", "/v1/participants/{name}/keys/{key_id}"),
 }
 # Participant endpoints, each exercised across participants in a test below.
 ISOLATED = {
@@ -127,7 +130,8 @@ async def test_admin_endpoints_refuse_participant_keys(client, banks):
 def _concrete(path: str) -> str:
     return (path.replace("{trade_id}", "A-1").replace("{product}", "XAU")
             .replace("{match_id}", str(uuid.uuid4())).replace("{replay_id}", str(uuid.uuid4()))
-            .replace("{proposal_id}", str(uuid.uuid4())).replace("{name}", "BANKZ"))
+            .replace("{proposal_id}", str(uuid.uuid4())).replace("{name}", "BANKZ")
+            .replace("{key_id}", "0123456789abcdef"))
 
 
 # --- participant isolation -------------------------------------------------------------

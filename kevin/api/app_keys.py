@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 # used and every handler's call into the engine is type-checked.
 KEVIN: web.AppKey[TradeService] = web.AppKey("kevin")
 ADMIN_TOKEN = web.AppKey[str | None]("admin_token")
-KEY_CACHE = web.AppKey[dict[bytes, str]]("key_cache")  # API key hash -> participant
+# API key hash -> (participant, when it was last found valid: time.monotonic())
+KEY_CACHE = web.AppKey[dict[bytes, tuple[str, float]]]("key_cache")
 WORKBENCH: web.AppKey[Workbench] = web.AppKey("workbench")
 HEALTH = web.AppKey[Health]("health")

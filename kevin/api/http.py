@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from kevin import jsoncodec
 from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE
 from kevin.api.session import COOKIE, api_session
 from kevin.domain import errors as e
+from kevin.domain import keys
 from kevin.domain.keys import hash_key
 from kevin.domain.models import Instant
 from kevin.engine.service import IfMatch
@@ -34,6 +36,11 @@ class Principal:
 
 
 KEY_CACHE_SIZE = 10_000
+# A key found valid is taken on trust for this long before it is looked up again: a
+# busy client costs no query per request, and a key revoked by another process (another
+# worker, another host) is refused here within this much time. The process that revoked
+# it refuses it at once (forget_key).
+KEY_CACHE_SECONDS = keys.REVOKED_EVERYWHERE_WITHIN_S
 
 
 async def authenticate(request: web.Request) -> Principal:
@@ -49,18 +56,29 @@ async def authenticate(request: web.Request) -> Principal:
     admin = request.app[ADMIN_TOKEN]
     if admin is not None and hmac.compare_digest(token.encode(), admin.encode()):
         return Principal(None)
-    # Known keys are remembered by hash, so a busy client costs no query per request.
+    # Known keys are remembered by hash for a while (KEY_CACHE_SECONDS).
     cache = request.app[KEY_CACHE]
     key_hash = hash_key(token)
-    participant = cache.get(key_hash)
+    now = time.monotonic()
+    cached = cache.get(key_hash)
+    if cached is not None and now - cached[1] < KEY_CACHE_SECONDS:
+        return Principal(cached[0])
+    participant = await request.app[KEVIN].participant_for_key(token)
     if participant is None:
-        participant = await request.app[KEVIN].participant_for_key(token)
-        if participant is None:
-            raise e.Unauthorized("the API key is not valid")
-        if len(cache) >= KEY_CACHE_SIZE:
-            cache.clear()
-        cache[key_hash] = participant
+        cache.pop(key_hash, None)
+        raise e.Unauthorized("the API key is not valid")
+    if len(cache) >= KEY_CACHE_SIZE:
+        cache.clear()
+    cache[key_hash] = (participant, now)
     return Principal(participant)
+
+
+def forget_key(request: web.Request, participant: str, key_id: str) -> None:
+    """Drop a revoked key from this process's key cache: refused from the next request."""
+    cache = request.app[KEY_CACHE]
+    for key_hash in [h for h, (owner, _) in cache.items()
+                     if owner == participant and keys.key_id(h) == key_id]:
+        del cache[key_hash]
 
 
 async def require_admin(request: web.Request) -> Principal:

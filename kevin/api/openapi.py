@@ -10,6 +10,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 import kevin
 from kevin.domain.feed import FeedPage, FeedUpdate, OverdueUpdate, RelayStub
+from kevin.domain.keys import KEY_ID_PATTERN, REVOKED_EVERYWHERE_WITHIN_S
 from kevin.domain.models import (
     AgedTrade,
     ErrorBody,
@@ -21,6 +22,7 @@ from kevin.domain.models import (
     TradeSubmission,
     TradeVersions,
 )
+from kevin.domain.participants import ApiKey, ApiKeyCreated, ApiKeys
 
 MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (TradeSubmission, "validation"), (TradeAmendment, "validation"), (Trade, "serialization"),
@@ -31,6 +33,7 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (FeedUpdate, "serialization"), (FeedPage, "serialization"),
     (OverdueUpdate, "serialization"),
     (RelayStub, "serialization"),
+    (ApiKeyCreated, "serialization"), (ApiKeys, "serialization"), (ApiKey, "serialization"),
 ]
 
 ERROR_STATUSES = {
@@ -90,6 +93,8 @@ PARTICIPANT = _param("participant", "query",
                      "Admin only: whose trades to read (empty is the same as absent). A "
                      "participant naming another participant gets 404.")
 AUTH = ("401",)
+PARTICIPANT_NAME = _param("name", "path", {"type": "string", "pattern": r"^[A-Z0-9_]{1,32}$"},
+                          True, "The participant.")
 
 
 ETAG = {"description": 'The trade\'s current version, "3": send it back as If-Match.',
@@ -181,6 +186,36 @@ def openapi_document() -> dict[str, Any]:
             "responses": _responses({"201": ("Created", "ParticipantCreated")},
                                     ("400", *AUTH, "403", "409", "413", "415", "422")),
         }},
+        "/v1/participants/{name}/keys": {
+            "parameters": [PARTICIPANT_NAME],
+            "post": {
+                "summary": ("Issue another API key for the participant (admin); shown once. "
+                            "Its other keys stay valid: issue, move the clients over, then "
+                            "revoke the old key."),
+                "responses": _responses({"201": ("The new key", "ApiKeyCreated")},
+                                        (*AUTH, "403", "404", "503")),
+            },
+            "get": {
+                "summary": ("The participant's keys (admin), revoked ones too, oldest first; "
+                            "never the keys themselves."),
+                "responses": _responses({"200": ("Its keys", "ApiKeys")},
+                                        (*AUTH, "403", "404", "503")),
+            },
+        },
+        "/v1/participants/{name}/keys/{key_id}": {
+            "parameters": [PARTICIPANT_NAME, _param(
+                "key_id", "path", {"type": "string", "pattern": KEY_ID_PATTERN}, True,
+                "The key's id, as listed.")],
+            "delete": {
+                "summary": ("Revoke the key (admin): refused from the next request by the "
+                            "process that revoked it, by every other Kevin process within "
+                            f"{REVOKED_EVERYWHERE_WITHIN_S:g} s; the workbench sessions it "
+                            "opened end at once. Revoking it again changes nothing and "
+                            "answers the same."),
+                "responses": _responses({"200": ("The revoked key", "ApiKey")},
+                                        (*AUTH, "403", "404", "503")),
+            },
+        },
         "/v1/trades": {
             "post": {
                 "summary": "Submit a trade; resubmitting the same body is idempotent.",

@@ -59,6 +59,7 @@ def paths(existing: dict[str, Any]) -> dict[str, Any]:
     from kevin.api.openapi import (
         ERROR_STATUSES,
         PARTICIPANT,
+        PARTICIPANT_NAME,
         TRADE_ID,
         _json,
         _param,
@@ -75,9 +76,7 @@ def paths(existing: dict[str, Any]) -> dict[str, Any]:
             "summary": ("Register a participant's BIC (admin): SWIFT MT300 and FpML name the "
                         "parties by BIC. A BIC8 is stored in its 11-character form (branch "
                         "XXX); null removes it. 409 when another participant has it."),
-            "parameters": [_param("name", "path", {"type": "string",
-                                                   "pattern": r"^[A-Z0-9_]{1,32}$"}, True,
-                                  "The participant.")],
+            "parameters": [PARTICIPANT_NAME],
             "requestBody": {"required": True, **_json(_ref("ParticipantUpdate"))},
             "responses": _responses({"200": ("The participant", "Participant")},
                                     ("400", "401", "403", "404", "409", "413", "415", "422",

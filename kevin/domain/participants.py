@@ -4,6 +4,7 @@ messages (SWIFT MT300, FpML) name the parties to a trade."""
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
@@ -37,3 +38,25 @@ class ParticipantUpdate(BaseModel):
 class Participant(BaseModel):
     name: str
     bic: str | None
+
+
+class ApiKey(BaseModel):
+    """One of a participant's API keys, as the admin lists it (never the key itself):
+    ``revoked_at`` is null while it is valid."""
+
+    key_id: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeys(BaseModel):
+    keys: list[ApiKey]
+
+
+class ApiKeyCreated(BaseModel):
+    """A new key: ``api_key`` is shown this once and stored only as a hash."""
+
+    participant: str
+    key_id: str
+    api_key: str
+    created_at: datetime

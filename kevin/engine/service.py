@@ -19,6 +19,7 @@ from kevin.domain.errors import (
 )
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import AgedTrade, Trade, TradeSubmission, TradeTerms, differing_fields
+from kevin.domain.participants import ApiKey, ApiKeyCreated
 from kevin.domain.queries import PageQuery
 from kevin.domain.rules import Rules, RulesVersion
 from kevin.engine import imports
@@ -84,6 +85,19 @@ class TradeService:
     async def create_participant(self, name: str) -> str:
         async with database.transaction(self.pool) as conn:
             return await participants.create(conn, name)
+
+    async def add_key(self, name: str) -> ApiKeyCreated:
+        """Another API key for the participant (its others stay valid)."""
+        async with database.transaction(self.pool) as conn:
+            return await participants.add_key(conn, name)
+
+    async def keys(self, name: str) -> list[ApiKey]:
+        async with database.connection(self.pool) as conn:
+            return await participants.keys_of(conn, name)
+
+    async def revoke_key(self, name: str, key_id: str) -> ApiKey:
+        async with database.transaction(self.pool) as conn:
+            return await participants.revoke_key(conn, name, key_id)
 
     async def set_bic(self, name: str, bic: str | None) -> None:
         """Register a participant's BIC (11-character form); None removes it."""

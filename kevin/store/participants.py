@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncpg
 
 from kevin.domain.errors import Conflict, NotFound, ParticipantExists
-from kevin.domain.keys import hash_key, new_key
+from kevin.domain.keys import hash_key, key_id, new_key
+from kevin.domain.participants import ApiKey, ApiKeyCreated
 from kevin.store import queries as q
 
 
@@ -16,6 +17,42 @@ async def create(conn: asyncpg.Connection, name: str) -> str:
     api_key = new_key()
     await conn.execute(q.INSERT_API_KEY, hash_key(api_key), name)
     return api_key
+
+
+def _api_key(row: asyncpg.Record) -> ApiKey:
+    return ApiKey(key_id=key_id(row["key_hash"]), created_at=row["created_at"],
+                  revoked_at=row["revoked_at"])
+
+
+async def _require(conn: asyncpg.Connection, name: str) -> None:
+    if not await exists(conn, name):
+        raise NotFound(f"no participant {name}", {"participant": name})
+
+
+async def add_key(conn: asyncpg.Connection, name: str) -> ApiKeyCreated:
+    """Another key for the participant; its keys before stay valid."""
+    await _require(conn, name)
+    api_key = new_key()
+    row = await conn.fetchrow(q.INSERT_API_KEY, hash_key(api_key), name)
+    return ApiKeyCreated(participant=name, key_id=key_id(row["key_hash"]), api_key=api_key,
+                         created_at=row["created_at"])
+
+
+async def keys_of(conn: asyncpg.Connection, name: str) -> list[ApiKey]:
+    """The participant's keys, revoked ones too, oldest first."""
+    await _require(conn, name)
+    return [_api_key(row) for row in await conn.fetch(q.SELECT_API_KEYS, name)]
+
+
+async def revoke_key(conn: asyncpg.Connection, name: str, public_id: str) -> ApiKey:
+    """Revoke the participant's key ``public_id`` (key_id); a revoked one stays revoked
+    as it was."""
+    await _require(conn, name)
+    row = await conn.fetchrow(q.REVOKE_API_KEY, name, bytes.fromhex(public_id))
+    if row is None:
+        raise NotFound(f"participant {name} has no key {public_id}",
+                       {"participant": name, "key_id": public_id})
+    return _api_key(row)
 
 
 async def for_key(conn: asyncpg.Connection, api_key: str) -> str | None:

@@ -170,9 +170,28 @@ ON CONFLICT (name) DO NOTHING
 RETURNING name
 """
 
-INSERT_API_KEY = "INSERT INTO api_keys (key_hash, participant) VALUES ($1, $2)"
+INSERT_API_KEY = """
+INSERT INTO api_keys (key_hash, participant) VALUES ($1, $2)
+RETURNING key_hash, created_at, revoked_at
+"""
 
-SELECT_KEY_PARTICIPANT = "SELECT participant FROM api_keys WHERE key_hash = $1"
+SELECT_KEY_PARTICIPANT = """
+SELECT participant FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL
+"""
+
+# A participant's keys, revoked ones too, oldest first.
+SELECT_API_KEYS = """
+SELECT key_hash, created_at, revoked_at FROM api_keys WHERE participant = $1
+ORDER BY created_at, key_hash
+"""
+
+# Revoke the participant's key whose hash begins with $2 (its key id): once, the first
+# revocation's instant kept by a second one.
+REVOKE_API_KEY = """
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, clock_timestamp())
+WHERE participant = $1 AND substring(key_hash FROM 1 FOR 8) = $2::bytea
+RETURNING key_hash, created_at, revoked_at
+"""
 
 SELECT_PARTICIPANT = "SELECT name FROM participants WHERE name = $1"
 

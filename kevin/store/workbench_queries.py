@@ -14,12 +14,12 @@ FROM (SELECT clock_timestamp() AS at) AS now
 RETURNING expires_at
 """
 
-# A participant's session holds only while its key still exists (the join); the admin's
-# credential is checked by the caller against the configured token.
+# A participant's session holds only while its key is valid (the join: not revoked);
+# the admin's credential is checked by the caller against the configured token.
 SELECT_SESSION = """
 SELECT s.participant, s.credential_hash, s.csrf_token, s.expires_at
 FROM ui_sessions AS s
-LEFT JOIN api_keys AS k ON k.key_hash = s.credential_hash
+LEFT JOIN api_keys AS k ON k.key_hash = s.credential_hash AND k.revoked_at IS NULL
 WHERE s.session_hash = $1
   AND s.expires_at > clock_timestamp()
   AND (s.participant IS NULL OR k.participant = s.participant)

@@ -1,0 +1,154 @@
+"""A participant's API keys: the admin issues another, lists them, revokes one — a key
+rotated without a moment in which the participant's clients have none that works."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from kevin.api import http
+from kevin.api.app import create_app
+from kevin.domain.keys import hash_key, key_id
+from kevin.engine.service import TradeService
+from tests.conftest import ADMIN, ADMIN_TOKEN, bearer, trade_body, wait_for
+from tests.processes import run_cli
+from tests.ui_helpers import Browser
+
+
+def _key_of(headers: dict[str, str]) -> str:
+    return headers["Authorization"].split()[1]
+
+
+async def _keys(client: TestClient, name: str = "BANKA") -> list[dict[str, object]]:
+    resp = await client.get(f"/v1/participants/{name}/keys", headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    return (await resp.json())["keys"]
+
+
+async def test_a_key_is_rotated_without_a_gap(client, banks, conn):
+    a, _ = banks
+    first = _key_of(a)
+    [listed] = await _keys(client)
+    assert listed["key_id"] == key_id(hash_key(first)) and listed["revoked_at"] is None
+
+    resp = await client.post("/v1/participants/BANKA/keys", headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    created = await resp.json()
+    assert created["participant"] == "BANKA" and created["api_key"] != first
+    assert created["key_id"] == key_id(hash_key(created["api_key"]))
+    second = bearer(created["api_key"])
+    # Both keys work, for the same participant's trades.
+    assert (await client.post("/v1/trades", json=trade_body("A-1"), headers=a)).status == 201
+    assert (await client.get("/v1/trades/A-1", headers=second)).status == 200
+    assert [k["key_id"] for k in await _keys(client)] == [listed["key_id"], created["key_id"]]
+
+    resp = await client.delete(f"/v1/participants/BANKA/keys/{listed['key_id']}",
+                               headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    revoked = await resp.json()
+    assert revoked["key_id"] == listed["key_id"] and revoked["revoked_at"] is not None
+    assert datetime.fromisoformat(revoked["revoked_at"]) >= datetime.fromisoformat(
+        revoked["created_at"])
+    # The old key is refused from the next request (it was cached as valid), the new
+    # one goes on.
+    resp = await client.get("/v1/trades/A-1", headers=a)
+    assert resp.status == 401 and resp.headers["WWW-Authenticate"] == 'Bearer realm="kevin"'
+    assert (await client.get("/v1/trades/A-1", headers=second)).status == 200
+    # Revoked keys stay listed, with when: the record of when each key was valid.
+    assert [(k["key_id"], k["revoked_at"]) for k in await _keys(client)] == [
+        (listed["key_id"], revoked["revoked_at"]), (created["key_id"], None)]
+    # Revoking again changes nothing, and says the same.
+    again = await client.delete(f"/v1/participants/BANKA/keys/{listed['key_id']}",
+                                headers=ADMIN)
+    assert again.status == 200 and await again.json() == revoked
+    # The stored hash is kept, the key never stored.
+    rows = await conn.fetch("SELECT * FROM api_keys WHERE participant = 'BANKA'")
+    assert len(rows) == 2 and first.encode() not in str([dict(r) for r in rows]).encode()
+
+
+async def test_only_the_admin_manages_keys_and_unknown_ones_are_404(client, banks):
+    a, b = banks
+    assert (await client.post("/v1/participants/BANKA/keys")).status == 401
+    # Not even its own: a leaked key must not mint its successor.
+    assert (await client.post("/v1/participants/BANKA/keys", headers=a)).status == 403
+    assert (await client.get("/v1/participants/BANKA/keys", headers=a)).status == 403
+    own = key_id(hash_key(_key_of(a)))
+    assert (await client.delete(f"/v1/participants/BANKA/keys/{own}",
+                                headers=a)).status == 403
+    for method, path in [("POST", "/v1/participants/NOBODY/keys"),
+                         ("GET", "/v1/participants/NOBODY/keys"),
+                         ("GET", "/v1/participants/bad name/keys"),
+                         ("DELETE", f"/v1/participants/NOBODY/keys/{own}"),
+                         # BANKB's key named under BANKA; a malformed id.
+                         ("DELETE", f"/v1/participants/BANKA/keys/"
+                                    f"{key_id(hash_key(_key_of(b)))}"),
+                         ("DELETE", "/v1/participants/BANKA/keys/not-a-key-id"),
+                         ("DELETE", "/v1/participants/BANKA/keys/0000000000000000")]:
+        resp = await client.request(method, path, headers=ADMIN)
+        assert resp.status == 404, (method, path, resp.status)
+        assert (await resp.json())["error"] == "not_found"
+    # Nothing of that revoked anything.
+    assert (await client.get("/v1/trades", headers=a)).status == 200
+    assert (await client.get("/v1/trades", headers=b)).status == 200
+
+
+async def test_revoking_a_key_ends_the_workbench_sessions_it_opened(client, banks):
+    a, _ = banks
+    browser = await Browser.login(client, _key_of(a))
+    assert (await browser.get("/ui/exceptions")).status == 200
+    resp = await client.delete(
+        f"/v1/participants/BANKA/keys/{key_id(hash_key(_key_of(a)))}", headers=ADMIN)
+    assert resp.status == 200
+    assert (await browser.get("/ui/exceptions")).status == 303
+    assert (await browser.get("/v1/trades")).status == 401
+
+
+async def test_another_process_refuses_a_revoked_key_once_its_cache_lapses(
+        client, banks, service: TradeService, aiohttp_client, monkeypatch):
+    """Another process (another worker, another host) took the key as valid a moment
+    ago; it refuses it once it looks again — here after 0.3 s, by default 5 s."""
+    monkeypatch.setattr(http, "KEY_CACHE_SECONDS", 0.3)
+    a, _ = banks
+    other: TestClient = await aiohttp_client(create_app(service, ADMIN_TOKEN))
+    assert (await other.get("/v1/trades", headers=a)).status == 200  # cached there
+    resp = await client.delete(
+        f"/v1/participants/BANKA/keys/{key_id(hash_key(_key_of(a)))}", headers=ADMIN)
+    assert resp.status == 200
+
+    async def refused() -> bool:
+        return (await other.get("/v1/trades", headers=a)).status == 401
+
+    await wait_for(refused, timeout=5)
+    # And stays refused.
+    assert (await other.get("/v1/trades", headers=a)).status == 401
+
+
+@pytest.mark.slow
+async def test_the_cli_issues_lists_and_revokes_keys(db_url, service: TradeService) -> None:
+    await service.create_participant("BANKA")
+    issued = run_cli("participant", "add-key", "BANKA", KEVIN_DATABASE_URL=db_url)
+    assert issued.returncode == 0, issued.stderr
+    api_key, id_line = issued.stdout.splitlines()
+    assert id_line == f"key id {key_id(hash_key(api_key))}"
+    assert await service.participant_for_key(api_key) == "BANKA"
+
+    listed = run_cli("participant", "keys", "BANKA", KEVIN_DATABASE_URL=db_url)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 2 and all(line.endswith("valid") for line in lines)
+    assert lines[1].startswith(key_id(hash_key(api_key)))
+
+    revoked = run_cli("participant", "revoke-key", "BANKA", key_id(hash_key(api_key)),
+                      KEVIN_DATABASE_URL=db_url)
+    assert revoked.returncode == 0, revoked.stderr
+    assert await service.participant_for_key(api_key) is None
+    listed = run_cli("participant", "keys", "BANKA", KEVIN_DATABASE_URL=db_url)
+    assert "revoked" in listed.stdout.splitlines()[1]
+
+    for args, message in [(("revoke-key", "BANKA", "nope"), "is no key id"),
+                          (("revoke-key", "BANKA", "0" * 16), "has no key"),
+                          (("keys", "NOBODY"), "no participant NOBODY")]:
+        failed = run_cli("participant", *args, KEVIN_DATABASE_URL=db_url)
+        assert failed.returncode != 0 and message in failed.stderr, failed.stderr
