@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Protocol
 
 from kevin.domain.models import Mismatch, MismatchField, Trade, trusted
 from kevin.domain.rules import EXACT, Rules
@@ -70,7 +71,16 @@ class Candidates(list[Trade]):
         self.failing: dict[TradeRef, list[str]] = {}  # empty as list() made it
 
 
-def ref(trade: Trade) -> TradeRef:
+class HasRef(Protocol):
+    """A trade, or a version of one about to be written: whose and which trade."""
+
+    @property
+    def participant(self) -> str: ...
+    @property
+    def trade_id(self) -> str: ...
+
+
+def ref(trade: HasRef) -> TradeRef:
     return trade.participant, trade.trade_id
 
 

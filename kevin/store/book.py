@@ -45,10 +45,6 @@ def in_force(product: str, found: RulesVersion | None) -> RulesInForce:
     return RulesInForce.product_rules(product, found.version, found.rules())
 
 
-def _ref_of(new: NewVersion) -> TradeRef:
-    return new.participant, new.trade_id
-
-
 class PostgresBook:
     """The book of one transaction (``conn``).
 
@@ -125,7 +121,7 @@ class PostgresBook:
         return choose_in_force(trade, [profile] if profile else [], self._rules[product])
 
     async def candidates(self, trade: Trade, rules: Rules) -> list[Trade]:
-        if self._first is not None and ref(trade) != _ref_of(self._first):
+        if self._first is not None and ref(trade) != ref(self._first):
             await self.flush()
         found = await match_store.find_candidates(self.conn, trade, rules)
         for candidate in found:  # fresh from the database, under our lock
@@ -163,7 +159,7 @@ class PostgresBook:
         assert self._first is not None
         every = [self._first, *versions]
         self._first = None
-        stored = {_ref_of(new): new.version - 1 for new in reversed(every)}
+        stored = {ref(new): new.version - 1 for new in reversed(every)}
         recorded = await bulk.write_versions(self.conn, every, stored)
         trades = [written(new, new.first_submitted_at,
                           recorded[(new.participant, new.trade_id, new.version)])
