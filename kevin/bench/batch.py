@@ -242,7 +242,7 @@ def cpu_bound(service: dict[str, Any], ceiling_trades_per_s: float,
     COPY ceiling: a rate the target cannot be met beyond however the work overlaps."""
     server, backends = (service.get("server_cpu_ms_per_1000"),
                         service.get("postgresql_cpu_ms_per_1000"))
-    if not server or backends is None:
+    if server is None or backends is None or server + backends <= 0:
         return None
     trades_per_s = cores * 1_000_000 / (server + backends)
     return {"cores": cores, "trades_per_s": round(trades_per_s, 1),
