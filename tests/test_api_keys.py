@@ -3,6 +3,7 @@ rotated without a moment in which the participant's clients have none that works
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import pytest
@@ -10,6 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from kevin.api import http
 from kevin.api.app import create_app
+from kevin.api.app_keys import KEVIN
 from kevin.domain.keys import hash_key, key_id
 from kevin.engine.service import TradeService
 from tests.conftest import ADMIN, ADMIN_TOKEN, bearer, trade_body, wait_for
@@ -152,3 +154,52 @@ async def test_the_cli_issues_lists_and_revokes_keys(db_url, service: TradeServi
                           (("keys", "NOBODY"), "no participant NOBODY")]:
         failed = run_cli("participant", *args, KEVIN_DATABASE_URL=db_url)
         assert failed.returncode != 0 and message in failed.stderr, failed.stderr
+
+
+async def test_the_admin_lists_every_participant(client, banks):
+    resp = await client.put("/v1/participants/BANKB", json={"bic": "BANKGB2L"}, headers=ADMIN)
+    assert resp.status == 200
+    resp = await client.get("/v1/participants", headers=ADMIN)
+    assert resp.status == 200
+    listed = (await resp.json())["participants"]
+    assert [(p["name"], p["bic"]) for p in listed] == [("BANKA", None),
+                                                       ("BANKB", "BANKGB2LXXX")]
+    assert all(datetime.fromisoformat(p["created_at"]) for p in listed)
+    a, _ = banks
+    assert (await client.get("/v1/participants", headers=a)).status == 403
+
+
+async def test_the_workbench_page_issues_and_revokes_keys(client, banks):
+    a, _ = banks
+    admin = await Browser.login(client, ADMIN_TOKEN)
+    page = await admin.page("/ui/admin/participants")
+    own = key_id(hash_key(_key_of(a)))
+    assert 'id="participant-BANKA"' in page and f'id="key-{own}"' in page
+    # A participant is added, and its first key shown this once.
+    resp = await admin.post_form("/ui/admin/participants", {"action": "add", "name": "BANKC"})
+    assert resp.status == 200, await resp.text()
+    shown = await resp.text()
+    api_key = re.search(r'<code id="issued-key">([^<]+)</code>', shown).group(1)
+    assert await client.app[KEVIN].participant_for_key(api_key) == "BANKC"
+    assert api_key not in await admin.page("/ui/admin/participants")  # shown once
+    # Another key for BANKA; then BANKA's first one revoked.
+    resp = await admin.post_form("/ui/admin/participants", {"action": "add_key",
+                                                           "name": "BANKA"})
+    second = re.search(r'<code id="issued-key">([^<]+)</code>', await resp.text()).group(1)
+    resp = await admin.post_form("/ui/admin/participants", {
+        "action": "revoke_key", "name": "BANKA", "key_id": own})
+    assert resp.status == 200 and 'id="revoked"' in await resp.text()
+    assert (await client.get("/v1/trades", headers=a)).status == 401
+    assert (await client.get("/v1/trades", headers=bearer(second))).status == 200
+    # Bad input is refused and changes nothing; a participant cannot use the page.
+    for form in ({"action": "revoke_key", "name": "BANKA", "key_id": "x"},
+                 {"action": "explode", "name": "BANKA"},
+                 {"action": "add", "name": "bad name"}):
+        assert (await admin.post_form("/ui/admin/participants", form)).status == 422
+    resp = await admin.post_form("/ui/admin/participants", {"action": "add", "name": "BANKC"})
+    assert resp.status == 409
+    banka = await Browser.login(client, second)
+    assert (await banka.get("/ui/admin/participants")).status == 403
+    assert (await banka.post_form("/ui/admin/participants", {
+        "action": "add_key", "name": "BANKA"})).status == 403
+    assert len(await _keys(client)) == 2

@@ -35,6 +35,7 @@ ADMIN_ONLY = {
     ("PUT", "/v1/profiles/{name}"), ("GET", "/v1/profiles/{name}"),
     ("DELETE", "/v1/profiles/{name}"), ("GET", "/v1/profiles"),
     # tests/test_api_keys.py: not even a participant's own keys.
+    ("GET", "/v1/participants"),
     ("POST", "/v1/participants/{name}/keys"), ("GET", "/v1/participants/{name}/keys"),
     ("DELETE", "/v1/participants/{name}/keys/{key_id}"),
 }
@@ -62,6 +63,8 @@ WORKBENCH = {
     ("POST", "/ui/proposals"), ("POST", "/ui/proposals/{proposal_id}/{decision}"),
     ("GET", "/ui/reports/stp"), ("GET", "/ui/admin/profiles"), ("GET", "/ui/admin/rules"),
     ("POST", "/ui/admin/rules"), ("POST", "/ui/admin/profiles"),
+    # tests/test_api_keys.py: the admin's alone.
+    ("GET", "/ui/admin/participants"), ("POST", "/ui/admin/participants"),
 }
 ENDPOINTS = PUBLIC | ADMIN_ONLY | ISOLATED | WORKBENCH
 

@@ -419,6 +419,29 @@ async def test_the_admin_sees_a_rules_change_before_making_it(client, banks, peo
     assert (await latest(client, a, "A-1"))["status"] == "mismatched"
 
 
+async def test_the_admin_rotates_a_participants_key(client, banks, people):
+    a, _ = banks
+    old_key = key_of(a)
+    admin = await people(ADMIN_TOKEN)
+    await admin.page.get_by_role("link", name="Participants").click()
+    banka = admin.page.locator("#participant-BANKA")
+    await expect(banka).to_contain_text("valid")
+    await admin.page.get_by_role("button", name="Issue a key for BANKA").click()
+    new_key = (await admin.page.locator("#issued-key").text_content() or "").strip()
+    assert new_key.startswith("kv_") and new_key != old_key
+    await expect(admin.page.locator("#issued")).to_contain_text("shown this once")
+    # Two valid keys now; the old one is revoked from its row.
+    await expect(banka.get_by_role("button", name=re.compile("^Revoke key"))).to_have_count(2)
+    await banka.get_by_role("button", name=re.compile("^Revoke key")).first.click()
+    await expect(admin.page.locator("#revoked")).to_contain_text("of BANKA revoked")
+    await expect(banka.locator(".status-cancelled")).to_have_count(1)
+    assert await admin.page.evaluate(_TABLE_OVERFLOW) == {"page": 0, "past": []}
+    await admin.screenshot("participants")
+    assert (await client.get("/v1/trades", headers=a)).status == 401
+    assert (await client.get("/v1/trades",
+                             headers={"Authorization": f"Bearer {new_key}"})).status == 200
+
+
 async def test_the_login_page_works_from_the_keyboard(client, banks, browser, base_url):
     a, _ = banks
     context = await browser.new_context(viewport={"width": 1280, "height": 800})

@@ -75,7 +75,7 @@ async def authenticate(request: web.Request) -> Principal:
 
 def forget_key(request: web.Request, participant: str, key_id: str) -> None:
     """Drop a revoked key from this process's key cache: refused from the next request."""
-    cache = request.app[KEY_CACHE]
+    cache = request.config_dict[KEY_CACHE]
     for key_hash in [h for h, (owner, _) in cache.items()
                      if owner == participant and keys.key_id(h) == key_id]:
         del cache[key_hash]

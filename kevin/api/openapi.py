@@ -22,7 +22,7 @@ from kevin.domain.models import (
     TradeSubmission,
     TradeVersions,
 )
-from kevin.domain.participants import ApiKey, ApiKeyCreated, ApiKeys
+from kevin.domain.participants import ApiKey, ApiKeyCreated, ApiKeys, Participants
 
 MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (TradeSubmission, "validation"), (TradeAmendment, "validation"), (Trade, "serialization"),
@@ -34,6 +34,7 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (OverdueUpdate, "serialization"),
     (RelayStub, "serialization"),
     (ApiKeyCreated, "serialization"), (ApiKeys, "serialization"), (ApiKey, "serialization"),
+    (Participants, "serialization"),
 ]
 
 ERROR_STATUSES = {
@@ -185,6 +186,10 @@ def openapi_document() -> dict[str, Any]:
             "requestBody": {"required": True, **_json(_ref("ParticipantCreate"))},
             "responses": _responses({"201": ("Created", "ParticipantCreated")},
                                     ("400", *AUTH, "403", "409", "413", "415", "422")),
+        }, "get": {
+            "summary": "Every participant (admin), by name, with its BIC.",
+            "responses": _responses({"200": ("The participants", "Participants")},
+                                    (*AUTH, "403", "503")),
         }},
         "/v1/participants/{name}/keys": {
             "parameters": [PARTICIPANT_NAME],

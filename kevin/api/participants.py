@@ -11,9 +11,15 @@ from kevin.api.http import forget_key, json_response, read_model, require_admin
 from kevin.domain import errors as e
 from kevin.domain.keys import KEY_ID_PATTERN
 from kevin.domain.models import PARTICIPANT_PATTERN, ParticipantCreate, ParticipantCreated
-from kevin.domain.participants import ApiKeys, Participant, ParticipantUpdate
+from kevin.domain.participants import ApiKeys, Participant, Participants, ParticipantUpdate
 
 routes = web.RouteTableDef()
+
+
+@routes.get("/v1/participants")
+async def list_participants(request: web.Request) -> web.Response:
+    await require_admin(request)
+    return json_response(Participants(participants=await request.app[KEVIN].participants()))
 
 
 @routes.post("/v1/participants")

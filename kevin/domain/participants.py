@@ -40,6 +40,18 @@ class Participant(BaseModel):
     bic: str | None
 
 
+class ParticipantSummary(BaseModel):
+    """A participant as the admin lists them: ``GET /v1/participants``."""
+
+    name: str
+    bic: str | None
+    created_at: datetime
+
+
+class Participants(BaseModel):
+    participants: list[ParticipantSummary]
+
+
 class ApiKey(BaseModel):
     """One of a participant's API keys, as the admin lists it (never the key itself):
     ``revoked_at`` is null while it is valid."""

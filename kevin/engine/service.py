@@ -19,7 +19,7 @@ from kevin.domain.errors import (
 )
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import AgedTrade, Trade, TradeSubmission, TradeTerms, differing_fields
-from kevin.domain.participants import ApiKey, ApiKeyCreated
+from kevin.domain.participants import ApiKey, ApiKeyCreated, ParticipantSummary
 from kevin.domain.queries import PageQuery
 from kevin.domain.rules import Rules, RulesVersion
 from kevin.engine import imports
@@ -85,6 +85,16 @@ class TradeService:
     async def create_participant(self, name: str) -> str:
         async with database.transaction(self.pool) as conn:
             return await participants.create(conn, name)
+
+    async def participants(self) -> list[ParticipantSummary]:
+        async with database.connection(self.pool) as conn:
+            return await participants.every(conn)
+
+    async def participants_and_keys(
+            self) -> tuple[list[ParticipantSummary], dict[str, list[ApiKey]]]:
+        """Every participant, and the keys of each (the admin's page)."""
+        async with database.connection(self.pool) as conn:
+            return await participants.every(conn), await participants.every_key(conn)
 
     async def add_key(self, name: str) -> ApiKeyCreated:
         """Another API key for the participant (its others stay valid)."""

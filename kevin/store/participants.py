@@ -6,7 +6,7 @@ import asyncpg
 
 from kevin.domain.errors import Conflict, NotFound, ParticipantExists
 from kevin.domain.keys import hash_key, key_id, new_key
-from kevin.domain.participants import ApiKey, ApiKeyCreated
+from kevin.domain.participants import ApiKey, ApiKeyCreated, ParticipantSummary
 from kevin.store import queries as q
 
 
@@ -36,6 +36,20 @@ async def add_key(conn: asyncpg.Connection, name: str) -> ApiKeyCreated:
     row = await conn.fetchrow(q.INSERT_API_KEY, hash_key(api_key), name)
     return ApiKeyCreated(participant=name, key_id=key_id(row["key_hash"]), api_key=api_key,
                          created_at=row["created_at"])
+
+
+async def every(conn: asyncpg.Connection) -> list[ParticipantSummary]:
+    """Every participant, by name."""
+    return [ParticipantSummary(name=r["name"], bic=r["bic"], created_at=r["created_at"])
+            for r in await conn.fetch(q.SELECT_PARTICIPANTS)]
+
+
+async def every_key(conn: asyncpg.Connection) -> dict[str, list[ApiKey]]:
+    """Every participant's keys (those with any), revoked ones too, oldest first."""
+    found: dict[str, list[ApiKey]] = {}
+    for row in await conn.fetch(q.SELECT_ALL_API_KEYS):
+        found.setdefault(row["participant"], []).append(_api_key(row))
+    return found
 
 
 async def keys_of(conn: asyncpg.Connection, name: str) -> list[ApiKey]:

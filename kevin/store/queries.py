@@ -179,6 +179,14 @@ SELECT_KEY_PARTICIPANT = """
 SELECT participant FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL
 """
 
+SELECT_PARTICIPANTS = "SELECT name, bic, created_at FROM participants ORDER BY name"
+
+# Every participant's keys, revoked ones too, each's oldest first.
+SELECT_ALL_API_KEYS = """
+SELECT participant, key_hash, created_at, revoked_at FROM api_keys
+ORDER BY participant, created_at, key_hash
+"""
+
 # A participant's keys, revoked ones too, oldest first.
 SELECT_API_KEYS = """
 SELECT key_hash, created_at, revoked_at FROM api_keys WHERE participant = $1

@@ -28,10 +28,12 @@ from kevin import jsoncodec
 from kevin.api.admin import ADMIN_ACTOR
 from kevin.api.app_keys import KEVIN, WORKBENCH
 from kevin.api.errors import status_of
-from kevin.api.http import parse_model
+from kevin.api.http import forget_key, parse_model
 from kevin.api.session import COOKIE, CSRF_HEADER, cookie_session, csrf_matches
 from kevin.domain import errors as e
+from kevin.domain.keys import KEY_ID_PATTERN, REVOKED_EVERYWHERE_WITHIN_S, hash_key, key_id
 from kevin.domain.models import PARTICIPANT_PATTERN, TRADE_ID_PATTERN, Reason, Trade
+from kevin.domain.participants import ApiKey
 from kevin.domain.profiles import PROFILE_NAME_PATTERN, Profile, ProfileVersion
 from kevin.domain.proposals import Decision, Proposal, ProposalKind
 from kevin.domain.replay import ReplayResult
@@ -683,6 +685,62 @@ async def _rules_or_none(kevin: TradeService, product: str) -> RulesVersion | No
         return await kevin.get_rules(product)
     except e.NotFound:
         return None
+
+
+# --- participants and their keys (admin) ------------------------------------------------
+
+
+@routes.get("/admin/participants")
+async def participants_page(request: web.Request) -> web.Response:
+    session = await require_session(request)
+    _require_admin(session)
+    return await _participants_page(request, session)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A key just issued, shown on the page this once."""
+
+    participant: str
+    key_id: str
+    api_key: str
+
+
+async def _participants_page(request: web.Request, session: Session,
+                             issued: IssuedKey | None = None,
+                             revoked: tuple[str, ApiKey] | None = None) -> web.Response:
+    listed, keys = await request.config_dict[KEVIN].participants_and_keys()
+    return _page(request, "participants.html", session, {
+        "participants": listed, "keys": keys, "issued": issued, "revoked": revoked,
+        "within": REVOKED_EVERYWHERE_WITHIN_S})
+
+
+@routes.post("/admin/participants")
+async def participants_action(request: web.Request) -> web.Response:
+    """``add`` a participant, ``add_key`` for one, or ``revoke_key`` one of its keys."""
+    session = await require_session(request)
+    form = await read_form(request, session)
+    _require_admin(session)
+    action = _text(form, "action", 16)
+    name = _form_participant(form, "name")
+    kevin = request.config_dict[KEVIN]
+    if action == "add":
+        api_key = await kevin.create_participant(name)
+        return await _participants_page(request, session, issued=IssuedKey(
+            name, key_id(hash_key(api_key)), api_key))
+    if action == "add_key":
+        created = await kevin.add_key(name)
+        return await _participants_page(request, session, issued=IssuedKey(
+            name, created.key_id, created.api_key))
+    if action == "revoke_key":
+        public_id = _text(form, "key_id", 16)
+        if not re.fullmatch(KEY_ID_PATTERN, public_id):
+            raise e.ValidationFailed("not a key id", [{"field": "key_id",
+                                                       "message": KEY_ID_PATTERN}])
+        revoked = await kevin.revoke_key(name, public_id)
+        forget_key(request, name, public_id)
+        return await _participants_page(request, session, revoked=(name, revoked))
+    raise e.ValidationFailed("unknown action", [])
 
 
 # --- proposals ------------------------------------------------------------------------
