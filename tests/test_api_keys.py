@@ -8,6 +8,7 @@ from datetime import datetime
 
 import pytest
 from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
 
 from kevin.api import http
 from kevin.api.app import create_app
@@ -203,3 +204,18 @@ async def test_the_workbench_page_issues_and_revokes_keys(client, banks):
     assert (await banka.post_form("/ui/admin/participants", {
         "action": "add_key", "name": "BANKA"})).status == 403
     assert len(await _keys(client)) == 2
+
+
+async def test_issuing_and_revoking_keys_is_logged_for_audit(service: TradeService):
+    with capture_logs() as logs:
+        api_key = await service.create_participant("BANKA")
+        created = await service.add_key("BANKA")
+        revoked = await service.revoke_key("BANKA", created.key_id)
+    events = [(e["event"], e["participant"], e["key_id"]) for e in logs
+              if e["event"] in ("participant created", "api key issued", "api key revoked")]
+    assert events == [("participant created", "BANKA", key_id(hash_key(api_key))),
+                      ("api key issued", "BANKA", created.key_id),
+                      ("api key revoked", "BANKA", created.key_id)]
+    assert logs[-1]["revoked_at"] == revoked.revoked_at
+    # Never the key itself.
+    assert not any(api_key in str(e) or created.api_key in str(e) for e in logs)

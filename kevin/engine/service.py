@@ -17,6 +17,8 @@ from kevin.domain.errors import (
     NotFound,
     VersionConflict,
 )
+from kevin.domain.keys import hash_key
+from kevin.domain.keys import key_id as public_key_id
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import AgedTrade, Trade, TradeSubmission, TradeTerms, differing_fields
 from kevin.domain.participants import ApiKey, ApiKeyCreated, ParticipantSummary
@@ -84,7 +86,10 @@ class TradeService:
 
     async def create_participant(self, name: str) -> str:
         async with database.transaction(self.pool) as conn:
-            return await participants.create(conn, name)
+            api_key = await participants.create(conn, name)
+        log.info("participant created", participant=name,
+                 key_id=public_key_id(hash_key(api_key)))
+        return api_key
 
     async def participants(self) -> list[ParticipantSummary]:
         async with database.connection(self.pool) as conn:
@@ -99,7 +104,9 @@ class TradeService:
     async def add_key(self, name: str) -> ApiKeyCreated:
         """Another API key for the participant (its others stay valid)."""
         async with database.transaction(self.pool) as conn:
-            return await participants.add_key(conn, name)
+            created = await participants.add_key(conn, name)
+        log.info("api key issued", participant=name, key_id=created.key_id)
+        return created
 
     async def keys(self, name: str) -> list[ApiKey]:
         async with database.connection(self.pool) as conn:
@@ -107,7 +114,10 @@ class TradeService:
 
     async def revoke_key(self, name: str, key_id: str) -> ApiKey:
         async with database.transaction(self.pool) as conn:
-            return await participants.revoke_key(conn, name, key_id)
+            revoked = await participants.revoke_key(conn, name, key_id)
+        log.info("api key revoked", participant=name, key_id=key_id,
+                 revoked_at=revoked.revoked_at)
+        return revoked
 
     async def set_bic(self, name: str, bic: str | None) -> None:
         """Register a participant's BIC (11-character form); None removes it."""
