@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import re
 import socket
 import sys
@@ -546,8 +547,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        # The bench prints its figures; what its own scratch databases' setup logs
+        # (participants created, say) would only be noise between them.
         logs.configure(settings.log_format, worker=getattr(args, "listen_fd", None) is not None,
-                       secrets=[settings.admin_token])
+                       secrets=[settings.admin_token],
+                       level=logging.WARNING if args.command == "bench" else logging.INFO)
         run_event_loop(run(args, settings))
     except CheckFailed:
         return 1

@@ -171,6 +171,8 @@ async def test_bench_batch_against_a_copy_ceiling(server_url: str, tmp_path: Pat
     done = run_cli("bench", "batch", "--batch-lines", "200", "--batch-requests", "2",
                    "--output", str(output), timeout=120, KEVIN_DATABASE_URL=server_url)
     assert done.returncode == 0, done.stderr
+    # The figures alone: no log line of the bench's own setup between them.
+    assert "participant created" not in done.stderr + done.stdout
     batch = json.loads(output.read_text())["batch"]
     assert batch["ceiling"]["trades"] == batch["service"]["trades"] == 400
     assert batch["service"]["results"] == {"created": 400}
