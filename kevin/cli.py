@@ -77,7 +77,7 @@ async def serve(settings: Settings, host: str, port: int, workers: int,
             reads = Reads(pool, replica, max_lag=settings.read_max_lag)
             service = TradeService(pool, reads, group_commit=settings.group_commit,
                                    processes=workers if listen_fd is not None else 1)
-            app = create_app(service, settings.admin_token, health=health)
+            app = create_app(service, settings.admin_tokens(), health=health)
             tune_garbage_collector()
             runner = AppRunner(app, head_timeout=settings.request_head_timeout,
                                access_log=None, handle_signals=False,
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         # The bench prints its figures; what its own scratch databases' setup logs
         # (participants created, say) would only be noise between them.
         logs.configure(settings.log_format, worker=getattr(args, "listen_fd", None) is not None,
-                       secrets=[settings.admin_token],
+                       secrets=[settings.admin_token, settings.admin_token_previous],
                        level=logging.WARNING if args.command == "bench" else logging.INFO)
         run_event_loop(run(args, settings))
     except CheckFailed:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import platformdirs
 
+from kevin.domain.keys import AdminTokens
+
 MAX_WORKERS = 64
 
 
@@ -24,6 +26,9 @@ class Settings:
     port: int
     admin_token: str | None
     log_format: str
+    # While the admin's clients move to a new KEVIN_ADMIN_TOKEN, the one before it is
+    # still accepted (KEVIN_ADMIN_TOKEN_PREVIOUS); unset once they have.
+    admin_token_previous: str | None = None
     workers: int = 1
     request_head_timeout: float = 10.0  # seconds a connection has to send a request head
     # A hot standby of the database for reads (kevin.store.replica), and how far behind
@@ -33,6 +38,9 @@ class Settings:
     # Concurrent single writes decided and written in one transaction
     # (kevin.engine.group_commit); off: each its own transaction.
     group_commit: bool = True
+
+    def admin_tokens(self) -> AdminTokens:
+        return AdminTokens.of(self.admin_token, self.admin_token_previous)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -79,6 +87,7 @@ class Settings:
             host=env.get("KEVIN_HOST", "127.0.0.1"),
             port=port,
             admin_token=env.get("KEVIN_ADMIN_TOKEN") or None,
+            admin_token_previous=env.get("KEVIN_ADMIN_TOKEN_PREVIOUS") or None,
             log_format=log_format,
             workers=workers,
             request_head_timeout=request_head_timeout,

@@ -13,7 +13,8 @@ from structlog.testing import capture_logs
 from kevin.api import http
 from kevin.api.app import create_app
 from kevin.api.app_keys import KEVIN
-from kevin.domain.keys import hash_key, key_id
+from kevin.config import Settings
+from kevin.domain.keys import AdminTokens, hash_key, key_id
 from kevin.engine.service import TradeService
 from tests.conftest import ADMIN, ADMIN_TOKEN, bearer, trade_body, wait_for
 from tests.processes import run_cli
@@ -219,3 +220,37 @@ async def test_issuing_and_revoking_keys_is_logged_for_audit(service: TradeServi
     assert logs[-1]["revoked_at"] == revoked.revoked_at
     # Never the key itself.
     assert not any(api_key in str(e) or created.api_key in str(e) for e in logs)
+
+
+def test_a_previous_admin_token_is_accepted_only_beside_a_current_one() -> None:
+    both = AdminTokens.of("new-token", "old-token")
+    assert both.accepts("new-token") and both.accepts("old-token")
+    assert not both.accepts("other") and not both.accepts("")
+    assert both.accepts_hash(hash_key("old-token")) and not both.accepts_hash(hash_key("x"))
+    assert AdminTokens.of("new-token").tokens == ("new-token",)
+    assert not AdminTokens.of(None, "old-token") and not AdminTokens.of(None)
+    assert not AdminTokens.of(None, "old-token").accepts("old-token")
+    settings = Settings.from_env({"KEVIN_ADMIN_TOKEN": "new-token",
+                                  "KEVIN_ADMIN_TOKEN_PREVIOUS": "old-token"})
+    assert settings.admin_tokens() == both
+
+
+async def test_the_admin_token_changes_without_a_gap(service: TradeService, aiohttp_client):
+    """Deploy with the new token and the old one as previous, move the admin's clients
+    (and sessions) over, then deploy with the new one alone."""
+    during = await aiohttp_client(create_app(service, AdminTokens.of("new-token",
+                                                                     "old-token")))
+    for token in ("new-token", "old-token"):
+        resp = await during.get("/v1/participants", headers=bearer(token))
+        assert resp.status == 200, token
+    old_session = await Browser.login(during, "old-token")
+    new_session = await Browser.login(during, "new-token")
+    assert (await old_session.get("/ui/exceptions")).status == 200
+    after = await aiohttp_client(create_app(service, AdminTokens.of("new-token")))
+    assert (await after.get("/v1/participants", headers=bearer("old-token"))).status == 401
+    assert (await after.get("/v1/participants", headers=bearer("new-token"))).status == 200
+    # Sessions live in the database: the old token's ends, the new one's holds.
+    assert (await after.get("/ui/exceptions", headers=old_session.cookie,
+                            allow_redirects=False)).status == 303
+    assert (await after.get("/ui/exceptions", headers=new_session.cookie,
+                            allow_redirects=False)).status == 200

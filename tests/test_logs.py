@@ -37,8 +37,10 @@ def leaks(text: str, secret: str) -> list[str]:
 
 @pytest.mark.slow
 async def test_no_log_line_carries_a_key_or_the_admin_token(db_url, tmp_path):
+    previous = "the-admin-token-before-this-one"
     server = Server(tmp_path / "serve.log", KEVIN_DATABASE_URL=db_url,
-                    KEVIN_ADMIN_TOKEN=ADMIN_TOKEN).start()
+                    KEVIN_ADMIN_TOKEN=ADMIN_TOKEN,
+                    KEVIN_ADMIN_TOKEN_PREVIOUS=previous).start()
     try:
         await server.wait_ready()
         status, body = await request("POST", f"{server.url}/v1/participants",
@@ -47,7 +49,7 @@ async def test_no_log_line_carries_a_key_or_the_admin_token(db_url, tmp_path):
         assert status == 201
         key = body["api_key"]
         malformed = 0
-        for secret in (key, ADMIN_TOKEN):
+        for secret in (key, ADMIN_TOKEN, previous):
             for header in (
                 b"Authorization: Bearer " + secret.encode() + b"\x00",
                 b"Authorization: Bearer " + secret.encode() + b"\x7f",
@@ -76,6 +78,7 @@ async def test_no_log_line_carries_a_key_or_the_admin_token(db_url, tmp_path):
     log = server.log()
     assert leaks(log, key) == []
     assert leaks(log, ADMIN_TOKEN) == []
+    assert leaks(log, previous) == []
     lines = [json.loads(line) for line in log.splitlines()]
     refused = [line for line in lines if "refused a malformed request" in line["event"]]
     assert len(refused) == malformed

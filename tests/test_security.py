@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from kevin import jsoncodec
-from kevin.api import http
 from kevin.api.app import create_app
+from kevin.domain import keys
 from tests.conftest import ADMIN, ADMIN_TOKEN, trade_body
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +101,7 @@ async def test_the_admin_token_is_compared_in_constant_time(client, monkeypatch)
         compared.append((a, b))
         return original(a, b)
 
-    monkeypatch.setattr(http.hmac, "compare_digest", spy)
+    monkeypatch.setattr(keys.hmac, "compare_digest", spy)
     resp = await client.post("/v1/participants", json={"name": "BANKA"},
                              headers={"Authorization": "Bearer not-the-admin-token"})
     assert resp.status == 401

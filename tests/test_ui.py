@@ -205,10 +205,11 @@ async def test_an_expired_session_is_refused(client, banks, conn):
 
 async def test_an_admin_session_ends_when_the_admin_token_changes(client, banks):
     from kevin.api.app_keys import WORKBENCH
+    from kevin.domain.keys import AdminTokens
 
     browser = await Browser.login(client, ADMIN_TOKEN)
     assert (await browser.get("/v1/trades")).status == 200
-    client.server.app[WORKBENCH].admin_token = "a-new-token"
+    client.server.app[WORKBENCH].admin_tokens = AdminTokens.of("a-new-token")
     assert (await browser.get("/v1/trades")).status == 401
 
 

@@ -26,6 +26,7 @@ from kevin.api import (
 from kevin.api.app_keys import ADMIN_TOKEN, HEALTH, KEVIN, KEY_CACHE, WORKBENCH
 from kevin.api.errors import echo_request_id, request_context
 from kevin.api.http import MAX_BODY
+from kevin.domain.keys import AdminTokens
 from kevin.engine.health import keep_young_statistics
 from kevin.engine.service import TradeService
 from kevin.engine.workbench import Workbench
@@ -35,19 +36,23 @@ from kevin.ui import install_workbench
 
 
 def create_app(
-    service: TradeService, admin_token: str | None, feed_options: FeedOptions | None = None,
-    health: Health | None = None,
+    service: TradeService, admin_token: str | AdminTokens | None,
+    feed_options: FeedOptions | None = None, health: Health | None = None,
 ) -> web.Application:
+    """``admin_token``: the one token (None: no admin), or the tokens accepted while it is
+    being changed (AdminTokens)."""
+    admin_tokens = (admin_token if isinstance(admin_token, AdminTokens)
+                    else AdminTokens.of(admin_token))
     # metrics.observe outermost: it times the whole request and sees the mapped status.
     app = web.Application(client_max_size=MAX_BODY,
                           middlewares=[metrics.observe, request_context])
     app[KEVIN] = service
     metrics.install(app)
     app.on_response_prepare.append(echo_request_id)
-    app[ADMIN_TOKEN] = admin_token
+    app[ADMIN_TOKEN] = admin_tokens
     app[KEY_CACHE] = {}
     # The workbench reads the service's clock when it reads (a test may set it later).
-    app[WORKBENCH] = Workbench(service.pool, admin_token, clock=lambda: service.clock())
+    app[WORKBENCH] = Workbench(service.pool, admin_tokens, clock=lambda: service.clock())
     app[HEALTH] = health or Health()
     app.add_routes(ops.routes)
     app.add_routes(participants.routes)

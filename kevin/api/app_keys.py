@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from kevin.domain.keys import AdminTokens
 from kevin.lifecycle import Health
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 # Annotated rather than subscripted with a string, so that the import above is seen as
 # used and every handler's call into the engine is type-checked.
 KEVIN: web.AppKey[TradeService] = web.AppKey("kevin")
-ADMIN_TOKEN = web.AppKey[str | None]("admin_token")
+ADMIN_TOKEN = web.AppKey[AdminTokens]("admin_tokens")
 # API key hash -> (participant, when it was last found valid: time.monotonic())
 KEY_CACHE = web.AppKey[dict[bytes, tuple[str, float]]]("key_cache")
 WORKBENCH: web.AppKey[Workbench] = web.AppKey("workbench")

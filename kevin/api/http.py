@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import re
 import time
 from dataclasses import dataclass
@@ -53,8 +52,7 @@ async def authenticate(request: web.Request) -> Principal:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise e.Unauthorized()
-    admin = request.app[ADMIN_TOKEN]
-    if admin is not None and hmac.compare_digest(token.encode(), admin.encode()):
+    if request.app[ADMIN_TOKEN].accepts(token):
         return Principal(None)
     # Known keys are remembered by hash for a while (KEY_CACHE_SECONDS).
     cache = request.app[KEY_CACHE]

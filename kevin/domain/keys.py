@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
+from dataclasses import dataclass
 
 KEY_PREFIX = "kv_"
 
@@ -30,3 +32,36 @@ def key_id(key_hash: bytes) -> str:
 # How long a key found valid is taken on trust by a process before it is looked up again
 # (kevin.api.http's key cache): a key revoked elsewhere is refused everywhere within this.
 REVOKED_EVERYWHERE_WITHIN_S = 5.0
+
+
+@dataclass(frozen=True)
+class AdminTokens:
+    """The admin tokens accepted: KEVIN_ADMIN_TOKEN and, while the admin's clients move
+    over to a new one, the one before it (KEVIN_ADMIN_TOKEN_PREVIOUS). None: no admin."""
+
+    tokens: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, current: str | None, previous: str | None = None) -> AdminTokens:
+        """A previous token without a current one admits nobody: the admin routes stay
+        closed, as with no token at all."""
+        if not current:
+            return cls()
+        return cls(tuple(token for token in (current, previous) if token))
+
+    def __bool__(self) -> bool:
+        return bool(self.tokens)
+
+    def accepts(self, credential: str) -> bool:
+        """Compared with every token in constant time, whichever matches."""
+        found = False
+        for token in self.tokens:
+            found |= hmac.compare_digest(credential.encode(), token.encode())
+        return found
+
+    def accepts_hash(self, credential_hash: bytes) -> bool:
+        """Whether a credential stored as its hash (a workbench session's) is one of them."""
+        found = False
+        for token in self.tokens:
+            found |= hmac.compare_digest(credential_hash, hash_key(token))
+        return found

@@ -6,7 +6,6 @@ operations the JSON API calls; this module only adds what a browser needs on top
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +14,7 @@ import asyncpg
 
 from kevin.domain.cutoffs import cutoff_at, is_overdue
 from kevin.domain.errors import Unauthorized
+from kevin.domain.keys import AdminTokens
 from kevin.domain.models import AgedTrade, Trade
 from kevin.engine.ageing import Clock, age_trades, aged, system_clock
 from kevin.store import database, participants
@@ -51,17 +51,13 @@ class Exceptions:
 
 
 class Workbench:
-    def __init__(self, pool: asyncpg.Pool, admin_token: str | None,
+    def __init__(self, pool: asyncpg.Pool, admin_tokens: AdminTokens,
                  lifetime: timedelta = SESSION_LIFETIME, clock: Clock = system_clock) -> None:
         self.pool = pool
-        self.admin_token = admin_token
+        self.admin_tokens = admin_tokens
         self.lifetime = lifetime
         # "Now" for cut-offs: the service's clock (kevin.engine.service.TradeService.clock).
         self.clock = clock
-
-    def _is_admin_token(self, credential: str) -> bool:
-        return self.admin_token is not None and hmac.compare_digest(
-            credential.encode(), self.admin_token.encode())
 
     async def login(self, credential: str) -> tuple[str, Session]:
         """A new session for an API key or the admin token: its cookie token and itself."""
@@ -69,7 +65,7 @@ class Workbench:
         if not credential:
             raise Unauthorized("enter an API key or the admin token")
         async with database.transaction(self.pool) as conn:
-            if self._is_admin_token(credential):
+            if self.admin_tokens.accepts(credential):
                 participant = None
             else:
                 participant = await participants.for_key(conn, credential)
@@ -88,9 +84,9 @@ class Workbench:
         if found is None:
             return None
         if found.participant is None:
-            # The admin token may have been changed since: the session ends with it.
-            if self.admin_token is None or not hmac.compare_digest(
-                    found.credential_hash, participants.hash_key(self.admin_token)):
+            # The admin token may have been changed since: the session ends with it (a
+            # token kept as KEVIN_ADMIN_TOKEN_PREVIOUS keeps its sessions meanwhile).
+            if not self.admin_tokens.accepts_hash(found.credential_hash):
                 return None
         return Session(found.participant, found.csrf_token, found.expires_at)
 
