@@ -450,7 +450,9 @@ async def test_the_login_page_works_from_the_keyboard(client, banks, browser, ba
         await page.goto(base_url + "/ui/login")
         if SCREENSHOTS:
             await page.screenshot(path=str(Path(SCREENSHOTS) / "login.png"))
-        # The key field has the focus on arrival; Enter submits.
+        # The key field has the focus on arrival (Chromium applies autofocus a frame
+        # after the load event: keys typed before it are lost); Enter submits.
+        await expect(page.get_by_label("API key or admin token")).to_be_focused()
         await page.keyboard.type(key_of(a))
         await page.keyboard.press("Enter")
         await expect(page).to_have_url(base_url + "/ui/exceptions")
