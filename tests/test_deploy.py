@@ -122,8 +122,10 @@ def test_the_dockerfile_copies_what_the_package_needs():
     for source in sources:
         assert (ROOT / source).exists(), source
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    # Everything setuptools builds from (package dirs, the readme) is in the image.
+    # Everything setuptools builds from (package dirs, the readme, the license) is in the
+    # image.
     needed = {"pyproject.toml", pyproject["project"]["readme"],
+              *pyproject["project"].get("license-files", ()),
               *(d.rstrip("/") + "/" for d in pyproject["tool"]["setuptools"]["package-dir"]
                 .values())}
     assert needed <= set(sources)
