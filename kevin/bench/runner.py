@@ -174,10 +174,11 @@ def tree_figures(pid: int) -> dict[str, float]:
             "cpu_s": round(sum(f["cpu_s"] for f in figures), 2), "processes": len(figures)}
 
 
-# The backends of the watching connection's database but its own, with when each started.
+# The backends of the watching connection's database, with when each started: its own
+# alone ($1 true), or every other ($1 false).
 _BACKENDS = """
 SELECT pid, extract(epoch FROM backend_start)::float8 AS started FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid()
+WHERE datname = current_database() AND (pid = pg_backend_pid()) = $1
 """
 
 
@@ -185,14 +186,8 @@ async def backends_cpu(conn: asyncpg.Connection, own: bool = False) -> dict[int,
     """CPU seconds so far of each backend serving ``conn``'s database (``own``: of
     ``conn``'s own backend alone), by pid; None where PostgreSQL does not run on this
     machine (the pid is no postgres process here that started when the backend did)."""
-    if own:
-        rows = await conn.fetch("SELECT pg_backend_pid() AS pid, "
-                                "extract(epoch FROM backend_start)::float8 AS started "
-                                "FROM pg_stat_activity WHERE pid = pg_backend_pid()")
-    else:
-        rows = await conn.fetch(_BACKENDS)
     figures = {}
-    for row in rows:
+    for row in await conn.fetch(_BACKENDS, own):
         try:
             process = psutil.Process(row["pid"])
             if process.name() != "postgres" or abs(process.create_time() - row["started"]) > 2:
