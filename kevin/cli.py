@@ -210,7 +210,10 @@ async def participant_command(settings: Settings, args: argparse.Namespace) -> N
                 for key in await service.keys(args.name):
                     revoked = (f"revoked {key.revoked_at.isoformat()}" if key.revoked_at
                                else "valid")
-                    print(f"{key.key_id}  issued {key.created_at.isoformat()}  {revoked}")
+                    used = (f"last used {key.last_used_at.isoformat()}" if key.last_used_at
+                            else "never used")
+                    print(f"{key.key_id}  issued {key.created_at.isoformat()}  {used}  "
+                          f"{revoked}")
             else:
                 key = await service.revoke_key(args.name, args.key_id)
                 assert key.revoked_at is not None

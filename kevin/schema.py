@@ -67,6 +67,8 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
               server_default=sa.text("clock_timestamp()")),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    # When a Kevin process last found the key valid, to the minute (alembic 0019).
+    sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
 )
 
 trades = sa.Table(

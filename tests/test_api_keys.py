@@ -254,3 +254,26 @@ async def test_the_admin_token_changes_without_a_gap(service: TradeService, aioh
                             allow_redirects=False)).status == 303
     assert (await after.get("/ui/exceptions", headers=new_session.cookie,
                             allow_redirects=False)).status == 200
+
+
+async def test_a_keys_last_use_is_noted_at_most_once_a_minute(client, banks, service, conn):
+    a, _ = banks
+    created = await (await client.post("/v1/participants/BANKA/keys", headers=ADMIN)).json()
+    [old, new] = await _keys(client)
+    assert old["last_used_at"] is None and new["last_used_at"] is None  # not used yet
+    assert (await client.get("/v1/trades", headers=a)).status == 200
+    [old, new] = await _keys(client)
+    assert old["last_used_at"] is not None and new["last_used_at"] is None
+    # Checked again within the minute (another process, or this one after its cache
+    # time): nothing is written.
+    assert await service.participant_for_key(_key_of(a)) == "BANKA"
+    assert (await _keys(client))[0]["last_used_at"] == old["last_used_at"]
+    # A minute on, the next check notes it again.
+    await conn.execute("UPDATE api_keys SET last_used_at = last_used_at - interval '61 s'")
+    assert await service.participant_for_key(_key_of(a)) == "BANKA"
+    later = (await _keys(client))[0]["last_used_at"]
+    assert datetime.fromisoformat(later) > datetime.fromisoformat(old["last_used_at"])
+    # A revoked key is neither valid nor noted.
+    await client.delete(f"/v1/participants/BANKA/keys/{created['key_id']}", headers=ADMIN)
+    assert await service.participant_for_key(created["api_key"]) is None
+    assert (await _keys(client))[1]["last_used_at"] is None

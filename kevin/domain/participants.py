@@ -54,11 +54,13 @@ class Participants(BaseModel):
 
 class ApiKey(BaseModel):
     """One of a participant's API keys, as the admin lists it (never the key itself):
-    ``revoked_at`` is null while it is valid."""
+    ``revoked_at`` is null while it is valid; ``last_used_at`` is when a Kevin process
+    last found it valid, to the minute (null: not used since it was issued)."""
 
     key_id: str
     created_at: datetime
     revoked_at: datetime | None
+    last_used_at: datetime | None
 
 
 class ApiKeys(BaseModel):

@@ -21,7 +21,7 @@ async def create(conn: asyncpg.Connection, name: str) -> str:
 
 def _api_key(row: asyncpg.Record) -> ApiKey:
     return ApiKey(key_id=key_id(row["key_hash"]), created_at=row["created_at"],
-                  revoked_at=row["revoked_at"])
+                  revoked_at=row["revoked_at"], last_used_at=row["last_used_at"])
 
 
 async def _require(conn: asyncpg.Connection, name: str) -> None:
@@ -70,8 +70,9 @@ async def revoke_key(conn: asyncpg.Connection, name: str, public_id: str) -> Api
 
 
 async def for_key(conn: asyncpg.Connection, api_key: str) -> str | None:
-    """The participant owning this key. The lookup is by hash, an index probe whose
-    timing says nothing about how much of a guessed key was right."""
+    """The participant owning this key, if it is valid (its last use noted). The lookup
+    is by hash, an index probe whose timing says nothing about how much of a guessed key
+    was right."""
     return await conn.fetchval(q.SELECT_KEY_PARTICIPANT, hash_key(api_key))
 
 

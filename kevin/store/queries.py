@@ -172,10 +172,20 @@ RETURNING name
 
 INSERT_API_KEY = """
 INSERT INTO api_keys (key_hash, participant) VALUES ($1, $2)
-RETURNING key_hash, created_at, revoked_at
+RETURNING key_hash, created_at, revoked_at, last_used_at
 """
 
+# The participant owning a valid key ($1: its hash), noting that the key was used — at
+# most once a minute: a key checked again within the minute writes nothing (and the
+# statement takes no transaction id). The SELECT reads the statement's snapshot, taken
+# before the UPDATE, whatever it did.
 SELECT_KEY_PARTICIPANT = """
+WITH used AS (
+    UPDATE api_keys SET last_used_at = clock_timestamp()
+    WHERE key_hash = $1 AND revoked_at IS NULL
+      AND (last_used_at IS NULL OR last_used_at < clock_timestamp() - interval '1 minute')
+    RETURNING 1
+)
 SELECT participant FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL
 """
 
@@ -183,13 +193,13 @@ SELECT_PARTICIPANTS = "SELECT name, bic, created_at FROM participants ORDER BY n
 
 # Every participant's keys, revoked ones too, each's oldest first.
 SELECT_ALL_API_KEYS = """
-SELECT participant, key_hash, created_at, revoked_at FROM api_keys
+SELECT participant, key_hash, created_at, revoked_at, last_used_at FROM api_keys
 ORDER BY participant, created_at, key_hash
 """
 
 # A participant's keys, revoked ones too, oldest first.
 SELECT_API_KEYS = """
-SELECT key_hash, created_at, revoked_at FROM api_keys WHERE participant = $1
+SELECT key_hash, created_at, revoked_at, last_used_at FROM api_keys WHERE participant = $1
 ORDER BY created_at, key_hash
 """
 
@@ -198,7 +208,7 @@ ORDER BY created_at, key_hash
 REVOKE_API_KEY = """
 UPDATE api_keys SET revoked_at = coalesce(revoked_at, clock_timestamp())
 WHERE participant = $1 AND substring(key_hash FROM 1 FOR 8) = $2::bytea
-RETURNING key_hash, created_at, revoked_at
+RETURNING key_hash, created_at, revoked_at, last_used_at
 """
 
 SELECT_PARTICIPANT = "SELECT name FROM participants WHERE name = $1"
