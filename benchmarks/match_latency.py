@@ -181,7 +181,7 @@ class Book:
         await database.migrate(url)
         self.pool = await database.create_pool(url, min_size=2, max_size=4)
         service = TradeService(self.pool)
-        self.key = await service.create_participant("BANKA")
+        self.key = (await service.create_participant("BANKA")).api_key
         await service.create_participant("BANKB")
         self.runner = web.AppRunner(create_app(service, ADMIN), access_log=None)
         await self.runner.setup()

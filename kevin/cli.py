@@ -183,7 +183,7 @@ async def add_participant(settings: Settings, name: str) -> None:
         pool = await database.create_pool(url, min_size=1, max_size=1,
                                           application_name="kevin participant add")
         try:
-            print(await TradeService(pool).create_participant(name))
+            print((await TradeService(pool).create_participant(name)).api_key)
         finally:
             await pool.close()
 

@@ -410,7 +410,7 @@ async def test_without_an_admin_token_admin_endpoints_refuse_everyone(service, a
         resp = await client.post("/v1/participants", json={"name": "BANKA"},
                                  headers=bearer(token))
         assert resp.status == 401, token
-    key = await service.create_participant("BANKA")
+    key = (await service.create_participant("BANKA")).api_key
     for method, path in [("POST", "/v1/participants"), ("PUT", "/v1/rules/XAU"),
                          ("GET", "/v1/rules/XAU"), ("POST", "/v1/admin/matches")]:
         resp = await client.request(method, path, json={}, headers=bearer(key))

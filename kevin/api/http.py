@@ -18,6 +18,7 @@ from kevin.domain import errors as e
 from kevin.domain import keys
 from kevin.domain.keys import hash_key
 from kevin.domain.models import Instant
+from kevin.domain.participants import ApiKey
 from kevin.engine.service import IfMatch
 
 M = TypeVar("M", bound=BaseModel)
@@ -71,12 +72,15 @@ async def authenticate(request: web.Request) -> Principal:
     return Principal(participant)
 
 
-def forget_key(request: web.Request, participant: str, key_id: str) -> None:
-    """Drop a revoked key from this process's key cache: refused from the next request."""
+async def revoke_key(request: web.Request, participant: str, key_id: str) -> ApiKey:
+    """Revoke the key, and drop it from this process's key cache: this process refuses it
+    from the next request, every other once its cache lapses (KEY_CACHE_SECONDS)."""
+    revoked = await request.config_dict[KEVIN].revoke_key(participant, key_id)
     cache = request.config_dict[KEY_CACHE]
     for key_hash in [h for h, (owner, _) in cache.items()
                      if owner == participant and keys.key_id(h) == key_id]:
         del cache[key_hash]
+    return revoked
 
 
 async def require_admin(request: web.Request) -> Principal:

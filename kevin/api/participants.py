@@ -7,7 +7,7 @@ import re
 from aiohttp import web
 
 from kevin.api.app_keys import KEVIN
-from kevin.api.http import forget_key, json_response, read_model, require_admin
+from kevin.api.http import json_response, read_model, require_admin, revoke_key
 from kevin.domain import errors as e
 from kevin.domain.keys import KEY_ID_PATTERN
 from kevin.domain.models import PARTICIPANT_PATTERN, ParticipantCreate, ParticipantCreated
@@ -26,8 +26,8 @@ async def list_participants(request: web.Request) -> web.Response:
 async def create_participant(request: web.Request) -> web.Response:
     await require_admin(request)
     body = await read_model(request, ParticipantCreate)
-    api_key = await request.app[KEVIN].create_participant(body.name)
-    return json_response(ParticipantCreated(name=body.name, api_key=api_key), 201)
+    created = await request.app[KEVIN].create_participant(body.name)
+    return json_response(ParticipantCreated(name=body.name, api_key=created.api_key), 201)
 
 
 def _participant(request: web.Request) -> str:
@@ -52,14 +52,12 @@ async def list_keys(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/participants/{name}/keys/{key_id}")
-async def revoke_key(request: web.Request) -> web.Response:
+async def delete_key(request: web.Request) -> web.Response:
     await require_admin(request)
     name, key_id = _participant(request), request.match_info["key_id"]
     if not re.fullmatch(KEY_ID_PATTERN, key_id):
         raise e.NotFound(f"participant {name} has no key {key_id!r}")
-    revoked = await request.app[KEVIN].revoke_key(name, key_id)
-    forget_key(request, name, key_id)
-    return json_response(revoked)
+    return json_response(await revoke_key(request, name, key_id))
 
 
 @routes.put("/v1/participants/{name}")

@@ -136,7 +136,8 @@ async def create_participants(url: str) -> dict[str, str]:
     pool = await database.create_pool(url, min_size=1, max_size=1)
     try:
         service = TradeService(pool)
-        return {name: await service.create_participant(name) for name in (w.SELLER, w.BUYER)}
+        return {name: (await service.create_participant(name)).api_key
+                for name in (w.SELLER, w.BUYER)}
     finally:
         await pool.close()
 

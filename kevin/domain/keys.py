@@ -29,6 +29,7 @@ KEY_ID_PATTERN = r"^[0-9a-f]{16}$"
 def key_id(key_hash: bytes) -> str:
     return key_hash[:KEY_ID_BYTES].hex()
 
+
 # How long a key found valid is taken on trust by a process before it is looked up again
 # (kevin.api.http's key cache): a key revoked elsewhere is refused everywhere within this.
 REVOKED_EVERYWHERE_WITHIN_S = 5.0
@@ -48,9 +49,6 @@ class AdminTokens:
         if not current:
             return cls()
         return cls(tuple(token for token in (current, previous) if token))
-
-    def __bool__(self) -> bool:
-        return bool(self.tokens)
 
     def accepts(self, credential: str) -> bool:
         """Compared with every token in constant time, whichever matches."""

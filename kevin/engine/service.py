@@ -17,8 +17,6 @@ from kevin.domain.errors import (
     NotFound,
     VersionConflict,
 )
-from kevin.domain.keys import hash_key
-from kevin.domain.keys import key_id as public_key_id
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import AgedTrade, Trade, TradeSubmission, TradeTerms, differing_fields
 from kevin.domain.participants import ApiKey, ApiKeyCreated, ParticipantSummary
@@ -84,12 +82,12 @@ class TradeService:
 
     # --- participants ----------------------------------------------------------------
 
-    async def create_participant(self, name: str) -> str:
+    async def create_participant(self, name: str) -> ApiKeyCreated:
+        """A new participant and its first API key (``api_key``: shown once)."""
         async with database.transaction(self.pool) as conn:
-            api_key = await participants.create(conn, name)
-        log.info("participant created", participant=name,
-                 key_id=public_key_id(hash_key(api_key)))
-        return api_key
+            created = await participants.create(conn, name)
+        log.info("participant created", participant=name, key_id=created.key_id)
+        return created
 
     async def participants(self) -> list[ParticipantSummary]:
         async with database.connection(self.pool) as conn:

@@ -10,13 +10,18 @@ from kevin.domain.participants import ApiKey, ApiKeyCreated, ParticipantSummary
 from kevin.store import queries as q
 
 
-async def create(conn: asyncpg.Connection, name: str) -> str:
-    """Create a participant with a fresh key; returns the key (shown once, never stored)."""
+async def create(conn: asyncpg.Connection, name: str) -> ApiKeyCreated:
+    """Create a participant with a fresh key (shown once, never stored)."""
     if await conn.fetchval(q.INSERT_PARTICIPANT, name) is None:
         raise ParticipantExists(f"participant {name} already exists")
+    return await _insert_key(conn, name)
+
+
+async def _insert_key(conn: asyncpg.Connection, name: str) -> ApiKeyCreated:
     api_key = new_key()
-    await conn.execute(q.INSERT_API_KEY, hash_key(api_key), name)
-    return api_key
+    row = await conn.fetchrow(q.INSERT_API_KEY, hash_key(api_key), name)
+    return ApiKeyCreated(participant=name, key_id=key_id(row["key_hash"]), api_key=api_key,
+                         created_at=row["created_at"])
 
 
 def _api_key(row: asyncpg.Record) -> ApiKey:
@@ -32,10 +37,7 @@ async def _require(conn: asyncpg.Connection, name: str) -> None:
 async def add_key(conn: asyncpg.Connection, name: str) -> ApiKeyCreated:
     """Another key for the participant; its keys before stay valid."""
     await _require(conn, name)
-    api_key = new_key()
-    row = await conn.fetchrow(q.INSERT_API_KEY, hash_key(api_key), name)
-    return ApiKeyCreated(participant=name, key_id=key_id(row["key_hash"]), api_key=api_key,
-                         created_at=row["created_at"])
+    return await _insert_key(conn, name)
 
 
 async def every(conn: asyncpg.Connection) -> list[ParticipantSummary]:

@@ -28,12 +28,12 @@ from kevin import jsoncodec
 from kevin.api.admin import ADMIN_ACTOR
 from kevin.api.app_keys import KEVIN, WORKBENCH
 from kevin.api.errors import status_of
-from kevin.api.http import forget_key, parse_model
+from kevin.api.http import parse_model, revoke_key
 from kevin.api.session import COOKIE, CSRF_HEADER, cookie_session, csrf_matches
 from kevin.domain import errors as e
-from kevin.domain.keys import KEY_ID_PATTERN, REVOKED_EVERYWHERE_WITHIN_S, hash_key, key_id
+from kevin.domain.keys import KEY_ID_PATTERN, REVOKED_EVERYWHERE_WITHIN_S
 from kevin.domain.models import PARTICIPANT_PATTERN, TRADE_ID_PATTERN, Reason, Trade
-from kevin.domain.participants import ApiKey
+from kevin.domain.participants import ApiKey, ApiKeyCreated
 from kevin.domain.profiles import PROFILE_NAME_PATTERN, Profile, ProfileVersion
 from kevin.domain.proposals import Decision, Proposal, ProposalKind
 from kevin.domain.replay import ReplayResult
@@ -697,17 +697,8 @@ async def participants_page(request: web.Request) -> web.Response:
     return await _participants_page(request, session)
 
 
-@dataclass(frozen=True)
-class IssuedKey:
-    """A key just issued, shown on the page this once."""
-
-    participant: str
-    key_id: str
-    api_key: str
-
-
 async def _participants_page(request: web.Request, session: Session,
-                             issued: IssuedKey | None = None,
+                             issued: ApiKeyCreated | None = None,
                              revoked: tuple[str, ApiKey] | None = None) -> web.Response:
     listed, keys = await request.config_dict[KEVIN].participants_and_keys()
     return _page(request, "participants.html", session, {
@@ -724,21 +715,16 @@ async def participants_action(request: web.Request) -> web.Response:
     action = _text(form, "action", 16)
     name = _form_participant(form, "name")
     kevin = request.config_dict[KEVIN]
-    if action == "add":
-        api_key = await kevin.create_participant(name)
-        return await _participants_page(request, session, issued=IssuedKey(
-            name, key_id(hash_key(api_key)), api_key))
-    if action == "add_key":
-        created = await kevin.add_key(name)
-        return await _participants_page(request, session, issued=IssuedKey(
-            name, created.key_id, created.api_key))
+    if action in ("add", "add_key"):
+        issued = await (kevin.create_participant(name) if action == "add"
+                        else kevin.add_key(name))
+        return await _participants_page(request, session, issued=issued)
     if action == "revoke_key":
         public_id = _text(form, "key_id", 16)
         if not re.fullmatch(KEY_ID_PATTERN, public_id):
             raise e.ValidationFailed("not a key id", [{"field": "key_id",
                                                        "message": KEY_ID_PATTERN}])
-        revoked = await kevin.revoke_key(name, public_id)
-        forget_key(request, name, public_id)
+        revoked = await revoke_key(request, name, public_id)
         return await _participants_page(request, session, revoked=(name, revoked))
     raise e.ValidationFailed("unknown action", [])
 
