@@ -170,7 +170,20 @@ async def print_database_url(settings: Settings) -> None:
     print(url)
 
 
-async def add_participant(settings: Settings, name: str) -> None:
+def _key_label(label: str | None) -> str | None:
+    """``--label`` as the API takes it (kevin.domain.notes.KeyLabel)."""
+    from pydantic import ValidationError
+
+    from kevin.domain.participants import ApiKeyCreate
+
+    try:
+        return ApiKeyCreate(label=label).label
+    except ValidationError:
+        raise CommandFailed(f"invalid key label {label!r}: 1 to 64 characters, "
+                            "no control characters") from None
+
+
+async def add_participant(settings: Settings, name: str, label: str | None = None) -> None:
     from pydantic import ValidationError
 
     from kevin.domain.models import ParticipantCreate
@@ -179,18 +192,19 @@ async def add_participant(settings: Settings, name: str) -> None:
         ParticipantCreate(name=name)
     except ValidationError:
         raise CommandFailed(f"invalid participant name {name!r}: use [A-Z0-9_]{{1,32}}") from None
+    label = _key_label(label)
     async with database_url(settings) as url:
         pool = await database.create_pool(url, min_size=1, max_size=1,
                                           application_name="kevin participant add")
         try:
-            print((await TradeService(pool).create_participant(name)).api_key)
+            print((await TradeService(pool).create_participant(name, label)).api_key)
         finally:
             await pool.close()
 
 
 async def participant_command(settings: Settings, args: argparse.Namespace) -> None:
     if args.action == "add":
-        await add_participant(settings, args.name)
+        await add_participant(settings, args.name, args.label)
         return
     from kevin.domain import errors
     from kevin.domain.keys import KEY_ID_PATTERN, REVOKED_EVERYWHERE_WITHIN_S
@@ -204,7 +218,7 @@ async def participant_command(settings: Settings, args: argparse.Namespace) -> N
         try:
             service = TradeService(pool)
             if args.action == "add-key":
-                created = await service.add_key(args.name)
+                created = await service.add_key(args.name, _key_label(args.label))
                 print(f"{created.api_key}\nkey id {created.key_id}")
             elif args.action == "keys":
                 for key in await service.keys(args.name):
@@ -212,8 +226,9 @@ async def participant_command(settings: Settings, args: argparse.Namespace) -> N
                                else "valid")
                     used = (f"last used {key.last_used_at.isoformat()}" if key.last_used_at
                             else "never used")
+                    label = f"  {key.label}" if key.label else ""
                     print(f"{key.key_id}  issued {key.created_at.isoformat()}  {used}  "
-                          f"{revoked}")
+                          f"{revoked}{label}")
             else:
                 key = await service.revoke_key(args.name, args.key_id)
                 assert key.revoked_at is not None
@@ -428,12 +443,17 @@ def build_parser() -> argparse.ArgumentParser:
     participant_cmds = participant_p.add_subparsers(dest="action", required=True, metavar="ACTION")
     add_p = participant_cmds.add_parser("add", help="create a participant and print its API key")
     add_p.add_argument("name", help="participant name, [A-Z0-9_]{1,32}")
+    label_help = ("whom the key is for (a person, a system): the author of the notes it "
+                  "writes, listed with the keys")
+    add_p.add_argument("--label", help=label_help)
     add_key_p = participant_cmds.add_parser(
         "add-key", help="issue another API key for a participant and print it (its other "
                         "keys stay valid)")
     add_key_p.add_argument("name", help="the participant")
+    add_key_p.add_argument("--label", help=label_help)
     keys_p = participant_cmds.add_parser(
-        "keys", help="list a participant's keys: key id, issued, revoked (never the keys)")
+        "keys", help="list a participant's keys: key id, issued, last used, revoked, label "
+                     "(never the keys)")
     keys_p.add_argument("name", help="the participant")
     revoke_p = participant_cmds.add_parser("revoke-key", help="revoke one of a participant's keys")
     revoke_p.add_argument("name", help="the participant")

@@ -69,6 +69,10 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
     # When a Kevin process last found the key valid, to the minute (alembic 0019).
     sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+    # Whom the admin issued the key to (a person, a system), named as the author of what
+    # the key writes (trade notes; alembic 0020).
+    sa.Column("label", sa.Text, nullable=True),
+    sa.CheckConstraint("char_length(label) BETWEEN 1 AND 64", name="label_length"),
 )
 
 trades = sa.Table(
@@ -331,6 +335,27 @@ sa.Index("ix_ui_sessions_expires_at", ui_sessions.c.expires_at)
 # their match; the other accepts or rejects. Append-only like trades: every state change
 # is a new version (the only UPDATE flips `latest`, by trigger). A trigger on trades
 # lapses an open proposal when either trade gets a new version.
+# Notes on a trade (alembic 0020): what the people working a participant's exceptions
+# record about one of its trades, with the trade's version when written and who wrote it
+# (the writing key's label, else its key id; "admin" for the admin token). The
+# participant's own, never shown to the counterparty; append-only, by trigger.
+trade_notes = sa.Table(
+    "trade_notes",
+    metadata,
+    sa.Column("note_id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    sa.Column("participant", sa.Text, sa.ForeignKey("participants.name"), nullable=False),
+    sa.Column("trade_id", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("author", sa.Text, nullable=False),
+    sa.Column("key_id", sa.Text, nullable=True),
+    sa.Column("written_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.text("clock_timestamp()")),
+    sa.CheckConstraint("char_length(body) BETWEEN 1 AND 2000", name="body_length"),
+)
+sa.Index("ix_trade_notes_participant_trade_id_note_id", trade_notes.c.participant,
+         trade_notes.c.trade_id, trade_notes.c.note_id)
+
 proposals = sa.Table(
     "proposals",
     metadata,

@@ -190,3 +190,27 @@ async def test_0019_keeps_every_key_valid_and_its_downgrade_keeps_no_revoked_one
             "SELECT key_hash FROM api_keys")] == [b"\x02"]
     finally:
         await conn.close()
+
+
+async def test_0020_leaves_the_keys_before_it_unlabelled_and_its_downgrade_drops_notes(
+        empty_db_url):
+    """0020 adds api_keys.label (the keys issued before have none) and trade_notes;
+    going back to 0019 drops both."""
+    await database.migrate(empty_db_url, "0019")
+    conn = await asyncpg.connect(to_asyncpg_dsn(empty_db_url))
+    try:
+        await conn.execute("INSERT INTO participants (name) VALUES ('BANKA')")
+        await conn.execute("INSERT INTO api_keys (key_hash, participant) "
+                           "VALUES ('\\x01'::bytea, 'BANKA')")
+        await database.migrate(empty_db_url)
+        assert await _schema_diff(empty_db_url) == []
+        assert await conn.fetchval("SELECT label FROM api_keys") is None
+        await conn.execute("INSERT INTO trade_notes (participant, trade_id, version, body, "
+                           "author) VALUES ('BANKA', 'A-1', 1, 'noted', 'admin')")
+        await database.migrate(empty_db_url, "0019", downgrade=True)
+        assert await conn.fetchval("SELECT to_regclass('trade_notes')") is None
+        assert await conn.fetchval("SELECT count(*) FROM information_schema.columns "
+                                   "WHERE table_name = 'api_keys' AND column_name = 'label'") == 0
+        assert await conn.fetchval("SELECT count(*) FROM api_keys") == 1
+    finally:
+        await conn.close()

@@ -52,6 +52,8 @@ ISOLATED = {
     # tests/test_reports.py: a participant's report counts only its own trades, and
     # naming another participant is 404.
     ("GET", "/v1/reports/stp"),
+    # tests/test_notes.py: a note is its participant's own, 404 to anyone else.
+    ("GET", "/v1/trades/{trade_id}/notes"), ("POST", "/v1/trades/{trade_id}/notes"),
 }
 # The web workbench's pages and forms: a session from /ui/login, and the same isolation
 # (tests/test_ui.py: a participant cannot see or act on another's trade; CSRF on every form).
@@ -157,7 +159,7 @@ async def test_another_participants_trade_reads_as_404(client, three, conn):
     for intruder in (b, c):
         for url in ("/v1/trades/A-1", "/v1/trades/A-1?as_of=2099-01-01T00:00:00Z",
                     "/v1/trades/A-1/versions", "/v1/trades/A-1?participant=BANKA",
-                    "/v1/trades?participant=BANKA"):
+                    "/v1/trades?participant=BANKA", "/v1/trades/A-1/notes"):
             resp = await client.get(url, headers=intruder)
             assert resp.status == 404, (url, await resp.text())
             assert "BANKA" not in await resp.text() or "participant=BANKA" in url

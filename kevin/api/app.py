@@ -14,6 +14,7 @@ from kevin.api import (
     feed,
     formats,
     metrics,
+    notes,
     ops,
     participants,
     profiles,
@@ -59,6 +60,7 @@ def create_app(
     app.add_routes(batch.routes)  # before trades: its path is more specific
     app.add_routes(formats.routes)  # so is /v1/trades/import
     app.add_routes(trades.routes)
+    app.add_routes(notes.routes)
     app.add_routes(rules.routes)
     app.add_routes(profiles.routes)
     app.add_routes(proposals.routes)

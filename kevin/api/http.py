@@ -29,6 +29,9 @@ MAX_BODY = 1024 * 1024
 @dataclass(frozen=True)
 class Principal:
     participant: str | None  # None for the admin
+    # The hash of the participant's key it authenticated with (directly, or through a
+    # workbench session): what it writes is written with that key. None for the admin.
+    key_hash: bytes | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -47,7 +50,9 @@ async def authenticate(request: web.Request) -> Principal:
     """The caller, from its Bearer header, or else from a workbench session cookie
     (kevin.api.session: unsafe methods then need the session's CSRF token too)."""
     if "Authorization" not in request.headers and COOKIE in request.cookies:
-        return Principal((await api_session(request)).participant)
+        session = await api_session(request)
+        return Principal(session.participant,
+                         None if session.is_admin else session.credential_hash)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -61,7 +66,7 @@ async def authenticate(request: web.Request) -> Principal:
     now = time.monotonic()
     cached = cache.get(key_hash)
     if cached is not None and now - cached[1] < KEY_CACHE_SECONDS:
-        return Principal(cached[0])
+        return Principal(cached[0], key_hash)
     participant = await request.app[KEVIN].participant_for_key(token)
     if participant is None:
         cache.pop(key_hash, None)
@@ -69,7 +74,7 @@ async def authenticate(request: web.Request) -> Principal:
     if len(cache) >= KEY_CACHE_SIZE:
         cache.clear()
     cache[key_hash] = (participant, now)
-    return Principal(participant)
+    return Principal(participant, key_hash)
 
 
 async def revoke_key(request: web.Request, participant: str, key_id: str) -> ApiKey:

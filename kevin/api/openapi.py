@@ -171,12 +171,14 @@ def openapi_document() -> dict[str, Any]:
         openapi_formats,
         openapi_history,
         openapi_matching,
+        openapi_notes,
         openapi_reports,
     )
 
     _, defs = models_json_schema(MODELS + openapi_matching.MODELS + openapi_history.MODELS
                                  + openapi_batch.MODELS + openapi_agreements.MODELS
-                                 + openapi_formats.MODELS + openapi_reports.MODELS,
+                                 + openapi_formats.MODELS + openapi_reports.MODELS
+                                 + openapi_notes.MODELS,
                                  ref_template="#/components/schemas/{model}")
     schemas = defs.get("$defs", {})
     trade_body = {"required": True, **_json(_ref("TradeSubmission"))}
@@ -196,7 +198,9 @@ def openapi_document() -> dict[str, Any]:
             "post": {
                 "summary": ("Issue another API key for the participant (admin); shown once. "
                             "Its other keys stay valid: issue, move the clients over, then "
-                            "revoke the old key."),
+                            "revoke the old key. The body is optional: a `label` says whom "
+                            "the key is for, and names it as the author of its notes."),
+                "requestBody": {"required": False, **_json(_ref("ApiKeyCreate"))},
                 "responses": _responses({"201": ("The new key", "ApiKeyCreated")},
                                         (*AUTH, "403", "404", "503")),
             },
@@ -333,6 +337,7 @@ def openapi_document() -> dict[str, Any]:
     paths.update(openapi_batch.paths(paths))
     paths.update(openapi_formats.paths(paths))
     paths.update(openapi_reports.paths())
+    paths.update(openapi_notes.paths())
     _document_401(paths)
     return {
         "openapi": "3.1.0",

@@ -11,7 +11,13 @@ from kevin.api.http import json_response, read_model, require_admin, revoke_key
 from kevin.domain import errors as e
 from kevin.domain.keys import KEY_ID_PATTERN
 from kevin.domain.models import PARTICIPANT_PATTERN, ParticipantCreate, ParticipantCreated
-from kevin.domain.participants import ApiKeys, Participant, Participants, ParticipantUpdate
+from kevin.domain.participants import (
+    ApiKeyCreate,
+    ApiKeys,
+    Participant,
+    Participants,
+    ParticipantUpdate,
+)
 
 routes = web.RouteTableDef()
 
@@ -26,7 +32,7 @@ async def list_participants(request: web.Request) -> web.Response:
 async def create_participant(request: web.Request) -> web.Response:
     await require_admin(request)
     body = await read_model(request, ParticipantCreate)
-    created = await request.app[KEVIN].create_participant(body.name)
+    created = await request.app[KEVIN].create_participant(body.name, body.label)
     return json_response(ParticipantCreated(name=body.name, api_key=created.api_key), 201)
 
 
@@ -42,7 +48,11 @@ def _participant(request: web.Request) -> str:
 @routes.post("/v1/participants/{name}/keys")
 async def add_key(request: web.Request) -> web.Response:
     await require_admin(request)
-    return json_response(await request.app[KEVIN].add_key(_participant(request)), 201)
+    name = _participant(request)
+    # The body is optional: a key without a label is issued as before.
+    body = (await read_model(request, ApiKeyCreate) if request.can_read_body
+            else ApiKeyCreate())
+    return json_response(await request.app[KEVIN].add_key(name, body.label), 201)
 
 
 @routes.get("/v1/participants/{name}/keys")

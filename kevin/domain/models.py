@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from kevin import jsoncodec
+from kevin.domain.notes import KeyLabel
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -582,9 +583,12 @@ class AgedTrade(Trade):
 
 
 class ParticipantCreate(BaseModel):
+    """``POST /v1/participants``; ``label``: whom its first key is for (ApiKeyCreate)."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: ParticipantName
+    label: KeyLabel | None = None
 
 
 class ParticipantCreated(BaseModel):

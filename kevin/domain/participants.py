@@ -9,6 +9,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
+from kevin.domain.notes import KeyLabel
+
 # SWIFT's field format for a BIC: 4!a2!a2!c[3!c] (institution, country, location, branch).
 BIC_PATTERN = r"^[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}([A-Z0-9]{3})?$"
 _BIC = re.compile(BIC_PATTERN)
@@ -55,12 +57,14 @@ class Participants(BaseModel):
 class ApiKey(BaseModel):
     """One of a participant's API keys, as the admin lists it (never the key itself):
     ``revoked_at`` is null while it is valid; ``last_used_at`` is when a Kevin process
-    last found it valid, to the minute (null: not used since it was issued)."""
+    last found it valid, to the minute (null: not used since it was issued); ``label``
+    whom it was issued to, the author of the notes it writes (null: none given)."""
 
     key_id: str
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    label: str | None = None
 
 
 class ApiKeys(BaseModel):
@@ -74,3 +78,12 @@ class ApiKeyCreated(BaseModel):
     key_id: str
     api_key: str
     created_at: datetime
+    label: str | None = None
+
+
+class ApiKeyCreate(BaseModel):
+    """``POST /v1/participants/{name}/keys`` (a body is optional): whom the key is for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: KeyLabel | None = None

@@ -19,6 +19,7 @@ from kevin.domain.errors import (
 )
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import AgedTrade, Trade, TradeSubmission, TradeTerms, differing_fields
+from kevin.domain.notes import Note
 from kevin.domain.participants import ApiKey, ApiKeyCreated, ParticipantSummary
 from kevin.domain.queries import PageQuery
 from kevin.domain.rules import Rules, RulesVersion
@@ -32,7 +33,7 @@ from kevin.engine.matching import Matcher
 from kevin.engine.preconditions import IfMatch, current_for_change, unless_cancelled_by_agreement
 from kevin.engine.reports import Reports
 from kevin.formats.records import Operation
-from kevin.store import database, participants
+from kevin.store import database, notes, participants
 from kevin.store import matching as match_store
 from kevin.store import trades as store
 from kevin.store.book import PostgresBook
@@ -82,10 +83,10 @@ class TradeService:
 
     # --- participants ----------------------------------------------------------------
 
-    async def create_participant(self, name: str) -> ApiKeyCreated:
-        """A new participant and its first API key (``api_key``: shown once)."""
+    async def create_participant(self, name: str, label: str | None = None) -> ApiKeyCreated:
+        """A new participant and its first API key (``api_key``: shown once), labelled."""
         async with database.transaction(self.pool) as conn:
-            created = await participants.create(conn, name)
+            created = await participants.create(conn, name, label)
         log.info("participant created", participant=name, key_id=created.key_id)
         return created
 
@@ -99,10 +100,10 @@ class TradeService:
         async with database.connection(self.pool) as conn:
             return await participants.every(conn), await participants.every_key(conn)
 
-    async def add_key(self, name: str) -> ApiKeyCreated:
-        """Another API key for the participant (its others stay valid)."""
+    async def add_key(self, name: str, label: str | None = None) -> ApiKeyCreated:
+        """Another API key for the participant (its others stay valid), labelled."""
         async with database.transaction(self.pool) as conn:
-            created = await participants.add_key(conn, name)
+            created = await participants.add_key(conn, name, label)
         log.info("api key issued", participant=name, key_id=created.key_id)
         return created
 
@@ -131,6 +132,28 @@ class TradeService:
         """BIC (11-character form) → the participant registered with it."""
         async with database.connection(self.pool) as conn:
             return await participants.by_bic(conn, list(bics))
+
+    # --- notes -------------------------------------------------------------------------
+
+    async def add_note(self, participant: str, trade_id: str, text: str,
+                       key_hash: bytes | None) -> Note:
+        """A note on the participant's trade, written with the key of hash ``key_hash``
+        (None: the admin token). 404 when the participant has no such trade."""
+        async with database.transaction(self.pool) as conn:
+            note = await notes.add(conn, participant, trade_id, text, key_hash)
+        if note is None:
+            raise NotFound(f"no trade {trade_id}", {"trade_id": trade_id})
+        log.info("trade note written", participant=participant, trade_id=trade_id,
+                 note_id=note.note_id, author=note.author)
+        return note
+
+    async def notes(self, participant: str, trade_id: str) -> list[Note]:
+        """The notes on the participant's trade, oldest first; 404 when it has no such
+        trade. Read on the primary: a note just written is always there."""
+        async with database.connection(self.pool) as conn:
+            if await store.latest(conn, participant, trade_id) is None:
+                raise NotFound(f"no trade {trade_id}", {"trade_id": trade_id})
+            return await notes.of_trade(conn, participant, trade_id)
 
     async def participant_for_key(self, api_key: str) -> str | None:
         async with database.connection(self.pool) as conn:

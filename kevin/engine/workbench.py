@@ -14,7 +14,7 @@ import asyncpg
 
 from kevin.domain.cutoffs import cutoff_at, is_overdue
 from kevin.domain.errors import Unauthorized
-from kevin.domain.keys import AdminTokens
+from kevin.domain.keys import AdminTokens, hash_key
 from kevin.domain.models import AgedTrade, Trade
 from kevin.engine.ageing import Clock, age_trades, aged, system_clock
 from kevin.store import database, participants
@@ -32,6 +32,9 @@ class Session:
     participant: str | None  # None: the admin
     csrf_token: str
     expires_at: datetime
+    # The hash of the key (or admin token) that logged in: what the session writes is
+    # written with that key (a note's author).
+    credential_hash: bytes
 
     @property
     def is_admin(self) -> bool:
@@ -74,7 +77,7 @@ class Workbench:
             token, csrf_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
             expires_at = await store.insert_session(
                 conn, token, participant, credential, csrf_token, self.lifetime)
-        return token, Session(participant, csrf_token, expires_at)
+        return token, Session(participant, csrf_token, expires_at, hash_key(credential))
 
     async def session(self, token: str) -> Session | None:
         """The live session behind a cookie token, or None (unknown, expired, logged out,
@@ -88,7 +91,8 @@ class Workbench:
             # token kept as KEVIN_ADMIN_TOKEN_PREVIOUS keeps its sessions meanwhile).
             if not self.admin_tokens.accepts_hash(found.credential_hash):
                 return None
-        return Session(found.participant, found.csrf_token, found.expires_at)
+        return Session(found.participant, found.csrf_token, found.expires_at,
+                       found.credential_hash)
 
     async def logout(self, token: str) -> None:
         async with database.transaction(self.pool) as conn:

@@ -10,23 +10,26 @@ from kevin.domain.participants import ApiKey, ApiKeyCreated, ParticipantSummary
 from kevin.store import queries as q
 
 
-async def create(conn: asyncpg.Connection, name: str) -> ApiKeyCreated:
-    """Create a participant with a fresh key (shown once, never stored)."""
+async def create(conn: asyncpg.Connection, name: str,
+                 label: str | None = None) -> ApiKeyCreated:
+    """Create a participant with a fresh key (shown once, never stored), labelled."""
     if await conn.fetchval(q.INSERT_PARTICIPANT, name) is None:
         raise ParticipantExists(f"participant {name} already exists")
-    return await _insert_key(conn, name)
+    return await _insert_key(conn, name, label)
 
 
-async def _insert_key(conn: asyncpg.Connection, name: str) -> ApiKeyCreated:
+async def _insert_key(conn: asyncpg.Connection, name: str,
+                      label: str | None) -> ApiKeyCreated:
     api_key = new_key()
-    row = await conn.fetchrow(q.INSERT_API_KEY, hash_key(api_key), name)
+    row = await conn.fetchrow(q.INSERT_API_KEY, hash_key(api_key), name, label)
     return ApiKeyCreated(participant=name, key_id=key_id(row["key_hash"]), api_key=api_key,
-                         created_at=row["created_at"])
+                         created_at=row["created_at"], label=row["label"])
 
 
 def _api_key(row: asyncpg.Record) -> ApiKey:
     return ApiKey(key_id=key_id(row["key_hash"]), created_at=row["created_at"],
-                  revoked_at=row["revoked_at"], last_used_at=row["last_used_at"])
+                  revoked_at=row["revoked_at"], last_used_at=row["last_used_at"],
+                  label=row["label"])
 
 
 async def _require(conn: asyncpg.Connection, name: str) -> None:
@@ -34,10 +37,11 @@ async def _require(conn: asyncpg.Connection, name: str) -> None:
         raise NotFound(f"no participant {name}", {"participant": name})
 
 
-async def add_key(conn: asyncpg.Connection, name: str) -> ApiKeyCreated:
-    """Another key for the participant; its keys before stay valid."""
+async def add_key(conn: asyncpg.Connection, name: str,
+                  label: str | None = None) -> ApiKeyCreated:
+    """Another key for the participant, labelled; its keys before stay valid."""
     await _require(conn, name)
-    return await _insert_key(conn, name)
+    return await _insert_key(conn, name, label)
 
 
 async def every(conn: asyncpg.Connection) -> list[ParticipantSummary]:

@@ -171,8 +171,8 @@ RETURNING name
 """
 
 INSERT_API_KEY = """
-INSERT INTO api_keys (key_hash, participant) VALUES ($1, $2)
-RETURNING key_hash, created_at, revoked_at, last_used_at
+INSERT INTO api_keys (key_hash, participant, label) VALUES ($1, $2, $3)
+RETURNING key_hash, created_at, revoked_at, last_used_at, label
 """
 
 # The participant owning a valid key ($1: its hash), noting that the key was used — at
@@ -193,13 +193,14 @@ SELECT_PARTICIPANTS = "SELECT name, bic, created_at FROM participants ORDER BY n
 
 # Every participant's keys, revoked ones too, each's oldest first.
 SELECT_ALL_API_KEYS = """
-SELECT participant, key_hash, created_at, revoked_at, last_used_at FROM api_keys
+SELECT participant, key_hash, created_at, revoked_at, last_used_at, label FROM api_keys
 ORDER BY participant, created_at, key_hash
 """
 
 # A participant's keys, revoked ones too, oldest first.
 SELECT_API_KEYS = """
-SELECT key_hash, created_at, revoked_at, last_used_at FROM api_keys WHERE participant = $1
+SELECT key_hash, created_at, revoked_at, last_used_at, label FROM api_keys
+WHERE participant = $1
 ORDER BY created_at, key_hash
 """
 
@@ -208,7 +209,7 @@ ORDER BY created_at, key_hash
 REVOKE_API_KEY = """
 UPDATE api_keys SET revoked_at = coalesce(revoked_at, clock_timestamp())
 WHERE participant = $1 AND substring(key_hash FROM 1 FOR 8) = $2::bytea
-RETURNING key_hash, created_at, revoked_at, last_used_at
+RETURNING key_hash, created_at, revoked_at, last_used_at, label
 """
 
 SELECT_PARTICIPANT = "SELECT name FROM participants WHERE name = $1"

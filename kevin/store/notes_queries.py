@@ -1,0 +1,22 @@
+"""The statements of trade notes (alembic 0020), named. Parameters are always bound."""
+
+_NOTE_COLUMNS = "note_id, participant, trade_id, version, body, author, key_id, written_at"
+
+# The label of the key ($1: its hash) a note is written with; no row: not a key.
+SELECT_KEY_LABEL = "SELECT label FROM api_keys WHERE key_hash = $1"
+
+# A note on the participant's trade ($1, $2) at its latest version; no row when the
+# participant has no such trade.
+INSERT_NOTE = f"""
+INSERT INTO trade_notes (participant, trade_id, version, body, author, key_id)
+SELECT participant, trade_id, version, $3, $4, $5 FROM trades
+WHERE participant = $1 AND trade_id = $2 AND latest
+RETURNING {_NOTE_COLUMNS}
+"""
+
+# The notes on the participant's trade ($1, $2), oldest first.
+SELECT_NOTES = f"""
+SELECT {_NOTE_COLUMNS} FROM trade_notes
+WHERE participant = $1 AND trade_id = $2
+ORDER BY note_id
+"""
