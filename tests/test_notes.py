@@ -12,8 +12,9 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from kevin.domain.keys import hash_key, key_id
-from tests.conftest import ADMIN, bearer, trade_body
+from tests.conftest import ADMIN, ADMIN_TOKEN, bearer, trade_body
 from tests.processes import run_cli
+from tests.ui_helpers import Browser
 
 
 async def _labelled_key(client: TestClient, name: str, label: str) -> dict[str, str]:
@@ -179,3 +180,49 @@ async def test_the_cli_labels_keys(db_url, service) -> None:
                      KEVIN_DATABASE_URL=db_url)
     assert failed.returncode != 0 and "invalid key label" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+# --- the workbench's trade page -------------------------------------------------------
+
+
+async def test_the_workbench_writes_notes_as_the_key_that_logged_in(client, banks, conn):
+    a, b = banks
+    alice = await _labelled_key(client, "BANKA", "alice")
+    assert (await client.post("/v1/trades", json=trade_body("A-1"), headers=a)).status == 201
+    bank_a = await Browser.login(client, alice["Authorization"].split()[1])
+    resp = await bank_a.post_form("/ui/trades/A-1/notes", {"text": "  Chased by phone.  "})
+    assert resp.status == 303 and resp.headers["Location"] == "/ui/trades/A-1"
+    page = await bank_a.page("/ui/trades/A-1")
+    assert "Chased by phone." in page and 'class="author">alice<' in page
+    # The session's API calls write as its key too (with the CSRF token, as any unsafe
+    # call the cookie authenticates).
+    resp = await client.post("/v1/trades/A-1/notes", json={"text": "From the page's script."},
+                             headers={**bank_a.cookie, "X-CSRF-Token": bank_a.csrf})
+    assert resp.status == 201 and (await resp.json())["author"] == "alice"
+
+    admin = await Browser.login(client, ADMIN_TOKEN)
+    resp = await admin.post_form("/ui/trades/A-1/notes",
+                                 {"participant": "BANKA", "text": "Seen by operations."})
+    assert resp.status == 303 and resp.headers["Location"] == "/ui/trades/A-1?participant=BANKA"
+    assert [(r["author"], r["body"]) for r in await conn.fetch(
+        "SELECT author, body FROM trade_notes ORDER BY note_id")] == [
+        ("alice", "Chased by phone."), ("alice", "From the page's script."),
+        ("admin", "Seen by operations.")]
+
+
+async def test_the_workbench_refuses_bad_or_foreign_notes_and_writes_nothing(
+        client, banks, conn):
+    a, b = banks
+    assert (await client.post("/v1/trades", json=trade_body("A-1"), headers=a)).status == 201
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    bank_b = await Browser.login(client, b["Authorization"].split()[1])
+    resp = await bank_a.post_form("/ui/trades/A-1/notes", {"text": "forged"}, csrf=False)
+    assert resp.status == 403
+    for text in ("", "   ", "x" * 2001, "nul\x00"):
+        resp = await bank_a.post_form("/ui/trades/A-1/notes", {"text": text})
+        assert resp.status == 422, text
+    resp = await bank_b.post_form("/ui/trades/A-1/notes", {"text": "not mine"})
+    assert resp.status == 404
+    page = await bank_a.page("/ui/trades/A-1")
+    assert 'id="no-notes"' in page
+    assert await conn.fetchval("SELECT count(*) FROM trade_notes") == 0

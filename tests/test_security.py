@@ -67,6 +67,8 @@ WORKBENCH = {
     ("POST", "/ui/admin/rules"), ("POST", "/ui/admin/profiles"),
     # tests/test_api_keys.py: the admin's alone.
     ("GET", "/ui/admin/participants"), ("POST", "/ui/admin/participants"),
+    # tests/test_notes.py: a participant's own trades only; CSRF.
+    ("POST", "/ui/trades/{trade_id}/notes"),
 }
 ENDPOINTS = PUBLIC | ADMIN_ONLY | ISOLATED | WORKBENCH
 

@@ -442,6 +442,53 @@ async def test_the_admin_rotates_a_participants_key(client, banks, people):
                              headers={"Authorization": f"Bearer {new_key}"})).status == 200
 
 
+async def test_alice_notes_an_exception_and_the_note_survives_a_live_redraw(
+        client, banks, people):
+    """The admin issues Alice her own key; at the trade page she writes down what she
+    did, signed with her name; a note half typed is kept while the page redraws itself
+    for the counterparty's trade; BANKB never sees BANKA's notes."""
+    a, b = banks
+    await submit(client, a, trade_body("A-1"))
+    admin = await people(ADMIN_TOKEN)
+    await admin.page.get_by_role("link", name="Participants").click()
+    await admin.page.get_by_label("Whom the new key of BANKA is for").fill("alice")
+    await admin.page.get_by_role("button", name="Issue a key for BANKA").click()
+    await expect(admin.page.locator("#issued-label")).to_have_text("alice")
+    alice_key = (await admin.page.locator("#issued-key").text_content() or "").strip()
+    await expect(admin.page.locator("#participant-BANKA .key-label")).to_have_text("alice")
+
+    alice = await people(alice_key)
+    await alice.goto("/ui/trades/A-1")
+    await expect(alice.page.locator("#no-notes")).to_be_visible()
+    await alice.page.get_by_label("Add a note").fill("Called BANKB.\nThey book it today.")
+    await alice.page.get_by_role("button", name="Add the note").click()
+    note = alice.page.locator("#notes-list li")
+    await expect(note).to_have_count(1)
+    await expect(note.locator(".author")).to_have_text("alice")
+    await expect(note.locator(".note-text")).to_have_text("Called BANKB.\nThey book it today.")
+    await expect(note).to_contain_text("version 1")
+
+    # A second note, half typed when BANKB's trade arrives and the page redraws itself.
+    await alice.live()
+    page_id = await alice.page_id()
+    await alice.page.get_by_label("Add a note").fill("Their trade is in")
+    await submit(client, b, buy("B-1"))
+    await expect(alice.page.locator("#trade-status")).to_have_text("matched", timeout=WAIT_MS)
+    assert await alice.page_id() == page_id
+    await expect(alice.page.get_by_label("Add a note")).to_have_value("Their trade is in")
+    await alice.page.get_by_role("button", name="Add the note").click()
+    await expect(note).to_have_count(2)
+    await expect(note.nth(1)).to_contain_text("version 2")
+    await alice.screenshot("trade-notes")
+
+    bank_b = await people(key_of(b))
+    await bank_b.goto("/ui/trades/B-1")
+    await expect(bank_b.page.locator("#no-notes")).to_be_visible()
+    assert "Called BANKB" not in await bank_b.page.content()
+    resp = await client.get("/v1/trades/A-1/notes", headers=a)
+    assert [n["author"] for n in (await resp.json())["notes"]] == ["alice", "alice"]
+
+
 async def test_the_login_page_works_from_the_keyboard(client, banks, browser, base_url):
     a, _ = banks
     context = await browser.new_context(viewport={"width": 1280, "height": 800})

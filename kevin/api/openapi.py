@@ -202,7 +202,8 @@ def openapi_document() -> dict[str, Any]:
                             "the key is for, and names it as the author of its notes."),
                 "requestBody": {"required": False, **_json(_ref("ApiKeyCreate"))},
                 "responses": _responses({"201": ("The new key", "ApiKeyCreated")},
-                                        (*AUTH, "403", "404", "503")),
+                                        ("400", *AUTH, "403", "404", "413", "415", "422",
+                                         "503")),
             },
             "get": {
                 "summary": ("The participant's keys (admin), revoked ones too, oldest first; "

@@ -33,7 +33,8 @@ from kevin.api.session import COOKIE, CSRF_HEADER, cookie_session, csrf_matches
 from kevin.domain import errors as e
 from kevin.domain.keys import KEY_ID_PATTERN, REVOKED_EVERYWHERE_WITHIN_S
 from kevin.domain.models import PARTICIPANT_PATTERN, TRADE_ID_PATTERN, Reason, Trade
-from kevin.domain.participants import ApiKey, ApiKeyCreated
+from kevin.domain.notes import LABEL_LIMIT, NOTE_LIMIT, NoteCreate
+from kevin.domain.participants import ApiKey, ApiKeyCreate, ApiKeyCreated
 from kevin.domain.profiles import PROFILE_NAME_PATTERN, Profile, ProfileVersion
 from kevin.domain.proposals import Decision, Proposal, ProposalKind
 from kevin.domain.replay import ReplayResult
@@ -392,6 +393,7 @@ async def trade_page(request: web.Request) -> web.Response:
                      if (participant, trade_id) in ((p.proposer, p.trade_id),
                                                     (p.counterparty, p.counterparty_trade_id))]
     return _page(request, "trade.html", session, {
+        "notes": await kevin.notes(participant, trade_id), "note_limit": NOTE_LIMIT,
         "proposals": on_this_trade, "proposal_link": _proposal_link(session),
         "trade": latest, "shown": shown, "versions": list(reversed(versions)),
         "clock_now": clock_now, "refresh_in": _seconds_until(
@@ -434,6 +436,23 @@ async def cancel(request: web.Request) -> web.StreamResponse:
     trade_id = _trade_id(request)
     await request.config_dict[KEVIN].cancel(session.participant, trade_id, _version(form))
     return _back_to_trade(session.participant, trade_id, False)
+
+
+@routes.post("/trades/{trade_id}/notes")
+async def add_note(request: web.Request) -> web.StreamResponse:
+    """A note on the trade, written with the key the session was opened with (the admin:
+    on the form's participant's trade)."""
+    session = await require_session(request)
+    form = await read_form(request, session)
+    participant = (_form_participant(form, "participant") if session.is_admin
+                   else session.participant)
+    assert participant is not None
+    trade_id = _trade_id(request)
+    note = parse_model(NoteCreate, {"text": _text(form, "text", NOTE_LIMIT)})
+    await request.config_dict[KEVIN].add_note(
+        participant, trade_id, note.text,
+        None if session.is_admin else session.credential_hash)
+    return _back_to_trade(participant, trade_id, session.is_admin)
 
 
 def _require_admin(session: Session) -> None:
@@ -716,8 +735,9 @@ async def participants_action(request: web.Request) -> web.Response:
     name = _form_participant(form, "name")
     kevin = request.config_dict[KEVIN]
     if action in ("add", "add_key"):
-        issued = await (kevin.create_participant(name) if action == "add"
-                        else kevin.add_key(name))
+        label = parse_model(ApiKeyCreate, {"label": _text(form, "label", LABEL_LIMIT) or None})
+        issued = await (kevin.create_participant(name, label.label) if action == "add"
+                        else kevin.add_key(name, label.label))
         return await _participants_page(request, session, issued=issued)
     if action == "revoke_key":
         public_id = _text(form, "key_id", 16)
