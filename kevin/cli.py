@@ -233,7 +233,8 @@ async def participant_command(settings: Settings, args: argparse.Namespace) -> N
                 key = await service.revoke_key(args.name, args.key_id)
                 assert key.revoked_at is not None
                 print(f"{key.key_id} revoked {key.revoked_at.isoformat()} (every Kevin "
-                      f"process refuses it within {REVOKED_EVERYWHERE_WITHIN_S:g} s)")
+                      f"process refuses it once told, within {REVOKED_EVERYWHERE_WITHIN_S:g}"
+                      " s at the latest)")
         except errors.NotFound as e:
             raise CommandFailed(e.message) from None
         finally:

@@ -12,9 +12,9 @@ from structlog.testing import capture_logs
 
 from kevin.api import http
 from kevin.api.app import create_app
-from kevin.api.app_keys import KEVIN
+from kevin.api.app_keys import KEVIN, KEY_CACHE
 from kevin.config import Settings
-from kevin.domain.keys import AdminTokens, hash_key, key_id
+from kevin.domain.keys import KEY_REVOKED_CHANNEL, AdminTokens, hash_key, key_id
 from kevin.engine.service import TradeService
 from tests.conftest import ADMIN, ADMIN_TOKEN, bearer, trade_body, wait_for
 from tests.processes import run_cli
@@ -112,8 +112,13 @@ async def test_revoking_a_key_ends_the_workbench_sessions_it_opened(client, bank
 async def test_another_process_refuses_a_revoked_key_once_its_cache_lapses(
         client, banks, service: TradeService, aiohttp_client, monkeypatch):
     """Another process (another worker, another host) took the key as valid a moment
-    ago; it refuses it once it looks again — here after 0.3 s, by default 5 s."""
+    ago and misses the revocation's notification (sent here on a channel nobody
+    listens to); it refuses the key once it looks again — here after 0.3 s, by default
+    5 s."""
+    from kevin.store import participants
+
     monkeypatch.setattr(http, "KEY_CACHE_SECONDS", 0.3)
+    monkeypatch.setattr(participants, "KEY_REVOKED_CHANNEL", "kevin_nobody_listens")
     a, _ = banks
     other: TestClient = await aiohttp_client(create_app(service, ADMIN_TOKEN))
     assert (await other.get("/v1/trades", headers=a)).status == 200  # cached there
@@ -127,6 +132,45 @@ async def test_another_process_refuses_a_revoked_key_once_its_cache_lapses(
     await wait_for(refused, timeout=5)
     # And stays refused.
     assert (await other.get("/v1/trades", headers=a)).status == 401
+
+
+async def test_another_process_refuses_a_revoked_key_as_soon_as_it_is_told(
+        client, banks, service: TradeService, aiohttp_client, monkeypatch):
+    """The revocation reaches every process over LISTEN/NOTIFY: another app, with its own
+    listening connection and a key cache that would trust the key for an hour, refuses it
+    within a few seconds (the notification, not its cache's lapse)."""
+    monkeypatch.setattr(http, "KEY_CACHE_SECONDS", 3600)
+    a, _ = banks
+    other: TestClient = await aiohttp_client(create_app(service, ADMIN_TOKEN))
+    assert (await other.get("/v1/trades", headers=a)).status == 200  # cached there
+    # (Were the other app's watch still starting, it would forget the key when it starts
+    # listening: refused either way, and never by the cache's lapse.)
+    resp = await client.delete(
+        f"/v1/participants/BANKA/keys/{key_id(hash_key(_key_of(a)))}", headers=ADMIN)
+    assert resp.status == 200
+
+    async def refused() -> bool:
+        return (await other.get("/v1/trades", headers=a)).status == 401
+
+    await wait_for(refused, timeout=5)
+    assert (await other.get("/v1/trades", headers=a)).status == 401
+
+
+async def test_a_listener_that_starts_again_forgets_every_cached_key(
+        service: TradeService) -> None:
+    """A notification sent while the watch's connection was being made again is lost:
+    each time it starts listening, the key cache starts empty."""
+    from kevin.feed.runtime import FEED
+
+    app = create_app(service, ADMIN_TOKEN)
+    cache = app[KEY_CACHE]
+    cache[hash_key("kv_one")] = ("BANKA", 0.0)
+    cache[hash_key("kv_two")] = ("BANKB", 0.0)
+    on_payload, on_listening = app[FEED].watch._channels[KEY_REVOKED_CHANNEL]
+    on_payload(key_id(hash_key("kv_one")))
+    assert list(cache) == [hash_key("kv_two")]
+    on_listening()
+    assert cache == {}
 
 
 @pytest.mark.slow

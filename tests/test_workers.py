@@ -187,3 +187,45 @@ async def test_workers_share_the_supervisors_embedded_postgresql(tmp_path, data_
         assert await server.stop(signal.SIGTERM) == 0, server.log()[-2000:]
     assert await _gone(workers)
     assert not _postgres_running(data_dir), "the supervisor stops the embedded server"
+
+
+async def test_a_revoked_key_is_refused_by_every_worker_at_once(db_url, tmp_path):
+    """Each worker takes a key it found valid on trust for 5 s; a revocation through one
+    worker reaches the other over LISTEN/NOTIFY, so that well within those 5 s no worker
+    accepts the key any more."""
+    done = run_cli("participant", "add", "BANKA", KEVIN_DATABASE_URL=db_url)
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip()
+    server = await _workers(db_url, tmp_path)
+    admin = bearer(ADMIN_TOKEN)
+    try:
+        # A connection per request: the kernel hands each to whichever worker accepts.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def statuses(count: int = 20) -> list[int]:
+                async def one() -> int:
+                    async with session.get(f"{server.url}/v1/trades",
+                                           headers=bearer(key)) as resp:
+                        return resp.status
+                return list(await asyncio.gather(*(one() for _ in range(count))))
+
+            assert await statuses() == [200] * 20  # both workers have it cached now
+            served_by = {line.get("pid") for line in _log_lines(server)
+                         if line.get("event") == "request" and line.get("path") == "/v1/trades"}
+            assert served_by == set(_worker_pids(server))
+            from kevin.domain.keys import hash_key, key_id
+            async with session.delete(
+                    f"{server.url}/v1/participants/BANKA/keys/{key_id(hash_key(key))}",
+                    headers=admin) as resp:
+                assert resp.status == 200, await resp.text()
+            revoked_at = asyncio.get_running_loop().time()
+
+            async def refused_everywhere() -> bool:
+                return await statuses() == [401] * 20
+
+            await wait_for(refused_everywhere, timeout=2.5)
+            assert asyncio.get_running_loop().time() - revoked_at < 4
+    finally:
+        status = await server.stop(signal.SIGTERM, timeout=10)
+    assert status == 0, server.log()[-2000:]

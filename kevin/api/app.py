@@ -26,7 +26,7 @@ from kevin.api import (
 )
 from kevin.api.app_keys import ADMIN_TOKEN, HEALTH, KEVIN, KEY_CACHE, WORKBENCH
 from kevin.api.errors import echo_request_id, request_context
-from kevin.api.http import MAX_BODY
+from kevin.api.http import MAX_BODY, forget_revoked_keys
 from kevin.domain.keys import AdminTokens
 from kevin.engine.health import keep_young_statistics
 from kevin.engine.service import TradeService
@@ -74,6 +74,7 @@ def create_app(
     # `kevin serve` and every test client); SSE streams end on shutdown.
     install_feed(app, service.pool, feed_options or FeedOptions(), service.reads,
                  clock=lambda: service.clock())
+    forget_revoked_keys(app)
     app.cleanup_ctx.append(_young_statistics)
     return app
 

@@ -16,10 +16,11 @@ from kevin.api.app_keys import ADMIN_TOKEN, KEVIN, KEY_CACHE
 from kevin.api.session import COOKIE, api_session
 from kevin.domain import errors as e
 from kevin.domain import keys
-from kevin.domain.keys import hash_key
+from kevin.domain.keys import KEY_REVOKED_CHANNEL, hash_key
 from kevin.domain.models import Instant
 from kevin.domain.participants import ApiKey
 from kevin.engine.service import IfMatch
+from kevin.feed.runtime import FEED
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -40,9 +41,9 @@ class Principal:
 
 KEY_CACHE_SIZE = 10_000
 # A key found valid is taken on trust for this long before it is looked up again: a
-# busy client costs no query per request, and a key revoked by another process (another
-# worker, another host) is refused here within this much time. The process that revoked
-# it refuses it at once (forget_key).
+# busy client costs no query per request. A revoked key is forgotten at once, by the
+# process that revoked it and, told over LISTEN/NOTIFY (forget_revoked_keys), by every
+# other; this is the bound when that notification is lost (a listener reconnecting).
 KEY_CACHE_SECONDS = keys.REVOKED_EVERYWHERE_WITHIN_S
 
 
@@ -79,13 +80,25 @@ async def authenticate(request: web.Request) -> Principal:
 
 async def revoke_key(request: web.Request, participant: str, key_id: str) -> ApiKey:
     """Revoke the key, and drop it from this process's key cache: this process refuses it
-    from the next request, every other once its cache lapses (KEY_CACHE_SECONDS)."""
+    from the next request, every other as its notification arrives (forget_revoked_keys)."""
     revoked = await request.config_dict[KEVIN].revoke_key(participant, key_id)
-    cache = request.config_dict[KEY_CACHE]
-    for key_hash in [h for h, (owner, _) in cache.items()
-                     if owner == participant and keys.key_id(h) == key_id]:
-        del cache[key_hash]
+    forget_key(request.config_dict[KEY_CACHE], key_id)
     return revoked
+
+
+def forget_key(cache: dict[bytes, tuple[str, float]], key_id: str) -> None:
+    """The key of id ``key_id`` is looked up again at its next use."""
+    for key_hash in [h for h in cache if keys.key_id(h) == key_id]:
+        del cache[key_hash]
+
+
+def forget_revoked_keys(app: web.Application) -> None:
+    """Every key another process revokes is forgotten here as soon as it is told
+    (KEY_REVOKED_CHANNEL, on the feed watch's listening connection); and, each time that
+    connection starts listening, every key, since a revocation may have been missed."""
+    cache = app[KEY_CACHE]
+    app[FEED].watch.listen(KEY_REVOKED_CHANNEL, lambda key_id: forget_key(cache, key_id),
+                           cache.clear)
 
 
 async def require_admin(request: web.Request) -> Principal:

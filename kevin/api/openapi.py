@@ -218,8 +218,10 @@ def openapi_document() -> dict[str, Any]:
                 "The key's id, as listed.")],
             "delete": {
                 "summary": ("Revoke the key (admin): refused from the next request by the "
-                            "process that revoked it, by every other Kevin process within "
-                            f"{REVOKED_EVERYWHERE_WITHIN_S:g} s; the workbench sessions it "
+                            "process that revoked it, by every other Kevin process as soon "
+                            "as it is told (LISTEN/NOTIFY, at commit), within "
+                            f"{REVOKED_EVERYWHERE_WITHIN_S:g} s at the latest; the "
+                            "workbench sessions it "
                             "opened end at once. Revoking it again changes nothing and "
                             "answers the same."),
                 "responses": _responses({"200": ("The revoked key", "ApiKey")},

@@ -31,8 +31,11 @@ def key_id(key_hash: bytes) -> str:
 
 
 # How long a key found valid is taken on trust by a process before it is looked up again
-# (kevin.api.http's key cache): a key revoked elsewhere is refused everywhere within this.
+# (kevin.api.http's key cache). A revocation is told to every process at once, over
+# LISTEN/NOTIFY on this channel (its payload: the key's id); this long is the bound when
+# a process misses it, its listening connection being made again.
 REVOKED_EVERYWHERE_WITHIN_S = 5.0
+KEY_REVOKED_CHANNEL = "kevin_key_revoked"
 
 
 @dataclass(frozen=True)

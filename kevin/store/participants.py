@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from kevin.domain.errors import Conflict, NotFound, ParticipantExists
-from kevin.domain.keys import hash_key, key_id, new_key
+from kevin.domain.keys import KEY_REVOKED_CHANNEL, hash_key, key_id, new_key
 from kevin.domain.participants import ApiKey, ApiKeyCreated, ParticipantSummary
 from kevin.store import queries as q
 
@@ -66,12 +66,13 @@ async def keys_of(conn: asyncpg.Connection, name: str) -> list[ApiKey]:
 
 async def revoke_key(conn: asyncpg.Connection, name: str, public_id: str) -> ApiKey:
     """Revoke the participant's key ``public_id`` (key_id); a revoked one stays revoked
-    as it was."""
+    as it was. Every Kevin process is told at commit (KEY_REVOKED_CHANNEL)."""
     await _require(conn, name)
     row = await conn.fetchrow(q.REVOKE_API_KEY, name, bytes.fromhex(public_id))
     if row is None:
         raise NotFound(f"participant {name} has no key {public_id}",
                        {"participant": name, "key_id": public_id})
+    await conn.execute(q.NOTIFY_KEY_REVOKED, KEY_REVOKED_CHANNEL, public_id)
     return _api_key(row)
 
 

@@ -212,6 +212,10 @@ WHERE participant = $1 AND substring(key_hash FROM 1 FOR 8) = $2::bytea
 RETURNING key_hash, created_at, revoked_at, last_used_at, label
 """
 
+# A key's revocation told to every Kevin process (kevin.domain.keys.KEY_REVOKED_CHANNEL,
+# $1; the key's id, $2): sent by the revoking transaction, delivered at its commit.
+NOTIFY_KEY_REVOKED = "SELECT pg_notify($1, $2)"
+
 SELECT_PARTICIPANT = "SELECT name FROM participants WHERE name = $1"
 
 # The participant's row is the lock: a BIC taken by another participant fails on the
