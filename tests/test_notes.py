@@ -226,3 +226,28 @@ async def test_the_workbench_refuses_bad_or_foreign_notes_and_writes_nothing(
     page = await bank_a.page("/ui/trades/A-1")
     assert 'id="no-notes"' in page
     assert await conn.fetchval("SELECT count(*) FROM trade_notes") == 0
+
+
+async def test_the_exceptions_rows_show_how_many_notes_a_trade_has(client, banks):
+    """On the book's own rows only: a trade alleged against BANKB is BANKA's, and so are
+    its notes."""
+    a, b = banks
+    alice = await _labelled_key(client, "BANKA", "alice")
+    for trade_id in ("A-1", "A-2"):
+        resp = await client.post("/v1/trades", json=trade_body(trade_id), headers=a)
+        assert resp.status == 201
+    await _note(client, "A-1", "First call.", a)
+    await _note(client, "A-1", "Second call.", alice)
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    page = await bank_a.page("/ui/exceptions?tab=unmatched")
+    row = page.split('id="row-BANKA-A-1"', 1)[1].split("</tr>", 1)[0]
+    assert 'aria-label="2 notes"' in row and "the last by alice" in row
+    assert 'href="/ui/trades/A-1#notes"' in row
+    other = page.split('id="row-BANKA-A-2"', 1)[1].split("</tr>", 1)[0]
+    assert "notes-badge" not in other
+    admin = await Browser.login(client, ADMIN_TOKEN)
+    assert 'aria-label="2 notes"' in await admin.page("/ui/exceptions?tab=unmatched")
+    bank_b = await Browser.login(client, b["Authorization"].split()[1])
+    alleged = await bank_b.page("/ui/exceptions?tab=alleged")
+    assert 'id="row-BANKA-A-1"' in alleged and "notes-badge" not in alleged
+    assert "alice" not in alleged

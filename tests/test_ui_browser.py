@@ -480,6 +480,13 @@ async def test_alice_notes_an_exception_and_the_note_survives_a_live_redraw(
     await expect(note).to_have_count(2)
     await expect(note.nth(1)).to_contain_text("version 2")
     await alice.screenshot("trade-notes")
+    # Its row on the exceptions page says so, and leads back to the notes.
+    await alice.goto("/ui/exceptions?tab=matched_today")
+    badge = alice.page.locator("#row-BANKA-A-1 .notes-badge")
+    await expect(badge).to_have_text("✎2")
+    assert await alice.page.evaluate(_TABLE_OVERFLOW) == {"page": 0, "past": []}
+    await badge.click()
+    await expect(alice.page.locator("#notes-list li")).to_have_count(2)
 
     bank_b = await people(key_of(b))
     await bank_b.goto("/ui/trades/B-1")

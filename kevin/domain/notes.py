@@ -5,6 +5,7 @@ trade, never changed once written."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
@@ -59,6 +60,16 @@ class Note(BaseModel):
 
 class Notes(BaseModel):
     notes: list[Note]
+
+
+@dataclass(frozen=True)
+class NotesSummary:
+    """A trade's notes at a glance (an exceptions row): how many, the last one's author
+    and instant."""
+
+    count: int
+    last_author: str
+    last_written_at: datetime
 
 
 def author_of(label: str | None, key_id: str | None) -> str:

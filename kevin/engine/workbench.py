@@ -16,8 +16,10 @@ from kevin.domain.cutoffs import cutoff_at, is_overdue
 from kevin.domain.errors import Unauthorized
 from kevin.domain.keys import AdminTokens, hash_key
 from kevin.domain.models import AgedTrade, Trade
+from kevin.domain.notes import NotesSummary
 from kevin.engine.ageing import Clock, age_trades, aged, system_clock
 from kevin.store import database, participants
+from kevin.store import notes as store_notes
 from kevin.store import workbench as store
 from kevin.store.cutoffs import live_cutoffs
 from kevin.store.workbench import TABS, ExceptionsQuery
@@ -51,6 +53,9 @@ class Exceptions:
     counts: dict[str, int]
     now: datetime
     next_cutoff: datetime | None
+    # The notes of the rows that are the book's own (a trade alleged against it is its
+    # counterparty's, and so are that trade's notes), by (participant, trade_id).
+    notes: dict[tuple[str, str], NotesSummary]
 
 
 class Workbench:
@@ -117,11 +122,14 @@ class Workbench:
             else:
                 trades = await store.exceptions(conn, query, today)
             counts = await store.tab_counts(conn, query, today, COUNT_BOUND)
+            notes = await store_notes.summaries(conn, [
+                (t.participant, t.trade_id) for t in trades
+                if query.participant in (None, t.participant)])
         counts["overdue"] = min(sum(g.open for g, _ in overdue), COUNT_BOUND)
         rows = [aged(t, deciding.for_trade(t.participant, t.counterparty, t.product), now)
                 for t in trades]
         upcoming = [at for _, at in due if at >= now]
-        return Exceptions(rows, counts, now, min(upcoming, default=None))
+        return Exceptions(rows, counts, now, min(upcoming, default=None), notes)
 
     async def aged(self, trade: Trade) -> tuple[AgedTrade, datetime]:
         """A trade with its cut-off and whether it is overdue now, and that now."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from kevin.domain.keys import key_id as key_id_of
-from kevin.domain.notes import Note, author_of
+from kevin.domain.notes import Note, NotesSummary, author_of
 from kevin.store import notes_queries as q
 
 
@@ -24,6 +26,16 @@ async def add(conn: asyncpg.Connection, participant: str, trade_id: str, text: s
     row = await conn.fetchrow(q.INSERT_NOTE, participant, trade_id, text,
                               author_of(label, key_id), key_id)
     return None if row is None else _note(row)
+
+
+async def summaries(conn: asyncpg.Connection,
+                    trades: Sequence[tuple[str, str]]) -> dict[tuple[str, str], NotesSummary]:
+    """Each of ``trades`` (participant, trade_id) that has notes: their summary."""
+    if not trades:
+        return {}
+    rows = await conn.fetch(q.SELECT_SUMMARIES, [p for p, _ in trades], [t for _, t in trades])
+    return {(r["participant"], r["trade_id"]): NotesSummary(
+        r["notes"], r["last_author"], r["last_written_at"]) for r in rows}
 
 
 async def of_trade(conn: asyncpg.Connection, participant: str, trade_id: str) -> list[Note]:

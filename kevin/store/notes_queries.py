@@ -14,6 +14,17 @@ WHERE participant = $1 AND trade_id = $2 AND latest
 RETURNING {_NOTE_COLUMNS}
 """
 
+# How many notes each trade ($1 participants, $2 trade ids, pairwise) has, and the last
+# one's author and instant; a trade with none has no row.
+SELECT_SUMMARIES = """
+SELECT n.participant, n.trade_id, count(*) AS notes,
+       (array_agg(n.author ORDER BY n.note_id DESC))[1] AS last_author,
+       max(n.written_at) AS last_written_at
+FROM unnest($1::text[], $2::text[]) AS t(participant, trade_id)
+JOIN trade_notes AS n ON n.participant = t.participant AND n.trade_id = t.trade_id
+GROUP BY n.participant, n.trade_id
+"""
+
 # The notes on the participant's trade ($1, $2), oldest first.
 SELECT_NOTES = f"""
 SELECT {_NOTE_COLUMNS} FROM trade_notes

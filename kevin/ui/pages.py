@@ -308,6 +308,7 @@ async def exceptions(request: web.Request) -> web.Response:
     actions = (["force_match", "break"] if session.is_admin else ["cancel"])
     return _page(request, "exceptions.html", session, {
         "tab": tab, "tabs": TAB_LABELS, "counts": counts, "trades": found.trades,
+        "notes": found.notes,
         "clock_now": found.now, "refresh_in": _seconds_until(found.next_cutoff, found.now),
         "limit": query.limit, "filters": filters, "ages": AGE_LABELS, "book": book,
         "tab_link": lambda t: "/ui/exceptions?" + urlencode({**filters, "tab": t}),
