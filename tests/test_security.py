@@ -69,6 +69,8 @@ WORKBENCH = {
     ("GET", "/ui/admin/participants"), ("POST", "/ui/admin/participants"),
     # tests/test_notes.py: a participant's own trades only; CSRF.
     ("POST", "/ui/trades/{trade_id}/notes"),
+    # tests/test_exceptions_csv.py: the session's own book (another's is 404).
+    ("GET", "/ui/exceptions.csv"),
 }
 ENDPOINTS = PUBLIC | ADMIN_ONLY | ISOLATED | WORKBENCH
 

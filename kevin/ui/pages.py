@@ -44,6 +44,7 @@ from kevin.engine.replay import Replayer
 from kevin.engine.service import TradeService
 from kevin.engine.workbench import COUNT_BOUND, TABS, ExceptionsQuery, Session
 from kevin.feed.runtime import FEED
+from kevin.ui import exports
 from kevin.ui.charts import Bar, bar_chart
 
 log = structlog.get_logger(__name__)
@@ -281,9 +282,9 @@ async def home(request: web.Request) -> web.StreamResponse:
     return see_other("/ui/exceptions")
 
 
-@routes.get("/exceptions")
-async def exceptions(request: web.Request) -> web.Response:
-    session = await require_session(request)
+def _exceptions_query(request: web.Request, session: Session,
+                      limit: int) -> tuple[str, str, ExceptionsQuery]:
+    """The tab, the age filter's key and the query of ``/ui/exceptions``'s parameters."""
     tab = request.query.get("tab") or "mismatched"
     if tab not in TAB_LABELS:
         raise e.ValidationFailed("unknown tab", [{"field": "tab",
@@ -291,15 +292,42 @@ async def exceptions(request: web.Request) -> web.Response:
     age_key = request.query.get("age", "")
     if age_key not in AGES:
         raise e.ValidationFailed("unknown age", [{"field": "age", "message": ", ".join(AGES)}])
-    book = _book(request, session, required=False)
     age_limit = AGES[age_key]
     # The proposals tab lists proposals, not trades: the trade query then only counts.
-    query = ExceptionsQuery(
+    return tab, age_key, ExceptionsQuery(
         tab=tab if tab in TABS else "mismatched",
-        participant=book, product=_filter(request, "product", _PRODUCT),
+        participant=_book(request, session, required=False),
+        product=_filter(request, "product", _PRODUCT),
         other=_filter(request, "counterparty", _PARTICIPANT),
         submitted_before=datetime.now(UTC) - age_limit if age_limit else None,
-        limit=500 if tab in TABS else 0)
+        limit=limit if tab in TABS else 0)
+
+
+# Rows of the exceptions page, and of its CSV (the whole list, for a spreadsheet).
+PAGE_ROWS = 500
+CSV_ROWS = 10_000
+
+
+@routes.get("/exceptions.csv")
+async def exceptions_csv(request: web.Request) -> web.Response:
+    """The trades of a tab under the page's filters, as CSV (not the proposals tab)."""
+    session = await require_session(request)
+    tab, _, query = _exceptions_query(request, session, CSV_ROWS)
+    if tab not in TABS:
+        raise e.ValidationFailed("the proposals tab has no CSV", [{"field": "tab",
+                                                                   "message": ", ".join(TABS)}])
+    found = await request.config_dict[WORKBENCH].exceptions(query)
+    name = f"kevin-{tab}-{query.participant or 'all'}-{found.now:%Y%m%dT%H%M%SZ}.csv"
+    return web.Response(text=exports.exceptions_csv(found.trades, found.notes),
+                        content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@routes.get("/exceptions")
+async def exceptions(request: web.Request) -> web.Response:
+    session = await require_session(request)
+    tab, age_key, query = _exceptions_query(request, session, PAGE_ROWS)
+    book = query.participant
     found = await request.config_dict[WORKBENCH].exceptions(query)
     proposals = await _open_proposals(request, book)
     counts = {**found.counts, PROPOSALS_TAB: len(proposals)}
@@ -312,6 +340,7 @@ async def exceptions(request: web.Request) -> web.Response:
         "clock_now": found.now, "refresh_in": _seconds_until(found.next_cutoff, found.now),
         "limit": query.limit, "filters": filters, "ages": AGE_LABELS, "book": book,
         "tab_link": lambda t: "/ui/exceptions?" + urlencode({**filters, "tab": t}),
+        "csv_link": "/ui/exceptions.csv?" + urlencode(filters), "csv_rows": CSV_ROWS,
         "feed_url": _feed_url(request, book), "bulk_actions": {
             a: BULK_ACTIONS[a] for a in actions},
         "trade_link": _trade_link(session), "proposals": proposals,
