@@ -194,6 +194,10 @@ async def test_the_workbench_writes_notes_as_the_key_that_logged_in(client, bank
     assert resp.status == 303 and resp.headers["Location"] == "/ui/trades/A-1"
     page = await bank_a.page("/ui/trades/A-1")
     assert "Chased by phone." in page and 'class="author">alice<' in page
+    # Every page says whom the session acts as: the participant, and the key's label.
+    assert 'id="who">BANKA<' in page and 'id="who-label">alice<' in page
+    unlabelled = await Browser.login(client, a["Authorization"].split()[1])
+    assert 'id="who-label"' not in await unlabelled.page("/ui/trades/A-1")
     # The session's API calls write as its key too (with the CSRF token, as any unsafe
     # call the cookie authenticates).
     resp = await client.post("/v1/trades/A-1/notes", json={"text": "From the page's script."},

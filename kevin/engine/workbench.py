@@ -14,7 +14,7 @@ import asyncpg
 
 from kevin.domain.cutoffs import cutoff_at, is_overdue
 from kevin.domain.errors import Unauthorized
-from kevin.domain.keys import AdminTokens, hash_key
+from kevin.domain.keys import AdminTokens
 from kevin.domain.models import AgedTrade, Trade
 from kevin.domain.notes import NotesSummary
 from kevin.engine.ageing import Clock, age_trades, aged, system_clock
@@ -37,6 +37,7 @@ class Session:
     # The hash of the key (or admin token) that logged in: what the session writes is
     # written with that key (a note's author).
     credential_hash: bytes
+    label: str | None = None  # that key's label: whom the pages greet
 
     @property
     def is_admin(self) -> bool:
@@ -80,9 +81,11 @@ class Workbench:
                 if participant is None:
                     raise Unauthorized("the API key is not valid")
             token, csrf_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-            expires_at = await store.insert_session(
-                conn, token, participant, credential, csrf_token, self.lifetime)
-        return token, Session(participant, csrf_token, expires_at, hash_key(credential))
+            await store.insert_session(conn, token, participant, credential, csrf_token,
+                                       self.lifetime)
+            found = await store.find_session(conn, token)
+        assert found is not None  # inserted by this transaction, for its full lifetime
+        return token, _session(found)
 
     async def session(self, token: str) -> Session | None:
         """The live session behind a cookie token, or None (unknown, expired, logged out,
@@ -96,8 +99,7 @@ class Workbench:
             # token kept as KEVIN_ADMIN_TOKEN_PREVIOUS keeps its sessions meanwhile).
             if not self.admin_tokens.accepts_hash(found.credential_hash):
                 return None
-        return Session(found.participant, found.csrf_token, found.expires_at,
-                       found.credential_hash)
+        return _session(found)
 
     async def logout(self, token: str) -> None:
         async with database.transaction(self.pool) as conn:
@@ -137,6 +139,11 @@ class Workbench:
         async with database.connection(self.pool) as conn:
             found = await age_trades(conn, [trade], now, None)
         return found[0], now
+
+
+def _session(found: store.StoredSession) -> Session:
+    return Session(found.participant, found.csrf_token, found.expires_at,
+                   found.credential_hash, found.label)
 
 
 __all__ = ["TABS", "COUNT_BOUND", "Exceptions", "ExceptionsQuery", "Session", "Workbench"]

@@ -25,6 +25,7 @@ class StoredSession:
     credential_hash: bytes
     csrf_token: str
     expires_at: datetime
+    label: str | None  # the label of the key that logged in
 
 
 async def insert_session(conn: asyncpg.Connection, token: str, participant: str | None,
@@ -41,7 +42,7 @@ async def find_session(conn: asyncpg.Connection, token: str) -> StoredSession | 
     if row is None:
         return None
     return StoredSession(row["participant"], bytes(row["credential_hash"]),
-                         row["csrf_token"], row["expires_at"])
+                         row["csrf_token"], row["expires_at"], row["label"])
 
 
 async def delete_session(conn: asyncpg.Connection, token: str) -> None:

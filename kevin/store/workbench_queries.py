@@ -17,7 +17,7 @@ RETURNING expires_at
 # A participant's session holds only while its key is valid (the join: not revoked);
 # the admin's credential is checked by the caller against the configured token.
 SELECT_SESSION = """
-SELECT s.participant, s.credential_hash, s.csrf_token, s.expires_at
+SELECT s.participant, s.credential_hash, s.csrf_token, s.expires_at, k.label
 FROM ui_sessions AS s
 LEFT JOIN api_keys AS k ON k.key_hash = s.credential_hash AND k.revoked_at IS NULL
 WHERE s.session_hash = $1
