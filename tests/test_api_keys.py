@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -109,6 +110,25 @@ async def test_revoking_a_key_ends_the_workbench_sessions_it_opened(client, bank
     assert (await browser.get("/v1/trades")).status == 401
 
 
+async def _revoked_in_one_app_refused_by_another(
+        client: TestClient, a: dict[str, str], service: TradeService,
+        aiohttp_client: Any) -> None:
+    """Another app (another process's part) takes BANKA's key as valid; the key is
+    revoked through ``client``; the other app refuses it within 5 s, and goes on
+    refusing it."""
+    other: TestClient = await aiohttp_client(create_app(service, ADMIN_TOKEN))
+    assert (await other.get("/v1/trades", headers=a)).status == 200  # cached there
+    resp = await client.delete(
+        f"/v1/participants/BANKA/keys/{key_id(hash_key(_key_of(a)))}", headers=ADMIN)
+    assert resp.status == 200
+
+    async def refused() -> bool:
+        return (await other.get("/v1/trades", headers=a)).status == 401
+
+    await wait_for(refused, timeout=5)
+    assert (await other.get("/v1/trades", headers=a)).status == 401
+
+
 async def test_another_process_refuses_a_revoked_key_once_its_cache_lapses(
         client, banks, service: TradeService, aiohttp_client, monkeypatch):
     """Another process (another worker, another host) took the key as valid a moment
@@ -119,19 +139,7 @@ async def test_another_process_refuses_a_revoked_key_once_its_cache_lapses(
 
     monkeypatch.setattr(http, "KEY_CACHE_SECONDS", 0.3)
     monkeypatch.setattr(participants, "KEY_REVOKED_CHANNEL", "kevin_nobody_listens")
-    a, _ = banks
-    other: TestClient = await aiohttp_client(create_app(service, ADMIN_TOKEN))
-    assert (await other.get("/v1/trades", headers=a)).status == 200  # cached there
-    resp = await client.delete(
-        f"/v1/participants/BANKA/keys/{key_id(hash_key(_key_of(a)))}", headers=ADMIN)
-    assert resp.status == 200
-
-    async def refused() -> bool:
-        return (await other.get("/v1/trades", headers=a)).status == 401
-
-    await wait_for(refused, timeout=5)
-    # And stays refused.
-    assert (await other.get("/v1/trades", headers=a)).status == 401
+    await _revoked_in_one_app_refused_by_another(client, banks[0], service, aiohttp_client)
 
 
 async def test_another_process_refuses_a_revoked_key_as_soon_as_it_is_told(
@@ -140,20 +148,9 @@ async def test_another_process_refuses_a_revoked_key_as_soon_as_it_is_told(
     listening connection and a key cache that would trust the key for an hour, refuses it
     within a few seconds (the notification, not its cache's lapse)."""
     monkeypatch.setattr(http, "KEY_CACHE_SECONDS", 3600)
-    a, _ = banks
-    other: TestClient = await aiohttp_client(create_app(service, ADMIN_TOKEN))
-    assert (await other.get("/v1/trades", headers=a)).status == 200  # cached there
     # (Were the other app's watch still starting, it would forget the key when it starts
     # listening: refused either way, and never by the cache's lapse.)
-    resp = await client.delete(
-        f"/v1/participants/BANKA/keys/{key_id(hash_key(_key_of(a)))}", headers=ADMIN)
-    assert resp.status == 200
-
-    async def refused() -> bool:
-        return (await other.get("/v1/trades", headers=a)).status == 401
-
-    await wait_for(refused, timeout=5)
-    assert (await other.get("/v1/trades", headers=a)).status == 401
+    await _revoked_in_one_app_refused_by_another(client, banks[0], service, aiohttp_client)
 
 
 async def test_a_listener_that_starts_again_forgets_every_cached_key(
