@@ -482,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_p.add_argument("--duration", type=float, default=5.0,
                          help="seconds measured, per slice (default 5)")
     bench_p.add_argument("--rounds", type=_positive, default=3,
-                         help="pairs: alternating ceiling and service slices (default 3)")
+                         help="alternating slices of the ceilings and the service (default 3; "
+                              "batch: at most one a sell-and-buy pair of requests)")
     bench_p.add_argument("--batch-lines", type=int, default=10_000,
                          help="lines per POST /v1/trades/batch (at most 10,000)")
     bench_p.add_argument("--batch-requests", type=int, default=6,

@@ -168,17 +168,22 @@ async def test_ceiling_issues_the_engines_statements_for_a_pair(db_url: str) -> 
 
 async def test_bench_batch_against_a_copy_ceiling(server_url: str, tmp_path: Path) -> None:
     output = tmp_path / "batch.json"
-    done = run_cli("bench", "batch", "--batch-lines", "200", "--batch-requests", "2",
-                   "--output", str(output), timeout=120, KEVIN_DATABASE_URL=server_url)
+    done = run_cli("bench", "batch", "--batch-lines", "200", "--batch-requests", "4",
+                   "--rounds", "2", "--output", str(output), timeout=120,
+                   KEVIN_DATABASE_URL=server_url)
     assert done.returncode == 0, done.stderr
     # The figures alone: no log line of the bench's own setup between them.
     assert "participant created" not in done.stderr + done.stdout
     batch = json.loads(output.read_text())["batch"]
-    assert batch["ceiling"]["trades"] == batch["service"]["trades"] == 400
-    assert batch["service"]["results"] == {"created": 400}
-    assert batch["service"]["matched_lines"] == 200  # every buy matched its sell
+    assert batch["ceiling"]["trades"] == batch["service"]["trades"] == 800
+    assert batch["service"]["results"] == {"created": 800}
+    assert batch["service"]["matched_lines"] == 400  # every buy matched its sell
+    assert batch["service"]["requests"] == 4
     assert batch["ceiling"]["trades_per_s"] > 0 and batch["ratio"] > 0
-    assert batch["matched_ceiling"]["trades"] == 400 and batch["matched_ratio"] > 0
+    assert batch["matched_ceiling"]["trades"] == 800 and batch["matched_ratio"] > 0
+    # Two rounds, each a pair of requests on every side; the ratio is of the sums.
+    assert len(batch["rounds"]) == 2 and all(r["ratio"] > 0 for r in batch["rounds"])
+    assert "by round " in done.stdout
     assert not set(json.loads(output.read_text())["scratch_databases"]) \
         & set(await _bench_databases(server_url))
     # The CPU a trade on each side, where PostgreSQL runs on this machine (as in CI).
@@ -223,6 +228,16 @@ def test_cpu_between_counts_backends_that_started_and_leaves_out_those_that_ende
     assert runner.cpu_between({1: 1.0, 2: 5.0}, {1: 1.5, 3: 0.25}) == 0.75
     assert runner.cpu_between(None, {1: 1.0}) is None
     assert runner.cpu_between({1: 1.0}, None) is None
+
+
+def test_batch_rounds_are_slices_of_whole_pairs() -> None:
+    assert batch.round_plans(6, 3) == [[(0, "sell"), (0, "buy")], [(1, "sell"), (1, "buy")],
+                                       [(2, "sell"), (2, "buy")]]
+    # Fewer pairs than rounds: a round a pair; a sell without its buy ends the last.
+    assert batch.round_plans(2, 3) == [[(0, "sell"), (0, "buy")]]
+    assert batch.round_plans(5, 2) == [[(0, "sell"), (0, "buy")],
+                                       [(1, "sell"), (1, "buy"), (2, "sell")]]
+    assert [len(p) for p in batch.round_plans(20, 3)] == [6, 6, 8]
 
 
 def test_the_cpu_bound_is_the_rate_every_core_busy_allows() -> None:

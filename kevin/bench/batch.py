@@ -8,14 +8,22 @@ transaction per batch: what PostgreSQL can take in at all, with nothing matched.
 matched copy also writes what matching them must store (both legs' matched versions, the
 resting legs' ``latest`` flipped, a feed row per version) with no search for the resting
 leg: the least work the workload needs, as ``pgbench_pair.sql`` is for single pairs.
+
+The three sides run in alternating rounds (``--rounds``), each round a slice of the
+workload's pairs on every side in turn, as ``kevin bench pairs`` alternates its slices: a
+machine whose speed drifts tilts them alike. The ratios are of the sums; each round's is
+printed too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +36,7 @@ import orjson
 from kevin import jsoncodec
 from kevin.bench import workload as w
 from kevin.dburl import to_asyncpg_dsn
+from kevin.store import feed as feed_store
 
 PRODUCT = "BULK"
 TARGET_COPY_RATIO = 0.30  # the service's trades/s over the COPY ceiling's
@@ -45,9 +54,22 @@ def batch_lines(run_id: str, index: int, lines: int, side: str) -> list[dict[str
     } for i in range(lines)]
 
 
-def _plan(lines: int, requests: int) -> list[tuple[int, str]]:
+Plan = list[tuple[int, str]]
+
+
+def _plan(requests: int) -> Plan:
     """(batch index, side) in the order they are posted: sells, then their buys."""
     return [(i // 2, "sell" if i % 2 == 0 else "buy") for i in range(requests)]
+
+
+def round_plans(requests: int, rounds: int) -> list[Plan]:
+    """The plan cut into at most ``rounds`` consecutive slices of whole pairs (a sell
+    batch and the buys that match it are always in the same slice), as even as can be."""
+    plan = _plan(requests)
+    pairs = [plan[i:i + 2] for i in range(0, len(plan), 2)]
+    count = max(1, min(rounds, len(pairs)))
+    return [[step for pair in pairs[len(pairs) * r // count:len(pairs) * (r + 1) // count]
+             for step in pair] for r in range(count)]
 
 
 # --- the ceiling ------------------------------------------------------------------------
@@ -83,32 +105,38 @@ def _matched_versions(sells: list[tuple[Any, ...]],
     return versions
 
 
-async def copy_ceiling(url: str, run_id: str, lines: int, requests: int, *,
-                       matched: bool = False) -> dict[str, Any]:
-    """COPY the batches in, one transaction per batch, timing only the transactions.
+class CopyLoad:
+    """A COPY ceiling on its own connection, run a slice of the plan at a time.
 
     Unmatched (the COPY ceiling): each trade's first version and its feed row. Matched (the
     least work the workload's matching needs, as pgbench_pair.sql is for single pairs): a
     buy batch also flips its sells' ``latest`` (found by key, no search by terms), writes
     both legs' matched versions, and a feed row for each of the three new versions; its
     buys' first versions go in as no longer latest, as the service writes them."""
-    # A plain connection: asyncpg's own jsonb codec writes COPY's binary format (Kevin's
-    # pool decodes jsonb as text, which COPY cannot use); jsonb is then given as text.
-    from kevin.bench.runner import backends_cpu, cpu_between
 
-    conn = await asyncpg.connect(to_asyncpg_dsn(url))
-    seconds = 0.0
-    resting: dict[int, list[tuple[Any, ...]]] = {}
-    try:
+    def __init__(self, conn: asyncpg.Connection, run_id: str, lines: int,
+                 matched: bool) -> None:
+        self.conn, self.run_id, self.lines, self.matched = conn, run_id, lines, matched
+        self.resting: dict[int, list[tuple[Any, ...]]] = {}
+        self.trades = 0
+        self.seconds = 0.0
+        self.cpu_s: float | None = 0.0
+
+    async def run(self, plan: Plan) -> tuple[int, float]:
+        """COPY ``plan``'s batches in, one transaction per batch, timing only the
+        transactions; the trades and seconds of this slice."""
+        from kevin.bench.runner import backends_cpu, cpu_between
+
+        conn, seconds = self.conn, 0.0
         cpu_before = await backends_cpu(conn, own=True)
-        for index, side in _plan(lines, requests):
-            buying = matched and side == "buy"
-            trades = _first_versions(run_id, index, lines, side, latest=not buying)
+        for index, side in plan:
+            buying = self.matched and side == "buy"
+            trades = _first_versions(self.run_id, index, self.lines, side, latest=not buying)
             versions: list[tuple[Any, ...]] = []
             if side == "sell":
-                resting[index] = trades
+                self.resting[index] = trades
             elif buying:
-                versions = _matched_versions(resting.pop(index), trades)
+                versions = _matched_versions(self.resting.pop(index), trades)
             feed = [(t[0], t[1], t[2]) for t in (*trades, *versions)]
             began = time.perf_counter()
             async with conn.transaction():
@@ -124,18 +152,42 @@ async def copy_ceiling(url: str, run_id: str, lines: int, requests: int, *,
                 await conn.copy_records_to_table(
                     "feed", records=feed, columns=("participant", "trade_id", "version"))
             seconds += time.perf_counter() - began
-        backend_cpu_s = cpu_between(cpu_before, await backends_cpu(conn, own=True))
+        cpu_s = cpu_between(cpu_before, await backends_cpu(conn, own=True))
+        stored = self.lines * len(plan)
+        self.trades += stored
+        self.seconds += seconds
+        self.cpu_s = None if cpu_s is None or self.cpu_s is None else self.cpu_s + cpu_s
+        return stored, seconds
+
+    def figures(self) -> dict[str, Any]:
+        what = ("COPY of every version the matching writes (both legs' first and matched "
+                "versions), the sells' latest flipped by key, a feed row per version; one "
+                "transaction per batch" if self.matched else
+                "COPY of the trades' first versions and their feed rows, one transaction "
+                "per batch, nothing matched")
+        return {"trades": self.trades, "seconds": round(self.seconds, 3),
+                "trades_per_s": round(self.trades / self.seconds, 1), "what": what,
+                "postgresql_cpu_ms_per_1000": _per_1000(self.cpu_s, self.trades)}
+
+
+@contextlib.asynccontextmanager
+async def copy_load(url: str, run_id: str, lines: int, *,
+                    matched: bool = False) -> AsyncIterator[CopyLoad]:
+    # A plain connection: asyncpg's own jsonb codec writes COPY's binary format (Kevin's
+    # pool decodes jsonb as text, which COPY cannot use); jsonb is then given as text.
+    conn = await asyncpg.connect(to_asyncpg_dsn(url))
+    try:
+        yield CopyLoad(conn, run_id, lines, matched)
     finally:
         await conn.close()
-    total = lines * requests
-    what = ("COPY of every version the matching writes (both legs' first and matched "
-            "versions), the sells' latest flipped by key, a feed row per version; one "
-            "transaction per batch" if matched else
-            "COPY of the trades' first versions and their feed rows, one transaction per "
-            "batch, nothing matched")
-    return {"trades": total, "seconds": round(seconds, 3),
-            "trades_per_s": round(total / seconds, 1), "what": what,
-            "postgresql_cpu_ms_per_1000": _per_1000(backend_cpu_s, total)}
+
+
+async def copy_ceiling(url: str, run_id: str, lines: int, requests: int, *,
+                       matched: bool = False) -> dict[str, Any]:
+    """The whole plan COPYed in at once (CopyLoad)."""
+    async with copy_load(url, run_id, lines, matched=matched) as load:
+        await load.run(_plan(requests))
+        return load.figures()
 
 
 def _per_1000(cpu_s: float | None, trades: int) -> float | None:
@@ -147,11 +199,11 @@ def _per_1000(cpu_s: float | None, trades: int) -> float | None:
 
 
 async def drive(config: dict[str, Any]) -> dict[str, Any]:
-    """Run in the load generator: post the batches one after another, time each."""
+    """Run in the load generator: post the plan's batches one after another, time each."""
     url, run_id, lines = config["url"], config["run_id"], config["lines"]
     keys = {w.SELLER: config["seller_key"], w.BUYER: config["buyer_key"]}
     bodies = []
-    for index, side in _plan(lines, config["requests"]):
+    for index, side in config["plan"]:
         me = w.SELLER if side == "sell" else w.BUYER
         body = b"\n".join(orjson.dumps(line) for line in batch_lines(run_id, index, lines,
                                                                      side))
@@ -175,14 +227,34 @@ async def drive(config: dict[str, Any]) -> dict[str, Any]:
             for line in orjson.loads(payload)["results"]:
                 results[line["result"]] = results.get(line["result"], 0) + 1
                 matched += bool(line["trade"] and line["trade"]["status"] == "matched")
-    seconds = sum(latencies)
-    total = lines * len(bodies)
-    return {"trades": total, "seconds": round(seconds, 3),
-            "trades_per_s": round(total / seconds, 1), "results": results,
-            "matched_lines": matched, "requests": len(bodies),
-            "request_ms": w.latency_summary(latencies),
+    return {"trades": lines * len(bodies), "latencies_s": latencies, "results": results,
+            "matched_lines": matched}
+
+
+def _service_figures(slices: list[dict[str, Any]]) -> dict[str, Any]:
+    """The service's slices as one figure: trades over the summed request times."""
+    latencies = [s for slice_ in slices for s in slice_["latencies_s"]]
+    trades, seconds = sum(s["trades"] for s in slices), sum(latencies)
+    results: dict[str, int] = {}
+    for slice_ in slices:
+        for result, count in slice_["results"].items():
+            results[result] = results.get(result, 0) + count
+    return {"trades": trades, "seconds": round(seconds, 3),
+            "trades_per_s": round(trades / seconds, 1), "results": results,
+            "matched_lines": sum(s["matched_lines"] for s in slices),
+            "requests": len(latencies), "request_ms": w.latency_summary(latencies),
             "what": "POST /v1/trades/batch over HTTP, matching included: sells rest, "
                     "their buys match them"}
+
+
+async def _drained(conn: asyncpg.Connection, timeout: float = 120.0) -> None:
+    """Until the service's sequencer has numbered every update committed so far: its
+    work for a slice is the service's CPU, and must not run into the next side's slice."""
+    deadline = time.monotonic() + timeout
+    while await feed_store.any_unsequenced(conn):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the service's feed was not sequenced within {timeout:.0f}s")
+        await asyncio.sleep(0.02)
 
 
 async def bench(server_url: str, options: Any, workdir: Path) -> dict[str, Any]:
@@ -197,42 +269,66 @@ async def bench(server_url: str, options: Any, workdir: Path) -> dict[str, Any]:
     )
 
     run_id = secrets.token_hex(3)
-    lines, requests = options.batch_lines, options.batch_requests
-    async with scratch_database(server_url, "copy") as url:
-        ceiling = await copy_ceiling(url, run_id, lines, requests)
-    async with scratch_database(server_url, "copy_matched") as url:
-        matched_ceiling = await copy_ceiling(url, run_id, lines, requests, matched=True)
-    async with scratch_database(server_url, "batch") as url:
+    lines = options.batch_lines
+    plans = round_plans(options.batch_requests, options.rounds)
+    async with contextlib.AsyncExitStack() as stack:
+        copy_url = await stack.enter_async_context(scratch_database(server_url, "copy"))
+        matched_url = await stack.enter_async_context(
+            scratch_database(server_url, "copy_matched"))
+        url = await stack.enter_async_context(scratch_database(server_url, "batch"))
+        ceiling = await stack.enter_async_context(copy_load(copy_url, run_id, lines))
+        matched_ceiling = await stack.enter_async_context(
+            copy_load(matched_url, run_id, lines, matched=True))
         keys = await create_participants(url)
         # One request at a time: the largest configuration, as bulk ingest would be served.
-        async with ServeProcess(url, secrets.token_urlsafe(16), workdir / "batch.log",
-                                max(options.workers)) as server:
-            assert server.process is not None
-            # What the service's CPU says of its rate: every backend of its database
-            # (the requests', the feed sequencer's), and its own processes.
-            watcher = await asyncpg.connect(to_asyncpg_dsn(url))
-            try:
-                backends_before = await backends_cpu(watcher)
-                server_before = tree_figures(server.process.pid)
-                service = await run_loadgen(
-                    {"mode": "batch", "url": server.base, "run_id": run_id, "lines": lines,
-                     "requests": requests, "seller_key": keys[w.SELLER],
-                     "buyer_key": keys[w.BUYER]}, timeout=900)
-                service["server"] = server_after = tree_figures(server.process.pid)
-                backend_cpu_s = cpu_between(backends_before, await backends_cpu(watcher))
-            finally:
-                await watcher.close()
-    server_cpu_s = (server_after["cpu_s"] - server_before["cpu_s"]
-                    if server_before and server_after else None)
+        server = await stack.enter_async_context(ServeProcess(
+            url, secrets.token_urlsafe(16), workdir / "batch.log", max(options.workers)))
+        assert server.process is not None
+        # What the service's CPU says of its rate: every backend of its database (the
+        # requests', the feed sequencer's), and its own processes, over its slices.
+        watcher = await asyncpg.connect(to_asyncpg_dsn(url))
+        stack.push_async_callback(watcher.close)
+        slices, rounds = [], []
+        server_cpu_s: float | None = 0.0
+        backend_cpu_s: float | None = 0.0
+        for plan in plans:
+            ceiling_round = await ceiling.run(plan)
+            matched_round = await matched_ceiling.run(plan)
+            backends_before = await backends_cpu(watcher)
+            server_before = tree_figures(server.process.pid)
+            slice_ = await run_loadgen(
+                {"mode": "batch", "url": server.base, "run_id": run_id, "lines": lines,
+                 "plan": plan, "seller_key": keys[w.SELLER], "buyer_key": keys[w.BUYER]},
+                timeout=900)
+            await _drained(watcher)
+            server_after = tree_figures(server.process.pid)
+            spent = cpu_between(backends_before, await backends_cpu(watcher))
+            backend_cpu_s = None if spent is None or backend_cpu_s is None \
+                else backend_cpu_s + spent
+            server_cpu_s = None if not (server_before and server_after) \
+                or server_cpu_s is None \
+                else server_cpu_s + server_after["cpu_s"] - server_before["cpu_s"]
+            slices.append(slice_)
+            service_rate = slice_["trades"] / sum(slice_["latencies_s"])
+            rounds.append({
+                "ceiling_trades_per_s": round(ceiling_round[0] / ceiling_round[1], 1),
+                "matched_trades_per_s": round(matched_round[0] / matched_round[1], 1),
+                "service_trades_per_s": round(service_rate, 1),
+                "ratio": round(service_rate * ceiling_round[1] / ceiling_round[0], 3),
+                "matched_ratio": round(service_rate * matched_round[1] / matched_round[0], 3)})
+        service = _service_figures(slices)
+        service["server"] = server_after
+        copy_figures, matched_figures = ceiling.figures(), matched_ceiling.figures()
     service["server_cpu_ms_per_1000"] = _per_1000(server_cpu_s, service["trades"])
     service["postgresql_cpu_ms_per_1000"] = _per_1000(backend_cpu_s, service["trades"])
-    ratio = service["trades_per_s"] / ceiling["trades_per_s"]
-    matched_ratio = service["trades_per_s"] / matched_ceiling["trades_per_s"]
-    return {"ceiling": ceiling, "matched_ceiling": matched_ceiling, "service": service,
+    ratio = service["trades_per_s"] / copy_figures["trades_per_s"]
+    matched_ratio = service["trades_per_s"] / matched_figures["trades_per_s"]
+    return {"ceiling": copy_figures, "matched_ceiling": matched_figures, "service": service,
             "ratio": round(ratio, 3), "matched_ratio": round(matched_ratio, 3),
-            "lines_per_request": lines, "workers": max(options.workers),
+            "rounds": rounds, "lines_per_request": lines, "workers": max(options.workers),
             "target_ratio": TARGET_COPY_RATIO,
-            "cpu_bound": cpu_bound(service, ceiling["trades_per_s"], os.cpu_count() or 1)}
+            "cpu_bound": cpu_bound(service, copy_figures["trades_per_s"],
+                                   os.cpu_count() or 1)}
 
 
 def cpu_bound(service: dict[str, Any], ceiling_trades_per_s: float,
@@ -253,7 +349,9 @@ def text(figures: dict[str, Any]) -> str:
     c, m, s = figures["ceiling"], figures["matched_ceiling"], figures["service"]
     return "\n".join([
         f"batch: {s['requests']} requests of {figures['lines_per_request']} lines "
-        f"(sells, then the buys that match them); kevin serve --workers {figures['workers']}",
+        f"(sells, then the buys that match them); kevin serve --workers {figures['workers']}; "
+        f"{len(figures['rounds'])} rounds of the copy ceiling, the matched copy, then the "
+        f"service, each a slice of the pairs",
         f"  copy ceiling {c['trades_per_s']:>10.1f} trades/s   ({c['what']})",
         f"  matched copy {m['trades_per_s']:>10.1f} trades/s   ({m['what']})",
         f"  service      {s['trades_per_s']:>10.1f} trades/s   request p50 "
@@ -262,6 +360,8 @@ def text(figures: dict[str, Any]) -> str:
         f"  ratio        {figures['ratio']} x the copy ceiling (target >= {TARGET_COPY_RATIO}: "
         f"{'met' if figures['ratio'] >= TARGET_COPY_RATIO else 'NOT met'}); "
         f"{figures['matched_ratio']} x the matched copy",
+        "               by round " + ", ".join(f"{r['ratio']}" for r in figures["rounds"])
+        + " x the copy ceiling",
         *_cpu_lines(figures),
     ])
 

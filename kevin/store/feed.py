@@ -57,6 +57,11 @@ async def max_seq(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval(q.MAX_SEQ))
 
 
+async def any_unsequenced(conn: asyncpg.Connection) -> bool:
+    """Whether a committed update (visible to ``conn``) still waits for the sequencer."""
+    return bool(await conn.fetchval(q.ANY_UNSEQUENCED))
+
+
 async def updates_after(
     conn: asyncpg.Connection, after: int, participant: str | None, limit: int
 ) -> list[AnyUpdate]:

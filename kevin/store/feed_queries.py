@@ -143,6 +143,9 @@ FROM assigned
 
 MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM feed"
 
+# Whether any committed update still waits for its seq (ix_feed_unsequenced's first entry).
+ANY_UNSEQUENCED = "SELECT EXISTS (SELECT 1 FROM feed WHERE seq IS NULL)"
+
 # A reader's page: every update after $1 in seq order, with the version it announces.
 # trade_history (trades UNION ALL trades_archive), so an archived version still resolves
 # for a consumer that resumes from far back; each side is probed by its primary key.
