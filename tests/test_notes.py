@@ -182,6 +182,33 @@ async def test_the_cli_labels_keys(db_url, service) -> None:
     assert "Traceback" not in failed.stderr
 
 
+async def test_notes_come_a_page_at_a_time_oldest_first(client, banks):
+    a, b = banks
+    assert (await client.post("/v1/trades", json=trade_body("A-1"), headers=a)).status == 201
+    written = [await _note(client, "A-1", f"Note {i}.", a) for i in range(5)]
+    pages, cursor = [], ""
+    while True:
+        resp = await client.get(f"/v1/trades/A-1/notes?limit=2{cursor}", headers=a)
+        assert resp.status == 200, await resp.text()
+        page = await resp.json()
+        pages.append([n["text"] for n in page["notes"]])
+        if page["next_cursor"] is None:
+            break
+        cursor = f"&cursor={page['next_cursor']}"
+    assert pages == [["Note 0.", "Note 1."], ["Note 2.", "Note 3."], ["Note 4."]]
+    # Without a limit, the first 100; a page that ends the list says so.
+    whole = await (await client.get("/v1/trades/A-1/notes", headers=a)).json()
+    assert whole == {"notes": written, "next_cursor": None}
+    # A cursor is the caller's own list's: another participant still gets 404.
+    resp = await client.get(f"/v1/trades/A-1/notes?limit=2{cursor}", headers=b)
+    assert resp.status == 404
+    for query in ("limit=0", "limit=1001", "limit=x", "cursor=bm90LWEtbnVtYmVy",
+                  "cursor=%%%", "cursor=MA"):  # "not-a-number"; "0"
+        resp = await client.get(f"/v1/trades/A-1/notes?{query}", headers=a)
+        assert resp.status == 422, query
+        assert (await resp.json())["error"] == "validation_failed"
+
+
 # --- the workbench's trade page -------------------------------------------------------
 
 
@@ -207,6 +234,7 @@ async def test_the_workbench_writes_notes_as_the_key_that_logged_in(client, bank
     admin = await Browser.login(client, ADMIN_TOKEN)
     resp = await admin.post_form("/ui/trades/A-1/notes",
                                  {"participant": "BANKA", "text": "Seen by operations."})
+    assert 'id="notes-earlier"' not in await bank_a.page("/ui/trades/A-1")
     assert resp.status == 303 and resp.headers["Location"] == "/ui/trades/A-1?participant=BANKA"
     assert [(r["author"], r["body"]) for r in await conn.fetch(
         "SELECT author, body FROM trade_notes ORDER BY note_id")] == [
@@ -255,3 +283,17 @@ async def test_the_exceptions_rows_show_how_many_notes_a_trade_has(client, banks
     alleged = await bank_b.page("/ui/exceptions?tab=alleged")
     assert 'id="row-BANKA-A-1"' in alleged and "notes-badge" not in alleged
     assert "alice" not in alleged
+
+
+async def test_the_trade_page_shows_the_newest_notes_and_says_how_many_there_are(
+        client, banks, monkeypatch):
+    a, _ = banks
+    monkeypatch.setattr("kevin.ui.pages.NOTES_SHOWN", 2)
+    assert (await client.post("/v1/trades", json=trade_body("A-1"), headers=a)).status == 201
+    for i in range(3):
+        await _note(client, "A-1", f"Note {i}.", a)
+    page = await (await Browser.login(client, a["Authorization"].split()[1])).page(
+        "/ui/trades/A-1")
+    assert "Note 0." not in page
+    assert page.index("Note 1.") < page.index("Note 2.")  # oldest first, as written
+    assert 'id="notes-earlier">The newest 2 of 3 notes' in page

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 NOTE_LIMIT = 2000  # characters: trade_notes' check constraint (alembic 0020)
 LABEL_LIMIT = 64  # characters: api_keys' check constraint (alembic 0020)
+NOTES_PAGE_LIMIT = 1000  # notes a page of GET /v1/trades/{trade_id}/notes at most
 
 
 def _printable(value: str) -> str:
@@ -59,7 +60,17 @@ class Note(BaseModel):
 
 
 class Notes(BaseModel):
+    """A page of a trade's notes, oldest first; ``next_cursor`` asks for the next (null:
+    this is the last)."""
+
     notes: list[Note]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class NotesPage:
+    notes: list[Note]
+    next_after: int | None  # the note_id the next page starts after; None: no next page
 
 
 @dataclass(frozen=True)

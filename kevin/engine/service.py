@@ -19,7 +19,7 @@ from kevin.domain.errors import (
 )
 from kevin.domain.matching import TradeRef
 from kevin.domain.models import AgedTrade, Trade, TradeSubmission, TradeTerms, differing_fields
-from kevin.domain.notes import Note
+from kevin.domain.notes import Note, NotesPage
 from kevin.domain.participants import ApiKey, ApiKeyCreated, ParticipantSummary
 from kevin.domain.queries import PageQuery
 from kevin.domain.rules import Rules, RulesVersion
@@ -147,13 +147,32 @@ class TradeService:
                  note_id=note.note_id, author=note.author)
         return note
 
-    async def notes(self, participant: str, trade_id: str) -> list[Note]:
-        """The notes on the participant's trade, oldest first; 404 when it has no such
-        trade. Read on the primary: a note just written is always there."""
+    async def notes(self, participant: str, trade_id: str, after: int = 0,
+                    limit: int = 100) -> NotesPage:
+        """A page of the notes on the participant's trade (after note ``after``, oldest
+        first); 404 when it has no such trade. Read on the primary: a note just written
+        is always there."""
         async with database.connection(self.pool) as conn:
-            if await store.latest(conn, participant, trade_id) is None:
-                raise NotFound(f"no trade {trade_id}", {"trade_id": trade_id})
-            return await notes.of_trade(conn, participant, trade_id)
+            await self._trade_exists(conn, participant, trade_id)
+            return await notes.page(conn, participant, trade_id, after, limit)
+
+    async def newest_notes(self, participant: str, trade_id: str,
+                           limit: int) -> tuple[list[Note], int]:
+        """The ``limit`` newest notes on the participant's trade, oldest first, and how
+        many it has in all; 404 when it has no such trade."""
+        async with database.connection(self.pool) as conn:
+            await self._trade_exists(conn, participant, trade_id)
+            shown = await notes.newest(conn, participant, trade_id, limit)
+            if len(shown) < limit:
+                return shown, len(shown)
+            summary = (await notes.summaries(conn, [(participant, trade_id)]))[
+                (participant, trade_id)]
+            return shown, summary.count
+
+    @staticmethod
+    async def _trade_exists(conn: asyncpg.Connection, participant: str, trade_id: str) -> None:
+        if await store.latest(conn, participant, trade_id) is None:
+            raise NotFound(f"no trade {trade_id}", {"trade_id": trade_id})
 
     async def participant_for_key(self, api_key: str) -> str | None:
         async with database.connection(self.pool) as conn:

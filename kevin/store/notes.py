@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from kevin.domain.keys import key_id as key_id_of
-from kevin.domain.notes import Note, NotesSummary, author_of
+from kevin.domain.notes import Note, NotesPage, NotesSummary, author_of
 from kevin.store import notes_queries as q
 
 
@@ -38,6 +38,17 @@ async def summaries(conn: asyncpg.Connection,
         r["notes"], r["last_author"], r["last_written_at"]) for r in rows}
 
 
-async def of_trade(conn: asyncpg.Connection, participant: str, trade_id: str) -> list[Note]:
-    """The notes on the participant's trade, oldest first."""
-    return [_note(row) for row in await conn.fetch(q.SELECT_NOTES, participant, trade_id)]
+async def page(conn: asyncpg.Connection, participant: str, trade_id: str, after: int,
+               limit: int) -> NotesPage:
+    """The notes on the participant's trade after note ``after``, oldest first, at most
+    ``limit`` of them."""
+    rows = await conn.fetch(q.SELECT_NOTES_PAGE, participant, trade_id, after, limit + 1)
+    notes = [_note(row) for row in rows[:limit]]
+    return NotesPage(notes, notes[-1].note_id if len(rows) > limit else None)
+
+
+async def newest(conn: asyncpg.Connection, participant: str, trade_id: str,
+                 limit: int) -> list[Note]:
+    """The ``limit`` newest notes on the participant's trade, oldest first."""
+    return [_note(row) for row in await conn.fetch(q.SELECT_LATEST_NOTES, participant,
+                                                   trade_id, limit)]

@@ -25,9 +25,23 @@ JOIN trade_notes AS n ON n.participant = t.participant AND n.trade_id = t.trade_
 GROUP BY n.participant, n.trade_id
 """
 
-# The notes on the participant's trade ($1, $2), oldest first.
-SELECT_NOTES = f"""
+# A page of the notes on the participant's trade ($1, $2): those after note $3, oldest
+# first, $4 of them at most. A walk of ix_trade_notes_participant_trade_id_note_id.
+SELECT_NOTES_PAGE = f"""
 SELECT {_NOTE_COLUMNS} FROM trade_notes
-WHERE participant = $1 AND trade_id = $2
+WHERE participant = $1 AND trade_id = $2 AND note_id > $3
+ORDER BY note_id
+LIMIT $4
+"""
+
+# The newest $3 notes on the participant's trade ($1, $2), oldest first: the same index
+# walked backwards.
+SELECT_LATEST_NOTES = f"""
+SELECT * FROM (
+    SELECT {_NOTE_COLUMNS} FROM trade_notes
+    WHERE participant = $1 AND trade_id = $2
+    ORDER BY note_id DESC
+    LIMIT $3
+) AS newest
 ORDER BY note_id
 """

@@ -65,6 +65,7 @@ AGE_LABELS = {"": "any age", "1h": "older than 1 hour", "4h": "older than 4 hour
 BULK_ACTIONS = {"cancel": "Cancel", "force_match": "Force-match with the named trade",
                 "break": "Break the match"}
 BULK_LIMIT = 500
+NOTES_SHOWN = 100  # the newest of a trade's notes on its page; the API pages them all
 COMMENT_LIMIT = 2000  # kevin.domain.match_models.Comment
 DECISIONS: tuple[Decision, ...] = ("accept", "reject", "withdraw")
 # Every kind of feed event a page listens for: a trade version's reason, a proposal's, or
@@ -422,8 +423,9 @@ async def trade_page(request: web.Request) -> web.Response:
     on_this_trade = [p for p in await _open_proposals(request, participant)
                      if (participant, trade_id) in ((p.proposer, p.trade_id),
                                                     (p.counterparty, p.counterparty_trade_id))]
+    notes, notes_total = await kevin.newest_notes(participant, trade_id, NOTES_SHOWN)
     return _page(request, "trade.html", session, {
-        "notes": await kevin.notes(participant, trade_id), "note_limit": NOTE_LIMIT,
+        "notes": notes, "notes_total": notes_total, "note_limit": NOTE_LIMIT,
         "proposals": on_this_trade, "proposal_link": _proposal_link(session),
         "trade": latest, "shown": shown, "versions": list(reversed(versions)),
         "clock_now": clock_now, "refresh_in": _seconds_until(
