@@ -240,6 +240,45 @@ async def test_a_participant_cannot_see_or_act_on_another_participants_trade(cli
     assert (await latest(client, a, "A-1"))["status"] == "mismatched"
 
 
+async def test_find_a_trade_goes_to_its_page_in_the_viewers_own_book(client, banks):
+    a, b = banks
+    for headers, trade_id in ((a, "SAME-1"), (b, "SAME-1"), (a, "ONLY-A")):
+        body = trade_body(trade_id, counterparty="BANKB" if headers is a else "BANKA",
+                          side="sell" if headers is a else "buy")
+        assert (await client.post("/v1/trades", json=body, headers=headers)).status == 201
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    bank_b = await Browser.login(client, b["Authorization"].split()[1])
+    # Every page has the box; a trade id the book has opens its page.
+    assert 'id="find-trade"' in await bank_a.page("/ui/exceptions")
+    resp = await bank_a.get("/ui/trades?trade_id=%20ONLY-A%20")
+    assert resp.status == 303 and resp.headers["Location"] == "/ui/trades/ONLY-A"
+    resp = await bank_b.get("/ui/trades?trade_id=SAME-1")
+    assert resp.status == 303 and resp.headers["Location"] == "/ui/trades/SAME-1"
+    # Another book's trade id is not found, as its page is not: nothing leaks.
+    resp = await bank_b.get("/ui/trades?trade_id=ONLY-A")
+    assert resp.status == 404
+    assert "BANKB has no trade ONLY-A." in await resp.text()
+    # The admin goes straight to the one holder, or chooses among several.
+    admin = await Browser.login(client, ADMIN_TOKEN)
+    resp = await admin.get("/ui/trades?trade_id=ONLY-A")
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/ui/trades/ONLY-A?participant=BANKA"
+    resp = await admin.get("/ui/trades?trade_id=SAME-1")
+    assert resp.status == 200
+    page = await resp.text()
+    assert page.count('href="/ui/trades/SAME-1?participant=') == 2
+    assert page.index("participant=BANKA") < page.index("participant=BANKB")
+    resp = await admin.get("/ui/trades?trade_id=NOBODY")
+    assert resp.status == 404 and "No participant has trade NOBODY." in await resp.text()
+    for bad in ("", "a%20b", "x" * 65, "%3Cscript%3E"):
+        resp = await bank_a.get(f"/ui/trades?trade_id={bad}")
+        assert resp.status == 422, bad
+        assert "<script>" not in await resp.text()
+    # Without a session, the login, as every page.
+    resp = await client.get("/ui/trades?trade_id=ONLY-A", allow_redirects=False)
+    assert resp.status in (302, 303) and "/ui/login" in resp.headers["Location"]
+
+
 # --- the exceptions page ----------------------------------------------------------------
 
 

@@ -458,7 +458,10 @@ async def test_alice_notes_an_exception_and_the_note_survives_a_live_redraw(
     await expect(admin.page.locator("#participant-BANKA .key-label")).to_have_text("alice")
 
     alice = await people(alice_key)
-    await alice.goto("/ui/trades/A-1")
+    # She finds the trade by its id from the header, as from any page.
+    await alice.page.get_by_label("Trade id", exact=True).fill("A-1")
+    await alice.page.get_by_label("Trade id", exact=True).press("Enter")
+    await expect(alice.page).to_have_url(re.compile(r"/ui/trades/A-1$"))
     await expect(alice.page.locator("#no-notes")).to_be_visible()
     await alice.page.get_by_label("Add a note").fill("Called BANKB.\nThey book it today.")
     await alice.page.get_by_role("button", name="Add the note").click()

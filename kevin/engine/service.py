@@ -407,6 +407,12 @@ class TradeService:
             lambda conn, _: age_trades(conn, [trade], instant, as_of), as_of=as_of)
         return aged[0]
 
+    async def holders(self, trade_id: str, participant: str | None = None) -> list[str]:
+        """The participants that have a trade of this id (``participant`` alone, if
+        given), by name."""
+        return await self.reads.read(
+            lambda conn, _: store.holders(conn, trade_id, participant), stale=lambda _: False)
+
     async def versions(self, participant: str, trade_id: str,
                        seen_version: int | None = None) -> list[Trade]:
         found = await self.reads.read(

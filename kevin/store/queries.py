@@ -105,6 +105,16 @@ SELECT {TRADE_COLUMNS} FROM trades
 WHERE participant = $1 AND trade_id = $2 AND latest
 """
 
+# The participants (among $2; NULL: every one) that have a trade of id $1, by name: a
+# probe of pk_trades a participant, which are few, where trade_id alone has no index.
+SELECT_HOLDERS = """
+SELECT p.name FROM participants p
+WHERE ($2::text IS NULL OR p.name = $2)
+  AND EXISTS (SELECT 1 FROM trades t
+              WHERE t.participant = p.name AND t.trade_id = $1 AND t.latest)
+ORDER BY p.name
+"""
+
 # History reads (as-of, versions) go through the trade_history view: trades UNION ALL
 # trades_archive (alembic 0002), so archived versions stay visible. A version moves between
 # the two in one transaction, so one statement's snapshot sees it exactly once. Latest

@@ -212,6 +212,12 @@ async def latest(conn: asyncpg.Connection, participant: str, trade_id: str) -> T
     return trade_from_row(row) if row is not None else None
 
 
+async def holders(conn: asyncpg.Connection, trade_id: str,
+                  participant: str | None) -> list[str]:
+    """The participants with a trade ``trade_id`` (only ``participant``, if given)."""
+    return [row["name"] for row in await conn.fetch(q.SELECT_HOLDERS, trade_id, participant)]
+
+
 async def as_of(
     conn: asyncpg.Connection, participant: str, trade_id: str, instant: datetime
 ) -> Trade | None:

@@ -407,6 +407,25 @@ def _as_of(request: web.Request) -> datetime | None:
     return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
 
 
+@routes.get("/trades")
+async def find_trade(request: web.Request) -> web.Response:
+    """The header's "Find a trade": straight to its page when one book has it; the admin
+    chooses among the participants when several do."""
+    session = await require_session(request)
+    trade_id = request.query.get("trade_id", "").strip()
+    if not _TRADE_ID.fullmatch(trade_id):
+        raise e.ValidationFailed("trade_id is not a trade id",
+                                 [{"field": "trade_id", "message": _TRADE_ID.pattern}])
+    holders = await request.config_dict[KEVIN].holders(
+        trade_id, None if session.is_admin else session.participant)
+    if len(holders) == 1:
+        return _back_to_trade(holders[0], trade_id, session.is_admin)
+    return _page(request, "found.html", session, {
+        "trade_id": trade_id, "holders": holders,
+        "links": [f"/ui/trades/{trade_id}?" + urlencode({"participant": p}) for p in holders],
+    }, status=200 if holders else 404)
+
+
 @routes.get("/trades/{trade_id}")
 async def trade_page(request: web.Request) -> web.Response:
     session = await require_session(request)
