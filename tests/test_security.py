@@ -71,6 +71,8 @@ WORKBENCH = {
     ("POST", "/ui/trades/{trade_id}/notes"),
     # tests/test_exceptions_csv.py: the session's own book (another's is 404).
     ("GET", "/ui/exceptions.csv"),
+    # tests/test_ui.py: finds a trade in the session's own book only (another's is 404).
+    ("GET", "/ui/trades"),
 }
 ENDPOINTS = PUBLIC | ADMIN_ONLY | ISOLATED | WORKBENCH
 
