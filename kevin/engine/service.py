@@ -409,9 +409,11 @@ class TradeService:
 
     async def holders(self, trade_id: str, participant: str | None = None) -> list[str]:
         """The participants that have a trade of this id (``participant`` alone, if
-        given), by name."""
+        given), by name. None found on a replica is asked of the primary: a trade just
+        created is always found."""
         return await self.reads.read(
-            lambda conn, _: store.holders(conn, trade_id, participant), stale=lambda _: False)
+            lambda conn, _: store.holders(conn, trade_id, participant),
+            stale=lambda found: not found)
 
     async def versions(self, participant: str, trade_id: str,
                        seen_version: int | None = None) -> list[Trade]:
