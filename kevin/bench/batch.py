@@ -250,10 +250,12 @@ def _service_figures(slices: list[dict[str, Any]]) -> dict[str, Any]:
 async def _drained(conn: asyncpg.Connection, timeout: float = 120.0) -> None:
     """Until the service's sequencer has numbered every update committed so far: its
     work for a slice is the service's CPU, and must not run into the next side's slice."""
+    from kevin.bench.runner import BenchFailed
+
     deadline = time.monotonic() + timeout
     while await feed_store.any_unsequenced(conn):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the service's feed was not sequenced within {timeout:.0f}s")
+            raise BenchFailed(f"the service's feed was not sequenced within {timeout:.0f}s")
         await asyncio.sleep(0.02)
 
 
