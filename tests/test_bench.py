@@ -18,6 +18,7 @@ import pytest
 
 from kevin.bench import batch, pgbench, runner
 from kevin.dburl import to_asyncpg_dsn
+from kevin.store import feed as feed_store
 from kevin.store.invariants import find_violations
 from tests.processes import run_cli
 
@@ -228,6 +229,18 @@ def test_cpu_between_counts_backends_that_started_and_leaves_out_those_that_ende
     assert runner.cpu_between({1: 1.0, 2: 5.0}, {1: 1.5, 3: 0.25}) == 0.75
     assert runner.cpu_between(None, {1: 1.0}) is None
     assert runner.cpu_between({1: 1.0}, None) is None
+
+
+async def test_the_batch_bench_waits_for_the_feed_to_be_sequenced_and_no_longer(
+        db_url: str, conn: asyncpg.Connection) -> None:
+    await batch._drained(conn, timeout=1)  # nothing waits: at once
+    await conn.execute("INSERT INTO participants (name) VALUES ('BANKA'), ('BANKB')")
+    # Two trades and their feed rows, which no sequencer numbers: the wait is bounded.
+    await batch.copy_ceiling(db_url, "sq", lines=2, requests=1)
+    with pytest.raises(runner.BenchFailed, match="not sequenced within 0s"):
+        await batch._drained(conn, timeout=0.2)
+    assert (await feed_store.sequence_round(conn, 100)).assigned == 2
+    await batch._drained(conn, timeout=1)
 
 
 def test_batch_rounds_are_slices_of_whole_pairs() -> None:
