@@ -254,10 +254,12 @@ async def test_find_a_trade_goes_to_its_page_in_the_viewers_own_book(client, ban
     assert resp.status == 303 and resp.headers["Location"] == "/ui/trades/ONLY-A"
     resp = await bank_b.get("/ui/trades?trade_id=SAME-1")
     assert resp.status == 303 and resp.headers["Location"] == "/ui/trades/SAME-1"
-    # Another book's trade id is not found, as its page is not: nothing leaks.
+    # Another book's trade is never opened: BANKA's ONLY-A names BANKB, so BANKB learns
+    # what its Alleged tab shows already (tests below), and no more.
     resp = await bank_b.get("/ui/trades?trade_id=ONLY-A")
-    assert resp.status == 404
-    assert "BANKB has no trade ONLY-A." in await resp.text()
+    assert resp.status == 200
+    page = await resp.text()
+    assert "BANKB has no trade ONLY-A" in page and "/ui/trades/ONLY-A" not in page
     # The admin goes straight to the one holder, or chooses among several.
     admin = await Browser.login(client, ADMIN_TOKEN)
     resp = await admin.get("/ui/trades?trade_id=ONLY-A")
@@ -277,6 +279,44 @@ async def test_find_a_trade_goes_to_its_page_in_the_viewers_own_book(client, ban
     # Without a session, the login, as every page.
     resp = await client.get("/ui/trades?trade_id=ONLY-A", allow_redirects=False)
     assert resp.status in (302, 303) and "/ui/login" in resp.headers["Location"]
+
+
+async def test_find_a_trade_by_the_counterpartys_id_leads_to_the_books_own(client, banks):
+    """Someone on the phone reads out their own trade id: its trade leads to the book's."""
+    a, b = banks
+    bank_a = await Browser.login(client, a["Authorization"].split()[1])
+    # Matched: BANKB's B-1 leads to BANKA's A-1.
+    assert (await client.post("/v1/trades", json=trade_body("A-1"), headers=a)).status == 201
+    buy = trade_body("B-1", counterparty="BANKA", side="buy")
+    assert (await client.post("/v1/trades", json=buy, headers=b)).status == 201
+    resp = await bank_a.get("/ui/trades?trade_id=B-1")
+    assert resp.status == 303 and resp.headers["Location"] == "/ui/trades/A-1"
+    # Mismatched against two of BANKA's: both offered, none chosen for the user.
+    for trade_id in ("A-2", "A-3"):
+        body = trade_body(trade_id, product="XAG")
+        assert (await client.post("/v1/trades", json=body, headers=a)).status == 201
+    far = trade_body("B-2", counterparty="BANKA", side="buy", product="XAG", price="1200")
+    assert (await client.post("/v1/trades", json=far, headers=b)).status == 201
+    resp = await bank_a.get("/ui/trades?trade_id=B-2")
+    assert resp.status == 200
+    page = await resp.text()
+    assert "BANKB's B-2, mismatched" in page
+    assert 'href="/ui/trades/A-2"' in page and 'href="/ui/trades/A-3"' in page
+    # Alleged and unmatched: to the tab that lists it.
+    lone = trade_body("B-3", counterparty="BANKA", side="buy", product="XPT")
+    assert (await client.post("/v1/trades", json=lone, headers=b)).status == 201
+    page = await (await bank_a.get("/ui/trades?trade_id=B-3")).text()
+    assert "BANKB's B-3, unmatched" in page and "tab=alleged" in page
+    # A trade naming another participant, or cancelled, is none of BANKA's business.
+    resp = await client.post("/v1/participants", json={"name": "BANKC"}, headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    third = trade_body("B-4", counterparty="BANKC")
+    assert (await client.post("/v1/trades", json=third, headers=b)).status == 201
+    resp = await bank_a.get("/ui/trades?trade_id=B-4")
+    assert resp.status == 404 and "BANKA has no trade B-4." in await resp.text()
+    resp = await client.delete("/v1/trades/B-3", headers={**b, "If-Match": '"1"'})
+    assert resp.status == 200, await resp.text()
+    assert (await bank_a.get("/ui/trades?trade_id=B-3")).status == 404
 
 
 # --- the exceptions page ----------------------------------------------------------------

@@ -532,6 +532,13 @@ class Trade(TradeTerms):
     def etag(self) -> str:
         return f'"{self.version}"'
 
+    def counterparty_trade_ids(self) -> list[str]:
+        """The counterparty's trades this version points at: the one it matched, else
+        those it was compared with and missed (nearest first)."""
+        if self.match is not None:
+            return [self.match.counterparty_trade_id]
+        return list(dict.fromkeys(m.counterparty_trade_id for m in self.mismatches))
+
 
 def plain_dump(trade: Trade) -> dict[str, Any]:
     """``trade.model_dump(mode="python")`` as ``jsoncodec.dumps`` writes it — the same

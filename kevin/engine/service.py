@@ -415,6 +415,19 @@ class TradeService:
             lambda conn, _: store.holders(conn, trade_id, participant),
             stale=lambda found: not found)
 
+    async def naming(self, participant: str, trade_id: str) -> list[Trade]:
+        """Other participants' trades of id ``trade_id`` that name ``participant`` as
+        counterparty and are live (as the alleged list and a matched trade's own match
+        show them; a cancelled one is no business of the counterparty's)."""
+        found = []
+        for holder in await self.holders(trade_id):
+            if holder == participant:
+                continue
+            theirs = await self.get(holder, trade_id)
+            if theirs.counterparty == participant and theirs.status != "cancelled":
+                found.append(theirs)
+        return found
+
     async def versions(self, participant: str, trade_id: str,
                        seen_version: int | None = None) -> list[Trade]:
         found = await self.reads.read(

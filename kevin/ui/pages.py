@@ -416,14 +416,21 @@ async def find_trade(request: web.Request) -> web.Response:
     if not _TRADE_ID.fullmatch(trade_id):
         raise e.ValidationFailed("trade_id is not a trade id",
                                  [{"field": "trade_id", "message": _TRADE_ID.pattern}])
-    holders = await request.config_dict[KEVIN].holders(
-        trade_id, None if session.is_admin else session.participant)
+    kevin: TradeService = request.config_dict[KEVIN]
+    holders = await kevin.holders(trade_id, None if session.is_admin else session.participant)
     if len(holders) == 1:
         return _back_to_trade(holders[0], trade_id, session.is_admin)
+    # Not the book's own id: perhaps the counterparty's, read out on the phone. Its trade
+    # leads to the book's own when it points at exactly one.
+    book = None if session.is_admin else session.participant
+    naming = [] if book is None or holders else await kevin.naming(book, trade_id)
+    ours = list(dict.fromkeys(i for t in naming for i in t.counterparty_trade_ids()))
+    if book is not None and len(ours) == 1:
+        return _back_to_trade(book, ours[0], False)
     return _page(request, "found.html", session, {
-        "trade_id": trade_id, "holders": holders,
+        "trade_id": trade_id, "holders": holders, "naming": naming,
         "links": [f"/ui/trades/{trade_id}?" + urlencode({"participant": p}) for p in holders],
-    }, status=200 if holders else 404)
+    }, status=200 if holders or naming else 404)
 
 
 @routes.get("/trades/{trade_id}")
