@@ -417,12 +417,12 @@ async def find_trade(request: web.Request) -> web.Response:
         raise e.ValidationFailed("trade_id is not a trade id",
                                  [{"field": "trade_id", "message": _TRADE_ID.pattern}])
     kevin: TradeService = request.config_dict[KEVIN]
-    holders = await kevin.holders(trade_id, None if session.is_admin else session.participant)
+    book = None if session.is_admin else session.participant
+    holders = await kevin.holders(trade_id, book)
     if len(holders) == 1:
         return _back_to_trade(holders[0], trade_id, session.is_admin)
     # Not the book's own id: perhaps the counterparty's, read out on the phone. Its trade
     # leads to the book's own when it points at exactly one.
-    book = None if session.is_admin else session.participant
     naming = [] if book is None or holders else await kevin.naming(book, trade_id)
     ours = list(dict.fromkeys(i for t in naming for i in t.counterparty_trade_ids()))
     if book is not None and len(ours) == 1:
